@@ -1,0 +1,66 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// A system-library target for a Debian-packaged C library.
+func systemLibrary(_ name: String, pkgConfig: String, apt: [String]) -> Target {
+    .systemLibrary(name: name, path: "Sources/CLibs/\(name)", pkgConfig: pkgConfig, providers: [.apt(apt)])
+}
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "MeshNode",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "mesh-node", targets: ["MeshNodeCLI"]),
+        .executable(name: "node-ctl", targets: ["NodeCtl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        systemLibrary("COpus", pkgConfig: "opus", apt: ["libopus-dev"]),
+        systemLibrary("CNice", pkgConfig: "nice", apt: ["libnice-dev", "libglib2.0-dev"]),
+        systemLibrary("CSRTP", pkgConfig: "libsrtp2", apt: ["libsrtp2-dev"]),
+        systemLibrary("CSodium", pkgConfig: "libsodium", apt: ["libsodium-dev"]),
+        systemLibrary("CSecp256k1", pkgConfig: "libsecp256k1", apt: ["libsecp256k1-dev"]),
+        systemLibrary("CSpeexDSP", pkgConfig: "speexdsp", apt: ["libspeexdsp-dev"]),
+        systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
+
+        .target(name: "MeshWire", swiftSettings: strict),
+        .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
+        .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshMedia", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshControl", dependencies: [
+            "MeshWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .target(name: "MeshDaemon", dependencies: [
+            "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "CNice",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "MeshNodeCLI", dependencies: [
+            "MeshDaemon", "MeshIdentity", "MeshMedia", "MeshControl",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "NodeCtl", dependencies: [
+            "MeshControl",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+
+        .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
+        .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink"], swiftSettings: strict),
+        .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia"], swiftSettings: strict),
+        .testTarget(name: "MeshCallTests", dependencies: ["MeshCall"], swiftSettings: strict),
+        .testTarget(name: "MeshDaemonTests", dependencies: ["MeshDaemon", "MeshControl"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshMedia"], swiftSettings: strict),
+    ]
+)
