@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
         .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
-        .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshMedia", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshLink"], swiftSettings: strict),
         .target(name: "MeshControl", dependencies: [
             "MeshWire",
             .product(name: "NIOCore", package: "swift-nio"),

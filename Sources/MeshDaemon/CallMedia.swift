@@ -1,0 +1,104 @@
+import MeshCall
+import MeshMedia
+
+/// Where a call's outgoing audio comes from.
+enum MediaSource {
+    /// Frames pushed by the control client that placed the call (`mesh-node call --play`).
+    case client
+    /// What this side plays out is sent back (auto-answer echo).
+    case echo
+    /// Nothing to say: silence keeps the stream alive (auto-answer record).
+    case silence
+}
+
+/// Where a call's played-out audio goes (besides the stats).
+enum MediaSink {
+    case client
+    case echo
+    case recorder(WAVWriter, path: String)
+}
+
+/// Per-call figures for `node-ctl calls` and the call summary.
+public struct CallMediaStats: Sendable, Codable, Equatable {
+    public var codec: String
+    public var bitrate: Int
+    public var packetsSent: Int
+    public var packetsReceived: Int
+    public var packetsLost: Int
+    public var packetsLate: Int
+    public var framesConcealed: Int
+    public var fecRecovered: Int
+    public var srtpRejected: Int
+    public var jitterMs: Double
+    public var meanPlayoutDelayMs: Double
+    public var currentPlayoutDelayMs: Double
+    public var recording: String?
+}
+
+/// One active call's media: Opus encoder and playout, SRTP per direction, a source and a sink.
+/// Owned and driven by the node's event loop: `outbound()` and `playout(nowMs:)` every 20 ms.
+final class CallMedia {
+    let id: CallID
+    let source: MediaSource
+    let sink: MediaSink
+    private let sender: MediaSender
+    private let receiver: MediaReceiver
+    private let srtpOut: SRTPContext
+    private let srtpIn: SRTPContext
+    private let bitrate: Int
+    private var queued: [[Int16]] = []
+    private var srtpRejected = 0
+    /// Frames a client may queue ahead (about a second); older ones are dropped.
+    static let queueLimit = 50
+
+    init(id: CallID, keys: SRTPKeys, config: MediaConfig, source: MediaSource, sink: MediaSink) throws(MediaError) {
+        self.id = id
+        self.source = source
+        self.sink = sink
+        bitrate = config.bitrate
+        sender = try MediaSender(config: config, ssrc: UInt32(truncatingIfNeeded: id.raw))
+        receiver = try MediaReceiver(config: config)
+        srtpOut = try SRTPContext(masterKeyAndSalt: keys.send, direction: .outbound)
+        srtpIn = try SRTPContext(masterKeyAndSalt: keys.receive, direction: .inbound)
+    }
+
+    /// A frame from the client (or the echo loop) to send later.
+    func enqueue(_ frame: [Int16]) {
+        guard frame.count == Audio.frameSamples else { return }
+        queued.append(frame)
+        if queued.count > Self.queueLimit { queued.removeFirst(queued.count - Self.queueLimit) }
+    }
+
+    /// The next SRTP packet to send.
+    func outbound() throws(MediaError) -> [UInt8] {
+        let frame = queued.isEmpty ? [Int16](repeating: 0, count: Audio.frameSamples) : queued.removeFirst()
+        return try srtpOut.protect(try sender.packetize(frame: frame))
+    }
+
+    /// An SRTP packet from the peer. False when it does not authenticate (and it is counted).
+    func inbound(_ packet: [UInt8], nowMs: Int64) -> Bool {
+        guard let rtp = srtpIn.unprotect(packet) else {
+            srtpRejected += 1
+            return false
+        }
+        return receiver.receive(rtp: rtp, nowMs: nowMs)
+    }
+
+    /// The frame to play now; the echo loop queues it to be sent back.
+    func playout(nowMs: Int64) -> [Int16] {
+        let frame = receiver.nextFrame(nowMs: nowMs)
+        if case .echo = sink { enqueue(frame) }
+        return frame
+    }
+
+    var stats: CallMediaStats {
+        let r = receiver.stats
+        var recording: String?
+        if case .recorder(_, let path) = sink { recording = path }
+        return CallMediaStats(
+            codec: "opus/48000/1", bitrate: bitrate, packetsSent: sender.packetsSent, packetsReceived: r.packetsReceived,
+            packetsLost: r.packetsLost, packetsLate: r.packetsLate, framesConcealed: r.framesConcealed,
+            fecRecovered: r.fecRecovered, srtpRejected: srtpRejected, jitterMs: r.jitterMs,
+            meanPlayoutDelayMs: r.meanPlayoutDelayMs, currentPlayoutDelayMs: r.currentPlayoutDelayMs, recording: recording)
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import MeshCall
+import MeshControl
+import MeshIdentity
+import MeshLink
+import NIOCore
+
+/// The JSON-RPC methods of the control socket (docs/control.md). Runs on the node's event loop.
+extension NodeRuntime: ControlService {
+    public func handle(method: String, params: JSONValue, connection: ControlConnection) -> EventLoopFuture<JSONValue> {
+        loop.flatSubmit {
+            do {
+                switch method {
+                case "node.info": return self.loop.makeSucceededFuture(self.info())
+                case "node.peers":
+                    return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now())]))
+                case "calls.list":
+                    let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
+                    return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))
+                case "call.hangup": return self.loop.makeSucceededFuture(try self.hangup(params))
+                case "call.place": return try self.place(params, connection: connection)
+                default: throw RPCError.methodNotFound(method)
+                }
+            } catch {
+                return self.loop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    public func notification(method: String, params: JSONValue, connection: ControlConnection) {
+        loop.execute {
+            guard method == "audio.frame", let idText = params["call"]?.stringValue, let id = CallID(hex: idText),
+                  self.owners[id] == connection, let pcm = params["pcm"]?.stringValue.flatMap(PCM.samples(base64:)),
+                  let m = self.media[id] else { return }
+            m.enqueue(pcm)
+        }
+    }
+
+    public func closed(_ connection: ControlConnection) {
+        loop.execute {
+            let now = Self.now()
+            for (id, owner) in self.owners where owner == connection {
+                self.runCall(self.calls.hangup(id, now: now))
+                self.owners[id] = nil
+            }
+        }
+    }
+
+    // MARK: methods
+
+    func info() -> JSONValue {
+        let now = Self.now()
+        let active = calls.calls.values.filter { $0.state != .ended }.count
+        let linkCounters = (try? JSONValue(encoding: links.counters)) ?? .null
+        let nodeCounters = (try? JSONValue(encoding: counters)) ?? .null
+        return .object([
+            "node": .string(nodeKey.address.checksummed),
+            "listen": .string(localEndpoint),
+            "controlSocket": .string(config.resolvedControlSocket),
+            "wallets": .array(calls.hostedWallets.map { .string($0.checksummed) }),
+            "autoAnswer": .string(config.autoAnswer.rawValue),
+            "uptimeS": .number(Double((now - startedAt) / 1000)),
+            "peersUp": .number(Double(links.upPeers.count)),
+            "callsActive": .number(Double(active)),
+            "linkCounters": linkCounters,
+            "nodeCounters": nodeCounters,
+            "callMalformed": .number(Double(calls.malformed)),
+            "version": .string(MeshVersion.string),
+        ])
+    }
+
+    func callJSON(_ record: CallRecord) -> JSONValue {
+        let now = Self.now()
+        let end = record.endedAt ?? now
+        var object: [String: JSONValue] = [
+            "id": .string(record.id.description),
+            "role": .string(record.role.rawValue),
+            "local": .string(record.local.checksummed),
+            "remote": .string(record.remote.checksummed),
+            "via": .string(record.via.checksummed),
+            "path": .string("neighbour \(record.via.checksummed)"),
+            "state": .string(record.state.rawValue),
+            "durationS": .number(Double(end - (record.answeredAt ?? end)) / 1000),
+        ]
+        if let reason = record.endReason { object["endReason"] = .string(reason.description) }
+        if let stats = media[record.id]?.stats ?? finished[record.id], let json = try? JSONValue(encoding: stats) {
+            object["media"] = json
+        }
+        return .object(object)
+    }
+
+    private func hangup(_ params: JSONValue) throws -> JSONValue {
+        guard let text = params["call"]?.stringValue?.lowercased(), !text.isEmpty else {
+            throw RPCError.invalidParams("call.hangup needs \"call\": a call id")
+        }
+        let matches = calls.calls.values.filter { $0.id.description.hasPrefix(text) && $0.state != .ended }
+        guard matches.count == 1, let call = matches.first else {
+            throw RPCError.failed(matches.isEmpty ? "no active call \(text)" : "call id \(text) is ambiguous")
+        }
+        runCall(calls.hangup(call.id, now: Self.now()))
+        return .object(["call": .string(call.id.description), "state": .string("ended")])
+    }
+
+    private func place(_ params: JSONValue, connection: ControlConnection) throws -> EventLoopFuture<JSONValue> {
+        guard let toText = params["to"]?.stringValue else { throw RPCError.invalidParams("call.place needs \"to\": a wallet address") }
+        let to: WalletAddress
+        do { to = try WalletAddress(parsing: toText) } catch { throw RPCError.invalidParams("\(error)") }
+        let from: WalletAddress
+        if let fromText = params["from"]?.stringValue {
+            do { from = try WalletAddress(parsing: fromText) } catch { throw RPCError.invalidParams("\(error)") }
+            guard calls.hosts(from) else { throw RPCError.invalidParams("\(from) is not a wallet this node hosts") }
+        } else {
+            guard let first = calls.hostedWallets.first else { throw RPCError.failed("this node hosts no wallet") }
+            from = first
+        }
+        guard !calls.hosts(to) else { throw RPCError.failed("\(to) is hosted by this node; call it from another node") }
+        let bitrate = params["bitrate"]?.intValue ?? config.bitrate
+        guard (6_000...128_000).contains(bitrate) else { throw RPCError.invalidParams("bitrate must be 6000–128000 bit/s") }
+        let started = Self.now()
+        return resolve(to).flatMapThrowing { via in
+            let now = Self.now()
+            guard let (id, actions) = self.calls.place(from: from, to: to, via: via, bitrate: bitrate, now: now) else {
+                throw RPCError.failed("cannot place the call")
+            }
+            self.owners[id] = connection
+            self.setupStarted[id] = started
+            self.runCall(actions)
+            self.logger.info("placing call", metadata: ["call": "\(id)", "from": "\(from)", "to": "\(to)", "via": "\(via)"])
+            return .object(["call": .string(id.description), "from": .string(from.checksummed), "to": .string(to.checksummed),
+                            "via": .string(via.checksummed), "resolveMs": .number(Double(now - started))])
+        }
+    }
+
+    /// Asks every linked neighbour whether it hosts `address`; the first yes wins.
+    private func resolve(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
+        let neighbours = links.upPeers
+        guard !neighbours.isEmpty else {
+            return loop.makeFailedFuture(RPCError.failed("no neighbour link is up; cannot resolve \(address)"))
+        }
+        let now = Self.now()
+        let query = LinkCrypto.randomUInt32()
+        let promise = loop.makePromise(of: WalletAddress.self)
+        resolves[query] = PendingResolve(promise: promise, address: address, deadline: now + Self.resolveTimeoutMs,
+                                         asked: neighbours.count)
+        let request = AppMessage.resolveRequest(query: query, address: address).serialize()
+        for node in neighbours { run(links.send(request, to: node, now: now)) }
+        return promise.futureResult
+    }
+}
+
+public enum MeshVersion {
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,167 @@
+import Foundation
+import MeshIdentity
+import TOMLKit
+
+/// A configuration problem, reported as one line naming the key or flag.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// `HOST:PORT`, `[IPv6]:PORT`.
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init(parsing text: String, what: String) throws(ConfigError) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                throw ConfigError("\(what): expected [IPV6]:PORT, got \"\(text)\"")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else {
+                throw ConfigError("\(what): expected HOST:PORT, got \"\(text)\"")
+            }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty else { throw ConfigError("\(what): missing host in \"\(text)\"") }
+        guard let port = Int(portText), (0...65535).contains(port) else {
+            throw ConfigError("\(what): port must be 0–65535, got \"\(portText)\"")
+        }
+        self.init(host: String(host), port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// `[0xNODEADDR@]HOST:PORT`: a neighbour to keep a link with, optionally pinned to its node key.
+public struct PeerSpec: Sendable, Equatable, CustomStringConvertible {
+    public var pinned: WalletAddress?
+    public var endpoint: HostPort
+
+    public init(parsing text: String, what: String) throws(ConfigError) {
+        if let at = text.firstIndex(of: "@") {
+            do {
+                pinned = try WalletAddress(parsing: String(text[..<at]))
+            } catch {
+                throw ConfigError("\(what): \(error)")
+            }
+            endpoint = try HostPort(parsing: String(text[text.index(after: at)...]), what: what)
+        } else {
+            pinned = nil
+            endpoint = try HostPort(parsing: text, what: what)
+        }
+    }
+
+    public var description: String { (pinned.map { "\($0)@" } ?? "") + endpoint.description }
+}
+
+/// What a node does with an incoming call.
+public enum AutoAnswer: String, Sendable, CaseIterable {
+    /// Decline every call.
+    case off
+    /// Answer and write the caller's audio to one WAV per call in the record directory.
+    case record
+    /// Answer and send back what arrives (a sound-test service).
+    case echo
+}
+
+/// Everything `mesh-node run` needs; built from the TOML file, then overridden by flags.
+public struct NodeConfig: Sendable {
+    public var listen = HostPort(host: "0.0.0.0", port: 4460)
+    public var keyFile: String?
+    public var walletFiles: [String] = []
+    public var passphraseFile: String?
+    public var dataDir: String = NodeConfig.defaultDataDir
+    public var controlSocket: String?
+    public var peers: [PeerSpec] = []
+    public var autoAnswer: AutoAnswer = .off
+    public var recordDir: String?
+    public var bitrate = 24_000
+
+    public init() {}
+
+    public static var defaultDataDir: String {
+        (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.mesh"
+    }
+
+    public var resolvedControlSocket: String { controlSocket ?? dataDir + "/control.sock" }
+    public var resolvedRecordDir: String { recordDir ?? dataDir + "/recordings" }
+
+    static let knownKeys: Set<String> = [
+        "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "auto_answer", "record_dir", "bitrate",
+    ]
+
+    /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
+    public static func load(file: String) throws(ConfigError) -> NodeConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: file, encoding: .utf8)
+        } catch {
+            throw ConfigError("config \(file): cannot read (\((error as NSError).localizedDescription))")
+        }
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError("config \(file): line \(error.source.begin.line): \(error.description)")
+        } catch {
+            throw ConfigError("config \(file): not valid TOML")
+        }
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        func path(_ value: String) -> String { value.hasPrefix("/") ? value : base + "/" + value }
+        func string(_ key: String) throws(ConfigError) -> String? {
+            guard let value = table[key] else { return nil }
+            guard let s = value.string else { throw ConfigError("config \(file): \(key) must be a string") }
+            return s
+        }
+        func strings(_ key: String) throws(ConfigError) -> [String] {
+            guard let value = table[key] else { return [] }
+            guard let array = value.array, let items = Optional(array.compactMap { $0.string }), items.count == array.count else {
+                throw ConfigError("config \(file): \(key) must be an array of strings")
+            }
+            return items
+        }
+        if let unknown = table.keys.first(where: { !knownKeys.contains($0) }) {
+            throw ConfigError("config \(file): unknown key \"\(unknown)\" (known: \(knownKeys.sorted().joined(separator: ", ")))")
+        }
+        var config = NodeConfig()
+        if let v = try string("listen") { config.listen = try HostPort(parsing: v, what: "config \(file): listen") }
+        config.keyFile = try string("key").map(path)
+        config.walletFiles = try strings("wallets").map(path)
+        config.passphraseFile = try string("passphrase_file").map(path)
+        if let v = try string("data_dir") { config.dataDir = path(v) }
+        config.controlSocket = try string("control_socket").map(path)
+        config.peers = try strings("peers").map { (s) throws(ConfigError) in try PeerSpec(parsing: s, what: "config \(file): peers") }
+        if let v = try string("auto_answer") { config.autoAnswer = try parseAutoAnswer(v, what: "config \(file): auto_answer") }
+        config.recordDir = try string("record_dir").map(path)
+        if let value = table["bitrate"] {
+            guard let b = value.int else { throw ConfigError("config \(file): bitrate must be an integer") }
+            config.bitrate = try checkBitrate(b, what: "config \(file): bitrate")
+        }
+        return config
+    }
+
+    public static func parseAutoAnswer(_ text: String, what: String) throws(ConfigError) -> AutoAnswer {
+        guard let mode = AutoAnswer(rawValue: text) else {
+            throw ConfigError("\(what): expected off, record or echo, got \"\(text)\"")
+        }
+        return mode
+    }
+
+    public static func checkBitrate(_ value: Int, what: String) throws(ConfigError) -> Int {
+        guard (6_000...128_000).contains(value) else { throw ConfigError("\(what): must be 6000–128000 bit/s, got \(value)") }
+        return value
+    }
+}

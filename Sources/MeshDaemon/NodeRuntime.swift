@@ -1,0 +1,372 @@
+import Foundation
+import Logging
+import MeshCall
+import MeshControl
+import MeshIdentity
+import MeshLink
+import MeshMedia
+import NIOCore
+import NIOPosix
+
+/// Counters for input the node dropped above the link layer.
+public struct NodeCounters: Sendable, Codable, Equatable {
+    public var malformedApp = 0
+    public var mediaUnknownCall = 0
+    public var mediaWrongNeighbour = 0
+    public var resolveUnsolicited = 0
+}
+
+/// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
+/// Every piece of state lives on one event loop; the protocol cores are pure and this class only runs
+/// their actions (send a datagram, notify a client, start media).
+public final class NodeRuntime: @unchecked Sendable {
+    public let config: NodeConfig
+    public let nodeKey: PrivateKey
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    let loop: EventLoop
+    var links: LinkManager<SocketAddress>
+    var calls: CallEngine
+    var media: [CallID: CallMedia] = [:]
+    var finished: [CallID: CallMediaStats] = [:]
+    var owners: [CallID: ControlConnection] = [:]
+    var setupStarted: [CallID: Int64] = [:]
+    var resolves: [UInt32: PendingResolve] = [:]
+    var counters = NodeCounters()
+    var udp: Channel?
+    var control: ControlServer?
+    let startedAt: Int64
+    private let stopped: EventLoopPromise<Void>
+
+    struct PendingResolve {
+        let promise: EventLoopPromise<WalletAddress>
+        let address: WalletAddress
+        let deadline: Int64
+        var asked: Int
+        var negative = 0
+    }
+
+    static let linkTickMs: Int64 = 100
+    static let resolveTimeoutMs: Int64 = 2_000
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], logger: Logger) {
+        self.config = config
+        self.nodeKey = nodeKey
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        loop = group.next()
+        links = LinkManager(identity: nodeKey)
+        calls = CallEngine(wallets: wallets)
+        startedAt = Self.now()
+        stopped = loop.makePromise()
+    }
+
+    /// Loads keys, binds the UDP port and the control socket, dials the configured peers.
+    public static func start(config: NodeConfig, logger: Logger) throws -> NodeRuntime {
+        let (nodeKey, wallets) = try NodeKeys.load(config: config)
+        let runtime = NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, logger: logger)
+        do {
+            try runtime.bind()
+        } catch {
+            try? runtime.group.syncShutdownGracefully()
+            throw error
+        }
+        return runtime
+    }
+
+    private func bind() throws {
+        let listenAddress: SocketAddress
+        do {
+            listenAddress = try SocketAddress.makeAddressResolvingHost(config.listen.host, port: config.listen.port)
+        } catch {
+            throw ConfigError("listen \(config.listen): cannot resolve host \(config.listen.host)")
+        }
+        do {
+            udp = try DatagramBootstrap(group: group)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
+                    }
+                }
+                .bind(to: listenAddress).wait()
+        } catch {
+            throw ConfigError("listen \(config.listen): cannot bind UDP (\(error))")
+        }
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        do {
+            control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)
+        } catch {
+            try? udp?.close().wait()
+            throw ConfigError("control socket \(config.resolvedControlSocket): \(error)")
+        }
+        let peerTargets: [(SocketAddress, WalletAddress?)] = try config.peers.map { peer in
+            do {
+                return (try SocketAddress.makeAddressResolvingHost(peer.endpoint.host, port: peer.endpoint.port), peer.pinned)
+            } catch {
+                throw ConfigError("peer \(peer): cannot resolve host \(peer.endpoint.host)")
+            }
+        }
+        try loop.submit {
+            let now = Self.now()
+            for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }
+            self.scheduleLinkTick()
+            self.scheduleMediaTick(deadline: .now())
+        }.wait()
+        logger.info("node up", metadata: [
+            "node": "\(nodeKey.address)", "listen": "\(localEndpoint)", "control": "\(config.resolvedControlSocket)",
+            "wallets": "\(calls.hostedWallets.map(\.checksummed).joined(separator: ","))", "auto-answer": "\(config.autoAnswer.rawValue)",
+        ])
+    }
+
+    public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }
+
+    /// Blocks until `shutdown()` has finished.
+    public func waitUntilStopped() {
+        try? stopped.futureResult.wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Graceful stop: hang up every call (telling the peers), close the control socket and the port.
+    public func shutdown() {
+        loop.execute {
+            let now = Self.now()
+            for call in self.calls.calls.values where call.state != .ended {
+                self.runCall(self.calls.hangup(call.id, now: now))
+            }
+            self.control?.close()
+            self.logger.info("node stopped")
+            let udp = self.udp
+            self.udp = nil
+            (udp?.close() ?? self.loop.makeSucceededVoidFuture()).whenComplete { _ in self.stopped.succeed(()) }
+        }
+    }
+
+    // MARK: timers
+
+    private func scheduleLinkTick() {
+        loop.scheduleTask(in: .milliseconds(Self.linkTickMs)) {
+            guard self.udp != nil else { return }
+            let now = Self.now()
+            self.run(self.links.tick(now: now))
+            self.runCall(self.calls.tick(now: now))
+            self.expireResolves(now: now)
+            self.scheduleLinkTick()
+        }
+    }
+
+    /// Media runs on a fixed 20 ms grid (deadlines, not delays, so it does not drift).
+    private func scheduleMediaTick(deadline: NIODeadline) {
+        let next = deadline + .milliseconds(Int64(Audio.frameMs))
+        loop.scheduleTask(deadline: next) {
+            guard self.udp != nil else { return }
+            self.mediaTick(nowMs: Self.now())
+            let late = NIODeadline.now() - next > .milliseconds(200)
+            self.scheduleMediaTick(deadline: late ? .now() : next)
+        }
+    }
+
+    private func mediaTick(nowMs: Int64) {
+        for (id, m) in media {
+            guard let call = calls.calls[id] else { continue }
+            do {
+                let packet = try m.outbound()
+                run(links.send(AppMessage.media(id, packet).serialize(), to: call.via, now: nowMs))
+            } catch {
+                logger.warning("media encode failed", metadata: ["call": "\(id)", "error": "\(error)"])
+            }
+            let frame = m.playout(nowMs: nowMs)
+            switch m.sink {
+            case .client:
+                owners[id]?.notify(method: "audio.frame", params: .object([
+                    "call": .string(id.description), "pcm": .string(PCM.base64(frame)),
+                ]))
+            case .recorder(let writer, _):
+                do { try writer.append(frame) } catch {
+                    logger.warning("recording failed", metadata: ["call": "\(id)", "error": "\(error)"])
+                }
+            case .echo:
+                break
+            }
+        }
+    }
+
+    // MARK: inputs
+
+    func receive(datagram: [UInt8], from source: SocketAddress) {
+        run(links.receive(datagram, from: source, now: Self.now()))
+    }
+
+    /// Runs link actions: datagrams out, payloads up, link events logged.
+    func run(_ actions: [LinkAction<SocketAddress>]) {
+        for action in actions {
+            switch action {
+            case .send(let bytes, let to):
+                guard let udp else { continue }
+                var buffer = udp.allocator.buffer(capacity: bytes.count)
+                buffer.writeBytes(bytes)
+                udp.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: buffer), promise: nil)
+            case .deliver(let payload, let from):
+                deliver(payload, from: from)
+            case .up(let peer, let endpoint):
+                logger.info("link up", metadata: ["peer": "\(peer)", "endpoint": "\(Self.describe(endpoint))"])
+            case .down(let peer, let reason):
+                logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+                runCall(calls.linkDown(peer, now: Self.now()))
+            case .refused(let endpoint, let reason):
+                logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
+            }
+        }
+    }
+
+    private func deliver(_ payload: [UInt8], from node: WalletAddress) {
+        guard let message = AppMessage(parsing: payload) else {
+            counters.malformedApp += 1
+            return
+        }
+        let now = Self.now()
+        switch message {
+        case .resolveRequest(let query, let address):
+            let reply = AppMessage.resolveReply(query: query, address: address, hosted: calls.hosts(address))
+            run(links.send(reply.serialize(), to: node, now: now))
+        case .resolveReply(let query, let address, let hosted):
+            guard var pending = resolves[query], pending.address == address else {
+                counters.resolveUnsolicited += 1
+                return
+            }
+            if hosted {
+                resolves[query] = nil
+                pending.promise.succeed(node)
+            } else {
+                pending.negative += 1
+                resolves[query] = pending
+                if pending.negative >= pending.asked {
+                    resolves[query] = nil
+                    pending.promise.fail(RPCError.failed("no linked neighbour hosts \(address)"))
+                }
+            }
+        case .call(let body):
+            runCall(calls.receive(body, from: node, now: now))
+        case .media(let id, let packet):
+            guard let m = media[id], let call = calls.calls[id] else {
+                counters.mediaUnknownCall += 1
+                return
+            }
+            guard call.via == node else {
+                counters.mediaWrongNeighbour += 1
+                return
+            }
+            if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
+        }
+    }
+
+    /// Runs call actions: signalling out, auto-answer, media start and stop, client notifications.
+    func runCall(_ actions: [CallAction]) {
+        let now = Self.now()
+        for action in actions {
+            switch action {
+            case .send(let body, let to):
+                run(links.send(AppMessage.call(body).serialize(), to: to, now: now))
+            case .incoming(let id, let caller, let callee):
+                logger.info("incoming call", metadata: ["call": "\(id)", "from": "\(caller)", "to": "\(callee)",
+                                                        "auto-answer": "\(config.autoAnswer.rawValue)"])
+                switch config.autoAnswer {
+                case .off: runCall(calls.hangup(id, reason: .declined, now: now))
+                case .echo, .record: runCall(calls.answer(id, now: now))
+                }
+            case .ringing(let id):
+                owners[id]?.notify(method: "call.ringing", params: .object(["call": .string(id.description)]))
+            case .established(let id, let keys):
+                startMedia(id, keys: keys, now: now)
+            case .ended(let id, let reason):
+                endMedia(id, reason: reason)
+            }
+        }
+    }
+
+    private func startMedia(_ id: CallID, keys: SRTPKeys, now: Int64) {
+        guard let call = calls.calls[id] else { return }
+        var mediaConfig = MediaConfig()
+        mediaConfig.bitrate = call.bitrate
+        let source: MediaSource
+        let sink: MediaSink
+        switch (call.role, config.autoAnswer) {
+        case (.caller, _):
+            (source, sink) = (.client, .client)
+        case (.callee, .record):
+            do {
+                let path = try Recordings.path(directory: config.resolvedRecordDir, caller: call.remote, nowMs: now)
+                (source, sink) = (.silence, .recorder(try WAVWriter(path: path), path: path))
+            } catch {
+                logger.error("cannot record call", metadata: ["call": "\(id)", "error": "\(error)"])
+                runCall(calls.hangup(id, reason: .failed, now: now))
+                return
+            }
+        case (.callee, _):
+            (source, sink) = (.echo, .echo)
+        }
+        do {
+            media[id] = try CallMedia(id: id, keys: keys, config: mediaConfig, source: source, sink: sink)
+        } catch {
+            logger.error("cannot start media", metadata: ["call": "\(id)", "error": "\(error)"])
+            runCall(calls.hangup(id, reason: .failed, now: now))
+            return
+        }
+        let setupMs = setupStarted.removeValue(forKey: id).map { now - $0 }
+        logger.info("call established", metadata: ["call": "\(id)", "peer": "\(call.remote)", "via": "\(call.via)",
+                                                   "setup-ms": "\(setupMs.map(String.init) ?? "-")"])
+        var params: [String: JSONValue] = ["call": .string(id.description), "codec": .string("opus/48000/1"),
+                                           "bitrate": .number(Double(call.bitrate))]
+        if let setupMs { params["setupMs"] = .number(Double(setupMs)) }
+        owners[id]?.notify(method: "call.established", params: .object(params))
+    }
+
+    private func endMedia(_ id: CallID, reason: CallEndReason) {
+        let m = media.removeValue(forKey: id)
+        if let m {
+            if case .recorder(let writer, _) = m.sink { try? writer.close() }
+            finished[id] = m.stats
+        }
+        setupStarted[id] = nil
+        logger.info("call ended", metadata: ["call": "\(id)", "reason": "\(reason)"])
+        if let owner = owners.removeValue(forKey: id) {
+            var params: [String: JSONValue] = ["call": .string(id.description), "reason": .string(reason.description),
+                                               "normal": .bool(reason == .normal)]
+            if let record = calls.calls[id] { params["summary"] = callJSON(record) }
+            owner.notify(method: "call.ended", params: .object(params))
+        }
+    }
+
+    private func expireResolves(now: Int64) {
+        for (query, pending) in resolves where pending.deadline <= now {
+            resolves[query] = nil
+            pending.promise.fail(RPCError.failed("no linked neighbour answered for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
+        }
+        finished = finished.filter { calls.calls[$0.key] != nil }
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
+/// Reads datagrams from the node's UDP port into the runtime (on its event loop).
+private final class DatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let runtime: NodeRuntime
+    init(runtime: NodeRuntime) { self.runtime = runtime }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var envelope = unwrapInboundIn(data)
+        let bytes = envelope.data.readBytes(length: envelope.data.readableBytes) ?? []
+        runtime.receive(datagram: bytes, from: envelope.remoteAddress)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // ICMP port-unreachable and similar arrive here on a UDP socket; the port stays open.
+    }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import MeshControl
+import MeshDaemon
+import MeshIdentity
+import MeshMedia
+
+/// `mesh-node call 0xADDRESS`: asks the local node to place a call, streams audio in and out, prints a summary.
+struct CallCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "call",
+        abstract: "Call a wallet address through the local node.",
+        discussion: """
+            Audio in (--play) and out (--record) is a WAV file, or raw 16-bit 48 kHz mono PCM on stdin/stdout with '-'.
+            Without --duration the call lasts as long as the --play input plus one second (to hear the tail of a reply);
+            with no input it lasts until the other side hangs up or Ctrl-C. Exit status 0 after a normal hangup.
+            """)
+
+    @Argument(help: "The wallet address to call (0x + 40 hex; mixed case must be a valid EIP-55 checksum).")
+    var address: String
+    @Option(help: "Control socket of the local node (default $MESH_CONTROL_SOCKET or ~/.mesh/control.sock).")
+    var controlSocket: String = ControlDefaults.socketPath
+    @Option(help: "Audio to send: a WAV file (any common rate or channel count) or '-' for raw PCM on stdin.")
+    var play: String?
+    @Option(help: "Where to write the received audio: a WAV file or '-' for raw PCM on stdout.")
+    var record: String?
+    @Option(help: "Seconds to stay in the call after it is answered.") var duration: Double?
+    @Option(help: "Which hosted wallet calls (default: the node's first).") var from: String?
+    @Option(help: "Opus bitrate in bit/s (default: the node's setting, 24000).") var bitrate: Int?
+    @Flag(help: "Print the summary as JSON.") var json = false
+
+    func validate() throws {
+        do { _ = try WalletAddress(parsing: address) } catch { throw ValidationError("\(error)") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be a positive number of seconds") }
+        if let bitrate, !(6_000...128_000).contains(bitrate) { throw ValidationError("--bitrate must be 6000–128000 bit/s") }
+    }
+
+    func run() throws {
+        let source = try AudioSource.open(play)
+        let sink = try AudioSink.open(record)
+        let session = CallSession(sink: sink)
+        let client: ControlClient
+        do {
+            client = try ControlClient(path: controlSocket) { session.handle($0) }
+        } catch {
+            throw CLIError("\(error)")
+        }
+        var params: [String: JSONValue] = ["to": .string(address)]
+        if let from { params["from"] = .string(from) }
+        if let bitrate { params["bitrate"] = .number(Double(bitrate)) }
+        let placed: JSONValue
+        do {
+            placed = try client.call("call.place", .object(params))
+        } catch {
+            throw CLIError("call \(address): \(error)")
+        }
+        guard let callID = placed["call"]?.stringValue else { throw CLIError("the node gave no call id") }
+        session.callID = callID
+
+        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        signal(SIGINT, SIG_IGN)
+        interrupt.setEventHandler { session.interrupt() }
+        interrupt.resume()
+
+        let answered = session.waitForAnswer(timeout: 45)
+        if answered {
+            let limit = duration ?? source.lengthSeconds.map { $0 + 1 }
+            stream(source: source, client: client, callID: callID, session: session, limit: limit)
+        }
+        if !session.isEnded { _ = try? client.call("call.hangup", .object(["call": .string(callID)]), timeout: 5) }
+        let ended = session.waitForEnd(timeout: 10)
+        interrupt.cancel()
+        client.close()
+        sink.close()
+        guard let ended else { throw CLIError("call \(callID): the node reported no end of the call") }
+        report(ended, placed: placed, setupMs: session.setupMs)
+        if ended["normal"]?.boolValue != true { throw ExitCode(1) }
+    }
+
+    /// Sends one 20 ms frame per 20 ms (on an absolute schedule) until the limit, the input's end or the call's end.
+    private func stream(source: AudioSource, client: ControlClient, callID: String, session: CallSession, limit: Double?) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var sent = 0
+        while !session.isEnded && !session.isInterrupted {
+            if let limit, Double(sent * Audio.frameMs) / 1000 >= limit { break }
+            guard let frame = source.nextFrame() else {
+                if limit == nil { break }
+                sent += 1
+                pace(start: start, frames: sent)
+                continue
+            }
+            try? client.notify("audio.frame", .object(["call": .string(callID), "pcm": .string(PCM.base64(frame))]))
+            sent += 1
+            pace(start: start, frames: sent)
+        }
+    }
+
+    private func pace(start: UInt64, frames: Int) {
+        let due = start + UInt64(frames * Audio.frameMs) * 1_000_000
+        let now = DispatchTime.now().uptimeNanoseconds
+        if due > now { usleep(UInt32((due - now) / 1000)) }
+    }
+
+    private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?) {
+        let summary = ended["summary"] ?? .object([:])
+        let media = summary["media"] ?? .object([:])
+        var out: [String: JSONValue] = [
+            "call": placed["call"] ?? .null, "from": placed["from"] ?? .null, "peer": placed["to"] ?? .null,
+            "via": placed["via"] ?? .null, "path": summary["path"] ?? .null, "reason": ended["reason"] ?? .null,
+            "durationS": summary["durationS"] ?? .null, "codec": media["codec"] ?? .null, "bitrate": media["bitrate"] ?? .null,
+            "packetsSent": media["packetsSent"] ?? .null, "packetsReceived": media["packetsReceived"] ?? .null,
+            "packetsLost": media["packetsLost"] ?? .null, "packetsLate": media["packetsLate"] ?? .null,
+            "meanPlayoutDelayMs": media["meanPlayoutDelayMs"] ?? .null, "jitterMs": media["jitterMs"] ?? .null,
+        ]
+        if let setupMs { out["setupMs"] = setupMs }
+        let text: String
+        if json {
+            text = JSONValue.object(out).prettyText()
+        } else {
+            func f(_ key: String) -> String {
+                switch out[key] {
+                case .number(let n)?: n.rounded() == n ? String(Int(n)) : String(format: "%.1f", n)
+                case .string(let s)?: s
+                default: "-"
+                }
+            }
+            text = """
+                call        \(f("call"))  \(f("from")) → \(f("peer"))
+                path        \(f("path"))
+                ended       \(f("reason")) after \(f("durationS")) s (setup \(f("setupMs")) ms)
+                codec       \(f("codec")) at \(f("bitrate")) bit/s
+                packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))
+                playout     mean delay \(f("meanPlayoutDelayMs")) ms, jitter \(f("jitterMs")) ms
+                """
+        }
+        let toStderr = record == "-"
+        FileHandle(fileDescriptor: toStderr ? 2 : 1).write(Data((text + "\n").utf8))
+    }
+}

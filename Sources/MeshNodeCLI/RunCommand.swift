@@ -1,0 +1,80 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import MeshDaemon
+
+/// `mesh-node run`: a node. Flags override the TOML file; with no file, flags alone run a node.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a node: links, calls, relaying. SIGTERM or SIGINT stops it gracefully.")
+
+    @Option(help: "TOML configuration file (see Configs/node.toml).") var config: String?
+    @Option(help: "UDP HOST:PORT to listen on (default 0.0.0.0:4460).") var listen: String?
+    @Option(help: "The node's key file (default: DATA_DIR/node.key, created when missing).") var key: String?
+    @Option(name: .customLong("wallet"), help: "A hosted wallet key file; repeatable (default: the node's own address).")
+    var wallets: [String] = []
+    @Option(help: "Passphrase file for protected key files.") var passphraseFile: String?
+    @Option(help: "Data directory (default ~/.mesh).") var dataDir: String?
+    @Option(help: "Control socket path (default DATA_DIR/control.sock).") var controlSocket: String?
+    @Option(name: .customLong("peer"), help: "A neighbour [0xNODEADDR@]HOST:PORT to keep a link with; repeatable.")
+    var peers: [String] = []
+    @Option(help: "What to do with incoming calls: off (decline), record, echo.") var autoAnswer: String?
+    @Option(help: "Folder for recorded calls (default DATA_DIR/recordings).") var recordDir: String?
+    @Option(help: "Opus bitrate of calls this node places, bit/s (default 24000).") var bitrate: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
+
+    func run() throws {
+        let settings = try settings()
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level: expected trace, debug, info, notice, warning or error, got \"\(logLevel)\"")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let runtime: NodeRuntime
+        do {
+            runtime = try NodeRuntime.start(config: settings, logger: Logger(label: "mesh-node"))
+        } catch {
+            throw CLIError("\(error)")
+        }
+        let signals = [SIGTERM, SIGINT].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { runtime.shutdown() }
+            source.resume()
+            return source
+        }
+        runtime.waitUntilStopped()
+        signals.forEach { $0.cancel() }
+    }
+
+    /// The TOML file (if any) with every given flag applied on top.
+    func settings() throws -> NodeConfig {
+        do {
+            var c = try config.map { (f) throws(ConfigError) in try NodeConfig.load(file: f) } ?? NodeConfig()
+            if let listen { c.listen = try HostPort(parsing: listen, what: "--listen") }
+            if let key { c.keyFile = key }
+            if !wallets.isEmpty { c.walletFiles = wallets }
+            if let passphraseFile { c.passphraseFile = passphraseFile }
+            if let dataDir { c.dataDir = dataDir }
+            if let controlSocket { c.controlSocket = controlSocket }
+            if !peers.isEmpty { c.peers = try peers.map { (p) throws(ConfigError) in try PeerSpec(parsing: p, what: "--peer") } }
+            if let autoAnswer { c.autoAnswer = try NodeConfig.parseAutoAnswer(autoAnswer, what: "--auto-answer") }
+            if let recordDir { c.recordDir = recordDir }
+            if let bitrate { c.bitrate = try NodeConfig.checkBitrate(bitrate, what: "--bitrate") }
+            return c
+        } catch {
+            throw CLIError(error.description)
+        }
+    }
+}
+
+/// A one-line error for the user; exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
