@@ -73,8 +73,9 @@ public final class ControlServer: Sendable {
         return ControlServer(path: path, channel: channel)
     }
 
+    /// Stops accepting connections and removes the socket file; safe to call on the event loop.
     public func close() {
-        try? channel.close().wait()
+        channel.close(promise: nil)
         unlink(path)
     }
 }

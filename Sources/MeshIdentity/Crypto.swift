@@ -53,7 +53,7 @@ final class SecretBox: @unchecked Sendable {
 
     init(copying bytes: [UInt8]) {
         count = bytes.count
-        pointer = .allocate(capacity: max(count, 1))
+        pointer = .allocate(capacity: count)
         pointer.initialize(from: bytes, count: count)
     }
 

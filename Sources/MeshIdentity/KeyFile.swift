@@ -5,7 +5,7 @@ import MeshWire
 /// The contents of a key file (format version 1, described in docs/identity.md), and the passphrase
 /// sealing of its secret: Argon2id (libsodium `crypto_pwhash`) derives a 32-byte key that seals the
 /// scalar with XChaCha20-Poly1305, the 20 address bytes as associated data.
-struct KeyFile: Equatable {
+struct KeyFile {
     static let version = 1
 
     /// Argon2id cost for new files: 3 passes over 128 MiB, about 0.25 s on a current x86-64 core.
@@ -20,7 +20,7 @@ struct KeyFile: Equatable {
     static let tagBytes = Int(crypto_aead_xchacha20poly1305_ietf_abytes())
     static let scalarBytes = 32
 
-    enum Protection: Equatable {
+    enum Protection {
         /// The scalar in the clear.
         case none(secret: [UInt8])
         /// The scalar sealed under a passphrase; `sealed` is ciphertext || 16-byte tag.

@@ -10,12 +10,12 @@ public enum KeyStore {
     /// (Argon2id + XChaCha20-Poly1305). Never overwrites: an existing file is an error. Missing parent
     /// directories are created with mode 0700.
     public static func create(_ key: PrivateKey, at path: String, passphrase: [UInt8]?) throws(IdentityError) {
-        try createDirectories(parentOf: path)
-        try reportingPath(path) { () throws(IdentityError) in
-            var text = try KeyFile(key: key, passphrase: passphrase).encoded()
-            defer { Secrets.wipe(&text) }
-            try writeNewFile(text, at: path)
+        var text = try reportingPath(path) { () throws(IdentityError) in
+            try KeyFile(key: key, passphrase: passphrase).encoded()
         }
+        defer { Secrets.wipe(&text) }
+        try createDirectories(parentOf: path)
+        try reportingPath(path) { () throws(IdentityError) in try writeNewFile(text, at: path) }
     }
 
     /// Reads the key at `path`. The passphrase is needed for a protected file and ignored otherwise.

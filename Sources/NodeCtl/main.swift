@@ -123,8 +123,8 @@ func ms(_ value: JSONValue?) -> String { value?.doubleValue.map { String(format:
 
 func bytes(_ value: JSONValue?) -> String {
     guard let n = value?.doubleValue else { return "-" }
-    if n >= 1 << 20 { return String(format: "%.1f MiB", n / Double(1 << 20)) }
-    if n >= 1 << 10 { return String(format: "%.1f KiB", n / 1024) }
+    if n >= 1_048_576 { return String(format: "%.1f MiB", n / 1_048_576) }
+    if n >= 1_024 { return String(format: "%.1f KiB", n / 1_024) }
     return "\(Int(n)) B"
 }
 
@@ -142,4 +142,15 @@ enum Table {
     }
 }
 
-NodeCtl.main()
+/// `node-ctl --control-socket PATH peers` must work as well as `node-ctl peers --control-socket PATH`:
+/// a leading --control-socket is moved after the subcommand, where the parser expects it.
+var arguments = Array(CommandLine.arguments.dropFirst())
+if let first = arguments.first, first == "--control-socket" || first.hasPrefix("--control-socket=") {
+    let count = first.contains("=") ? 1 : 2
+    if arguments.count > count {
+        let option = Array(arguments[0..<count])
+        arguments.removeFirst(count)
+        arguments.insert(contentsOf: option, at: 1)
+    }
+}
+NodeCtl.main(arguments)

@@ -77,6 +77,20 @@ import Testing
         }
     }
 
+    @Test func keysSignAndRecoverConcurrently() async {
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<32 {
+                group.addTask {
+                    let key = PrivateKey()
+                    let message = key.address.bytes
+                    return PersonalSign.recover(message: message, signature: key.personalSign(message: message)) == key.address
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results == [Bool](repeating: true, count: 32))
+    }
+
     @Test func signingIsDeterministic() throws {
         let key = try PrivateKey(hex: Self.web3Key)
         let digest = Keccak.hash256(Array("twice".utf8))

@@ -3,7 +3,7 @@ import MeshWire
 import Testing
 
 @Suite struct RTPPacketTests {
-    @Test func roundTrip() throws {
+    @Test func roundTrip() {
         let packet = RTPPacket(payloadType: 111, marker: true, sequence: 0xfffe, timestamp: 0xdead_beef,
                                ssrc: 0x0102_0304, payload: [1, 2, 3, 4, 5])
         let bytes = packet.serialize()
@@ -15,9 +15,9 @@ import Testing
 
     @Test func skipsCSRCExtensionAndPadding() throws {
         // V=2, P=1, X=1, CC=2; PT 111; then 2 CSRCs, a one-word extension, payload, 3 bytes of padding.
-        let bytes = try #require(Hex.decode(
-            "b26f0007" + "00000960" + "0000abcd" + "11111111" + "22222222" + "bede0001" + "aabbccdd"
-                + "c0ffee" + "000003"))
+        let hex: String = "b26f0007" + "00000960" + "0000abcd" + "11111111" + "22222222" + "bede0001" + "aabbccdd"
+            + "c0ffee" + "000003"
+        let bytes = try #require(Hex.decode(hex))
         let packet = try #require(RTPPacket(parsing: bytes))
         #expect(packet.payloadType == 111)
         #expect(!packet.marker)

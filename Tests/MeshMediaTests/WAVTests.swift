@@ -49,7 +49,7 @@ import Testing
             for (name, options) in [("u8", ["-e", "unsigned-integer", "-b", "8"]), ("s24", ["-b", "24"]),
                                     ("s32", ["-b", "32"]), ("f32", ["-e", "floating-point", "-b", "32"])] {
                 let path = directory + "/\(name).wav"
-                try TestAudio.run(try #require(TestAudio.soxPath), [source] + options + [path])
+                try TestAudio.run(try #require(TestAudio.soxPath), ["-D", source] + options + [path])
                 let wav = try WAV.read(path: path)
                 #expect(wav.sampleRate == 48_000 && wav.channels == 1, "\(name)")
                 let tolerance = name == "u8" ? 256 : 1
@@ -127,7 +127,7 @@ import Testing
 
     @Test func downmixesAndPassesThrough48kMono() throws {
         let left = TestAudio.noise(count: 960, seed: 3)
-        let stereo = left.flatMap { [$0, 0] }
+        let stereo = left.flatMap { [$0, Int16(0)] }
         let mono = try Resample.toMono48k(samples: stereo, sampleRate: 48_000, channels: 2)
         #expect(mono == left.map { $0 / 2 })
         #expect(try Resample.toMono48k(samples: left, sampleRate: 48_000, channels: 1) == left)

@@ -1,0 +1,75 @@
+import MeshIdentity
+@testable import MeshLink
+
+/// Two (or more) link managers on a virtual network: endpoint = index, time passed in.
+struct LinkTestNet {
+    var nodes: [LinkManager<Int>]
+    var now: Int64 = 1_700_000_000_000
+    var delivered: [Int: [(payload: [UInt8], from: WalletAddress)]] = [:]
+    var ups: [Int: [WalletAddress]] = [:]
+    var downs: [Int: [WalletAddress]] = [:]
+    var refused: [Int: [String]] = [:]
+    /// Every datagram that crossed the network, for replay and tampering tests.
+    var wire: [(from: Int, to: Int, bytes: [UInt8])] = []
+    /// Datagrams to drop (by predicate on sender and receiver).
+    var drop: (Int, Int) -> Bool = { _, _ in false }
+
+    init(count: Int, config: LinkConfig = LinkConfig()) {
+        nodes = (0..<count).map { _ in LinkManager<Int>(identity: PrivateKey(), config: config) }
+    }
+
+    func address(_ i: Int) -> WalletAddress { nodes[i].localAddress }
+
+    /// Runs the actions node `i` produced, delivering datagrams synchronously (zero latency) until quiet.
+    mutating func run(_ actions: [LinkAction<Int>], at i: Int) {
+        var queue = actions.map { (i, $0) }
+        while !queue.isEmpty {
+            let (node, action) = queue.removeFirst()
+            switch action {
+            case .send(let bytes, let to):
+                wire.append((node, to, bytes))
+                if drop(node, to) { continue }
+                let out = nodes[to].receive(bytes, from: node, now: now)
+                queue += out.map { (to, $0) }
+            case .deliver(let payload, let from):
+                delivered[node, default: []].append((payload, from))
+            case .up(let peer, _):
+                ups[node, default: []].append(peer)
+            case .down(let peer, _):
+                downs[node, default: []].append(peer)
+            case .refused(_, let reason):
+                refused[node, default: []].append(reason)
+            }
+        }
+    }
+
+    mutating func connect(_ i: Int, to j: Int, pinned: WalletAddress? = nil) {
+        let actions = nodes[i].connect(to: j, pinned: pinned, now: now)
+        run(actions, at: i)
+    }
+
+    mutating func send(_ payload: [UInt8], from i: Int, to j: Int) {
+        let actions = nodes[i].send(payload, to: address(j), now: now)
+        run(actions, at: i)
+    }
+
+    /// Advances virtual time in steps, ticking every node.
+    mutating func advance(_ ms: Int64, step: Int64 = 100) {
+        var left = ms
+        while left > 0 {
+            let d = min(step, left)
+            now += d
+            left -= d
+            for i in nodes.indices {
+                let actions = nodes[i].tick(now: now)
+                run(actions, at: i)
+            }
+        }
+    }
+
+    /// Feeds raw bytes to node `to` as if they came from endpoint `from`.
+    mutating func inject(_ bytes: [UInt8], from: Int, to: Int) {
+        let actions = nodes[to].receive(bytes, from: from, now: now)
+        run(actions, at: to)
+    }
+}
