@@ -15,7 +15,7 @@ import Testing
 
     @Test func skipsCSRCExtensionAndPadding() throws {
         // V=2, P=1, X=1, CC=2; PT 111; then 2 CSRCs, a one-word extension, payload, 3 bytes of padding.
-        let hex: String = "b26f0007" + "00000960" + "0000abcd" + "11111111" + "22222222" + "bede0001" + "aabbccdd"
+        let hex: String = "b26f0007" + "000003c0" + "0000abcd" + "11111111" + "22222222" + "bede0001" + "aabbccdd"
             + "c0ffee" + "000003"
         let bytes = try #require(Hex.decode(hex))
         let packet = try #require(RTPPacket(parsing: bytes))

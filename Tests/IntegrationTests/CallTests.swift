@@ -1,0 +1,183 @@
+import Foundation
+import MeshCall
+@testable import MeshDaemon
+import MeshControl
+import MeshIdentity
+import Testing
+
+/// Real `mesh-node run` processes on loopback, real calls through the `mesh-node call` command.
+@Suite(.serialized) struct CallTests {
+    /// Starts an echo node B and a node A linked to it (A dials B, pinned to B's node key).
+    private func echoPair(_ scratch: Scratch, calleeMode: String = "echo", extra: [String] = []) throws -> (NodeProcess, NodeProcess) {
+        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", calleeMode, "--record-dir", scratch.file("rec")])
+        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"] + extra)
+        try a.wait(for: "link to b") { $0["peersUp"]?.intValue == 1 }
+        try b.wait(for: "link to a") { $0["peersUp"]?.intValue == 1 }
+        return (a, b)
+    }
+
+    private func placeCall(from a: NodeProcess, to b: NodeProcess, play: String, record: String) throws -> (Finished, JSONValue?) {
+        try Self.placeCall(socket: a.socket, callee: b.address, play: play, record: record)
+    }
+
+    /// Starts `mesh-node call` on a background thread; `wait()` gives its result.
+    private func placeCallInBackground(from a: NodeProcess, to b: NodeProcess, play: String, record: String) -> Background<(Finished, JSONValue?)> {
+        let (socket, callee) = (a.socket, b.address)
+        return Background { try Self.placeCall(socket: socket, callee: callee, play: play, record: record) }
+    }
+
+    private static func placeCall(socket: String, callee: String, play: String, record: String) throws -> (Finished, JSONValue?) {
+        let result = try runCommand(Binaries.meshNode, ["call", callee, "--control-socket", socket, "--play", play,
+                                                        "--record", record, "--json"], timeout: 60)
+        return (result, try? decodeJSON(result.stdout))
+    }
+
+    private func match(_ reference: String, _ recorded: String) throws -> JSONValue {
+        let result = try runCommand(Binaries.meshNode, ["audio-match", "--reference", reference, "--recorded", recorded, "--json"])
+        guard result.status == 0 else { throw HarnessError("audio-match failed: \(result.stderr)") }
+        return try decodeJSON(result.stdout)
+    }
+
+    @Test func echoCallReturnsTheSentSpeech() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let (a, b) = try echoPair(scratch)
+        let (result, summary) = try placeCall(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        #expect(summary?["reason"]?.stringValue == "hangup")
+        #expect(summary?["codec"]?.stringValue == "opus/48000/1")
+        #expect((summary?["packetsSent"]?.intValue ?? 0) > 150)
+        #expect((summary?["packetsReceived"]?.intValue ?? 0) > 150)
+        #expect((summary?["packetsLost"]?.intValue ?? 99) <= 2)
+        #expect((summary?["meanPlayoutDelayMs"]?.doubleValue ?? 0) > 0)
+        let m = try match(speech, scratch.file("reply.wav"))
+        let correlation = m["correlation"]?.doubleValue ?? 0
+        let lag = m["lagMs"]?.doubleValue ?? 0
+        #expect(correlation > 0.7, "round-trip audio should match the sent speech, got \(correlation)")
+        #expect(lag > 40 && lag < 800, "echo delay \(lag) ms")
+
+        let calls = try b.ctlJSON(["calls"])["calls"]?.arrayValue ?? []
+        #expect(calls.count == 1)
+        #expect(calls.first?["role"]?.stringValue == "callee")
+        #expect((calls.first?["media"]?["packetsReceived"]?.intValue ?? 0) > 150)
+        let tableText = try b.ctl(["calls"]).stdout
+        #expect(tableText.contains("callee") && tableText.contains("opus 24k"))
+        #expect(a.stop() == 0)
+        #expect(b.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: a.socket), "control socket should be removed on SIGTERM")
+    }
+
+    @Test func thirdPartyCannotInjectOrReadTheCallsMedia() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let (a, b) = try echoPair(scratch)
+        let rogue = try RogueNode()
+        try rogue.link(to: b.port, node: try WalletAddress(parsing: b.address))
+
+        let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+
+        var callID: CallID?
+        let deadline = Date().addingTimeInterval(10)
+        while callID == nil && Date() < deadline {
+            let calls = try b.ctlJSON(["calls"])["calls"]?.arrayValue ?? []
+            callID = calls.first { $0["state"]?.stringValue == "active" }?["id"]?.stringValue.flatMap(CallID.init(hex:))
+            if callID == nil { usleep(50_000) }
+        }
+        guard let callID else {
+            Issue.record("the call did not become active")
+            return
+        }
+        let bAddress = try WalletAddress(parsing: b.address)
+        for i in 0..<200 {
+            // Media with the live call's id but the wrong keys, and a forged hangup of that call.
+            let fake = (0..<120).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) }
+            rogue.run(rogue.links.send(AppMessage.media(callID, fake).serialize(), to: bAddress, now: RogueNode.now))
+            if i % 50 == 0 {
+                rogue.run(rogue.links.send(AppMessage.call(CallMessage.hangup(callID, .normal).serialize()).serialize(),
+                                           to: bAddress, now: RogueNode.now))
+            }
+            rogue.pump(seconds: 0.01)
+        }
+        rogue.pump(seconds: 1)
+        let (result, summary) = try placing.wait()
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        #expect(summary?["reason"]?.stringValue == "hangup")
+        let m = try match(speech, scratch.file("reply.wav"))
+        #expect((m["correlation"]?.doubleValue ?? 0) > 0.7)
+        // B refused every injected packet, and sent the rogue no media of the call.
+        let info = try b.ctlJSON(["info"])
+        #expect((info["nodeCounters"]?["mediaWrongNeighbour"]?.intValue ?? 0) == 200)
+        let leaked = rogue.received.filter { payload in
+            if case .media(let id, _)? = AppMessage(parsing: payload) { return id == callID }
+            return false
+        }
+        #expect(leaked.isEmpty)
+        a.stop()
+        b.stop()
+    }
+
+    @Test func malformedDatagramsLeaveTheCallIntact() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let (a, b) = try echoPair(scratch)
+        let rogue = try RogueNode()
+        let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+        usleep(800_000)
+        var rng: UInt64 = 12345
+        func next() -> UInt64 {
+            rng = rng &* 6364136223846793005 &+ 1442695040888963407
+            return rng >> 11
+        }
+        let sent = 3_000
+        for i in 0..<sent {
+            let length = Int(next() % 300)
+            var bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: next()) }
+            // Some look like link messages: handshake sizes and transport headers with random indexes.
+            if !bytes.isEmpty, i % 3 == 0 { bytes[0] = [0xE1, 0xE2, 0xE3][Int(next() % 3)] }
+            rogue.sendRaw(bytes, to: i % 2 == 0 ? a.port : b.port)
+            if i % 100 == 0 { usleep(20_000) }
+        }
+        let (result, summary) = try placing.wait()
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        #expect((summary?["packetsLost"]?.intValue ?? 99) <= 2)
+        #expect((try match(speech, scratch.file("reply.wav"))["correlation"]?.doubleValue ?? 0) > 0.7)
+        var dropped = 0
+        for node in [a, b] {
+            let counters = try node.ctlJSON(["info"])["linkCounters"] ?? .null
+            dropped += ["malformed", "unknownSession", "authFailed", "replayed", "handshakeRefused", "pinMismatch"]
+                .map { counters[$0]?.intValue ?? 0 }.reduce(0, +)
+        }
+        #expect(dropped >= sent - 10, "every garbage datagram is counted (\(dropped) of \(sent))")
+        #expect(a.stop() == 0)
+        #expect(b.stop() == 0)
+    }
+
+    @Test func recordModeWritesOneWAVPerCallAndOffDeclines() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let (a, b) = try echoPair(scratch, calleeMode: "record")
+        let (result, _) = try placeCall(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: scratch.file("rec"))) ?? []
+        #expect(files.count == 1)
+        if let file = files.first {
+            #expect(file.hasSuffix("-\(a.address).wav"))
+            #expect((try match(speech, scratch.file("rec/" + file))["correlation"]?.doubleValue ?? 0) > 0.8)
+        }
+        a.stop()
+        b.stop()
+
+        let declining = Scratch()
+        defer { declining.remove() }
+        let (c, d) = try echoPair(declining, calleeMode: "off")
+        let refused = try runCommand(Binaries.meshNode, ["call", d.address, "--control-socket", c.socket, "--duration", "1"])
+        #expect(refused.status == 1)
+        #expect(refused.stdout.contains("declined"))
+        c.stop()
+        d.stop()
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import MeshControl
+import Testing
+
+/// Paths of the built executables: `$MESH_BIN_DIR`, else the folder the test bundle runs from.
+enum Binaries {
+    static let directory: String = {
+        if let dir = ProcessInfo.processInfo.environment["MESH_BIN_DIR"] { return dir }
+        var candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path]
+        candidates += [Bundle.main.bundleURL.deletingLastPathComponent().path, Bundle.main.bundlePath]
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        candidates.append(root.appendingPathComponent(".build/debug").path)
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0 + "/mesh-node") } ?? candidates.last!
+    }()
+    static var meshNode: String { directory + "/mesh-node" }
+    static var nodeCtl: String { directory + "/node-ctl" }
+}
+
+/// A scratch folder under /tmp (short, so Unix socket paths fit), removed by `remove()`.
+struct Scratch {
+    let path: String
+    init() {
+        path = "/tmp/mn-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+struct Finished {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a command to completion (killed after `timeout` seconds).
+@discardableResult
+func runCommand(_ executable: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Finished {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let outData = ReadAll(out.fileHandleForReading)
+    let errData = ReadAll(err.fileHandleForReading)
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(20_000) }
+    if process.isRunning {
+        process.interrupt()
+        usleep(500_000)
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        Issue.record("\(executable) \(arguments.joined(separator: " ")) timed out after \(timeout) s")
+    }
+    process.waitUntilExit()
+    return Finished(status: process.terminationStatus, stdout: outData.text(), stderr: errData.text())
+}
+
+/// Drains a pipe on a background thread so a chatty child never blocks.
+final class ReadAll: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+    init(_ handle: FileHandle) {
+        Thread {
+            self.data = handle.readDataToEndOfFile()
+            self.done.signal()
+        }.start()
+    }
+    func text() -> String {
+        done.wait()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// One `mesh-node run` process with its own data dir and control socket, on a loopback port the OS picks.
+final class NodeProcess {
+    let name: String
+    let scratch: Scratch
+    let socket: String
+    let process = Process()
+    let log: String
+    private(set) var address = ""
+    private(set) var endpoint = ""
+
+    init(_ name: String, in scratch: Scratch, arguments: [String]) throws {
+        self.name = name
+        self.scratch = scratch
+        socket = scratch.file("\(name).sock")
+        log = scratch.file("\(name).log")
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Binaries.meshNode)
+        process.arguments = ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file(name), "--control-socket", socket] + arguments
+        process.standardError = FileHandle(forWritingAtPath: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let info = try? ctl(["info", "--json"]), info.status == 0,
+               let json = try? JSONDecoder().decode(JSONValue.self, from: Data(info.stdout.utf8)) {
+                address = json["node"]?.stringValue ?? ""
+                endpoint = json["listen"]?.stringValue ?? ""
+                return
+            }
+            guard process.isRunning else { break }
+            usleep(100_000)
+        }
+        stop()
+        throw HarnessError("node \(name) did not come up: \(logText())")
+    }
+
+    var port: UInt16 { UInt16(endpoint.split(separator: ":").last ?? "") ?? 0 }
+
+    func ctl(_ arguments: [String]) throws -> Finished {
+        try runCommand(Binaries.nodeCtl, ["--control-socket", socket] + arguments, timeout: 15)
+    }
+
+    func ctlJSON(_ arguments: [String]) throws -> JSONValue {
+        let result = try ctl(arguments + ["--json"])
+        guard result.status == 0 else { throw HarnessError("node-ctl \(arguments) failed: \(result.stderr)") }
+        return try JSONDecoder().decode(JSONValue.self, from: Data(result.stdout.utf8))
+    }
+
+    /// Waits until `condition` holds for this node's info (polling, with a timeout).
+    func wait(for what: String, timeout: TimeInterval = 15, _ condition: (JSONValue) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let info = try? ctlJSON(["info"]), condition(info) { return }
+            usleep(100_000)
+        }
+        throw HarnessError("\(name): timed out waiting for \(what)")
+    }
+
+    func logText() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM, then SIGKILL after 5 s. Returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A speech sample from espeak-ng (installed by Tools/setup), 22.05 kHz mono: the call must resample it.
+func speechSample(in scratch: Scratch, text: String = "Hello from the mesh. This is a test call between two wallets, one two three four five six.") throws -> String {
+    let path = scratch.file("speech.wav")
+    let result = try runCommand("/usr/bin/espeak-ng", ["-w", path, text])
+    guard result.status == 0 else { throw HarnessError("espeak-ng failed: \(result.stderr)") }
+    return path
+}
+
+func decodeJSON(_ text: String) throws -> JSONValue {
+    try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+}
+
+/// Runs a throwing closure on its own thread; `wait()` returns its result.
+final class Background<T>: @unchecked Sendable {
+    private var result: Result<T, Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ work: @escaping @Sendable () throws -> T) {
+        Thread {
+            self.result = Result { try work() }
+            self.done.signal()
+        }.start()
+    }
+
+    func wait() throws -> T {
+        done.wait()
+        return try result!.get()
+    }
+}

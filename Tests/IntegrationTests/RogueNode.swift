@@ -1,0 +1,77 @@
+import Foundation
+import MeshIdentity
+import MeshLink
+
+/// A third party with its own key on a real UDP socket: it can link to a node like any neighbour, and it
+/// can also spray raw datagrams. Endpoints are loopback ports.
+final class RogueNode {
+    let fd: Int32
+    var links = LinkManager<UInt16>(identity: PrivateKey())
+    var received: [[UInt8]] = []
+
+    init() throws {
+        fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = Self.loopback(port: 0)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard fd >= 0, rc == 0 else { throw HarnessError("rogue socket failed") }
+        var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    static func loopback(port: UInt16) -> sockaddr_in {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return addr
+    }
+
+    static var now: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    func sendRaw(_ bytes: [UInt8], to port: UInt16) {
+        var addr = Self.loopback(port: port)
+        _ = bytes.withUnsafeBytes { buf in
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+
+    func run(_ actions: [LinkAction<UInt16>]) {
+        for action in actions {
+            switch action {
+            case .send(let bytes, let port): sendRaw(bytes, to: port)
+            case .deliver(let payload, _): received.append(payload)
+            default: break
+            }
+        }
+    }
+
+    /// Receives and processes datagrams for `seconds`, or until `until` holds.
+    func pump(seconds: Double, until: () -> Bool = { false }) {
+        let deadline = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while Date() < deadline && !until() {
+            var from = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let n = buffer.withUnsafeMutableBytes { buf in
+                withUnsafeMutablePointer(to: &from) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, buf.baseAddress, buf.count, 0, $0, &length) }
+                }
+            }
+            if n > 0 { run(links.receive(Array(buffer[0..<n]), from: UInt16(bigEndian: from.sin_port), now: Self.now)) }
+            run(links.tick(now: Self.now))
+        }
+    }
+
+    /// Opens a link to the node at `port` (it accepts unpinned neighbours) and waits until it is up.
+    func link(to port: UInt16, node: WalletAddress) throws {
+        run(links.connect(to: port, pinned: node, now: Self.now))
+        pump(seconds: 5) { links.isUp(node) }
+        guard links.isUp(node) else { throw HarnessError("rogue could not link to \(node)") }
+    }
+}

@@ -1,0 +1,209 @@
+@testable import MeshCall
+import MeshIdentity
+import Testing
+
+/// Two call engines (caller node A, callee node B) wired back to back, time passed in.
+struct CallPair {
+    var a: CallEngine
+    var b: CallEngine
+    let nodeA = PrivateKey().address
+    let nodeB = PrivateKey().address
+    let alice = PrivateKey()
+    let bob = PrivateKey()
+    var now: Int64 = 1_000_000
+    var eventsA: [CallAction] = []
+    var eventsB: [CallAction] = []
+    var dropToB = false
+
+    init(config: CallConfig = CallConfig()) {
+        a = CallEngine(wallets: [alice], config: config)
+        b = CallEngine(wallets: [bob], config: config)
+    }
+
+    mutating func runA(_ actions: [CallAction]) {
+        for action in actions {
+            if case .send(let bytes, let to) = action {
+                precondition(to == nodeB)
+                if !dropToB { runB(b.receive(bytes, from: nodeA, now: now)) }
+            } else {
+                eventsA.append(action)
+            }
+        }
+    }
+
+    mutating func runB(_ actions: [CallAction]) {
+        for action in actions {
+            if case .send(let bytes, let to) = action {
+                precondition(to == nodeA)
+                runA(a.receive(bytes, from: nodeB, now: now))
+            } else {
+                eventsB.append(action)
+            }
+        }
+    }
+
+    mutating func place() -> CallID {
+        let (id, actions) = a.place(from: alice.address, to: bob.address, via: nodeB, bitrate: 24_000, now: now)!
+        runA(actions)
+        return id
+    }
+
+    mutating func advance(_ ms: Int64, step: Int64 = 100) {
+        var left = ms
+        while left > 0 {
+            now += step
+            left -= step
+            runA(a.tick(now: now))
+            runB(b.tick(now: now))
+        }
+    }
+}
+
+@Suite struct CallEngineTests {
+    @Test func offerRingsAndAnswerAgreesOnMirroredKeys() {
+        var pair = CallPair()
+        let id = pair.place()
+        #expect(pair.eventsA == [.ringing(id)])
+        #expect(pair.eventsB == [.incoming(id, caller: pair.alice.address, callee: pair.bob.address)])
+        pair.runB(pair.b.answer(id, now: pair.now))
+        guard case .established(_, let keysA)? = pair.eventsA.last, case .established(_, let keysB)? = pair.eventsB.last else {
+            Issue.record("both sides should be established")
+            return
+        }
+        #expect(keysA.send == keysB.receive)
+        #expect(keysA.receive == keysB.send)
+        #expect(keysA.send.count == 30 && keysA.send != keysA.receive)
+        #expect(pair.a.calls[id]?.state == .active && pair.b.calls[id]?.state == .active)
+    }
+
+    @Test func hangupEndsBothSides() {
+        var pair = CallPair()
+        let id = pair.place()
+        pair.runB(pair.b.answer(id, now: pair.now))
+        pair.runA(pair.a.hangup(id, now: pair.now))
+        #expect(pair.eventsA.last == .ended(id, .normal))
+        #expect(pair.eventsB.last == .ended(id, .normal))
+    }
+
+    @Test func declineAndBusy() {
+        var pair = CallPair()
+        let first = pair.place()
+        let (second, actions) = pair.a.place(from: pair.alice.address, to: pair.bob.address, via: pair.nodeB, bitrate: 24_000, now: pair.now)!
+        pair.runA(actions)
+        #expect(pair.eventsA.last == .ended(second, .busy))
+        pair.runB(pair.b.hangup(first, reason: .declined, now: pair.now))
+        #expect(pair.eventsA.last == .ended(first, .declined))
+    }
+
+    @Test func unknownCalleeIsRejected() {
+        var pair = CallPair()
+        let stranger = PrivateKey().address
+        let (id, actions) = pair.a.place(from: pair.alice.address, to: stranger, via: pair.nodeB, bitrate: 24_000, now: pair.now)!
+        pair.runA(actions)
+        #expect(pair.eventsA.last == .ended(id, .unknownCallee))
+    }
+
+    @Test func lostOfferIsRetransmittedAndSilenceTimesOut() {
+        var pair = CallPair()
+        pair.dropToB = true
+        let id = pair.place()
+        pair.advance(1_500)
+        pair.dropToB = false
+        pair.advance(1_000)
+        #expect(pair.eventsA.contains(.ringing(id)))
+        #expect(pair.eventsB.count == 1)
+
+        var lonely = CallPair()
+        lonely.dropToB = true
+        let unanswered = lonely.place()
+        lonely.advance(5_000)
+        #expect(lonely.eventsA.last == .ended(unanswered, .noResponse))
+    }
+
+    @Test func ringingTimesOutAndActiveCallNeedsMedia() {
+        var pair = CallPair()
+        let id = pair.place()
+        pair.advance(30_000)
+        #expect(pair.eventsA.last == .ended(id, .noAnswer))
+        #expect(pair.eventsB.last == .ended(id, .noAnswer))
+
+        var live = CallPair()
+        let call = live.place()
+        live.runB(live.b.answer(call, now: live.now))
+        for _ in 0..<50 {
+            live.advance(200)
+            live.a.mediaArrived(call, now: live.now)
+            live.b.mediaArrived(call, now: live.now)
+        }
+        #expect(live.a.calls[call]?.state == .active)
+        live.advance(10_000)
+        #expect(live.eventsA.last == .ended(call, .mediaTimeout))
+    }
+
+    @Test func forgedCallerIsRejected() {
+        var pair = CallPair()
+        let mallory = PrivateKey()
+        var engine = CallEngine(wallets: [mallory])
+        let (_, actions) = engine.place(from: mallory.address, to: pair.bob.address, via: pair.nodeB, bitrate: 24_000, now: 0)!
+        guard case .send(let bytes, _) = actions[0], case .offer(var offer)? = CallMessage(parsing: bytes) else {
+            Issue.record("expected an offer")
+            return
+        }
+        offer.caller = pair.alice.address
+        let replies = pair.b.receive(CallMessage.offer(offer).serialize(), from: pair.nodeA, now: pair.now)
+        guard case .send(let reply, _) = replies.first else {
+            Issue.record("expected a reject")
+            return
+        }
+        #expect(CallMessage(parsing: reply) == .reject(offer.callID, .badSignature))
+        #expect(pair.b.calls.isEmpty)
+    }
+
+    @Test func substitutedAnswerKeyIsRefusedByTheCaller() {
+        var pair = CallPair()
+        let id = pair.place()
+        var answers = pair.b.answer(id, now: pair.now)
+        guard case .send(let bytes, let to) = answers[0], case .answer(var answer)? = CallMessage(parsing: bytes) else {
+            Issue.record("expected an answer")
+            return
+        }
+        // A node in the middle swaps in its own ephemeral key.
+        answer.ephemeral = (0..<32).map { UInt8($0) }
+        answers[0] = .send(CallMessage.answer(answer).serialize(), to: to)
+        pair.runB(answers)
+        #expect(pair.eventsA.last == .ended(id, .badSignature))
+    }
+
+    @Test func malformedSignallingIsCountedNotFatal() {
+        var pair = CallPair()
+        var rng: UInt64 = 1
+        for length in 0..<300 {
+            let bytes = (0..<length % 150).map { _ -> UInt8 in
+                rng = rng &* 6364136223846793005 &+ 1442695040888963407
+                return UInt8(truncatingIfNeeded: rng >> 33)
+            }
+            _ = pair.b.receive(bytes, from: pair.nodeA, now: pair.now)
+        }
+        #expect(pair.b.malformed > 250)
+        #expect(pair.b.calls.isEmpty)
+    }
+
+    @Test func messagesRoundTrip() {
+        let key = PrivateKey()
+        let id = CallID(raw: 0x0123_4567_89ab_cdef)
+        #expect(id.description == "0123456789abcdef")
+        #expect(CallID(hex: "0123456789abcdef") == id)
+        let sig = key.sign(digest: [UInt8](repeating: 1, count: 32))
+        let messages: [CallMessage] = [
+            .offer(.init(callID: id, caller: key.address, callee: key.address, ephemeral: Array(repeating: 3, count: 32),
+                         timestampMs: 99, bitrate: 24_000, signature: sig)),
+            .ringing(id), .answer(.init(callID: id, ephemeral: Array(repeating: 4, count: 32), signature: sig)),
+            .reject(id, .busy), .hangup(id, .normal),
+        ]
+        for m in messages {
+            #expect(CallMessage(parsing: m.serialize()) == m)
+            #expect(CallMessage(parsing: m.serialize() + [0]) == nil)
+            #expect(CallMessage(parsing: Array(m.serialize().dropLast())) == nil)
+        }
+    }
+}
