@@ -1,4 +1,5 @@
 import MeshCall
+import MeshLink
 import MeshMedia
 
 /// Where a call's outgoing audio comes from.
@@ -56,7 +57,10 @@ final class CallMedia {
         self.source = source
         self.sink = sink
         bitrate = config.bitrate
-        sender = try MediaSender(config: config, ssrc: UInt32(truncatingIfNeeded: id.raw))
+        // RFC 3550: random initial sequence number and timestamp.
+        sender = try MediaSender(config: config, ssrc: LinkCrypto.randomUInt32(),
+                                 initialSequence: UInt16(truncatingIfNeeded: LinkCrypto.randomUInt32()),
+                                 initialTimestamp: LinkCrypto.randomUInt32())
         receiver = try MediaReceiver(config: config)
         srtpOut = try SRTPContext(masterKeyAndSalt: keys.send, direction: .outbound)
         srtpIn = try SRTPContext(masterKeyAndSalt: keys.receive, direction: .inbound)

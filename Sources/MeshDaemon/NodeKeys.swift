@@ -4,14 +4,16 @@ import MeshIdentity
 /// Loading the node key and the hosted wallets for `mesh-node run`.
 enum NodeKeys {
     static func load(config: NodeConfig) throws(ConfigError) -> (node: PrivateKey, wallets: [PrivateKey]) {
-        let passphrase = try config.passphraseFile.map { (f) throws(ConfigError) in try readPassphrase(f, what: "passphrase file") }
+        let passphrase = try config.passphraseFile.map { (f) throws(ConfigError) in
+            do { return try KeyStore.readPassphrase(fromFile: f) } catch { throw ConfigError("passphrase file: \(error)") }
+        }
         let node: PrivateKey
         if let file = config.keyFile {
-            node = try load(file, passphrase: passphrase, what: "key \(file)")
+            node = try load(file, passphrase: passphrase, what: "key")
         } else {
             let file = config.dataDir + "/node.key"
             if FileManager.default.fileExists(atPath: file) {
-                node = try load(file, passphrase: passphrase, what: "key \(file)")
+                node = try load(file, passphrase: passphrase, what: "key")
             } else {
                 node = PrivateKey()
                 do {
@@ -23,7 +25,7 @@ enum NodeKeys {
                 }
             }
         }
-        let wallets = try config.walletFiles.map { (f) throws(ConfigError) in try load(f, passphrase: passphrase, what: "wallet \(f)") }
+        let wallets = try config.walletFiles.map { (f) throws(ConfigError) in try load(f, passphrase: passphrase, what: "wallet") }
         return (node, wallets.isEmpty ? [node] : wallets)
     }
 
@@ -33,14 +35,6 @@ enum NodeKeys {
         } catch {
             throw ConfigError("\(what): \(error)")
         }
-    }
-
-    static func readPassphrase(_ file: String, what: String) throws(ConfigError) -> [UInt8] {
-        guard var bytes = FileManager.default.contents(atPath: file).map(Array.init) else {
-            throw ConfigError("\(what) \(file): cannot read")
-        }
-        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
-        return bytes
     }
 }
 

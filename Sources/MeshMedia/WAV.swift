@@ -11,7 +11,7 @@ public enum WAV {
     private static let formatFloat: UInt16 = 3
     private static let formatExtensible: UInt16 = 0xfffe
     /// The canonical header `header` makes: RIFF, fmt and data chunk headers.
-    static let headerSize = 44
+    private static let headerSize = 44
 
     /// Interleaved samples, the sample rate and the channel count.
     public static func read(path: String) throws(MediaError) -> (samples: [Int16], sampleRate: Int, channels: Int) {

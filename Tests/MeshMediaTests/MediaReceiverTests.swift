@@ -1,16 +1,18 @@
 import MeshMedia
 import Testing
 
-/// Drives a sender and a receiver on a virtual clock: packet k is sent at 20·k ms, arrives when the schedule
-/// says (nil: lost), and the receiver ticks every 20 ms, taking arrivals up to and including the tick first.
+/// Drives a sender and a receiver on a virtual clock: packet k is sent at 20·k ms and arrives then unless
+/// `arrivals` says otherwise or it is `lost`; the receiver ticks every 20 ms, taking arrivals up to and
+/// including the tick first.
 struct PlayoutRun {
     var config = MediaConfig()
     var packetCount = 50
     var initialSequence: UInt16 = 0
-    var arrivals: [Int: Int64?] = [:]
+    var arrivals: [Int: Int64] = [:]
+    var lost: Set<Int> = []
 
     func arrival(of index: Int) -> Int64? {
-        arrivals[index] ?? Int64(index * Audio.frameMs)
+        lost.contains(index) ? nil : arrivals[index] ?? Int64(index * Audio.frameMs)
     }
 
     func packets(ssrc: UInt32 = 7) throws -> [[UInt8]] {
@@ -64,7 +66,7 @@ struct PlayoutRun {
 
     @Test func singleLossIsRecoveredByFEC() throws {
         var run = PlayoutRun()
-        run.arrivals[20] = .some(nil)
+        run.lost = [20]
         let (frames, receiver) = try run.play()
         let stats = receiver.stats
         #expect(stats.packetsLost == 1)
@@ -75,7 +77,7 @@ struct PlayoutRun {
 
     @Test func burstIsConcealed() throws {
         var run = PlayoutRun()
-        for index in 20..<23 { run.arrivals[index] = .some(nil) }
+        run.lost = [20, 21, 22]
         let stats = try run.play().receiver.stats
         #expect(stats.packetsLost == 3)
         // Slots 20 and 21 have no next packet in time; slot 22 takes its FEC copy from packet 23.
@@ -114,7 +116,7 @@ struct PlayoutRun {
     @Test func sequenceNumbersWrap() throws {
         var run = PlayoutRun()
         run.initialSequence = 65_520
-        run.arrivals[20] = .some(nil)  // sequence 4, after the wrap
+        run.lost = [20]  // sequence 4, after the wrap
         let stats = try run.play().receiver.stats
         #expect(stats.packetsLost == 1 && stats.fecRecovered == 1)
         #expect(stats.framesConcealed == 0 && stats.packetsLate == 0)

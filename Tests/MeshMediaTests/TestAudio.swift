@@ -4,8 +4,8 @@ import Testing
 
 /// Test signals: sines, seeded noise, and speech from espeak-ng.
 enum TestAudio {
-    static func sine(hz: Double, count: Int, amplitude: Double = 8000, offset: Int = 0) -> [Int16] {
-        (0..<count).map { Int16(amplitude * sin(2 * .pi * hz * Double($0 + offset) / Double(Audio.sampleRate))) }
+    static func sine(hz: Double, count: Int, amplitude: Double = 8000) -> [Int16] {
+        (0..<count).map { Int16(amplitude * sin(2 * .pi * hz * Double($0) / Double(Audio.sampleRate))) }
     }
 
     static func noise(count: Int, amplitude: Int16 = 6000, seed: UInt64 = 1) -> [Int16] {
@@ -25,9 +25,12 @@ enum TestAudio {
         samples.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(max(1, samples.count))
     }
 
-    static let espeakPath = ["/usr/bin/espeak-ng", "/usr/local/bin/espeak-ng"]
-        .first { FileManager.default.isExecutableFile(atPath: $0) }
-    static let soxPath = ["/usr/bin/sox", "/usr/local/bin/sox"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let espeakPath = installed("espeak-ng")
+    static let soxPath = installed("sox")
+
+    private static func installed(_ name: String) -> String? {
+        ["/usr/bin/", "/usr/local/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
 
     /// Writes `text` spoken by espeak-ng to `path`: a 22050 Hz mono WAV file.
     static func espeak(_ text: String, voice: String = "en", to path: String) throws {
