@@ -13,7 +13,7 @@ extension NodeRuntime: ControlService {
                 switch method {
                 case "node.info": return self.loop.makeSucceededFuture(self.info())
                 case "node.peers":
-                    return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now())]))
+                    return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now(), describe: Self.describe)]))
                 case "calls.list":
                     let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
                     return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))

@@ -211,10 +211,11 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
 
     public var upPeers: [WalletAddress] { peers.values.filter(\.up).map(\.address).sorted() }
 
-    public func peerInfos(now: Int64) -> [PeerInfo] {
+    /// Every known neighbour and every dial still connecting; `describe` renders endpoints.
+    public func peerInfos(now: Int64, describe: (Address) -> String = { $0.description }) -> [PeerInfo] {
         var infos = peers.values.sorted { $0.address < $1.address }.map { peer in
             PeerInfo(
-                address: peer.address.checksummed, endpoint: peer.endpoint.description,
+                address: peer.address.checksummed, endpoint: describe(peer.endpoint),
                 state: peer.up ? "up" : "down", rttMs: peer.srttMs, rttVarMs: peer.rttVarMs,
                 lossPercent: Self.lossPercent(peer.pingOutcomes),
                 packetsIn: peer.packetsIn, packetsOut: peer.packetsOut, bytesIn: peer.bytesIn, bytesOut: peer.bytesOut,
@@ -224,7 +225,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         let known = Set(peers.values.map(\.endpoint))
         for dial in dials.values where !known.contains(dial.endpoint) {
             infos.append(PeerInfo(
-                address: dial.pinned?.checksummed ?? "?", endpoint: dial.endpoint.description, state: "connecting",
+                address: dial.pinned?.checksummed ?? "?", endpoint: describe(dial.endpoint), state: "connecting",
                 lossPercent: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, pinned: dial.pinned != nil))
         }
         return infos
