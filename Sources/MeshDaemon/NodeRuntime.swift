@@ -70,6 +70,7 @@ public final class NodeRuntime: @unchecked Sendable {
         do {
             try runtime.bind()
         } catch {
+            runtime.stopped.succeed(())
             try? runtime.group.syncShutdownGracefully()
             throw error
         }
@@ -85,7 +86,6 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         do {
             udp = try DatagramBootstrap(group: group)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))

@@ -1,0 +1,88 @@
+import Foundation
+import MeshControl
+import Testing
+
+/// What a user sees from the command-line tools: one-line errors, exit codes, key files.
+@Suite struct CLITests {
+    @Test func identityCommands() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let key = scratch.file("w.key")
+        let created = try runCommand(Binaries.meshNode, ["identity", "new", "--out", key])
+        #expect(created.status == 0)
+        let again = try runCommand(Binaries.meshNode, ["identity", "new", "--out", key])
+        #expect(again.status != 0)
+        #expect(again.stderr.split(separator: "\n").count == 1)
+        let mode = try FileManager.default.attributesOfItem(atPath: key)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        let imported = scratch.file("i.key")
+        #expect(try runCommand(Binaries.meshNode, ["identity", "import", "--private-key-hex",
+                                                   "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318", "--out", imported]).status == 0)
+        let show = try decodeJSON(try runCommand(Binaries.meshNode, ["identity", "show", "--key", imported, "--json"]).stdout)
+        #expect(show["address"]?.stringValue == "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23")
+        let signed = try runCommand(Binaries.meshNode, ["identity", "sign", "--key", imported, "--message", "Some data"])
+        #expect(signed.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ==
+            "0xb91467e570a6466aa9e9876cbcd013baba02900b8979d43fe208a4a4f339f5fd6007e74cd82e037b800186422fc2da167c747ef045e5d18a5f5d4300f8e1a0291c")
+        let signature = signed.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let valid = try runCommand(Binaries.meshNode, ["identity", "verify", "--address", "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23",
+                                                       "--message", "Some data", "--signature", signature])
+        #expect(valid.status == 0)
+        let invalid = try runCommand(Binaries.meshNode, ["identity", "verify", "--address", "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23",
+                                                         "--message", "Other data", "--signature", signature])
+        #expect(invalid.status == 1)
+        let badChecksum = try runCommand(Binaries.meshNode, ["identity", "verify", "--address", "0x2c7536E3605D9C16a7a3D7b1898e529396a65C23",
+                                                             "--message", "Some data", "--signature", signature])
+        #expect(badChecksum.status != 0 && badChecksum.status != 1)
+        #expect(badChecksum.stderr.contains("checksum"))
+    }
+
+    @Test(arguments: [
+        (["run", "--listen", "nope"], "--listen"),
+        (["run", "--listen", "127.0.0.1:70000"], "port must be"),
+        (["run", "--auto-answer", "maybe"], "--auto-answer"),
+        (["run", "--peer", "0xABCDEF@1.2.3.4:5"], "--peer"),
+        (["run", "--config", "/nonexistent.toml"], "config /nonexistent.toml"),
+        (["run", "--key", "/nonexistent.key", "--listen", "127.0.0.1:0"], "/nonexistent.key"),
+        (["call", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"], "checksum"),
+        (["call", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "--control-socket", "/tmp/none.sock"], "cannot reach the node"),
+    ])
+    func badArgumentsGetOneLineErrors(arguments: [String], expected: String) throws {
+        let result = try runCommand(Binaries.meshNode, arguments, timeout: 20)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains(expected), "stderr: \(result.stderr)")
+        let lines = result.stderr.split(separator: "\n").filter { !$0.hasPrefix("Usage") && !$0.contains("--help") }
+        #expect(lines.count == 1, "one line expected: \(result.stderr)")
+    }
+
+    @Test func nodeCtlWithoutANode() throws {
+        let result = try runCommand(Binaries.nodeCtl, ["--control-socket", "/tmp/none.sock", "peers"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("cannot reach the node at /tmp/none.sock"))
+    }
+
+    @Test func controlSocketIsOwnerOnlyAndSpeaksJSONRPC() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let node = try NodeProcess("n", in: scratch, arguments: [])
+        defer { node.stop() }
+        let mode = try FileManager.default.attributesOfItem(atPath: node.socket)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        let client = try ControlClient(path: node.socket)
+        defer { client.close() }
+        let info = try client.call("node.info")
+        #expect(info["node"]?.stringValue == node.address)
+        #expect(throws: RPCError.methodNotFound("no.such")) { try client.call("no.such") }
+        #expect(throws: RPCError.self) { try client.call("call.hangup", .object(["call": .string("ffff")])) }
+        let placing = try? client.call("call.place", .object(["to": .string(node.address)]))
+        #expect(placing == nil)
+        // A second node on the same socket is refused while the first lives.
+        let second = try runCommand(Binaries.meshNode, ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file("n2"),
+                                                        "--control-socket", node.socket], timeout: 20)
+        #expect(second.status != 0 && second.stderr.contains("in use"))
+        // And a second node on the same UDP port cannot bind it.
+        let samePort = try runCommand(Binaries.meshNode, ["run", "--listen", node.endpoint, "--data-dir", scratch.file("n3"),
+                                                          "--control-socket", scratch.file("n3.sock")], timeout: 20)
+        #expect(samePort.status != 0 && samePort.stderr.contains("cannot bind"), "\(samePort.stderr)")
+    }
+}

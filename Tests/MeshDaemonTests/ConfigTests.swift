@@ -1,0 +1,118 @@
+import Foundation
+@testable import MeshDaemon
+import MeshIdentity
+import Testing
+
+@Suite struct ConfigTests {
+    private func withFile(_ text: String, _ body: (String) throws -> Void) rethrows {
+        let path = NSTemporaryDirectory() + "mesh-config-\(UUID().uuidString).toml"
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try body(path)
+    }
+
+    @Test func parsesEveryKey() throws {
+        let pinned = PrivateKey().address
+        try withFile("""
+            listen = "127.0.0.1:5000"
+            key = "node.key"
+            wallets = ["/keys/a.key", "b.key"]
+            data_dir = "/var/lib/mesh"
+            control_socket = "/run/mesh.sock"
+            peers = ["\(pinned.checksummed)@10.0.0.1:4460", "[::1]:4461", "example.org:4462"]
+            auto_answer = "record"
+            record_dir = "rec"
+            bitrate = 32000
+            """) { path in
+            let c = try NodeConfig.load(file: path)
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            #expect(c.listen == HostPort(host: "127.0.0.1", port: 5000))
+            #expect(c.keyFile == base + "/node.key")
+            #expect(c.walletFiles == ["/keys/a.key", base + "/b.key"])
+            #expect(c.dataDir == "/var/lib/mesh")
+            #expect(c.resolvedControlSocket == "/run/mesh.sock")
+            #expect(c.peers.map(\.pinned) == [pinned, nil, nil])
+            #expect(c.peers.map(\.endpoint) == [HostPort(host: "10.0.0.1", port: 4460), HostPort(host: "::1", port: 4461),
+                                                HostPort(host: "example.org", port: 4462)])
+            #expect(c.autoAnswer == .record)
+            #expect(c.resolvedRecordDir == base + "/rec")
+            #expect(c.bitrate == 32_000)
+        }
+    }
+
+    @Test(arguments: [
+        ("lisen = \"x\"", "unknown key \"lisen\""),
+        ("listen = 5", "listen must be a string"),
+        ("listen = \"nohost\"", "expected HOST:PORT"),
+        ("listen = \"1.2.3.4:70000\"", "port must be 0–65535"),
+        ("auto_answer = \"sometimes\"", "auto_answer: expected off, record or echo"),
+        ("peers = \"1.2.3.4:5\"", "peers must be an array of strings"),
+        ("peers = [\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD@1.2.3.4:5\"]", "wrong EIP-55 checksum"),
+        ("bitrate = 1", "bitrate: must be 6000–128000"),
+        ("listen = [", "line 1"),
+    ])
+    func reportsBadValuesInOneLine(text: String, expected: String) throws {
+        withFile(text) { path in
+            do {
+                _ = try NodeConfig.load(file: path)
+                Issue.record("expected an error for \(text)")
+            } catch {
+                let message = "\(error)"
+                #expect(message.contains(expected), "\(message)")
+                #expect(message.hasPrefix("config \(path)"))
+                #expect(!message.contains("\n"))
+            }
+        }
+    }
+
+    @Test func missingFileIsReported() {
+        #expect(throws: ConfigError.self) { try NodeConfig.load(file: "/nonexistent/node.toml") }
+    }
+
+    @Test func hostPortForms() throws {
+        #expect(try HostPort(parsing: "[::]:0", what: "x") == HostPort(host: "::", port: 0))
+        #expect(try HostPort(parsing: "[::]:0", what: "x").description == "[::]:0")
+        #expect(throws: ConfigError.self) { try HostPort(parsing: "::1:5", what: "x") }
+        #expect(throws: ConfigError.self) { try HostPort(parsing: ":5", what: "x") }
+        #expect(throws: ConfigError.self) { try HostPort(parsing: "host:", what: "x") }
+    }
+
+    @Test func nodeKeyIsCreatedOnceInTheDataDir() throws {
+        var c = NodeConfig()
+        c.dataDir = NSTemporaryDirectory() + "mesh-data-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: c.dataDir) }
+        let first = try NodeKeys.load(config: c)
+        let second = try NodeKeys.load(config: c)
+        #expect(first.node.address == second.node.address)
+        #expect(first.wallets.map(\.address) == [first.node.address])
+        let mode = try FileManager.default.attributesOfItem(atPath: c.dataDir + "/node.key")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        c.keyFile = c.dataDir + "/missing.key"
+        #expect(throws: ConfigError.self) { try NodeKeys.load(config: c) }
+    }
+}
+
+@Suite struct AppWireTests {
+    @Test func roundTripsAndRejectsMalformed() {
+        let address = PrivateKey().address
+        let messages: [AppMessage] = [
+            .resolveRequest(query: 7, address: address),
+            .resolveReply(query: 7, address: address, hosted: true),
+            .call([1, 2, 3]),
+            .media(.init(raw: 42), Array(repeating: 9, count: 100)),
+        ]
+        for m in messages { #expect(AppMessage(parsing: m.serialize()) == m) }
+        #expect(AppMessage(parsing: []) == nil)
+        #expect(AppMessage(parsing: [0x7f]) == nil)
+        #expect(AppMessage(parsing: Array(messages[0].serialize().dropLast())) == nil)
+        #expect(AppMessage(parsing: messages[1].serialize().dropLast() + [2]) == nil)
+        #expect(AppMessage(parsing: [0x20, 0, 0, 0, 0, 0, 0, 0, 1]) == nil)
+        #expect(AppMessage(parsing: [0x20] + Array(repeating: 0, count: 8) + Array(repeating: 1, count: 1_401)) == nil)
+    }
+
+    @Test func pcmBase64RoundTrip() {
+        let samples: [Int16] = [0, 1, -1, .max, .min, 12345]
+        #expect(PCM.samples(base64: PCM.base64(samples)) == samples)
+        #expect(PCM.samples(base64: "not base64!") == nil)
+    }
+}
