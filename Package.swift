@@ -31,6 +31,7 @@ let package = Package(
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
         .target(name: "MeshWire", swiftSettings: strict),
+        .target(name: "MeshTestKit", swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
         .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
@@ -57,10 +58,10 @@ let package = Package(
         ], swiftSettings: strict),
 
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
-        .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink"], swiftSettings: strict),
-        .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia"], swiftSettings: strict),
-        .testTarget(name: "MeshCallTests", dependencies: ["MeshCall"], swiftSettings: strict),
+        .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshDaemonTests", dependencies: ["MeshDaemon", "MeshControl"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshMedia"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshTestKit"], swiftSettings: strict),
     ]
 )

@@ -3,6 +3,7 @@ import MeshCall
 @testable import MeshDaemon
 import MeshControl
 import MeshIdentity
+import MeshTestKit
 import Testing
 
 /// Real `mesh-node run` processes on loopback, real calls through the `mesh-node call` command.
@@ -126,17 +127,12 @@ import Testing
         let rogue = try RogueNode()
         let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
         usleep(800_000)
-        var rng: UInt64 = 12345
-        func next() -> UInt64 {
-            rng = rng &* 6364136223846793005 &+ 1442695040888963407
-            return rng >> 11
-        }
+        var rng = SplitMix64(seed: 12345)
         let sent = 3_000
         for i in 0..<sent {
-            let length = Int(next() % 300)
-            var bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: next()) }
+            var bytes = rng.bytes(Int(rng.next() % 300))
             // Some look like link messages: handshake sizes and transport headers with random indexes.
-            if !bytes.isEmpty, i % 3 == 0 { bytes[0] = [0xE1, 0xE2, 0xE3][Int(next() % 3)] }
+            if !bytes.isEmpty, i % 3 == 0 { bytes[0] = [0xE1, 0xE2, 0xE3][Int(rng.next() % 3)] }
             rogue.sendRaw(bytes, to: i % 2 == 0 ? a.port : b.port)
             if i % 100 == 0 { usleep(20_000) }
         }

@@ -1,5 +1,6 @@
 @testable import MeshCall
 import MeshIdentity
+import MeshTestKit
 import Testing
 
 /// Two call engines (caller node A, callee node B) wired back to back, time passed in.
@@ -176,13 +177,9 @@ struct CallPair {
 
     @Test func malformedSignallingIsCountedNotFatal() {
         var pair = CallPair()
-        var rng: UInt64 = 1
+        var rng = SplitMix64(seed: 1)
         for length in 0..<300 {
-            let bytes = (0..<length % 150).map { _ -> UInt8 in
-                rng = rng &* 6364136223846793005 &+ 1442695040888963407
-                return UInt8(truncatingIfNeeded: rng >> 33)
-            }
-            _ = pair.b.receive(bytes, from: pair.nodeA, now: pair.now)
+            _ = pair.b.receive(rng.bytes(length % 150), from: pair.nodeA, now: pair.now)
         }
         #expect(pair.b.malformed > 250)
         #expect(pair.b.calls.isEmpty)

@@ -1,5 +1,6 @@
 import MeshIdentity
 @testable import MeshLink
+import MeshTestKit
 import Testing
 
 @Suite struct LinkManagerTests {
@@ -87,13 +88,13 @@ import Testing
         net.send(Array(repeating: 7, count: 40), from: 0, to: 1)
         let samples = net.wire.map(\.bytes)
         let before = net.delivered[1]?.count ?? 0
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for i in 0..<3_000 {
             var bytes = samples[i % samples.count]
             switch rng.next() % 3 {
             case 0: bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(1 + rng.next() % 255)
             case 1: bytes = Array(bytes.prefix(Int(rng.next() % UInt64(bytes.count))))
-            default: bytes = (0..<Int(rng.next() % 200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            default: bytes = rng.bytes(Int(rng.next() % 200))
             }
             net.inject(bytes, from: 0, to: 1)
         }
@@ -160,18 +161,5 @@ import Testing
     private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
         guard haystack.count >= needle.count else { return false }
         return (0...(haystack.count - needle.count)).contains { Array(haystack[$0..<$0 + needle.count]) == needle }
-    }
-}
-
-/// A small deterministic generator for the mutation test.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

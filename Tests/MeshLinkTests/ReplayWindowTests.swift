@@ -1,4 +1,5 @@
 @testable import MeshLink
+import MeshTestKit
 import Testing
 
 @Suite struct ReplayWindowTests {
@@ -26,7 +27,7 @@ import Testing
     }
 
     @Test func matchesASetModelOnRandomSequences() {
-        var rng = SplitMix(seed: 99)
+        var rng = SplitMix64(seed: 99)
         for _ in 0..<20 {
             var w = ReplayWindow()
             var seen = Set<UInt64>()
