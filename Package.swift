@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         systemLibrary("COpus", pkgConfig: "opus", apt: ["libopus-dev"]),
@@ -31,9 +32,14 @@ let package = Package(
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
         .target(name: "MeshWire", swiftSettings: strict),
-        .target(name: "MeshTestKit", swiftSettings: strict),
+        .target(name: "MeshTestKit", dependencies: ["MeshDHT", "MeshIdentity"], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshDHT", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: strict),
+        .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: strict),
+        .target(name: "MeshStore", dependencies: [
+            "MeshDHT", "MeshIdentity", .product(name: "GRDB", package: "GRDB.swift"),
+        ], swiftSettings: strict),
         .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
         .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshLink"], swiftSettings: strict),
         .target(name: "MeshControl", dependencies: [
@@ -42,7 +48,8 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
-            "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "CNice",
+            "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
+            "MeshStore", "CNice",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -57,6 +64,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
+        .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
+
+        .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
         .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Foundation
+import MeshControl
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The node: address, endpoint, wallets, counters.")
+    @OptionGroup var connection: Connection
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let info = try connection.call("node.info")
+        if json { return print(info.prettyText()) }
+        let wallets = info["wallets"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        var rows: [[String]] = [
+            ["node", text(info["node"])],
+            ["listen", text(info["listen"])],
+            ["control", text(info["controlSocket"])],
+            ["wallets", wallets.joined(separator: " ")],
+            ["auto-answer", text(info["autoAnswer"])],
+            ["uptime", "\(text(info["uptimeS"])) s"],
+            ["peers up", text(info["peersUp"])],
+            ["active calls", text(info["callsActive"])],
+        ]
+        let link = info["linkCounters"] ?? .null
+        rows.append(["datagrams", "in \(text(link["packetsIn"])), out \(text(link["packetsOut"]))"])
+        rows.append(["dropped", ["malformed", "unknownSession", "authFailed", "replayed", "handshakeRefused", "pinMismatch"]
+            .map { "\($0) \(text(link[$0]))" }.joined(separator: ", ")])
+        let node = info["nodeCounters"] ?? .null
+        rows.append(["refused media", "unknown call \(text(node["mediaUnknownCall"])), wrong neighbour \(text(node["mediaWrongNeighbour"]))"])
+        print(Table.render(rows, header: nil))
+    }
+}
