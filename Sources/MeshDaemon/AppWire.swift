@@ -7,6 +7,8 @@ enum AppMessage: Equatable {
     /// "Do you host this wallet?" to every linked neighbour.
     case resolveRequest(query: UInt32, address: WalletAddress)
     case resolveReply(query: UInt32, address: WalletAddress, hosted: Bool)
+    /// A gossip message (MeshRouting's format).
+    case gossip([UInt8])
     /// A call signalling message (MeshCall's format).
     case call([UInt8])
     /// One SRTP packet of a call.
@@ -15,6 +17,7 @@ enum AppMessage: Equatable {
     enum Tag: UInt8 {
         case resolveRequest = 0x01
         case resolveReply = 0x02
+        case gossip = 0x03
         case call = 0x10
         case media = 0x20
     }
@@ -34,6 +37,9 @@ enum AppMessage: Equatable {
             w.write(query)
             w.write(bytes: address.bytes)
             w.write(UInt8(hosted ? 1 : 0))
+        case .gossip(let body):
+            w.write(Tag.gossip.rawValue)
+            w.write(bytes: body)
         case .call(let body):
             w.write(Tag.call.rawValue)
             w.write(bytes: body)
@@ -56,6 +62,8 @@ enum AppMessage: Equatable {
             guard let q = r.readUInt32(), let a = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
                   let h = r.readUInt8(), h <= 1, r.isAtEnd else { return nil }
             self = .resolveReply(query: q, address: a, hosted: h == 1)
+        case .gossip:
+            self = .gossip(r.readRest())
         case .call:
             self = .call(r.readRest())
         case .media:

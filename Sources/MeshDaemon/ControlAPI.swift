@@ -3,6 +3,7 @@ import MeshCall
 import MeshControl
 import MeshIdentity
 import MeshLink
+import MeshRouting
 import NIOCore
 
 /// The JSON-RPC methods of the control socket (docs/control.md). Runs on the node's event loop.
@@ -14,6 +15,8 @@ extension NodeRuntime: ControlService {
                 case "node.info": return self.loop.makeSucceededFuture(self.info())
                 case "node.peers":
                     return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now(), describe: Self.describe)]))
+                case "gossip.routes":
+                    return self.loop.makeSucceededFuture(try JSONValue(encoding: ["routes": self.gossip.routes(nowMs: Self.now())]))
                 case "calls.list":
                     let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
                     return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))
@@ -131,8 +134,12 @@ extension NodeRuntime: ControlService {
         }
     }
 
-    /// Asks every linked neighbour whether it hosts `address`; the first yes wins.
+    /// The callee's home node among the linked neighbours: from gossip when it knows, else by asking every
+    /// linked neighbour whether it hosts `address` (the first yes wins).
     private func resolve(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
+        if let origin = gossip.route(to: address)?.origin, links.isUp(origin) {
+            return loop.makeSucceededFuture(origin)
+        }
         let neighbours = links.upPeers
         guard !neighbours.isEmpty else {
             return loop.makeFailedFuture(RPCError.failed("no neighbour link is up; cannot resolve \(address)"))

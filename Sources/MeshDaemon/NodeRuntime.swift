@@ -5,6 +5,7 @@ import MeshControl
 import MeshIdentity
 import MeshLink
 import MeshMedia
+import MeshRouting
 import NIOCore
 import NIOPosix
 
@@ -27,6 +28,7 @@ public final class NodeRuntime: @unchecked Sendable {
     let loop: EventLoop
     var links: LinkManager<SocketAddress>
     var calls: CallEngine
+    var gossip: GossipEngine
     var media: [CallID: CallMedia] = [:]
     var finished: [CallID: CallMediaStats] = [:]
     var owners: [CallID: ControlConnection] = [:]
@@ -47,26 +49,39 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     static let linkTickMs: Int64 = 100
+    /// How often link costs (RTT with a loss penalty) are handed to gossip.
+    static let costRefreshMs: Int64 = 2_000
+    var nextCostRefresh: Int64 = 0
     static let resolveTimeoutMs: Int64 = 2_000
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], logger: Logger) {
+    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], logger: Logger) throws {
         self.config = config
         self.nodeKey = nodeKey
         self.logger = logger
+        let now = Self.now()
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         links = LinkManager(identity: nodeKey)
         calls = CallEngine(wallets: wallets)
-        startedAt = Self.now()
+        // Gossip sequence numbers must grow across restarts: the clock's seconds do.
+        gossip = GossipEngine(local: nodeKey.address, hosted: wallets.map(\.address), sequence: UInt32(truncatingIfNeeded: now / 1000),
+                              nowMs: now)
+        startedAt = now
         stopped = loop.makePromise()
     }
 
-    /// Loads keys, binds the UDP port and the control socket, dials the configured peers.
+    /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
     public static func start(config: NodeConfig, logger: Logger) throws -> NodeRuntime {
         let (nodeKey, wallets) = try NodeKeys.load(config: config)
-        let runtime = NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, logger: logger)
+        do {
+            try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw ConfigError("data dir \(config.dataDir): cannot create (\(error.localizedDescription))")
+        }
+        let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, logger: logger)
         do {
             try runtime.bind()
         } catch {
@@ -95,8 +110,6 @@ public final class NodeRuntime: @unchecked Sendable {
         } catch {
             throw ConfigError("listen \(config.listen): cannot bind UDP (\(error))")
         }
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
         do {
             control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)
         } catch {
@@ -153,6 +166,11 @@ public final class NodeRuntime: @unchecked Sendable {
             let now = Self.now()
             self.run(self.links.tick(now: now))
             self.runCall(self.calls.tick(now: now))
+            self.runGossip(self.gossip.tick(nowMs: now))
+            if now >= self.nextCostRefresh {
+                self.nextCostRefresh = now + Self.costRefreshMs
+                self.refreshLinkCosts(now: now)
+            }
             self.expireResolves(now: now)
             self.scheduleLinkTick()
         }
@@ -213,9 +231,11 @@ public final class NodeRuntime: @unchecked Sendable {
                 deliver(payload, from: from)
             case .up(let peer, let endpoint):
                 logger.info("link up", metadata: ["peer": "\(peer)", "endpoint": "\(Self.describe(endpoint))"])
+                runGossip(gossip.neighbourUp(peer, cost: Self.unknownLinkCost, nowMs: Self.now()))
             case .down(let peer, let reason):
                 logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
                 runCall(calls.linkDown(peer, now: Self.now()))
+                runGossip(gossip.neighbourDown(peer, nowMs: Self.now()))
             case .refused(let endpoint, let reason):
                 logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
             }
@@ -248,6 +268,8 @@ public final class NodeRuntime: @unchecked Sendable {
                     pending.promise.fail(RPCError.failed("no linked neighbour hosts \(address)"))
                 }
             }
+        case .gossip(let body):
+            runGossip(gossip.receive(body, from: node, nowMs: now))
         case .call(let body):
             runCall(calls.receive(body, from: node, now: now))
         case .media(let id, let packet):
@@ -260,6 +282,25 @@ public final class NodeRuntime: @unchecked Sendable {
                 return
             }
             if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
+        }
+    }
+
+    func runGossip(_ actions: [GossipAction]) {
+        let now = Self.now()
+        for case .send(let body, let to) in actions {
+            run(links.send(AppMessage.gossip(body).serialize(), to: to, now: now))
+        }
+    }
+
+    /// Cost of a link before its first RTT sample.
+    static let unknownLinkCost: UInt16 = 100
+
+    /// Link cost for gossip: smoothed RTT in ms (at least 1), doubled for every 10 % of ping loss.
+    private func refreshLinkCosts(now: Int64) {
+        for address in links.upPeers {
+            guard let quality = links.quality(address), let rtt = quality.rttMs else { continue }
+            let cost = max(rtt, 1) * (1 + quality.lossPercent / 10)
+            runGossip(gossip.setCost(address, cost: UInt16(clamping: Int(cost.rounded())), nowMs: now))
         }
     }
 

@@ -89,6 +89,8 @@ struct PendingInit<Address: Hashable & Sendable> {
 
 struct Peer<Address: Hashable & Sendable> {
     let address: WalletAddress
+    /// The node key the peer proved in its last handshake.
+    var publicKey: PublicKey
     var endpoint: Address
     var current: Session?
     var unconfirmed: Session?
@@ -108,8 +110,9 @@ struct Peer<Address: Hashable & Sendable> {
     var bytesIn = 0
     var bytesOut = 0
 
-    init(address: WalletAddress, endpoint: Address, now: Int64) {
-        self.address = address
+    init(publicKey: PublicKey, endpoint: Address, now: Int64) {
+        self.address = publicKey.address
+        self.publicKey = publicKey
         self.endpoint = endpoint
         self.lastReceivedAt = now
     }
@@ -211,6 +214,18 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
 
     public var upPeers: [WalletAddress] { peers.values.filter(\.up).map(\.address).sorted() }
 
+    /// Smoothed RTT (nil before the first pong) and ping loss of a neighbour whose link is up.
+    public func quality(_ address: WalletAddress) -> (rttMs: Double?, lossPercent: Double)? {
+        guard let peer = peers[address], peer.up else { return nil }
+        return (peer.srttMs, Self.lossPercent(peer.pingOutcomes))
+    }
+
+    /// The node key and current endpoint of a neighbour whose link is up.
+    public func upPeer(_ address: WalletAddress) -> (publicKey: PublicKey, endpoint: Address)? {
+        guard let peer = peers[address], peer.up else { return nil }
+        return (peer.publicKey, peer.endpoint)
+    }
+
     /// Every known neighbour and every dial still connecting; `describe` renders endpoints.
     public func peerInfos(now: Int64, describe: (Address) -> String = { $0.description }) -> [PeerInfo] {
         var infos = peers.values.sorted { $0.address < $1.address }.map { peer in
@@ -248,11 +263,12 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
 
     private mutating func receiveInit(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
         guard let message = HandshakeInit(parsing: datagram),
-              let initiator = message.signature.recoverAddress(digest: HandshakeInit.digest(signedPart: message.signedPart))
+              let initiatorKey = message.signature.recoverPublicKey(digest: HandshakeInit.digest(signedPart: message.signedPart))
         else {
             counters.malformed += 1
             return []
         }
+        let initiator = initiatorKey.address
         if let pin = dials[source]?.pinned, pin != initiator {
             counters.pinMismatch += 1
             return [.refused(source, reason: "pinned to \(pin) but \(initiator) answered")]
@@ -273,7 +289,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         let signed = HandshakeResponse.signedPart(senderIndex: index, receiverIndex: message.senderIndex, ephemeral: ephemeral)
         let signature = identity.sign(digest: HandshakeResponse.digest(initMessage: datagram, signedPart: signed))
         let keys = Self.sessionKeys(shared: shared, initMessage: datagram, responseSignedPart: signed)
-        var peer = peers[initiator] ?? Peer(address: initiator, endpoint: source, now: now)
+        var peer = peers[initiator] ?? Peer(publicKey: initiatorKey, endpoint: source, now: now)
         peer.lastInitTimestamp = message.timestampMs
         if let old = peer.unconfirmed { sessionOwners[old.localIndex] = nil }
         peer.unconfirmed = Session(localIndex: index, remoteIndex: message.senderIndex, sendKey: keys.responderToInitiator,
@@ -294,12 +310,13 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             return []
         }
         let digest = HandshakeResponse.digest(initMessage: initState.message, signedPart: message.signedPart)
-        guard let responder = message.signature.recoverAddress(digest: digest), responder != localAddress,
+        guard let responderKey = message.signature.recoverPublicKey(digest: digest), responderKey.address != localAddress,
               let shared = LinkCrypto.sharedSecret(secret: initState.secret, peerPublic: message.ephemeral)
         else {
             counters.handshakeRefused += 1
             return []
         }
+        let responder = responderKey.address
         if let expected = initState.expected, expected != responder {
             counters.pinMismatch += 1
             pending[message.receiverIndex] = nil
@@ -307,7 +324,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         }
         pending[message.receiverIndex] = nil
         let keys = Self.sessionKeys(shared: shared, initMessage: initState.message, responseSignedPart: message.signedPart)
-        var peer = peers[responder] ?? Peer(address: responder, endpoint: source, now: now)
+        var peer = peers[responder] ?? Peer(publicKey: responderKey, endpoint: source, now: now)
         let session = Session(localIndex: message.receiverIndex, remoteIndex: message.senderIndex,
                               sendKey: keys.initiatorToResponder, receiveKey: keys.responderToInitiator,
                               createdAt: now, isInitiator: true)
