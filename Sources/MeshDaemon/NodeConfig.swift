@@ -86,6 +86,10 @@ public struct NodeConfig: Sendable {
     public var dataDir: String = NodeConfig.defaultDataDir
     public var controlSocket: String?
     public var peers: [PeerSpec] = []
+    /// DHT nodes to join through (`[0xNODEADDR@]HOST:PORT`).
+    public var bootstrap: [PeerSpec] = []
+    /// Endpoints to publish in presence records; default: the listen address when it is a specific address.
+    public var advertise: [HostPort] = []
     public var autoAnswer: AutoAnswer = .off
     public var recordDir: String?
     public var bitrate = 24_000
@@ -100,7 +104,8 @@ public struct NodeConfig: Sendable {
     public var resolvedRecordDir: String { recordDir ?? dataDir + "/recordings" }
 
     static let knownKeys: Set<String> = [
-        "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "auto_answer", "record_dir", "bitrate",
+        "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
+        "auto_answer", "record_dir", "bitrate",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -126,13 +131,14 @@ public struct NodeConfig: Sendable {
             guard let s = value.string else { throw ConfigError("config \(file): \(key) must be a string") }
             return s
         }
-        func strings(_ key: String) throws(ConfigError) -> [String] {
-            guard let value = table[key] else { return [] }
+        func strings(_ value: TOMLValueConvertible?, _ key: String) throws(ConfigError) -> [String] {
+            guard let value else { return [] }
             guard let array = value.array, let items = Optional(array.compactMap { $0.string }), items.count == array.count else {
                 throw ConfigError("config \(file): \(key) must be an array of strings")
             }
             return items
         }
+        func strings(_ key: String) throws(ConfigError) -> [String] { try strings(table[key], key) }
         if let unknown = table.keys.first(where: { !knownKeys.contains($0) }) {
             throw ConfigError("config \(file): unknown key \"\(unknown)\" (known: \(knownKeys.sorted().joined(separator: ", ")))")
         }
@@ -144,6 +150,18 @@ public struct NodeConfig: Sendable {
         if let v = try string("data_dir") { config.dataDir = path(v) }
         config.controlSocket = try string("control_socket").map(path)
         config.peers = try strings("peers").map { (s) throws(ConfigError) in try PeerSpec(parsing: s, what: "config \(file): peers") }
+        // Either `bootstrap = ["…"]` or a `[bootstrap]` table with `nodes = ["…"]`.
+        let bootstrap: [String]
+        if let section = table["bootstrap"]?.table {
+            if let unknown = section.keys.first(where: { $0 != "nodes" }) {
+                throw ConfigError("config \(file): unknown key \"bootstrap.\(unknown)\" (known: bootstrap.nodes)")
+            }
+            bootstrap = try strings(section["nodes"], "bootstrap.nodes")
+        } else {
+            bootstrap = try strings("bootstrap")
+        }
+        config.bootstrap = try bootstrap.map { (s) throws(ConfigError) in try PeerSpec(parsing: s, what: "config \(file): bootstrap") }
+        config.advertise = try strings("advertise").map { (s) throws(ConfigError) in try HostPort(parsing: s, what: "config \(file): advertise") }
         if let v = try string("auto_answer") { config.autoAnswer = try parseAutoAnswer(v, what: "config \(file): auto_answer") }
         config.recordDir = try string("record_dir").map(path)
         if let value = table["bitrate"] {

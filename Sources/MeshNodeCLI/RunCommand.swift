@@ -20,6 +20,10 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Control socket path (default DATA_DIR/control.sock).") var controlSocket: String?
     @Option(name: .customLong("peer"), help: "A neighbour [0xNODEADDR@]HOST:PORT to keep a link with; repeatable.")
     var peers: [String] = []
+    @Option(name: .customLong("bootstrap"), help: "A DHT node [0xNODEADDR@]HOST:PORT to join the mesh through; repeatable.")
+    var bootstraps: [String] = []
+    @Option(name: .customLong("advertise"), help: "An IP:PORT to publish in presence records; repeatable (default: --listen when specific).")
+    var advertised: [String] = []
     @Option(help: "What to do with incoming calls: off (decline), record, echo.") var autoAnswer: String?
     @Option(help: "Folder for recorded calls (default DATA_DIR/recordings).") var recordDir: String?
     @Option(help: "Opus bitrate of calls this node places, bit/s (default 24000).") var bitrate: Int?
@@ -63,6 +67,10 @@ struct RunCommand: ParsableCommand {
             if let dataDir { c.dataDir = dataDir }
             if let controlSocket { c.controlSocket = controlSocket }
             if !peers.isEmpty { c.peers = try peers.map { (p) throws(ConfigError) in try PeerSpec(parsing: p, what: "--peer") } }
+            if !bootstraps.isEmpty {
+                c.bootstrap = try bootstraps.map { (p) throws(ConfigError) in try PeerSpec(parsing: p, what: "--bootstrap") }
+            }
+            if !advertised.isEmpty { c.advertise = try advertised.map { (a) throws(ConfigError) in try HostPort(parsing: a, what: "--advertise") } }
             if let autoAnswer { c.autoAnswer = try NodeConfig.parseAutoAnswer(autoAnswer, what: "--auto-answer") }
             if let recordDir { c.recordDir = recordDir }
             if let bitrate { c.bitrate = try NodeConfig.checkBitrate(bitrate, what: "--bitrate") }

@@ -25,7 +25,7 @@ struct NodeCtl: ParsableCommand {
         commandName: "node-ctl",
         abstract: "Inspect and steer a running mesh-node through its control socket.",
         version: "0.1.0",
-        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Gossip.self])
+        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Routes.self, DHT.self, Gossip.self])
 }
 
 struct Hangup: ParsableCommand {

@@ -65,6 +65,20 @@ import Testing
         }
     }
 
+    @Test func bootstrapAsArrayOrTable() throws {
+        try withFile("bootstrap = [\"127.0.0.1:1\"]\nadvertise = [\"192.0.2.1:4460\"]") { path in
+            let c = try NodeConfig.load(file: path)
+            #expect(c.bootstrap.map(\.endpoint) == [HostPort(host: "127.0.0.1", port: 1)])
+            #expect(c.advertise == [HostPort(host: "192.0.2.1", port: 4460)])
+        }
+        try withFile("[bootstrap]\nnodes = [\"127.0.0.1:1\", \"[::1]:2\"]") { path in
+            #expect(try NodeConfig.load(file: path).bootstrap.count == 2)
+        }
+        try withFile("[bootstrap]\nnode = [\"127.0.0.1:1\"]") { path in
+            #expect(throws: ConfigError.self) { try NodeConfig.load(file: path) }
+        }
+    }
+
     @Test func missingFileIsReported() {
         #expect(throws: ConfigError.self) { try NodeConfig.load(file: "/nonexistent/node.toml") }
     }
