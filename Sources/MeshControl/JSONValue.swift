@@ -42,6 +42,7 @@ public enum JSONValue: Sendable, Equatable, Codable {
     public var intValue: Int? { doubleValue.flatMap { Int(exactly: $0.rounded()) } }
     public var boolValue: Bool? { if case .bool(let b) = self { b } else { nil } }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
+    public var objectValue: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
 
     /// Converts any Encodable value (a stats struct, say) into a JSONValue.
     public init(encoding value: some Encodable) throws {

@@ -22,8 +22,12 @@ enum MediaSink {
 /// Per-call figures for `node-ctl calls` and the call summary.
 public struct CallMediaStats: Sendable, Codable, Equatable {
     public var codec: String
+    /// The sender's current profile.
+    public var profile: String
     public var bitrate: Int
     public var packetsSent: Int
+    /// 20 ms frames the sender did not send because Opus was in DTX, % of frames.
+    public var dtxSentPercent: Double
     public var packetsReceived: Int
     public var packetsLost: Int
     public var packetsLate: Int
@@ -31,8 +35,16 @@ public struct CallMediaStats: Sendable, Codable, Equatable {
     public var fecRecovered: Int
     public var srtpRejected: Int
     public var jitterMs: Double
-    public var meanPlayoutDelayMs: Double
     public var currentPlayoutDelayMs: Double
+    public var meanPlayoutDelayMs: Double
+    public var p95PlayoutDelayMs: Double
+    public var targetPlayoutDelayMs: Double
+    public var lateLossPercent: Double
+    public var concealmentPercent: Double
+    public var timeStretchPercent: Double
+    /// Comfort noise played (the peer in DTX), % of audio played.
+    public var dtxPercent: Double
+    public var driftPpm: Double?
     public var recording: String?
 }
 
@@ -46,7 +58,6 @@ final class CallMedia {
     private let receiver: MediaReceiver
     private let srtpOut: SRTPContext
     private let srtpIn: SRTPContext
-    private let bitrate: Int
     private var queued: [[Int16]] = []
     private var srtpRejected = 0
     /// Frames a client may queue ahead (about a second); older ones are dropped.
@@ -56,7 +67,6 @@ final class CallMedia {
         self.id = id
         self.source = source
         self.sink = sink
-        bitrate = config.bitrate
         // RFC 3550: random initial sequence number and timestamp.
         sender = try MediaSender(config: config, ssrc: LinkCrypto.randomUInt32(),
                                  initialSequence: UInt16(truncatingIfNeeded: LinkCrypto.randomUInt32()),
@@ -73,11 +83,14 @@ final class CallMedia {
         if queued.count > Self.queueLimit { queued.removeFirst(queued.count - Self.queueLimit) }
     }
 
-    /// The next SRTP packet to send.
-    func outbound() throws(MediaError) -> [UInt8] {
+    /// Takes the next 20 ms frame; the SRTP packet to send, or nil when there is none this tick (Opus DTX
+    /// during silence sends one packet every 400 ms, which keeps the call's 10 s media timeout at bay; a 40 ms
+    /// profile sends every other tick).
+    func outbound() throws(MediaError) -> [UInt8]? {
         let frame = queued.isEmpty ? [Int16](repeating: 0, count: Audio.frameSamples) : queued.removeFirst()
-        return try srtpOut.protect(try sender.packetize(frame: frame))
+        return try sender.packetize(frame: frame).map { rtp throws(MediaError) in try srtpOut.protect(rtp) }
     }
+
 
     /// An SRTP packet from the peer. False when it does not authenticate (and it is counted).
     func inbound(_ packet: [UInt8], nowMs: Int64) -> Bool {
@@ -100,9 +113,15 @@ final class CallMedia {
         var recording: String?
         if case .recorder(_, let path) = sink { recording = path }
         return CallMediaStats(
-            codec: "opus/48000/1", bitrate: bitrate, packetsSent: sender.packetsSent, packetsReceived: r.packetsReceived,
-            packetsLost: r.packetsLost, packetsLate: r.packetsLate, framesConcealed: r.framesConcealed,
-            fecRecovered: r.fecRecovered, srtpRejected: srtpRejected, jitterMs: r.jitterMs,
-            meanPlayoutDelayMs: r.meanPlayoutDelayMs, currentPlayoutDelayMs: r.currentPlayoutDelayMs, recording: recording)
+            codec: "opus/48000/1", profile: sender.profile.name, bitrate: sender.profile.bitrate,
+            packetsSent: sender.packetsSent,
+            dtxSentPercent: 100 * Double(sender.framesSuppressed) / Double(max(1, sender.framesIn)),
+            packetsReceived: r.packetsReceived, packetsLost: r.packetsLost, packetsLate: r.packetsLate,
+            framesConcealed: r.framesConcealed, fecRecovered: r.fecRecovered, srtpRejected: srtpRejected,
+            jitterMs: r.jitterMs, currentPlayoutDelayMs: r.currentPlayoutDelayMs,
+            meanPlayoutDelayMs: r.meanPlayoutDelayMs, p95PlayoutDelayMs: r.p95PlayoutDelayMs,
+            targetPlayoutDelayMs: r.targetDelayMs, lateLossPercent: r.lateLossPercent,
+            concealmentPercent: r.concealmentPercent, timeStretchPercent: r.timeStretchPercent,
+            dtxPercent: r.dtxPercent, driftPpm: r.driftPpm, recording: recording)
     }
 }

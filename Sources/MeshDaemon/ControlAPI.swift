@@ -1,6 +1,7 @@
 import Foundation
 import MeshCall
 import MeshControl
+import MeshDHT
 import MeshIdentity
 import MeshLink
 import MeshRouting
@@ -15,6 +16,14 @@ extension NodeRuntime: ControlService {
                 case "node.info": return self.loop.makeSucceededFuture(self.info())
                 case "node.peers":
                     return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now(), describe: Self.describe)]))
+                case "dht.routes": return self.loop.makeSucceededFuture(try self.routesJSON())
+                case "dht.lookup":
+                    guard let text = params["address"]?.stringValue else {
+                        throw RPCError.invalidParams("dht.lookup needs \"address\": a wallet address")
+                    }
+                    let wallet: WalletAddress
+                    do { wallet = try WalletAddress(parsing: text) } catch { throw RPCError.invalidParams("\(error)") }
+                    return self.lookup(wallet).map { Self.lookupJSON($0, now: Self.now()) }
                 case "gossip.routes":
                     return self.loop.makeSucceededFuture(try JSONValue(encoding: ["routes": self.gossip.routes(nowMs: Self.now())]))
                 case "calls.list":
@@ -141,9 +150,7 @@ extension NodeRuntime: ControlService {
             return loop.makeSucceededFuture(origin)
         }
         let neighbours = links.upPeers
-        guard !neighbours.isEmpty else {
-            return loop.makeFailedFuture(RPCError.failed("no neighbour link is up; cannot resolve \(address)"))
-        }
+        guard !neighbours.isEmpty else { return resolveThroughDHT(address) }
         let now = Self.now()
         let query = LinkCrypto.randomUInt32()
         let promise = loop.makePromise(of: WalletAddress.self)
@@ -151,7 +158,37 @@ extension NodeRuntime: ControlService {
                                          asked: neighbours.count)
         let request = AppMessage.resolveRequest(query: query, address: address).serialize()
         for node in neighbours { run(links.send(request, to: node, now: now)) }
-        return promise.futureResult
+        return promise.futureResult.flatMapError { _ in self.resolveThroughDHT(address) }
+    }
+
+    /// Finds the wallet's home node in the DHT and opens a link to it (pinned to its node key) when there is
+    /// none yet. Calls go between linked nodes in this version: a home node reachable only through relays is
+    /// reported as such.
+    private func resolveThroughDHT(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
+        lookup(address).flatMap { outcome in
+            guard let record = outcome.record, !record.isWithdrawal else {
+                return self.loop.makeFailedFuture(RPCError.failed(
+                    "\(address) is not online: no neighbour hosts it and the DHT has no record (\(outcome.queried) nodes asked)"))
+            }
+            let home = record.homeNode.address
+            if self.links.isUp(home) { return self.loop.makeSucceededFuture(home) }
+            let targets = record.endpoints.compactMap { try? SocketAddress(dhtEndpoint: $0) }
+            guard !targets.isEmpty else {
+                return self.loop.makeFailedFuture(RPCError.failed(
+                    "\(address) is hosted by \(home), which is reachable only through relays; relay chains are not supported yet"))
+            }
+            let now = Self.now()
+            for target in targets { self.run(self.links.connect(to: target, pinned: home, now: now)) }
+            return self.waitForLink(to: home, until: now + Self.resolveTimeoutMs)
+        }
+    }
+
+    private func waitForLink(to node: WalletAddress, until deadline: Int64) -> EventLoopFuture<WalletAddress> {
+        if links.isUp(node) { return loop.makeSucceededFuture(node) }
+        guard Self.now() < deadline else {
+            return loop.makeFailedFuture(RPCError.failed("cannot open a link to \(node), the callee's home node"))
+        }
+        return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap { self.waitForLink(to: node, until: deadline) }
     }
 }
 

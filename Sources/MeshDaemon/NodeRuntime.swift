@@ -2,10 +2,12 @@ import Foundation
 import Logging
 import MeshCall
 import MeshControl
+import MeshDHT
 import MeshIdentity
 import MeshLink
 import MeshMedia
 import MeshRouting
+import MeshStore
 import NIOCore
 import NIOPosix
 
@@ -29,6 +31,17 @@ public final class NodeRuntime: @unchecked Sendable {
     var links: LinkManager<SocketAddress>
     var calls: CallEngine
     var gossip: GossipEngine
+    var dht: DHTNode
+    let store: NodeStore
+    let wallets: [PrivateKey]
+    var lookups: [LookupID: EventLoopPromise<LookupOutcome>] = [:]
+    /// The endpoints and relays of the records last published, to republish when they change.
+    var publishedReach: Reach?
+    var nextReachCheck: Int64 = 0
+    var nextContactSave: Int64 = 0
+    var savedContacts: Set<Contact> = []
+    /// While the routing table fills after start, records are published again each time it doubles.
+    var contactsAtLastPublish = 0
     var media: [CallID: CallMedia] = [:]
     var finished: [CallID: CallMediaStats] = [:]
     var owners: [CallID: ControlConnection] = [:]
@@ -56,15 +69,19 @@ public final class NodeRuntime: @unchecked Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], logger: Logger) throws {
+    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], store: NodeStore, logger: Logger) throws {
         self.config = config
         self.nodeKey = nodeKey
+        self.wallets = wallets
+        self.store = store
         self.logger = logger
         let now = Self.now()
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         links = LinkManager(identity: nodeKey)
         calls = CallEngine(wallets: wallets)
+        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(LinkCrypto.randomUInt32()) << 32)
+        dht.restore(contacts: try store.contacts(), records: try store.records(nowMs: now), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
         gossip = GossipEngine(local: nodeKey.address, hosted: wallets.map(\.address), sequence: UInt32(truncatingIfNeeded: now / 1000),
                               nowMs: now)
@@ -81,7 +98,8 @@ public final class NodeRuntime: @unchecked Sendable {
         } catch {
             throw ConfigError("data dir \(config.dataDir): cannot create (\(error.localizedDescription))")
         }
-        let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, logger: logger)
+        let store = try NodeStore(path: config.dataDir + "/node.db")
+        let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, store: store, logger: logger)
         do {
             try runtime.bind()
         } catch {
@@ -93,12 +111,7 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func bind() throws {
-        let listenAddress: SocketAddress
-        do {
-            listenAddress = try SocketAddress.makeAddressResolvingHost(config.listen.host, port: config.listen.port)
-        } catch {
-            throw ConfigError("listen \(config.listen): cannot resolve host \(config.listen.host)")
-        }
+        let listenAddress = try Self.resolve(config.listen, what: "listen \(config.listen)")
         do {
             udp = try DatagramBootstrap(group: group)
                 .channelInitializer { channel in
@@ -116,16 +129,12 @@ public final class NodeRuntime: @unchecked Sendable {
             try? udp?.close().wait()
             throw ConfigError("control socket \(config.resolvedControlSocket): \(error)")
         }
-        let peerTargets: [(SocketAddress, WalletAddress?)] = try config.peers.map { peer in
-            do {
-                return (try SocketAddress.makeAddressResolvingHost(peer.endpoint.host, port: peer.endpoint.port), peer.pinned)
-            } catch {
-                throw ConfigError("peer \(peer): cannot resolve host \(peer.endpoint.host)")
-            }
-        }
+        let peerTargets = try config.peers.map { (peer) throws(ConfigError) in (try Self.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
+        let bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try Self.resolve(b.endpoint, what: "bootstrap \(b)") }
         try loop.submit {
             let now = Self.now()
             for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }
+            self.joinOverlay(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)), now: now)
             self.scheduleLinkTick()
             self.scheduleMediaTick(deadline: .now())
         }.wait()
@@ -150,6 +159,8 @@ public final class NodeRuntime: @unchecked Sendable {
             for call in self.calls.calls.values where call.state != .ended {
                 self.runCall(self.calls.hangup(call.id, now: now))
             }
+            self.leaveOverlay(now: now)
+            self.run(self.links.closeAll(now: now))
             self.control?.close()
             self.logger.info("node stopped")
             let udp = self.udp
@@ -167,6 +178,7 @@ public final class NodeRuntime: @unchecked Sendable {
             self.run(self.links.tick(now: now))
             self.runCall(self.calls.tick(now: now))
             self.runGossip(self.gossip.tick(nowMs: now))
+            self.overlayTick(now: now)
             if now >= self.nextCostRefresh {
                 self.nextCostRefresh = now + Self.costRefreshMs
                 self.refreshLinkCosts(now: now)
@@ -191,8 +203,9 @@ public final class NodeRuntime: @unchecked Sendable {
         for (id, m) in media {
             guard let call = calls.calls[id] else { continue }
             do {
-                let packet = try m.outbound()
-                run(links.send(AppMessage.media(id, packet).serialize(), to: call.via, now: nowMs))
+                if let packet = try m.outbound() {
+                    run(links.send(AppMessage.media(id, packet).serialize(), to: call.via, now: nowMs))
+                }
             } catch {
                 logger.warning("media encode failed", metadata: ["call": "\(id)", "error": "\(error)"])
             }
@@ -214,8 +227,20 @@ public final class NodeRuntime: @unchecked Sendable {
 
     // MARK: inputs
 
+    /// The node's port carries link datagrams (0xE1–0xE3) and DHT datagrams (0xE4).
     func receive(datagram: [UInt8], from source: SocketAddress) {
-        run(links.receive(datagram, from: source, now: Self.now()))
+        if datagram.first == DHTWire.marker, let endpoint = DHTEndpoint(socketAddress: source) {
+            runDHT(dht.receive(datagram, from: endpoint, nowMs: Self.now()))
+        } else {
+            run(links.receive(datagram, from: source, now: Self.now()))
+        }
+    }
+
+    func sendDatagram(_ bytes: [UInt8], to address: SocketAddress) {
+        guard let udp else { return }
+        var buffer = udp.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        udp.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: buffer), promise: nil)
     }
 
     /// Runs link actions: datagrams out, payloads up, link events logged.
@@ -223,10 +248,7 @@ public final class NodeRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let bytes, let to):
-                guard let udp else { continue }
-                var buffer = udp.allocator.buffer(capacity: bytes.count)
-                buffer.writeBytes(bytes)
-                udp.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: buffer), promise: nil)
+                sendDatagram(bytes, to: to)
             case .deliver(let payload, let from):
                 deliver(payload, from: from)
             case .up(let peer, let endpoint):
@@ -387,6 +409,14 @@ public final class NodeRuntime: @unchecked Sendable {
             pending.promise.fail(RPCError.failed("no linked neighbour answered for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
         finished = finished.filter { calls.calls[$0.key] != nil }
+    }
+
+    static func resolve(_ endpoint: HostPort, what: String) throws(ConfigError) -> SocketAddress {
+        do {
+            return try SocketAddress.makeAddressResolvingHost(endpoint.host, port: endpoint.port)
+        } catch {
+            throw ConfigError("\(what): cannot resolve host \(endpoint.host)")
+        }
     }
 
     static func describe(_ address: SocketAddress) -> String {

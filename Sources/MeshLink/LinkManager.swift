@@ -164,6 +164,19 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         return action.map { [$0] } ?? []
     }
 
+    /// Tells every neighbour this node is going away and takes all links down.
+    public mutating func closeAll(now: Int64) -> [LinkAction<Address>] {
+        var actions: [LinkAction<Address>] = []
+        for address in peers.keys.sorted() {
+            guard var peer = peers[address], peer.up else { continue }
+            if let close = seal(&peer, inner: .close, body: [], now: now) { actions.append(close) }
+            markDown(&peer, reason: "closed", actions: &actions)
+            peers[address] = peer
+        }
+        dials = [:]
+        return actions
+    }
+
     /// One datagram from the UDP port.
     public mutating func receive(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
         counters.packetsIn += 1
@@ -426,6 +439,8 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         switch type {
         case .keepalive:
             break
+        case .close:
+            markDown(&peer, reason: "closed by peer", actions: &actions)
         case .ping:
             guard let id = reader.readUInt32() else {
                 counters.malformed += 1

@@ -121,5 +121,7 @@ enum InnerType: UInt8 {
     case keepalive = 0
     case ping = 1
     case pong = 2
+    /// The sender is shutting down: take the link down now rather than after the dead-link timeout.
+    case close = 3
     case application = 16
 }

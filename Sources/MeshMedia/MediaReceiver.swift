@@ -1,84 +1,179 @@
-/// Counters for one call's incoming audio.
+/// Counters and figures for one call's incoming audio.
 public struct ReceiverStats: Sendable, Codable, Equatable {
     /// Well-formed Opus RTP packets, duplicates and late ones included.
     public var packetsReceived = 0
     /// Sequence numbers never received (RFC 3550 §6.4.1: expected minus received).
     public var packetsLost = 0
-    /// Packets that arrived after their slot had played; dropped.
+    /// Packets that arrived after their time had played (or would have played later than the delay ceiling,
+    /// or past a fixed buffer's target); dropped.
     public var packetsLate = 0
     public var duplicates = 0
-    /// Frames played by packet loss concealment, including frames the sender never sent (pauses).
+    /// Frames (20 ms) played by packet loss concealment.
     public var framesConcealed = 0
-    /// Frames rebuilt from the FEC data of the following packet.
+    /// Packets rebuilt from the FEC data of the following packet.
     public var fecRecovered = 0
     /// Packets refused: not RTP, not Opus's payload type, or an Opus payload that fails to decode.
     public var malformed = 0
-    /// Arrival to playout, over all packets played.
+    /// Arrival to playout of the latest packet played, the mean and the 95th percentile over the call.
+    public var currentPlayoutDelayMs = 0.0
     public var meanPlayoutDelayMs = 0.0
+    public var p95PlayoutDelayMs = 0.0
+    /// The delay the buffer aims for now.
+    public var targetDelayMs = 0.0
     /// RFC 3550 §6.4.1 interarrival jitter.
     public var jitterMs = 0.0
-    /// Arrival to playout of the latest packet played.
-    public var currentPlayoutDelayMs = 0.0
+    /// Late packets per packet expected, %.
+    public var lateLossPercent = 0.0
+    /// Concealed audio per audio played, %.
+    public var concealmentPercent = 0.0
+    /// Samples removed or inserted by time-stretching per audio played, %.
+    public var timeStretchPercent = 0.0
+    /// Comfort noise (the sender in DTX) per audio played, %.
+    public var dtxPercent = 0.0
+    /// Estimated sender/receiver clock skew (positive: the sender's clock is fast); nil until known.
+    public var driftPpm: Double?
+    /// Delay spikes seen.
+    public var delaySpikes = 0
+    /// Decisions taken, by kind.
+    public var decisions = Decisions()
+
+    public struct Decisions: Sendable, Codable, Equatable {
+        public var normal = 0, merge = 0, accelerate = 0, decelerate = 0, fec = 0, expand = 0, comfortNoise = 0
+
+        public init() {}
+    }
 
     public init() {}
 }
 
-/// The receiving half of a call's media: parses plaintext RTP (after `SRTPContext.unprotect`), buffers it in
-/// a `PlayoutBuffer`, and decodes one 20 ms frame per `nextFrame` call. Pure: time comes in as `nowMs`.
+/// The receiving half of a call's media: parses plaintext RTP (after `SRTPContext.unprotect`), files it in a
+/// `PlayoutBuffer`, and produces one 20 ms frame per `nextFrame` call by carrying out the buffer's decisions
+/// (decode, FEC, conceal, comfort noise, time-stretch). Pure: time comes in as `nowMs`.
 public final class MediaReceiver {
     private let decoder: OpusDecoder
-    private let useFEC: Bool
     private var buffer: PlayoutBuffer
+    /// Decoded samples not yet played.
+    private var sync: [Int16] = []
     private var counts = ReceiverStats()
+    private var concealedSamples = 0
+    private var comfortNoiseSamples = 0
+    private var stretchedSamples = 0
+    private var playedSamples = 0
 
     public init(config: MediaConfig) throws(MediaError) {
         decoder = try OpusDecoder()
-        useFEC = config.fec
-        buffer = PlayoutBuffer(targetMs: config.playoutTargetMs)
+        buffer = PlayoutBuffer(config: config)
     }
 
     /// Files one RTP packet that arrived at `nowMs`. False (and counted) when it is malformed.
     public func receive(rtp: [UInt8], nowMs: Int64) -> Bool {
         guard let packet = RTPPacket(parsing: rtp), packet.payloadType == MediaSender.payloadType,
-              !packet.payload.isEmpty
+              let samples = OpusDecoder.samples(in: packet.payload)
         else {
             counts.malformed += 1
             return false
         }
         counts.packetsReceived += 1
         buffer.insert(sequence: packet.sequence, timestamp: packet.timestamp, ssrc: packet.ssrc,
-                      payload: packet.payload, arrivalMs: nowMs)
+                      payload: packet.payload, samples: samples, arrivalMs: nowMs)
         return true
     }
 
     /// The next 20 ms of audio, `Audio.frameSamples` samples; the owner calls this every 20 ms.
     public func nextFrame(nowMs: Int64) -> [Int16] {
-        switch buffer.nextDecision(nowMs: nowMs) {
-        case .silence:
-            return [Int16](repeating: 0, count: Audio.frameSamples)
-        case .play(let payload):
-            if let frame = decoder.decode(payload), frame.count == Audio.frameSamples { return frame }
-            counts.malformed += 1
-        case .recover(let next):
-            if useFEC, let frame = decoder.decodeFEC(from: next) {
-                counts.fecRecovered += 1
-                return frame
-            }
-        case .conceal:
-            break
+        buffer.tick(nowMs: nowMs, bufferedSamples: sync.count)
+        var audible = true
+        while sync.count < Audio.frameSamples {
+            let decision = buffer.decide(nowMs: nowMs, bufferedSamples: sync.count)
+            if case .silence = decision { audible = false }
+            sync += run(decision)
         }
-        counts.framesConcealed += 1
-        return decoder.conceal()
+        if audible { playedSamples += Audio.frameSamples }
+        let frame = Array(sync.prefix(Audio.frameSamples))
+        sync.removeFirst(Audio.frameSamples)
+        return frame
     }
+
+    private func run(_ decision: PlayoutBuffer.Decision) -> [Int16] {
+        switch decision {
+        case .silence(let samples):
+            return [Int16](repeating: 0, count: samples)
+        case .normal(let packet):
+            counts.decisions.normal += 1
+            return decode(packet)
+        case .merge(let packet):
+            counts.decisions.merge += 1
+            return decode(packet)
+        case .accelerate(let packet):
+            let pcm = decode(packet)
+            guard let shorter = TimeStretch.accelerate(pcm) else { return pcm }
+            counts.decisions.accelerate += 1
+            stretch(pcm.count - shorter.count)
+            return shorter
+        case .decelerate(let packet):
+            let pcm = decode(packet)
+            guard let longer = TimeStretch.decelerate(pcm) else { return pcm }
+            counts.decisions.decelerate += 1
+            stretch(pcm.count - longer.count)
+            return longer
+        case .fec(let next, let samples):
+            if let pcm = decoder.decodeFEC(from: next.payload, samples: samples) {
+                counts.decisions.fec += 1
+                counts.fecRecovered += 1
+                return pcm
+            }
+            counts.malformed += 1
+            return conceal(samples)
+        case .expand(let samples):
+            return conceal(samples)
+        case .comfortNoise(let samples):
+            counts.decisions.comfortNoise += 1
+            comfortNoiseSamples += samples
+            return decoder.conceal(samples: samples)
+        }
+    }
+
+    private func decode(_ packet: PlayoutBuffer.Packet) -> [Int16] {
+        if let pcm = decoder.decode(packet.payload), pcm.count == packet.samples { return pcm }
+        counts.malformed += 1
+        return conceal(packet.samples)
+    }
+
+    private func conceal(_ samples: Int) -> [Int16] {
+        counts.decisions.expand += 1
+        concealedSamples += samples
+        return decoder.conceal(samples: samples)
+    }
+
+    private func stretch(_ removed: Int) {
+        stretchedSamples += abs(removed)
+        buffer.stretched(removing: removed)
+    }
+
+    /// Packets buffered and not yet played.
+    public var bufferedPackets: Int { buffer.waiting }
+
+    /// Arrival to playout of the latest packet played; nil before the first.
+    public var currentPlayoutDelayMs: Double? { buffer.delays.count == 0 ? nil : buffer.currentDelayMs }
 
     public var stats: ReceiverStats {
         var stats = counts
+        let played = Double(max(1, playedSamples))
         stats.packetsLost = buffer.lost
         stats.packetsLate = buffer.late
         stats.duplicates = buffer.duplicates
-        stats.meanPlayoutDelayMs = buffer.meanDelayMs
+        stats.framesConcealed = (concealedSamples + Audio.frameSamples / 2) / Audio.frameSamples
         stats.currentPlayoutDelayMs = buffer.currentDelayMs
+        stats.meanPlayoutDelayMs = buffer.delays.mean
+        stats.p95PlayoutDelayMs = buffer.delays.p95
+        stats.targetDelayMs = buffer.currentTargetMs
         stats.jitterMs = buffer.jitterMs
+        stats.lateLossPercent = 100 * Double(buffer.late) / Double(max(1, buffer.expected))
+        stats.concealmentPercent = 100 * Double(concealedSamples) / played
+        stats.timeStretchPercent = 100 * Double(stretchedSamples) / played
+        stats.dtxPercent = 100 * Double(comfortNoiseSamples) / played
+        stats.driftPpm = buffer.driftPpm
+        stats.delaySpikes = buffer.spikes
         return stats
     }
 }

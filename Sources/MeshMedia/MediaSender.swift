@@ -1,32 +1,97 @@
-/// Encodes 20 ms frames to Opus and wraps each in a plaintext RTP packet: payload type 111, the sequence
-/// number +1 and the timestamp +960 per frame, the marker bit on the first packet. SRTP protection is the
+/// Encodes 20 ms frames to Opus and wraps each packet in plaintext RTP: payload type 111, the sequence
+/// number +1 per packet, the timestamp +960 per 20 ms of audio, the marker bit on the first packet of each
+/// talk spurt. With DTX, silence after its first DTX packet is not sent (Opus still emits one packet every
+/// 400 ms). The profile (bitrate, FEC, 20/40 ms) can change at any frame boundary. SRTP protection is the
 /// caller's next step (`SRTPContext.protect`).
 public final class MediaSender {
     /// The dynamic payload type used for Opus (the common choice, as in WebRTC).
     public static let payloadType: UInt8 = 111
+    /// RFC 6716 / WebRTC: an Opus packet of at most 2 bytes is a DTX frame (no audio to send).
+    static let dtxPacketBytes = 2
 
     public let ssrc: UInt32
+    /// RTP packets made.
     public private(set) var packetsSent = 0
+    /// 20 ms frames taken in.
+    public private(set) var framesIn = 0
+    /// 20 ms frames not sent because the encoder was in DTX.
+    public private(set) var framesSuppressed = 0
+    public private(set) var profile: QualityProfile
     private let encoder: OpusEncoder
+    private let preprocessor: Preprocessor?
     private var sequence: UInt16
+    /// The RTP timestamp of the next frame taken in.
     private var timestamp: UInt32
+    /// The first half of a 40 ms packet.
+    private var held: [Int16] = []
+    private var pendingProfile: QualityProfile?
+    private var inDTX = false
 
     /// RFC 3550 §5.1 recommends random initial sequence numbers and timestamps; pass them in to get that.
     public init(config: MediaConfig, ssrc: UInt32, initialSequence: UInt16 = 0, initialTimestamp: UInt32 = 0)
         throws(MediaError) {
+        try Self.validate(config.profile)
         encoder = try OpusEncoder(config: config)
+        preprocessor = Preprocessor(denoise: config.denoise, vad: config.vad)
+        profile = config.profile
         self.ssrc = ssrc
         sequence = initialSequence
         timestamp = initialTimestamp
     }
 
-    /// The RTP packet for the next frame of `Audio.frameSamples` samples.
-    public func packetize(frame: [Int16]) throws(MediaError) -> [UInt8] {
-        let packet = RTPPacket(payloadType: Self.payloadType, marker: packetsSent == 0, sequence: sequence,
-                               timestamp: timestamp, ssrc: ssrc, payload: try encoder.encode(frame))
+    /// Switches to `profile` at the next packet boundary (at once, unless half of a 40 ms packet is held).
+    public func apply(_ profile: QualityProfile) throws(MediaError) {
+        try Self.validate(profile)
+        if held.isEmpty {
+            try encoder.apply(profile)
+            self.profile = profile
+            pendingProfile = nil
+        } else {
+            pendingProfile = profile
+        }
+    }
+
+    /// The share of frames the VAD judged speech, when it is on.
+    public var speechPercent: Double? {
+        guard let preprocessor, preprocessor.frames > 0 else { return nil }
+        return 100 * Double(preprocessor.speechFrames) / Double(preprocessor.frames)
+    }
+
+    /// Takes the next 20 ms frame (`Audio.frameSamples` samples). Returns the RTP packet to send, or nil
+    /// when there is nothing to send (DTX silence, or the first half of a 40 ms packet).
+    public func packetize(frame: [Int16]) throws(MediaError) -> [UInt8]? {
+        guard frame.count == Audio.frameSamples else {
+            throw MediaError("sender: frame has \(frame.count) samples, expected \(Audio.frameSamples)")
+        }
+        framesIn += 1
+        held += preprocessor?.process(frame) ?? frame
+        guard held.count >= profile.frameMs * Audio.samplesPerMs else { return nil }
+        let pcm = held
+        held = []
+        let packetTimestamp = timestamp
+        timestamp &+= UInt32(pcm.count)
+        let payload = try encoder.encode(pcm)
+        if let next = pendingProfile {
+            try encoder.apply(next)
+            profile = next
+            pendingProfile = nil
+        }
+        let dtx = payload.count <= Self.dtxPacketBytes
+        defer { inDTX = dtx }
+        if dtx, inDTX {
+            framesSuppressed += pcm.count / Audio.frameSamples
+            return nil
+        }
+        let packet = RTPPacket(payloadType: Self.payloadType, marker: packetsSent == 0 || inDTX,
+                               sequence: sequence, timestamp: packetTimestamp, ssrc: ssrc, payload: payload)
         sequence &+= 1
-        timestamp &+= UInt32(Audio.frameSamples)
         packetsSent += 1
         return packet.serialize()
+    }
+
+    private static func validate(_ profile: QualityProfile) throws(MediaError) {
+        guard profile.frameMs == 20 || profile.frameMs == 40 else {
+            throw MediaError("profile \(profile.name): frames of \(profile.frameMs) ms; use 20 or 40")
+        }
     }
 }

@@ -1,192 +1,452 @@
-/// Fixed-delay playout keyed by RTP sequence number (the receiver's jitter buffer). The first packet of a
-/// stream is held for the target delay; after that every tick plays the next sequence number. Pure: arrival
-/// and tick times come in as parameters, and decoding is the caller's job, so an adaptive (NetEq-style)
-/// buffer can replace this one behind the same two calls, `insert` and `nextDecision`.
+/// The receiver's jitter buffer and playout timeline (NetEq-style). Packets are filed by extended RTP sequence
+/// number and played by RTP timestamp: `endTs` is the sender timestamp of the next sample to decode. Each call
+/// to `decide` says how to produce the next stretch of audio; the receiver decodes and keeps the samples in
+/// its sync buffer until they are played. Pure: arrival and tick times come in as parameters.
+///
+/// Sequence numbers tell loss from silence: a timestamp gap before the next packet in sequence is the sender's
+/// DTX (or a pause) and is filled with comfort noise, which is where the adaptive buffer moves its delay; a
+/// gap in sequence numbers is loss (FEC or concealment).
 struct PlayoutBuffer {
-    /// What to play for one 20 ms slot.
+    /// How to produce the next stretch of audio.
     enum Decision: Equatable {
-        /// No packet has arrived yet.
-        case silence
-        /// The slot's own packet.
-        case play([UInt8])
-        /// The slot's packet is missing and the next one is here: rebuild the slot from its FEC data.
-        case recover(from: [UInt8])
-        /// The slot's packet is missing (lost, late, or the sender paused): conceal.
-        case conceal
+        /// Nothing to play yet: zeros.
+        case silence(samples: Int)
+        /// Decode the packet; `.merge` is the first packet after concealment or comfort noise.
+        case normal(Packet), merge(Packet)
+        /// Decode the packet and shorten / lengthen it by one pitch period (time-stretch).
+        case accelerate(Packet), decelerate(Packet)
+        /// The packet before `packet` is lost: rebuild it from `packet`'s FEC data.
+        case fec(from: Packet, samples: Int)
+        /// Conceal (the decoder's packet loss concealment).
+        case expand(samples: Int)
+        /// Comfort noise: the sender is in DTX (decoder concealment after a DTX packet).
+        case comfortNoise(samples: Int)
+    }
+
+    struct Packet: Equatable {
+        let sequence: Int64
+        let timestamp: Int64
+        let samples: Int
+        let payload: [UInt8]
+        let arrivalMs: Int64
+
+        var end: Int64 { timestamp + Int64(samples) }
+        var isDTX: Bool { payload.count <= MediaSender.dtxPacketBytes }
     }
 
     /// RFC 3550 appendix A.1's MAX_MISORDER: a packet further behind the newest one starts a restart probation.
     static let maxMisorder: Int64 = 100
     /// A packet further ahead of the playout point (5 s) starts a restart probation; this also bounds memory.
     static let maxAhead: Int64 = 250
+    /// A fixed buffer that has grown this far past its target drops its oldest packets back to the target.
+    static let fixedOverflowMs = 40.0
+    /// The buffer level filter's smoothing per tick (NetEq's BufferLevelFilter, about 0.4 s).
+    static let levelSmoothing = 0.95
+    /// The loss rate (sequence gaps per packet, averaged over about 100 packets) above which FEC earns a packet
+    /// of extra delay.
+    static let fecLossThreshold = 0.01
+    static let lossSmoothing = 0.99
+    /// Below this skew the drift compensation rests (the level control absorbs it).
+    static let minimumDriftPpm = 10.0
 
-    private struct Packet {
-        let payload: [UInt8]
-        let arrivalMs: Int64
-    }
+    private enum Outcome { case silence, speech, concealment, comfortNoise }
 
-    /// One sender's sequence space: a new SSRC, or a confirmed jump in sequence numbers, starts a new one.
+    /// One sender's sequence and timestamp space: a new SSRC, or a confirmed jump, starts a new one.
     private struct Stream {
         let ssrc: UInt32
-        /// Extended (wrap-free) sequence numbers.
         var highest: Int64
         var lowest: Int64
+        var highestTimestamp: Int64
         var uniqueReceived = 0
-
-        init(ssrc: UInt32, first: Int64) {
-            self.ssrc = ssrc
-            highest = first
-            lowest = first
-        }
-
-        mutating func count(_ slot: Int64) {
-            uniqueReceived += 1
-            highest = max(highest, slot)
-            lowest = min(lowest, slot)
-        }
 
         /// The 64-bit sequence number nearest to `highest` with these low 16 bits.
         func extend(_ sequence: UInt16) -> Int64 {
             highest + Int64(Int16(bitPattern: sequence &- UInt16(truncatingIfNeeded: highest)))
         }
 
+        /// The 64-bit timestamp nearest to `highestTimestamp` with these low 32 bits.
+        func extend(timestamp: UInt32) -> Int64 {
+            highestTimestamp + Int64(Int32(bitPattern: timestamp &- UInt32(truncatingIfNeeded: highestTimestamp)))
+        }
+
         /// RFC 3550 §6.4.1: expected minus received, so late packets are not lost and duplicates not received.
         var lost: Int { max(0, Int(highest - lowest + 1) - uniqueReceived) }
+        var expected: Int { Int(highest - lowest + 1) }
     }
 
-    private let targetMs: Int64
+    let mode: PlayoutMode
+    private let initialTargetMs: Double
+    private let ceilingMs: Double
+    private let useFEC: Bool
+    private var estimator: DelayEstimator
+    private var drift = DriftEstimator()
     private var stream: Stream?
-    /// A packet out of range for the current stream; the next in sequence after it confirms a restart.
-    private var probation: (sequence: UInt16, timestamp: UInt32, packet: Packet)?
+    private var probation: (sequence: UInt16, timestamp: UInt32, payload: [UInt8], arrivalMs: Int64, samples: Int)?
+    /// Waiting packets, by sequence number.
     private var pending: [Int64: Packet] = [:]
-    /// Packets whose slots passed while nothing newer was buffered: the stream fell behind the playout point
-    /// (the sender paused, or the path got slower). If nothing newer arrives before the next tick, playout
-    /// re-anchors on them.
-    private var behind: [Int64: Packet] = [:]
-    /// Slots played from their own packet, within `maxMisorder` of the playout point, to tell duplicates.
-    private var played: Set<Int64> = []
-    private var next: Int64 = 0
-    private var startMs: Int64 = 0
-    private var playedSinceAnchor = false
-    private var everPlayed = false
-    /// The newest slot played from packet data (its own packet or FEC).
-    private var lastUsed = Int64.min
+    /// Sequence numbers seen lately (to tell duplicates).
+    private var seen: Set<Int64> = []
+    private var started = false
+    private var holdUntilMs: Int64 = 0
+    private var endTs: Int64 = 0
+    /// The last packet decoded (or skipped) and whether it was a DTX packet.
+    private var lastSequence: Int64 = .min
+    private var lastWasDTX = false
+    private var outcome = Outcome.silence
+    /// Concealment played in place of a packet that had not arrived, without moving the timeline.
+    private var waitedSamples: Int64 = 0
+    private var packetMs = Double(Audio.frameMs)
+    private var filteredLevelMs: Double?
+    private var lastTickMs: Int64?
+    /// The target at the latest tick.
+    private(set) var currentTargetMs = 0.0
+    /// Samples the drift compensation still has to remove (positive) or insert (negative).
+    private var driftDebt = 0.0
     private var lastTransit: (arrivalMs: Int64, timestamp: UInt32)?
+    private var recentLoss = 0.0
 
     private var lostInEndedStreams = 0
+    private var expectedInEndedStreams = 0
     private(set) var late = 0
     private(set) var duplicates = 0
     private(set) var jitterMs = 0.0
-    private(set) var currentDelayMs = 0.0
-    private var delaySumMs = 0.0
-    private var delayCount = 0
 
-    init(targetMs: Int) {
-        self.targetMs = Int64(targetMs)
+    init(config: MediaConfig) {
+        mode = config.playout
+        ceilingMs = Double(config.playoutCeilingMs)
+        useFEC = config.fec
+        switch config.playout {
+        case .adaptive: initialTargetMs = Double(config.playoutTargetMs)
+        case .fixed(let ms): initialTargetMs = Double(ms)
+        }
+        estimator = DelayEstimator(quantile: config.delayQuantile,
+                                   initialDelayMs: max(0, initialTargetMs - Double(Audio.frameMs)), ceilingMs: ceilingMs)
     }
 
     var lost: Int { lostInEndedStreams + (stream?.lost ?? 0) }
-    var meanDelayMs: Double { delayCount == 0 ? 0 : delaySumMs / Double(delayCount) }
+    /// Packets waiting to be played.
+    var waiting: Int { pending.count }
+    var expected: Int { expectedInEndedStreams + (stream?.expected ?? 0) }
+    var spikes: Int { estimator.spikes }
+    var driftPpm: Double? { drift.ppm }
 
-    /// Files an arriving packet.
-    mutating func insert(sequence: UInt16, timestamp: UInt32, ssrc: UInt32, payload: [UInt8], arrivalMs: Int64) {
-        let packet = Packet(payload: payload, arrivalMs: arrivalMs)
+    /// The delay the buffer aims to hold at `nowMs`, ms.
+    /// With FEC, an adaptive buffer that sees loss holds one packet more, so the packet after a lost one is
+    /// usually here in time to rebuild it.
+    func targetMs(nowMs: Int64) -> Double {
+        switch mode {
+        case .adaptive:
+            let target = estimator.targetMs(nowMs: nowMs, packetMs: packetMs)
+            guard useFEC, recentLoss >= Self.fecLossThreshold else { return target }
+            return min(target + packetMs, ceilingMs - packetMs)
+        case .fixed:
+            return initialTargetMs
+        }
+    }
+
+    /// Files an arriving packet of `samples` samples.
+    mutating func insert(sequence: UInt16, timestamp: UInt32, ssrc: UInt32, payload: [UInt8], samples: Int,
+                         arrivalMs: Int64) {
         guard let current = stream, current.ssrc == ssrc else {
-            restart(ssrc: ssrc, sequence: sequence, timestamp: timestamp, packet: packet)
+            restart(ssrc: ssrc, sequence: sequence, timestamp: timestamp, payload: payload, samples: samples,
+                    arrivalMs: arrivalMs)
             return
         }
         let slot = current.extend(sequence)
-        guard slot >= current.highest - Self.maxMisorder, slot < next + Self.maxAhead else {
+        let nextSlot = lastSequence == .min ? current.lowest : lastSequence + 1
+        guard slot >= current.highest - Self.maxMisorder, slot < nextSlot + Self.maxAhead else {
             if let candidate = probation, candidate.sequence &+ 1 == sequence {
                 restart(ssrc: ssrc, sequence: candidate.sequence, timestamp: candidate.timestamp,
-                        packet: candidate.packet)
-                insert(sequence: sequence, timestamp: timestamp, ssrc: ssrc, payload: payload, arrivalMs: arrivalMs)
+                        payload: candidate.payload, samples: candidate.samples, arrivalMs: candidate.arrivalMs)
+                insert(sequence: sequence, timestamp: timestamp, ssrc: ssrc, payload: payload, samples: samples,
+                       arrivalMs: arrivalMs)
             } else {
-                probation = (sequence, timestamp, packet)
+                probation = (sequence, timestamp, payload, arrivalMs, samples)
             }
             return
         }
         probation = nil
-        guard pending[slot] == nil, behind[slot] == nil, !played.contains(slot) else {
+        guard !seen.contains(slot) else {
             duplicates += 1
             return
         }
-        record(slot: slot, timestamp: timestamp, arrivalMs: arrivalMs)
-        if slot >= next {
-            pending[slot] = packet
-            late += behind.count
-            behind = [:]
-        } else if slot > lastUsed, !playedSinceAnchor {
-            next = slot  // it overtook the packet playout was anchored on
-            pending[slot] = packet
-        } else if slot > lastUsed, pending.isEmpty {
-            behind[slot] = packet
+        seen.insert(slot)
+        seen.remove(slot - 2 * Self.maxMisorder)
+        let packet = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
+                            payload: payload, arrivalMs: arrivalMs)
+        let skipped = Double(max(0, slot - current.highest - 1))
+        recentLoss = Self.lossSmoothing * recentLoss + (1 - Self.lossSmoothing) * skipped
+        record(packet, rtpTimestamp: timestamp)
+        if slot <= lastSequence {
+            late += 1
         } else {
+            pending[slot] = packet
+        }
+    }
+
+    /// Once per tick, before `decide`: advances the level filter and the drift compensation.
+    mutating func tick(nowMs: Int64, bufferedSamples: Int) {
+        guard started, lastTickMs != nowMs else { return }
+        lastTickMs = nowMs
+        currentTargetMs = targetMs(nowMs: nowMs)
+        // The level is filtered over speech only (in comfort noise it includes the silence up to the next packet),
+        // starting from the target: one reading is never reason enough to stretch speech.
+        let level = levelMs(bufferedSamples: bufferedSamples)
+        let from = filteredLevelMs ?? currentTargetMs
+        filteredLevelMs = outcome == .comfortNoise ? nil
+            : Self.levelSmoothing * from + (1 - Self.levelSmoothing) * level
+        if case .adaptive = mode, let ppm = drift.ppm, abs(ppm) >= Self.minimumDriftPpm {
+            driftDebt += ppm * 1e-6 * Double(Audio.frameSamples)
+        }
+    }
+
+    /// The receiver stretched (positive: removed, negative: inserted) this many samples.
+    mutating func stretched(removing samples: Int) {
+        driftDebt -= Double(samples)
+        driftDebt = min(max(driftDebt, -Double(TimeStretch.maxPeriod)), Double(TimeStretch.maxPeriod))
+    }
+
+    /// Media buffered ahead of playout: the receiver's decoded samples plus the packets up to the newest.
+    func levelMs(bufferedSamples: Int) -> Double {
+        let newest = pending.values.map(\.end).max() ?? endTs
+        return Double(bufferedSamples + Int(max(0, newest - endTs))) / Double(Audio.samplesPerMs)
+    }
+
+    /// How to produce the next audio at `nowMs`; `bufferedSamples` are decoded and not yet played. The
+    /// receiver calls this until it has a frame to play.
+    mutating func decide(nowMs: Int64, bufferedSamples: Int) -> Decision {
+        guard stream != nil else { return .silence(samples: Audio.frameSamples) }
+        if !started {
+            guard nowMs >= holdUntilMs, let first = pending.values.min(by: { $0.sequence < $1.sequence }) else {
+                return .silence(samples: Audio.frameSamples)
+            }
+            started = true
+            endTs = first.timestamp
+            lastSequence = first.sequence - 1
+        }
+        if nowMs < holdUntilMs { return conceal(advance: false) }
+        let playMs = Double(nowMs) + Double(bufferedSamples) / Double(Audio.samplesPerMs)
+        dropLateAndOverdue(playMs: playMs, nowMs: nowMs, bufferedSamples: bufferedSamples)
+        if nowMs < holdUntilMs { return conceal(advance: false) }
+        let level = levelMs(bufferedSamples: bufferedSamples)
+        let target = targetMs(nowMs: nowMs)
+        // NetEq's band, with its top one packet above the target: at a tick the level also swings by a packet
+        // with the arrival phase, which is no reason to stretch.
+        let low = max(0.75 * target, target - 85)
+        let high = max(target + packetMs, low + 20)
+        guard let next = pending[lastSequence + 1] ?? pending.values.min(by: { $0.sequence < $1.sequence }) else {
+            return underrun()
+        }
+        let gap = next.timestamp - endTs
+        if gap <= 0 {
+            if outcome == .comfortNoise, case .adaptive = mode, level < low { return comfortNoise(advance: false) }
+            return play(next, playMs: playMs, level: level, target: target, low: low, high: high)
+        }
+        if next.sequence == lastSequence + 1 {
+            // A timestamp gap with no sequence gap: the sender was silent (DTX or a pause).
+            guard case .adaptive = mode else { return comfortNoise(advance: true, limit: gap) }
+            if level > high {
+                endTs += min(gap, Int64((level - target) * Double(Audio.samplesPerMs)))
+                if endTs == next.timestamp {
+                    return play(next, playMs: playMs, level: level, target: target, low: low, high: high)
+                }
+            }
+            return comfortNoise(advance: level >= low, limit: next.timestamp - endTs)
+        }
+        // Packets are missing before `next`: an adaptive buffer waits for them (they may be reordered) while it
+        // holds less than its target; then the concealment played while waiting stands in for all but the last
+        // missing packet, which the next packet's FEC data rebuilds.
+        if case .adaptive = mode, level < target, waitedSamples < Int64(target * Double(Audio.samplesPerMs)) {
+            waitedSamples += Int64(Audio.frameSamples)
+            return conceal(advance: false)
+        }
+        let lastMissing = useFEC ? Int64(next.samples) : 0
+        if waitedSamples > 0, gap > lastMissing {
+            endTs += min(waitedSamples, gap - lastMissing)
+            waitedSamples = 0
+            return decide(nowMs: nowMs, bufferedSamples: bufferedSamples)
+        }
+        waitedSamples = 0
+        if useFEC, gap == Int64(next.samples) {
+            lastSequence = next.sequence - 1
+            endTs += gap
+            outcome = .speech
+            return .fec(from: next, samples: next.samples)
+        }
+        return conceal(advance: true, limit: gap)
+    }
+
+    // MARK: decisions
+
+    /// Decodes `packet`; an adaptive buffer stretches it when both the raw and the filtered level are past a
+    /// threshold, or when the drift compensation owes samples and the level allows.
+    private mutating func play(_ packet: Packet, playMs: Double, level: Double, target: Double, low: Double,
+                               high: Double) -> Decision {
+        pending[packet.sequence] = nil
+        lastSequence = packet.sequence
+        // Opus sends one packet every 400 ms during DTX: one that follows comfort noise keeps the DTX state.
+        lastWasDTX = packet.isDTX || (lastWasDTX && outcome == .comfortNoise)
+        endTs = packet.end
+        waitedSamples = 0
+        currentDelayMs = playMs - Double(packet.arrivalMs)
+        delays.add(currentDelayMs)
+        let after = outcome
+        outcome = packet.isDTX ? .comfortNoise : .speech
+        if after == .concealment || after == .comfortNoise { return .merge(packet) }
+        guard case .adaptive = mode, !packet.isDTX else { return .normal(packet) }
+        let filtered = filteredLevelMs ?? target
+        let owed = Double(TimeStretch.minPeriod)
+        // A stretch moves the level by up to one longest pitch period: it must not leave the band.
+        let period = Double(TimeStretch.maxPeriod / Audio.samplesPerMs)
+        if level - period >= low, min(level, filtered) > high || driftDebt >= owed { return .accelerate(packet) }
+        if level + period <= high, max(level, filtered) < low || driftDebt <= -owed { return .decelerate(packet) }
+        return .normal(packet)
+    }
+
+    /// Nothing to decode next: comfort noise in DTX; otherwise concealment, which the adaptive buffer plays
+    /// while it waits for the packet (the delay grows) and a fixed buffer plays in the packet's place.
+    private mutating func underrun() -> Decision {
+        if lastWasDTX { return comfortNoise(advance: true) }
+        if case .adaptive = mode, Double(waitedSamples) < ceilingMs * Double(Audio.samplesPerMs) {
+            waitedSamples += Int64(Audio.frameSamples)
+            return conceal(advance: false)
+        }
+        return conceal(advance: true)
+    }
+
+    private mutating func conceal(advance: Bool, limit: Int64 = Int64(Audio.frameSamples)) -> Decision {
+        let samples = Self.concealSamples(limit)
+        if advance { endTs += Int64(samples) }
+        if outcome == .comfortNoise { return .comfortNoise(samples: samples) }
+        outcome = .concealment
+        return .expand(samples: samples)
+    }
+
+    private mutating func comfortNoise(advance: Bool, limit: Int64 = Int64(Audio.frameSamples)) -> Decision {
+        let samples = Self.concealSamples(limit)
+        if advance { endTs += Int64(samples) }
+        outcome = .comfortNoise
+        return .comfortNoise(samples: samples)
+    }
+
+    /// Up to one frame, in whole 2.5 ms steps (what the Opus decoder conceals), at least 2.5 ms.
+    private static func concealSamples(_ limit: Int64) -> Int {
+        let step = Audio.sampleRate / 400
+        return max(step, min(Audio.frameSamples, Int(limit) / step * step))
+    }
+
+    /// Drops packets whose time has passed, and packets that would play later than the ceiling (or, in a fixed
+    /// buffer, beyond its target). The packet next in sequence re-anchors the timeline instead when it arrives
+    /// behind it after comfort noise, or when nothing newer waits (the stream fell behind the playout point).
+    private mutating func dropLateAndOverdue(playMs: Double, nowMs: Int64, bufferedSamples: Int) {
+        let newerWaiting = pending.values.contains { $0.timestamp >= endTs }
+        for packet in pending.values.sorted(by: { $0.sequence < $1.sequence }) where packet.timestamp < endTs {
+            if packet.sequence == lastSequence + 1, outcome == .comfortNoise || !newerWaiting {
+                reanchor(on: packet, nowMs: nowMs)
+                return
+            }
+            pending[packet.sequence] = nil
             late += 1
         }
+        var fixedExcess: Double = 0
+        if case .fixed(let ms) = mode {
+            let level = levelMs(bufferedSamples: bufferedSamples)
+            if level > Double(ms) + Self.fixedOverflowMs { fixedExcess = level - Double(ms) }
+        }
+        while let first = pending.values.min(by: { $0.sequence < $1.sequence }),
+              playMs - Double(first.arrivalMs) > ceilingMs || fixedExcess > 0 {
+            pending[first.sequence] = nil
+            late += 1
+            fixedExcess -= Double(first.samples) / Double(Audio.samplesPerMs)
+            lastSequence = max(lastSequence, first.sequence)
+            endTs = max(endTs, first.end)
+        }
     }
 
-    /// What to play for the tick at `nowMs`; the owner ticks every 20 ms.
-    mutating func nextDecision(nowMs: Int64) -> Decision {
-        guard stream != nil else { return .silence }
-        if let first = behind.keys.min() {
-            let arrivalMs = behind.values.map(\.arrivalMs).min() ?? nowMs
-            pending = behind
-            behind = [:]
-            anchor(at: first, arrivalMs: arrivalMs)
-        }
-        guard nowMs >= startMs else { return everPlayed ? .conceal : .silence }
-        playedSinceAnchor = true
-        everPlayed = true
-        let slot = next
-        next += 1
-        played.remove(slot - Self.maxMisorder)
-        if let packet = pending.removeValue(forKey: slot) {
-            played.insert(slot)
-            lastUsed = slot
-            let delay = Double(nowMs - packet.arrivalMs)
-            currentDelayMs = delay
-            delaySumMs += delay
-            delayCount += 1
-            return .play(packet.payload)
-        }
-        if let following = pending[slot + 1] {
-            lastUsed = slot
-            return .recover(from: following.payload)
-        }
-        return .conceal
+    /// Playout continues with `packet`, which arrived behind the timeline with nothing lost before it: an
+    /// adaptive buffer plays it now, a fixed one holds it for its target delay.
+    private mutating func reanchor(on packet: Packet, nowMs: Int64) {
+        endTs = packet.timestamp
+        waitedSamples = 0
+        if case .fixed(let ms) = mode { holdUntilMs = max(nowMs, packet.arrivalMs + Int64(ms)) }
     }
+
+    // MARK: streams and statistics
+
+    private(set) var currentDelayMs = 0.0
+    private(set) var delays = DelayStatistics()
 
     /// Starts a new stream with this packet as its first.
-    private mutating func restart(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, packet: Packet) {
+    private mutating func restart(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8], samples: Int,
+                                  arrivalMs: Int64) {
         lostInEndedStreams += stream?.lost ?? 0
+        expectedInEndedStreams += stream?.expected ?? 0
         let slot = Int64(sequence)
-        stream = Stream(ssrc: ssrc, first: slot)
+        let ts = Int64(timestamp)
+        stream = Stream(ssrc: ssrc, highest: slot, lowest: slot, highestTimestamp: ts)
         probation = nil
+        let packet = Packet(sequence: slot, timestamp: ts, samples: samples, payload: payload, arrivalMs: arrivalMs)
         pending = [slot: packet]
-        behind = [:]
-        played = []
-        lastUsed = .min
+        seen = [slot]
         lastTransit = nil
-        anchor(at: slot, arrivalMs: packet.arrivalMs)
-        record(slot: slot, timestamp: timestamp, arrivalMs: packet.arrivalMs)
-    }
-
-    /// Playout (re)starts with `slot`, the target delay after `arrivalMs`.
-    private mutating func anchor(at slot: Int64, arrivalMs: Int64) {
-        next = slot
-        startMs = arrivalMs + targetMs
-        playedSinceAnchor = false
-    }
-
-    /// Counts a first arrival and updates the RFC 3550 §6.4.1 interarrival jitter.
-    private mutating func record(slot: Int64, timestamp: UInt32, arrivalMs: Int64) {
-        stream?.count(slot)
-        if let last = lastTransit {
-            let mediaMs = Double(Int32(bitPattern: timestamp &- last.timestamp)) * 1000 / Double(Audio.sampleRate)
-            let difference = abs(Double(arrivalMs - last.arrivalMs) - mediaMs)
-            jitterMs += (difference - jitterMs) / 16
+        estimator.resetWindow()
+        drift.reset()
+        waitedSamples = 0
+        lastWasDTX = false
+        if started {
+            endTs = ts
+            lastSequence = slot - 1
+        } else {
+            holdUntilMs = arrivalMs + Int64(max(0, targetMs(nowMs: arrivalMs) - Double(samples / Audio.samplesPerMs)))
+            if case .fixed(let ms) = mode { holdUntilMs = arrivalMs + Int64(ms) }
         }
-        lastTransit = (arrivalMs, timestamp)
+        record(packet, rtpTimestamp: timestamp)
+    }
+
+    /// Counts a first arrival, feeds the delay and drift estimators and the RFC 3550 §6.4.1 jitter.
+    private mutating func record(_ packet: Packet, rtpTimestamp: UInt32) {
+        if var current = stream {
+            current.uniqueReceived += 1
+            current.highest = max(current.highest, packet.sequence)
+            current.lowest = min(current.lowest, packet.sequence)
+            current.highestTimestamp = max(current.highestTimestamp, packet.timestamp)
+            stream = current
+        }
+        packetMs = Double(packet.samples) / Double(Audio.samplesPerMs)
+        let mediaMs = Double(packet.timestamp) / Double(Audio.samplesPerMs)
+        estimator.add(arrivalMs: packet.arrivalMs, mediaMs: mediaMs)
+        drift.add(arrivalMs: packet.arrivalMs, mediaMs: mediaMs)
+        if let last = lastTransit {
+            let elapsedMs = Double(Int32(bitPattern: rtpTimestamp &- last.timestamp)) / Double(Audio.samplesPerMs)
+            jitterMs += (abs(Double(packet.arrivalMs - last.arrivalMs) - elapsedMs) - jitterMs) / 16
+        }
+        lastTransit = (packet.arrivalMs, rtpTimestamp)
+    }
+}
+
+/// Playout delays: the latest, the mean, and the 95th percentile (1 ms buckets).
+struct DelayStatistics: Equatable {
+    private var counts: [Int] = []
+    private var sum = 0.0
+    private(set) var count = 0
+
+    mutating func add(_ ms: Double) {
+        let bucket = max(0, Int(ms.rounded(.up)))
+        if bucket >= counts.count { counts += [Int](repeating: 0, count: bucket - counts.count + 1) }
+        counts[bucket] += 1
+        sum += ms
+        count += 1
+    }
+
+    var mean: Double { count == 0 ? 0 : sum / Double(count) }
+
+    var p95: Double {
+        guard count > 0 else { return 0 }
+        var seen = 0
+        for (ms, n) in counts.enumerated() {
+            seen += n
+            if Double(seen) >= 0.95 * Double(count) { return Double(ms) }
+        }
+        return Double(counts.count - 1)
     }
 }

@@ -6,6 +6,6 @@ struct MeshNode: ParsableCommand {
         commandName: "mesh-node",
         abstract: "A peer-to-peer voice mesh node: run a node, manage identities, place calls.",
         version: "0.1.0",
-        subcommands: [RunCommand.self, CallCommand.self, IdentityCommand.self, AudioMatchCommand.self]
+        subcommands: [RunCommand.self, CallCommand.self, IdentityCommand.self, AudioMatchCommand.self, MediaLabCommand.self]
     )
 }

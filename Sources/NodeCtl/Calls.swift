@@ -3,7 +3,8 @@ import Foundation
 import MeshControl
 
 struct Calls: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Calls: path, codec, packets, loss, jitter, playout delay.")
+    static let configuration = CommandConfiguration(
+        abstract: "Calls: path, codec, packets, loss, jitter, playout delay (now/mean/p95), time-stretch, drift, DTX.")
     @OptionGroup var connection: Connection
     @Flag(help: "Print JSON.") var json = false
 
@@ -13,13 +14,25 @@ struct Calls: ParsableCommand {
         let calls = result["calls"]?.arrayValue ?? []
         let rows = calls.map { c in
             let m = c["media"] ?? .null
-            return [text(c["id"]), text(c["role"]), text(c["remote"]), text(c["state"]) + (c["endReason"].map { " (\(text($0)))" } ?? ""),
-                    text(c["path"]), m == .null ? "-" : "opus \(Int((m["bitrate"]?.doubleValue ?? 0) / 1000))k",
-                    m == .null ? "-" : "\(text(m["packetsSent"]))/\(text(m["packetsReceived"]))/\(text(m["packetsLost"]))",
-                    ms(m["jitterMs"]), ms(m["meanPlayoutDelayMs"]),
+            let media = m != .null
+            func n(_ key: String, _ format: String = "%.0f") -> String {
+                m[key]?.doubleValue.map { String(format: format, $0) } ?? "-"
+            }
+            return [text(c["id"]), text(c["role"]), text(c["remote"]),
+                    text(c["state"]) + (c["endReason"].map { " (\(text($0)))" } ?? ""), text(c["path"]),
+                    media ? "opus \(n("bitrate", "%.0f").dropLast(3))k \(text(m["profile"]))" : "-",
+                    media ? "\(text(m["packetsSent"]))/\(text(m["packetsReceived"]))/\(text(m["packetsLost"]))" : "-",
+                    media ? "\(n("lateLossPercent", "%.1f"))/\(n("concealmentPercent", "%.1f")) %" : "-",
+                    media ? "\(n("currentPlayoutDelayMs"))/\(n("meanPlayoutDelayMs"))/\(n("p95PlayoutDelayMs")) ms" : "-",
+                    ms(m["jitterMs"]),
+                    media ? "\(n("timeStretchPercent", "%.1f")) %" : "-",
+                    media ? (m["driftPpm"]?.doubleValue.map { String(format: "%+.0f ppm", $0) } ?? "?") : "-",
+                    media ? "\(n("dtxSentPercent"))/\(n("dtxPercent")) %" : "-",
                     String(format: "%.1f s", c["durationS"]?.doubleValue ?? 0)]
         }
-        print(Table.render(rows, header: ["CALL", "ROLE", "PEER", "STATE", "PATH", "CODEC", "SENT/RECV/LOST", "JITTER", "PLAYOUT", "DURATION"]))
+        print(Table.render(rows, header: ["CALL", "ROLE", "PEER", "STATE", "PATH", "CODEC", "SENT/RECV/LOST",
+                                          "LATE/CONCEAL", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
+                                          "DTX OUT/IN", "DURATION"]))
         print("\(calls.filter { $0["state"]?.stringValue != "ended" }.count) active, \(calls.count) listed")
     }
 }

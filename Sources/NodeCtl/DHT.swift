@@ -45,7 +45,8 @@ struct DHT: ParsableCommand {
                     ["endpoints", (record["endpoints"]?.arrayValue ?? []).map(text).joined(separator: " ")],
                     ["relays", (record["relays"]?.arrayValue ?? []).map(text).joined(separator: " ")],
                     ["sequence", text(record["sequence"])], ["expires in", "\(text(record["expiresInS"])) s"],
-                    ["lookup", "\(text(result["queried"])) nodes queried, \(text(result["rounds"])) rounds, \(text(result["messages"])) messages, \(text(result["elapsedMs"])) ms"],
+                    ["lookup", result["queried"]?.intValue == 0 ? "answered from this node's store"
+                        : "\(text(result["queried"])) nodes queried, \(text(result["rounds"])) rounds, \(text(result["messages"])) messages, \(text(result["elapsedMs"])) ms"],
                 ]
                 print(Table.render(rows, header: nil))
             } else {

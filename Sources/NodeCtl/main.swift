@@ -72,14 +72,14 @@ enum Table {
 }
 
 /// `node-ctl --control-socket PATH peers` must work as well as `node-ctl peers --control-socket PATH`:
-/// a leading --control-socket is moved after the subcommand, where the parser expects it.
+/// a leading --control-socket is moved to the end, after the (possibly nested) subcommand that parses it.
 var arguments = Array(CommandLine.arguments.dropFirst())
 if let first = arguments.first, first == "--control-socket" || first.hasPrefix("--control-socket=") {
     let count = first.contains("=") ? 1 : 2
     if arguments.count > count {
         let option = Array(arguments[0..<count])
         arguments.removeFirst(count)
-        arguments.insert(contentsOf: option, at: 1)
+        arguments.append(contentsOf: option)
     }
 }
 NodeCtl.main(arguments)

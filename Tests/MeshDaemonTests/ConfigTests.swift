@@ -6,7 +6,7 @@ import Testing
 @Suite struct ConfigTests {
     private func withFile(_ text: String, _ body: (String) throws -> Void) rethrows {
         let path = NSTemporaryDirectory() + "mesh-config-\(UUID().uuidString).toml"
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         defer { try? FileManager.default.removeItem(atPath: path) }
         try body(path)
     }
@@ -78,6 +78,14 @@ import Testing
         try withFile("[bootstrap]\nnode = [\"127.0.0.1:1\"]") { path in
             #expect(throws: ConfigError.self) { try NodeConfig.load(file: path) }
         }
+    }
+
+    @Test func theShippedExampleConfigLoads() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Configs/node.toml").path
+        let c = try NodeConfig.load(file: example)
+        #expect(c.autoAnswer == .echo)
+        #expect(c.listen == HostPort(host: "0.0.0.0", port: 4460))
     }
 
     @Test func missingFileIsReported() {

@@ -139,6 +139,17 @@ import Testing
         #expect(net.ups[0]?.count == 2)
     }
 
+    @Test func closingTakesTheLinkDownOnBothSidesAtOnce() {
+        var net = LinkTestNet(count: 2)
+        net.connect(0, to: 1)
+        net.run(net.nodes[0].closeAll(now: net.now), at: 0)
+        #expect(net.downs[0] == [net.address(1)])
+        #expect(net.downs[1] == [net.address(0)])
+        #expect(!net.nodes[1].isUp(net.address(0)))
+        net.advance(20_000)
+        #expect(net.ups[0]?.count == 1, "a closed manager no longer dials")
+    }
+
     @Test func sessionsRekeyWithoutInterruptingTraffic() {
         var config = LinkConfig()
         config.rekeyAfterMs = 3_000

@@ -3,7 +3,9 @@ import Testing
 
 @Suite struct OpusTests {
     @Test func sineSurvivesEncodeAndDecode() throws {
-        let encoder = try OpusEncoder(config: MediaConfig())
+        var config = MediaConfig()
+        config.dtx = false
+        let encoder = try OpusEncoder(config: config)
         let decoder = try OpusDecoder()
         let input = TestAudio.sine(hz: 440, count: Audio.sampleRate)
         var output: [Int16] = []

@@ -1,0 +1,104 @@
+/// Parameters of the DHT (docs/dht.md explains each). Times are milliseconds.
+public struct DHTConfig: Sendable {
+    /// Bucket size and replication factor: records are stored on the k closest nodes; a lookup ends when the
+    /// k closest nodes it knows have answered. At most 20 (a NODES reply carries at most 20 contacts).
+    public var k = 20
+    /// Requests a lookup keeps in flight.
+    public var alpha = 3
+    /// A request without an answer after this long has failed.
+    public var requestTimeoutMs: Int64 = 1_000
+    /// A bucket no lookup has touched for this long is refreshed with a lookup of a random id in its range.
+    public var bucketRefreshMs: Int64 = 15 * 60_000
+    /// After joining, refresh every bucket farther than the closest neighbour (Kademlia's join), so the table
+    /// holds contacts at every distance at once rather than only near the node's own id.
+    public var refreshBucketsOnJoin = true
+    /// Own records are stored again on the then-closest nodes this often (churn moves the k closest).
+    public var republishMs: Int64 = 10 * 60_000
+    /// Lifetime of records this node signs itself (`publish(wallet:…)`); they are re-signed with a new
+    /// sequence and expiry when less than `renewBeforeMs` is left.
+    public var recordTTLms: Int64 = 60 * 60_000
+    public var renewBeforeMs: Int64 = 20 * 60_000
+    /// Records expiring further ahead than this are refused.
+    public var maxExpiryAheadMs: Int64 = 24 * 60 * 60_000
+    /// Serialized size limits of a record (a STORE must fit a datagram well under 1200 bytes).
+    public var maxRecordBytes = 800
+    public var maxEndpoints = 4
+    public var maxRelays = 8
+    /// Records held for others; STOREs beyond it are refused (`storeFull`).
+    public var maxStoredRecords = 20_000
+    /// Per-prefix limits (IPv4 /24, IPv6 /48; loopback and private addresses are exempt): contacts per bucket
+    /// and in the whole table.
+    public var perPrefixBucketLimit = 2
+    public var perPrefixLimit = 10
+    /// Contacts kept per bucket to replace entries that stop answering.
+    public var replacementCacheSize = 8
+    /// A contact is removed after this many failed requests in a row (after one when a replacement waits).
+    public var maxFailures = 3
+    /// Housekeeping interval of `tick`: bucket refresh, republish, renewal, expiry.
+    public var maintenanceIntervalMs: Int64 = 60_000
+    /// Messages whose signed timestamp is further than this from `now` are dropped (replay bound); the
+    /// envelope layer also remembers request ids this long.
+    public var maxClockSkewMs: Int64 = 60_000
+    /// Bound on the remembered request ids (replay cache).
+    public var replayCacheSize = 8_192
+    /// Candidates a lookup keeps (closest first); farther ones are forgotten.
+    public var maxLookupCandidates = 100
+
+    public init() {}
+}
+
+/// Why a record was refused.
+public enum RecordRefusal: String, Sendable, Codable, CaseIterable, CodingKeyRepresentable {
+    case badSignature, expired, expiryTooFarAhead, oversized, tooManyEndpoints, tooManyRelays, wrongKey
+
+    var wireCode: UInt8 {
+        switch self {
+        case .badSignature: 1
+        case .expired: 2
+        case .expiryTooFarAhead: 3
+        case .oversized: 4
+        case .tooManyEndpoints: 5
+        case .tooManyRelays: 6
+        case .wrongKey: 7
+        }
+    }
+
+    init?(wireCode: UInt8) {
+        guard let match = Self.allCases.first(where: { $0.wireCode == wireCode }) else { return nil }
+        self = match
+    }
+}
+
+/// What the DHT dropped, refused and sent, for `node-ctl` and tests.
+public struct DHTCounters: Sendable, Codable, Equatable {
+    /// Datagrams that did not parse (including a wrong first byte or version).
+    public var malformed = 0
+    /// Datagrams whose signature did not recover a key, or that claimed to come from this node.
+    public var badSignature = 0
+    /// Signed timestamps further than `maxClockSkewMs` from now.
+    public var staleTimestamp = 0
+    /// Requests seen before (same sender and request id).
+    public var replayed = 0
+    /// Responses nobody asked for, from the wrong node or endpoint, or of the wrong type.
+    public var unexpectedResponse = 0
+    /// Records refused, by reason (STOREs and FIND_VALUE answers; a record that does not parse makes its
+    /// datagram `malformed`).
+    public var refusedRecords: [RecordRefusal: Int] = [:]
+    /// STOREs refused because the store holds `maxStoredRecords`.
+    public var storeFull = 0
+    /// Contacts kept out of the table by per-prefix limits.
+    public var prefixLimited = 0
+    /// Requests that timed out.
+    public var timeouts = 0
+    public var messagesIn = 0
+    public var messagesOut = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var lookupsStarted = 0
+    public var lookupsFinished = 0
+
+    public init() {}
+
+    /// Every datagram dropped before the protocol saw it.
+    public var dropped: Int { malformed + badSignature + staleTimestamp + replayed }
+}

@@ -1,0 +1,155 @@
+import MeshIdentity
+
+/// What the shell must do after an input to `DHTNode`.
+public enum DHTAction: Sendable {
+    case send([UInt8], to: DHTEndpoint)
+    /// Persist this record; emitted before the STORE acknowledgement's `.send`, so an acknowledged record is
+    /// never lost to a crash.
+    case recordStored(PresenceRecord)
+    /// Forget the record under this key (expired or withdrawn).
+    case recordDropped(NodeID)
+    case lookupFinished(LookupID, LookupOutcome)
+}
+
+/// The DHT of one node, sans-IO: the message-level core (`DHTProtocol`) behind the authenticated envelope.
+/// Every datagram is signed by the sender's node key; the sender's id is recovered from the signature, its
+/// timestamp must be within `maxClockSkewMs` of `nowMs`, and a request id seen before from the same sender is
+/// dropped. `nowMs` is wall-clock Unix time in milliseconds (timestamps and record expiry are compared across
+/// nodes). The shell owns the UDP socket: DHT datagrams are those whose first byte is `DHTWire.marker`.
+public struct DHTNode: Sendable {
+    public let identity: PrivateKey
+    public private(set) var core: DHTProtocol
+    private var seenRequests: [RequestKey: Int64] = [:]
+    private var seenOrder: [RequestKey] = []
+    private var seenOrderStart = 0
+
+    struct RequestKey: Hashable, Sendable {
+        let sender: NodeID
+        let txid: UInt64
+    }
+
+    public init(identity: PrivateKey, config: DHTConfig, seed: UInt64) {
+        self.identity = identity
+        self.core = DHTProtocol(localID: NodeID(publicKey: identity.publicKey), config: config, seed: seed)
+    }
+
+    public var localID: NodeID { core.localID }
+    public var config: DHTConfig { core.config }
+
+    // MARK: inputs
+
+    public mutating func restore(contacts: [Contact], records: [PresenceRecord], nowMs: Int64) {
+        core.restore(contacts: contacts, records: records, nowMs: nowMs)
+    }
+
+    public mutating func bootstrap(_ endpoints: [DHTEndpoint], nowMs: Int64) -> [DHTAction] {
+        seal(core.bootstrap(endpoints, nowMs: nowMs), nowMs: nowMs)
+    }
+
+    /// One datagram (first byte `DHTWire.marker`) from `source`. Anything malformed, unsigned, stale or
+    /// replayed is dropped and counted.
+    public mutating func receive(_ datagram: [UInt8], from source: DHTEndpoint, nowMs: Int64) -> [DHTAction] {
+        core.counters.bytesIn += datagram.count
+        guard let opened = DHTWire.open(datagram) else {
+            core.counters.malformed += 1
+            return []
+        }
+        guard abs(opened.timestampMs &- nowMs) <= core.config.maxClockSkewMs else {
+            core.counters.staleTimestamp += 1
+            return []
+        }
+        guard let sender = opened.sender(), sender != localID else {
+            core.counters.badSignature += 1
+            return []
+        }
+        if !opened.packet.message.isResponse, !remember(RequestKey(sender: sender, txid: opened.packet.txid), nowMs: nowMs) {
+            core.counters.replayed += 1
+            return []
+        }
+        return seal(core.handle(opened.packet, from: Contact(id: sender, endpoint: source), nowMs: nowMs), nowMs: nowMs)
+    }
+
+    public mutating func tick(nowMs: Int64) -> [DHTAction] {
+        forgetOldRequests(nowMs: nowMs)
+        return seal(core.tick(nowMs: nowMs), nowMs: nowMs)
+    }
+
+    /// When `tick` next has work.
+    public var nextTimeoutMs: Int64? { core.nextTimeoutMs }
+
+    public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTAction]) {
+        let (id, actions) = core.findValue(key, nowMs: nowMs)
+        return (id, seal(actions, nowMs: nowMs))
+    }
+
+    public mutating func findNode(_ target: NodeID, nowMs: Int64) -> (LookupID, [DHTAction]) {
+        let (id, actions) = core.findNode(target, nowMs: nowMs)
+        return (id, seal(actions, nowMs: nowMs))
+    }
+
+    public mutating func publish(_ record: PresenceRecord, nowMs: Int64) -> [DHTAction] {
+        seal(core.publish(record, nowMs: nowMs), nowMs: nowMs)
+    }
+
+    public mutating func publish(wallet: PrivateKey, endpoints: [DHTEndpoint], relays: [Contact], nowMs: Int64) -> [DHTAction] {
+        seal(core.publish(wallet: wallet, endpoints: endpoints, relays: relays, nowMs: nowMs), nowMs: nowMs)
+    }
+
+    public mutating func withdraw(_ wallet: WalletAddress, nowMs: Int64) -> [DHTAction] {
+        seal(core.withdraw(wallet, nowMs: nowMs), nowMs: nowMs)
+    }
+
+    // MARK: queries
+
+    public func localRecord(_ key: NodeID) -> PresenceRecord? { core.localRecord(key) }
+    public var contacts: [Contact] { core.contacts }
+    public var storedRecords: [PresenceRecord] { core.storedRecords }
+    public var publishedRecords: [PresenceRecord] { core.publishedRecords }
+    public func bucketSnapshot(nowMs: Int64) -> [BucketInfo] { core.bucketSnapshot(nowMs: nowMs) }
+    public var counters: DHTCounters { core.counters }
+
+    // MARK: envelope
+
+    private mutating func seal(_ actions: [DHTProtocolAction], nowMs: Int64) -> [DHTAction] {
+        actions.map { action in
+            switch action {
+            case .send(let packet, let to):
+                let datagram = DHTWire.seal(packet, timestampMs: nowMs, identity: identity)
+                core.counters.bytesOut += datagram.count
+                return .send(datagram, to: to)
+            case .recordStored(let record): return .recordStored(record)
+            case .recordDropped(let key): return .recordDropped(key)
+            case .lookupFinished(let id, let outcome): return .lookupFinished(id, outcome)
+            }
+        }
+    }
+
+    /// Remembers a request id for the skew window; false when it was seen already. At most `replayCacheSize`
+    /// ids are kept (the oldest go first).
+    private mutating func remember(_ key: RequestKey, nowMs: Int64) -> Bool {
+        guard seenRequests[key] == nil else { return false }
+        seenRequests[key] = nowMs + core.config.maxClockSkewMs
+        seenOrder.append(key)
+        if seenRequests.count > core.config.replayCacheSize {
+            seenRequests[seenOrder[seenOrderStart]] = nil
+            seenOrderStart += 1
+        }
+        compactOrder()
+        return true
+    }
+
+    private mutating func forgetOldRequests(nowMs: Int64) {
+        while seenOrderStart < seenOrder.count, let expiry = seenRequests[seenOrder[seenOrderStart]], expiry <= nowMs {
+            seenRequests[seenOrder[seenOrderStart]] = nil
+            seenOrderStart += 1
+        }
+        compactOrder()
+    }
+
+    private mutating func compactOrder() {
+        if seenOrderStart > 1024, seenOrderStart * 2 > seenOrder.count {
+            seenOrder.removeFirst(seenOrderStart)
+            seenOrderStart = 0
+        }
+    }
+}

@@ -1,0 +1,497 @@
+import MeshIdentity
+
+/// What the message-level core asks of its caller: `DHTNode` signs and sends packets; the simulator delivers
+/// them as they are.
+public enum DHTProtocolAction: Sendable {
+    case send(DHTPacket, to: DHTEndpoint)
+    /// A record to persist; comes before the STORE acknowledgement that follows it.
+    case recordStored(PresenceRecord)
+    /// A record expired or was withdrawn: forget it.
+    case recordDropped(NodeID)
+    case lookupFinished(LookupID, LookupOutcome)
+}
+
+/// One k-bucket as `node-ctl routes` shows it.
+public struct BucketInfo: Sendable, Codable, Equatable {
+    public var index: Int
+    public var contacts: [BucketContactInfo]
+    /// Contacts waiting in the replacement cache.
+    public var replacements: Int
+}
+
+public struct BucketContactInfo: Sendable, Codable, Equatable {
+    public var id: NodeID
+    /// The node's wallet-style address (last 20 bytes of its id).
+    public var address: String
+    public var endpoint: DHTEndpoint
+    public var lastSeenMs: Int64
+    public var lastSeenMsAgo: Int64
+    public var rttMs: Double?
+    /// Answered this node in this run (false for contacts restored from storage until they do).
+    public var verified: Bool
+    public var failures: Int
+}
+
+/// The message-level DHT core of one node, sans-IO: authenticated messages (the sender's id already proven by
+/// the envelope layer), calls and `now` in; actions out. `DHTNode` wraps it with signing and verification;
+/// the simulator drives it directly. docs/dht.md describes the rules.
+public struct DHTProtocol: Sendable {
+    public let localID: NodeID
+    public let config: DHTConfig
+    public internal(set) var counters = DHTCounters()
+
+    private(set) var table: RoutingTable
+    private var store: [NodeID: PresenceRecord] = [:]
+    /// Withdrawn keys: records up to this sequence are refused until the withdrawn record would have expired.
+    private var tombstones: [NodeID: (sequence: UInt64, expiresAtMs: Int64)] = [:]
+    private var own: [NodeID: OwnRecord] = [:]
+    private var lookups: [LookupID: Lookup] = [:]
+    private var pending: [UInt64: PendingRequest] = [:]
+    private var rng: DHTRandom
+    private var nextLookupNumber: UInt64 = 1
+    private var nextMaintenanceMs: Int64?
+    /// When the node started (refresh ages count from here, not from the epoch).
+    private var startedMs: Int64 = 0
+
+    struct OwnRecord: Sendable {
+        var record: PresenceRecord
+        /// The wallet key when this node signs renewals itself.
+        var signer: PrivateKey?
+        var nextRepublishMs: Int64
+        /// Where the last publish stored it (withdrawals go there).
+        var storedOn: [Contact] = []
+    }
+
+    struct PendingRequest: Sendable {
+        enum Purpose: Sendable {
+            case lookup(LookupID)
+            case livenessCheck
+            case bootstrap
+            case store(NodeID)
+        }
+        let to: DHTEndpoint
+        let expectedID: NodeID?
+        let sentMs: Int64
+        let deadlineMs: Int64
+        let purpose: Purpose
+    }
+
+    public init(localID: NodeID, config: DHTConfig, seed: UInt64) {
+        precondition(config.k >= 1 && config.k <= DHTWire.maxContacts, "k must be 1…\(DHTWire.maxContacts)")
+        self.localID = localID
+        self.config = config
+        self.table = RoutingTable(localID: localID, config: config)
+        self.rng = DHTRandom(seed: seed)
+    }
+
+    // MARK: inputs
+
+    /// Contacts and records from storage: contacts go into buckets (unverified), valid records into the store.
+    public mutating func restore(contacts: [Contact], records: [PresenceRecord], nowMs: Int64) {
+        for contact in contacts where contact.id != localID { table.restore(contact, nowMs: nowMs) }
+        for record in records where record.validate(nowMs: nowMs, config: config) == nil {
+            if let existing = store[record.key], existing.sequence >= record.sequence { continue }
+            store[record.key] = record
+        }
+        scheduleMaintenance(nowMs: nowMs)
+    }
+
+    /// Joins the network: asks each bootstrap endpoint for the nodes closest to this one and looks up its own
+    /// id, then refreshes the farther buckets. Lookups that have no candidate yet (an empty table) wait for the
+    /// bootstrap answers, which feed every running lookup. Call it again (a new join) when `contacts` stays
+    /// empty, e.g. because no bootstrap node answered.
+    public mutating func bootstrap(_ endpoints: [DHTEndpoint], nowMs: Int64) -> [DHTProtocolAction] {
+        scheduleMaintenance(nowMs: nowMs)
+        var actions: [DHTProtocolAction] = []
+        for endpoint in endpoints {
+            actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
+        }
+        startLookup(localID, kind: .join, nowMs: nowMs, actions: &actions)
+        return actions
+    }
+
+    /// One authenticated message from `sender`.
+    public mutating func handle(_ packet: DHTPacket, from sender: Contact, nowMs: Int64) -> [DHTProtocolAction] {
+        counters.messagesIn += 1
+        guard sender.id != localID else {
+            counters.badSignature += 1
+            return []
+        }
+        var actions: [DHTProtocolAction] = []
+        if packet.message.isResponse {
+            handleResponse(packet, from: sender, nowMs: nowMs, actions: &actions)
+        } else {
+            heard(sender, confirmed: false, rttMs: nil, nowMs: nowMs, actions: &actions)
+            handleRequest(packet, from: sender, nowMs: nowMs, actions: &actions)
+        }
+        return actions
+    }
+
+    /// Timeouts, then housekeeping when due: expiry, renewal and republishing of own records, bucket refresh.
+    public mutating func tick(nowMs: Int64) -> [DHTProtocolAction] {
+        var actions: [DHTProtocolAction] = []
+        let expired = pending.filter { $0.value.deadlineMs <= nowMs }
+        for (txid, request) in expired.sorted(by: { ($0.value.deadlineMs, $0.key) < ($1.value.deadlineMs, $1.key) }) {
+            pending[txid] = nil
+            counters.timeouts += 1
+            if let id = request.expectedID { table.failed(id) }
+            switch request.purpose {
+            case .lookup(let lookupID):
+                if let id = request.expectedID { lookups[lookupID]?.failed(id) }
+                advance(lookupID, nowMs: nowMs, actions: &actions)
+            case .bootstrap where !isBootstrapping:
+                // No bootstrap node answered: lookups waiting for one end now.
+                for id in lookups.keys.sorted(by: { $0.rawValue < $1.rawValue }) { advance(id, nowMs: nowMs, actions: &actions) }
+            case .bootstrap, .livenessCheck, .store:
+                break
+            }
+        }
+        if let due = nextMaintenanceMs, nowMs >= due {
+            nextMaintenanceMs = nowMs + config.maintenanceIntervalMs
+            maintain(nowMs: nowMs, actions: &actions)
+        }
+        return actions
+    }
+
+    /// When `tick` next has work: the earliest request deadline or housekeeping time.
+    public var nextTimeoutMs: Int64? {
+        let deadline = pending.values.lazy.map(\.deadlineMs).min()
+        switch (deadline, nextMaintenanceMs) {
+        case let (d?, m?): return min(d, m)
+        case let (d, m): return d ?? m
+        }
+    }
+
+    /// Looks up the record stored under `key` (answered at once when this node holds it).
+    public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTProtocolAction]) {
+        if let record = liveRecord(key, nowMs: nowMs) {
+            let id = newLookupID()
+            counters.lookupsStarted += 1
+            counters.lookupsFinished += 1
+            let outcome = LookupOutcome(target: key, record: record, closest: [], queried: 0, rounds: 0, messages: 0, elapsedMs: 0)
+            return (id, [.lookupFinished(id, outcome)])
+        }
+        var actions: [DHTProtocolAction] = []
+        let id = startLookup(key, kind: .findValue, nowMs: nowMs, actions: &actions)
+        return (id, actions)
+    }
+
+    /// Looks up the k nodes closest to `target`.
+    public mutating func findNode(_ target: NodeID, nowMs: Int64) -> (LookupID, [DHTProtocolAction]) {
+        var actions: [DHTProtocolAction] = []
+        let id = startLookup(target, kind: .findNode, nowMs: nowMs, actions: &actions)
+        return (id, actions)
+    }
+
+    /// Publishes a record of a wallet this node hosts: finds the k closest nodes to its key and STOREs it on
+    /// them; stores it again every `republishMs` until it expires.
+    public mutating func publish(_ record: PresenceRecord, nowMs: Int64) -> [DHTProtocolAction] {
+        own[record.key] = OwnRecord(record: record, signer: own[record.key]?.signer, nextRepublishMs: nowMs + config.republishMs)
+        var actions: [DHTProtocolAction] = []
+        startLookup(record.key, kind: .publish(record), nowMs: nowMs, actions: &actions)
+        scheduleMaintenance(nowMs: nowMs)
+        return actions
+    }
+
+    /// Signs and publishes a record for `wallet` (expiring after `recordTTLms`) and keeps it alive: re-signed
+    /// with a higher sequence when less than `renewBeforeMs` is left. The sequence is the larger of the last
+    /// one + 1 and `nowMs`, so it grows across restarts without being stored.
+    public mutating func publish(wallet: PrivateKey, endpoints: [DHTEndpoint], relays: [Contact], nowMs: Int64)
+        -> [DHTProtocolAction]
+    {
+        let key = NodeID.key(for: wallet.address)
+        let previous = max(own[key]?.record.sequence ?? 0, store[key]?.sequence ?? 0, tombstones[key]?.sequence ?? 0)
+        let record = PresenceRecord.make(wallet: wallet, homeNode: localID, endpoints: endpoints, relays: relays,
+                                         sequence: max(previous + 1, UInt64(max(nowMs, 0))),
+                                         expiresAtMs: nowMs + config.recordTTLms)
+        own[key] = OwnRecord(record: record, signer: wallet, nextRepublishMs: nowMs)
+        return publish(record, nowMs: nowMs)
+    }
+
+    /// Stops publishing `wallet` and asks the nodes that stored its record to drop it (one-way WITHDRAW
+    /// messages, honoured only from the record's home node and for its current sequence). Best effort.
+    public mutating func withdraw(_ wallet: WalletAddress, nowMs: Int64) -> [DHTProtocolAction] {
+        let key = NodeID.key(for: wallet)
+        guard let entry = own.removeValue(forKey: key) else { return [] }
+        var actions: [DHTProtocolAction] = []
+        for contact in entry.storedOn {
+            let packet = DHTPacket(txid: rng.next(), message: .withdraw(key: key, sequence: entry.record.sequence))
+            counters.messagesOut += 1
+            actions.append(.send(packet, to: contact.endpoint))
+        }
+        if let held = store[key], held.homeNode == localID {
+            dropRecord(key, tombstone: (held.sequence, held.expiresAtMs), actions: &actions)
+        }
+        return actions
+    }
+
+    // MARK: queries
+
+    public func localRecord(_ key: NodeID) -> PresenceRecord? { store[key] }
+
+    public var contacts: [Contact] { table.allEntries.map(\.entry.contact) }
+
+    public var storedRecords: [PresenceRecord] { store.values.sorted { $0.key < $1.key } }
+
+    /// Records this node publishes (for persistence of the hosted wallets' sequence numbers).
+    public var publishedRecords: [PresenceRecord] { own.values.map(\.record).sorted { $0.key < $1.key } }
+
+    public func bucketSnapshot(nowMs: Int64) -> [BucketInfo] {
+        table.buckets.indices.compactMap { index in
+            let bucket = table.buckets[index]
+            guard !bucket.entries.isEmpty || !bucket.replacements.isEmpty else { return nil }
+            let contacts = bucket.entries.reversed().map { entry in
+                BucketContactInfo(id: entry.contact.id, address: entry.contact.id.address.checksummed,
+                                  endpoint: entry.contact.endpoint, lastSeenMs: entry.lastSeenMs,
+                                  lastSeenMsAgo: nowMs - entry.lastSeenMs, rttMs: entry.rttMs,
+                                  verified: entry.verified, failures: entry.failures)
+            }
+            return BucketInfo(index: index, contacts: contacts, replacements: bucket.replacements.count)
+        }
+    }
+
+    // MARK: requests from others
+
+    private mutating func handleRequest(_ packet: DHTPacket, from sender: Contact, nowMs: Int64,
+                                        actions: inout [DHTProtocolAction]) {
+        let reply: DHTMessage
+        switch packet.message {
+        case .ping:
+            reply = .pong(observed: sender.endpoint)
+        case .findNode(let target):
+            reply = .nodes(closestForReply(to: target, excluding: sender.id))
+        case .findValue(let key):
+            if let record = liveRecord(key, nowMs: nowMs) {
+                reply = .value(record)
+            } else {
+                reply = .nodes(closestForReply(to: key, excluding: sender.id))
+            }
+        case .store(let record):
+            reply = .stored(accept(record, nowMs: nowMs, actions: &actions))
+        case .withdraw(let key, let sequence):
+            if let held = store[key], held.homeNode == sender.id, held.sequence == sequence {
+                dropRecord(key, tombstone: (held.sequence, held.expiresAtMs), actions: &actions)
+            }
+            return
+        case .pong, .nodes, .value, .stored:
+            return
+        }
+        counters.messagesOut += 1
+        actions.append(.send(DHTPacket(txid: packet.txid, message: reply), to: sender.endpoint))
+    }
+
+    private func closestForReply(to target: NodeID, excluding id: NodeID) -> [Contact] {
+        Array(table.closest(to: target, count: config.k + 1, healthyOnly: true).lazy.filter { $0.id != id }.prefix(config.k))
+    }
+
+    /// STORE: validity, then sequence order (a tombstone counts as the sequence it withdrew), then room.
+    private mutating func accept(_ record: PresenceRecord, nowMs: Int64, actions: inout [DHTProtocolAction]) -> StoreResult {
+        let key = record.key
+        if let existing = store[key], existing == record, existing.expiresAtMs > nowMs { return .stored }
+        if let refusal = record.validate(nowMs: nowMs, config: config) {
+            counters.refusedRecords[refusal, default: 0] += 1
+            return .refused(refusal)
+        }
+        if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
+        if let existing = store[key] {
+            if existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
+        } else if store.count >= config.maxStoredRecords {
+            counters.storeFull += 1
+            return .full
+        }
+        store[key] = record
+        actions.append(.recordStored(record))
+        return .stored
+    }
+
+    private func liveRecord(_ key: NodeID, nowMs: Int64) -> PresenceRecord? {
+        guard let record = store[key], record.expiresAtMs > nowMs else { return nil }
+        return record
+    }
+
+    private mutating func dropRecord(_ key: NodeID, tombstone: (UInt64, Int64)?, actions: inout [DHTProtocolAction]) {
+        store[key] = nil
+        if let tombstone { tombstones[key] = tombstone }
+        actions.append(.recordDropped(key))
+    }
+
+    // MARK: responses
+
+    private mutating func handleResponse(_ packet: DHTPacket, from sender: Contact, nowMs: Int64,
+                                         actions: inout [DHTProtocolAction]) {
+        guard let request = pending[packet.txid], request.to == sender.endpoint,
+              request.expectedID == nil || request.expectedID == sender.id,
+              Self.fits(packet.message, request.purpose)
+        else {
+            counters.unexpectedResponse += 1
+            return
+        }
+        pending[packet.txid] = nil
+        heard(sender, confirmed: true, rttMs: Double(nowMs - request.sentMs), nowMs: nowMs, actions: &actions)
+        switch request.purpose {
+        case .livenessCheck, .store:
+            break
+        case .bootstrap:
+            guard case .nodes(let contacts) = packet.message else { return }
+            let learned = [sender] + contacts.filter { $0.id != localID }
+            for id in lookups.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+                lookups[id]?.add(learned, hop: 1)
+                advance(id, nowMs: nowMs, actions: &actions)
+            }
+        case .lookup(let lookupID):
+            guard var lookup = lookups.removeValue(forKey: lookupID) else { return }
+            switch packet.message {
+            case .nodes(let contacts):
+                lookup.answered(sender.id, contacts: contacts.filter { $0.id != localID })
+            case .value(let record):
+                if let refusal = record.key == lookup.target ? record.validate(nowMs: nowMs, config: config) : .wrongKey {
+                    counters.refusedRecords[refusal, default: 0] += 1
+                    lookup.failed(sender.id)
+                } else {
+                    lookup.answered(sender.id, contacts: [], record: record)
+                }
+            default:
+                break
+            }
+            proceed(&lookup, nowMs: nowMs, actions: &actions)
+        }
+    }
+
+    private static func fits(_ message: DHTMessage, _ purpose: PendingRequest.Purpose) -> Bool {
+        switch (message, purpose) {
+        case (.pong, .livenessCheck), (.nodes, .bootstrap), (.nodes, .lookup), (.value, .lookup), (.stored, .store): true
+        default: false
+        }
+    }
+
+    /// A node was heard from: update the table, and ping the least recently seen entry of a full bucket.
+    private mutating func heard(_ contact: Contact, confirmed: Bool, rttMs: Double?, nowMs: Int64,
+                                actions: inout [DHTProtocolAction]) {
+        switch table.observe(contact, nowMs: nowMs, rttMs: rttMs, confirmed: confirmed) {
+        case .cached(let check?):
+            actions.append(request(.ping, to: check.endpoint, expecting: check.id, purpose: .livenessCheck, nowMs: nowMs))
+        case .prefixLimited:
+            counters.prefixLimited += 1
+        case .updated, .inserted, .cached(nil), .ignored:
+            break
+        }
+    }
+
+    // MARK: lookups
+
+    private mutating func newLookupID() -> LookupID {
+        defer { nextLookupNumber += 1 }
+        return LookupID(rawValue: nextLookupNumber)
+    }
+
+    @discardableResult
+    private mutating func startLookup(_ target: NodeID, kind: Lookup.Kind, nowMs: Int64,
+                                      actions: inout [DHTProtocolAction]) -> LookupID {
+        let id = newLookupID()
+        counters.lookupsStarted += 1
+        table.markLookup(target, nowMs: nowMs)
+        var lookup = Lookup(id: id, target: target, kind: kind, localID: localID,
+                            seeds: table.closest(to: target, count: config.k), nowMs: nowMs, config: config)
+        proceed(&lookup, nowMs: nowMs, actions: &actions)
+        return id
+    }
+
+    /// Bootstrap requests are outstanding.
+    private var isBootstrapping: Bool {
+        pending.values.contains { if case .bootstrap = $0.purpose { true } else { false } }
+    }
+
+    private mutating func advance(_ id: LookupID, nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        guard var lookup = lookups.removeValue(forKey: id) else { return }
+        proceed(&lookup, nowMs: nowMs, actions: &actions)
+    }
+
+    /// Sends what a lookup asks for and keeps it; when it has finished, acts on the outcome. (Lookups are taken
+    /// out of `lookups` while edited, so their candidate arrays are never copied.)
+    private mutating func proceed(_ lookup: inout Lookup, nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        let id = lookup.id
+        if lookup.candidates.isEmpty, isBootstrapping {
+            lookups[id] = lookup
+            return
+        }
+        let message: DHTMessage = lookup.isValueLookup ? .findValue(key: lookup.target) : .findNode(target: lookup.target)
+        for contact in lookup.next() {
+            actions.append(request(message, to: contact.endpoint, expecting: contact.id, purpose: .lookup(id), nowMs: nowMs))
+        }
+        guard lookup.isFinished else {
+            lookups[id] = lookup
+            return
+        }
+        counters.lookupsFinished += 1
+        let outcome = lookup.outcome(nowMs: nowMs)
+        switch lookup.kind {
+        case .findNode, .findValue:
+            actions.append(.lookupFinished(id, outcome))
+        case .join:
+            guard config.refreshBucketsOnJoin, let nearest = table.lowestNonEmptyBucket, nearest < 255 else { return }
+            for index in (nearest + 1)...255 where table.buckets[index].entries.count < config.k {
+                startLookup(localID.randomID(inBucket: index, using: &rng), kind: .refresh, nowMs: nowMs,
+                            actions: &actions)
+            }
+        case .refresh:
+            break
+        case .publish(let record):
+            storeOn(outcome.closest, record: record, nowMs: nowMs, actions: &actions)
+        }
+    }
+
+    private mutating func storeOn(_ closest: [Contact], record: PresenceRecord, nowMs: Int64,
+                                  actions: inout [DHTProtocolAction]) {
+        let key = record.key
+        own[key]?.storedOn = closest
+        for contact in closest {
+            actions.append(request(.store(record), to: contact.endpoint, expecting: contact.id, purpose: .store(key), nowMs: nowMs))
+        }
+        // This node keeps a copy too when it is itself among the k closest.
+        let isAmongClosest = closest.count < config.k
+            || closest.last.map { localID.distance(to: key) < $0.id.distance(to: key) } == true
+        if isAmongClosest { _ = accept(record, nowMs: nowMs, actions: &actions) }
+    }
+
+    private mutating func request(_ message: DHTMessage, to endpoint: DHTEndpoint, expecting id: NodeID?,
+                                  purpose: PendingRequest.Purpose, nowMs: Int64) -> DHTProtocolAction {
+        var txid = rng.next()
+        while pending[txid] != nil { txid = rng.next() }
+        pending[txid] = PendingRequest(to: endpoint, expectedID: id, sentMs: nowMs,
+                                       deadlineMs: nowMs + config.requestTimeoutMs, purpose: purpose)
+        counters.messagesOut += 1
+        return .send(DHTPacket(txid: txid, message: message), to: endpoint)
+    }
+
+    // MARK: housekeeping
+
+    private mutating func scheduleMaintenance(nowMs: Int64) {
+        guard nextMaintenanceMs == nil else { return }
+        startedMs = nowMs
+        nextMaintenanceMs = nowMs + config.maintenanceIntervalMs
+    }
+
+    private mutating func maintain(nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        for (key, record) in store.sorted(by: { $0.key < $1.key }) where record.expiresAtMs <= nowMs {
+            dropRecord(key, tombstone: nil, actions: &actions)
+        }
+        tombstones = tombstones.filter { $0.value.expiresAtMs > nowMs }
+        for key in own.keys.sorted() {
+            guard let entry = own[key] else { continue }
+            if let signer = entry.signer, entry.record.expiresAtMs - nowMs <= config.renewBeforeMs {
+                actions += publish(wallet: signer, endpoints: entry.record.endpoints, relays: entry.record.relays, nowMs: nowMs)
+            } else if entry.record.expiresAtMs <= nowMs {
+                own[key] = nil
+            } else if nowMs >= entry.nextRepublishMs {
+                actions += publish(entry.record, nowMs: nowMs)
+            }
+        }
+        guard let nearest = table.lowestNonEmptyBucket else { return }
+        for index in nearest...255
+        where nowMs - max(table.buckets[index].lastLookupMs, startedMs) >= config.bucketRefreshMs {
+            let target = index == nearest ? localID : localID.randomID(inBucket: index, using: &rng)
+            table.setLastLookup(bucket: index, nowMs: nowMs)
+            startLookup(target, kind: .refresh, nowMs: nowMs, actions: &actions)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import MeshIdentity
+import MeshWire
+
+/// A DHT message, as the protocol core sees it (the envelope layer adds signing and timestamps).
+public enum DHTMessage: Sendable, Equatable {
+    case ping
+    /// The endpoint the PING came from, as the answering node saw it.
+    case pong(observed: DHTEndpoint)
+    case findNode(target: NodeID)
+    /// Answer to FIND_NODE, and to FIND_VALUE when the node holds no record for the key.
+    case nodes([Contact])
+    case findValue(key: NodeID)
+    case value(PresenceRecord)
+    case store(PresenceRecord)
+    case stored(StoreResult)
+    /// One-way: the home node of the record under `key` with `sequence` withdraws it.
+    case withdraw(key: NodeID, sequence: UInt64)
+
+    var type: DHTMessageType {
+        switch self {
+        case .ping: .ping
+        case .pong: .pong
+        case .findNode: .findNode
+        case .nodes: .nodes
+        case .findValue: .findValue
+        case .value: .value
+        case .store: .store
+        case .stored: .stored
+        case .withdraw: .withdraw
+        }
+    }
+
+    var isResponse: Bool {
+        switch self {
+        case .pong, .nodes, .value, .stored: true
+        case .ping, .findNode, .findValue, .store, .withdraw: false
+        }
+    }
+}
+
+/// The answer to a STORE.
+public enum StoreResult: Sendable, Equatable {
+    case stored
+    /// The node holds this record or one with a higher sequence.
+    case stale
+    case refused(RecordRefusal)
+    case full
+}
+
+/// A message and its transaction id: random in a request, echoed by the response.
+public struct DHTPacket: Sendable, Equatable {
+    public var txid: UInt64
+    public var message: DHTMessage
+
+    public init(txid: UInt64, message: DHTMessage) {
+        self.txid = txid
+        self.message = message
+    }
+}
+
+enum DHTMessageType: UInt8 {
+    case ping = 1, pong, findNode, nodes, findValue, value, store, stored, withdraw
+}
+
+/// The signed datagram (docs/dht.md): marker 0xE4, version, type, txid (u64), timestamp (u64 ms), body,
+/// signature (65) over Keccak-256("meshdht/v1/message" ‖ every byte before it). The sender's node id is
+/// Keccak-256 of the public key the signature recovers.
+public enum DHTWire {
+    /// First byte of every DHT datagram (links use 0xE1–0xE3, STUN 0–3).
+    public static let marker: UInt8 = 0xE4
+    public static let version: UInt8 = 1
+    /// marker, version, type, txid, timestamp.
+    public static let headerBytes = 1 + 1 + 1 + 8 + 8
+    public static let overheadBytes = headerBytes + Signature.byteCount
+    /// Contacts in one NODES message: 20 IPv6 contacts make a 1,105-byte datagram.
+    public static let maxContacts = 20
+    static let label = Array("meshdht/v1/message".utf8)
+
+    /// Signs and serializes a packet.
+    public static func seal(_ packet: DHTPacket, timestampMs: Int64, identity: PrivateKey) -> [UInt8] {
+        var w = ByteWriter(capacity: 256)
+        w.write(marker)
+        w.write(version)
+        w.write(packet.message.type.rawValue)
+        w.write(packet.txid)
+        w.write(UInt64(bitPattern: timestampMs))
+        writeBody(packet.message, to: &w)
+        let signature = identity.sign(digest: Keccak.hash256(label + w.bytes))
+        w.write(bytes: signature.bytes)
+        return w.bytes
+    }
+
+    /// A datagram that parsed: the packet, its signed timestamp and what the signature covers.
+    struct Opened {
+        var packet: DHTPacket
+        var timestampMs: Int64
+        var signedPart: ArraySlice<UInt8>
+        var signature: Signature
+
+        /// The sender's id, nil when the signature recovers no key.
+        func sender() -> NodeID? {
+            signature.recoverPublicKey(digest: Keccak.hash256(DHTWire.label + signedPart)).map(NodeID.init(publicKey:))
+        }
+    }
+
+    /// Parses a datagram without checking the signature; nil when it is malformed.
+    static func open(_ datagram: [UInt8]) -> Opened? {
+        guard datagram.count >= overheadBytes else { return nil }
+        let signedCount = datagram.count - Signature.byteCount
+        var r = ByteReader(Array(datagram[..<signedCount]))
+        guard r.readUInt8() == marker, r.readUInt8() == version,
+              let type = r.readUInt8().flatMap(DHTMessageType.init(rawValue:)),
+              let txid = r.readUInt64(), let timestamp = r.readUInt64(),
+              let message = readBody(type, from: &r), r.isAtEnd,
+              let signature = Signature(bytes: Array(datagram[signedCount...]))
+        else { return nil }
+        return Opened(packet: DHTPacket(txid: txid, message: message), timestampMs: Int64(bitPattern: timestamp),
+                      signedPart: datagram[..<signedCount], signature: signature)
+    }
+
+    static func writeBody(_ message: DHTMessage, to w: inout ByteWriter) {
+        switch message {
+        case .ping: break
+        case .pong(let observed): observed.write(to: &w)
+        case .findNode(let id), .findValue(let id): w.write(bytes: id.bytes)
+        case .nodes(let contacts):
+            let sent = contacts.prefix(maxContacts)
+            w.write(UInt8(sent.count))
+            for contact in sent { contact.write(to: &w) }
+        case .value(let record), .store(let record): w.writeLengthPrefixed(record.serialize())
+        case .stored(let result):
+            switch result {
+            case .stored: w.write(UInt8(0)); w.write(UInt8(0))
+            case .stale: w.write(UInt8(1)); w.write(UInt8(0))
+            case .full: w.write(UInt8(2)); w.write(UInt8(0))
+            case .refused(let reason): w.write(UInt8(3)); w.write(reason.wireCode)
+            }
+        case .withdraw(let key, let sequence):
+            w.write(bytes: key.bytes)
+            w.write(sequence)
+        }
+    }
+
+    static func readBody(_ type: DHTMessageType, from r: inout ByteReader) -> DHTMessage? {
+        switch type {
+        case .ping: return .ping
+        case .pong: return DHTEndpoint.read(from: &r).map { .pong(observed: $0) }
+        case .findNode: return r.readBytes(NodeID.byteCount).flatMap(NodeID.init(bytes:)).map { .findNode(target: $0) }
+        case .findValue: return r.readBytes(NodeID.byteCount).flatMap(NodeID.init(bytes:)).map { .findValue(key: $0) }
+        case .nodes:
+            guard let count = r.readUInt8(), count <= maxContacts else { return nil }
+            var contacts: [Contact] = []
+            for _ in 0..<count {
+                guard let contact = Contact.read(from: &r) else { return nil }
+                contacts.append(contact)
+            }
+            return .nodes(contacts)
+        case .value, .store:
+            guard let body = r.readLengthPrefixed(max: 1200), let record = PresenceRecord(parsing: body) else { return nil }
+            return type == .value ? .value(record) : .store(record)
+        case .stored:
+            guard let status = r.readUInt8(), let code = r.readUInt8() else { return nil }
+            switch (status, code) {
+            case (0, 0): return .stored(.stored)
+            case (1, 0): return .stored(.stale)
+            case (2, 0): return .stored(.full)
+            case (3, _): return RecordRefusal(wireCode: code).map { .stored(.refused($0)) }
+            default: return nil
+            }
+        case .withdraw:
+            guard let key = r.readBytes(NodeID.byteCount).flatMap(NodeID.init(bytes:)), let sequence = r.readUInt64()
+            else { return nil }
+            return .withdraw(key: key, sequence: sequence)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import MeshControl
+import MeshDHT
+import MeshIdentity
+import NIOCore
+
+/// The DHT side of the node: joining, publishing the hosted wallets' presence records, lookups,
+/// persistence (docs/dht.md, docs/storage.md). Runs on the node's event loop like everything else.
+extension NodeRuntime {
+    /// How often the routing table is checked for changes and, if it changed, written to the database
+    /// (records are written as they are stored).
+    static let contactSaveMs: Int64 = 2_000
+    /// How often the node checks whether its endpoints or relays changed.
+    static let reachCheckMs: Int64 = 2_000
+    /// Relays listed in a presence record (the DHT caps them too).
+    static let maxRelays = 4
+    /// After start, records are published again while the table keeps doubling, for this long.
+    static let joinWindowMs: Int64 = 60_000
+
+    func joinOverlay(bootstrap: [DHTEndpoint], now: Int64) {
+        runDHT(dht.bootstrap(bootstrap, nowMs: now))
+        publishPresence(now: now)
+    }
+
+    func overlayTick(now: Int64) {
+        runDHT(dht.tick(nowMs: now))
+        let contacts = dht.contacts.count
+        let reachChanged = now >= nextReachCheck && currentReach() != publishedReach
+        if now >= nextReachCheck { nextReachCheck = now + Self.reachCheckMs }
+        if reachChanged || (now - startedAt < Self.joinWindowMs && contacts >= max(2 * contactsAtLastPublish, 1)) {
+            publishPresence(now: now)
+        }
+        if now >= nextContactSave {
+            nextContactSave = now + Self.contactSaveMs
+            if Set(dht.contacts) != savedContacts { saveContacts(now: now) }
+        }
+    }
+
+    /// Withdraws the hosted wallets' records (best effort) and saves the table.
+    func leaveOverlay(now: Int64) {
+        for wallet in wallets { runDHT(dht.withdraw(wallet.address, nowMs: now)) }
+        saveContacts(now: now)
+    }
+
+    /// Signs and publishes a record for every hosted wallet with the node's current endpoints and relays.
+    func publishPresence(now: Int64) {
+        let reach = currentReach()
+        publishedReach = reach
+        contactsAtLastPublish = dht.contacts.count
+        for wallet in wallets {
+            runDHT(dht.publish(wallet: wallet, endpoints: reach.endpoints, relays: reach.relays, nowMs: now))
+        }
+        // The records' sequence numbers must survive a restart: keep our own records with the others.
+        for record in dht.publishedRecords { persist { try self.store.saveRecord(record) } }
+    }
+
+    struct Reach: Equatable {
+        var endpoints: [DHTEndpoint]
+        var relays: [Contact]
+        init(_ endpoints: [DHTEndpoint], _ relays: [Contact]) {
+            self.endpoints = endpoints
+            self.relays = relays
+        }
+    }
+
+    /// Endpoints: `--advertise`, else the bound address when it is a specific one. Relays: linked neighbours.
+    func currentReach() -> Reach {
+        var endpoints = advertisedEndpoints
+        if endpoints.isEmpty, let bound = udp?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
+           !endpoint.ip.allSatisfy({ $0 == 0 }) {
+            endpoints = [endpoint]
+        }
+        let relays = links.upPeers.prefix(Self.maxRelays).compactMap { address -> Contact? in
+            guard let peer = links.upPeer(address), let endpoint = DHTEndpoint(socketAddress: peer.endpoint) else { return nil }
+            return Contact(id: NodeID(publicKey: peer.publicKey), endpoint: endpoint)
+        }
+        return Reach(endpoints, relays)
+    }
+
+    var advertisedEndpoints: [DHTEndpoint] {
+        config.advertise.compactMap { DHTEndpoint(parsing: $0.description) }
+    }
+
+    /// Runs DHT actions: datagrams out, records persisted (before the acknowledgement goes out), lookups done.
+    func runDHT(_ actions: [DHTAction]) {
+        for action in actions {
+            switch action {
+            case .send(let bytes, let to):
+                guard let address = try? SocketAddress(dhtEndpoint: to) else { continue }
+                sendDatagram(bytes, to: address)
+            case .recordStored(let record):
+                persist { try self.store.saveRecord(record) }
+            case .recordDropped(let key):
+                persist { try self.store.deleteRecord(key: key) }
+            case .lookupFinished(let id, let outcome):
+                lookups.removeValue(forKey: id)?.succeed(outcome)
+            }
+        }
+    }
+
+    /// Looks up a wallet's presence record.
+    func lookup(_ wallet: WalletAddress) -> EventLoopFuture<LookupOutcome> {
+        let (id, actions) = dht.findValue(NodeID.key(for: wallet), nowMs: Self.now())
+        let promise = loop.makePromise(of: LookupOutcome.self)
+        lookups[id] = promise
+        runDHT(actions)
+        return promise.futureResult
+    }
+
+    private func saveContacts(now: Int64) {
+        let contacts = dht.contacts
+        persist { try self.store.replaceContacts(contacts, nowMs: now) }
+        savedContacts = Set(contacts)
+    }
+
+    private func persist(_ write: () throws -> Void) {
+        do { try write() } catch { logger.error("database write failed", metadata: ["error": "\(error)"]) }
+    }
+
+    // MARK: control
+
+    func routesJSON() throws -> JSONValue {
+        let now = Self.now()
+        return .object([
+            "nodeID": .string(dht.localID.hex),
+            "records": .number(Double(dht.storedRecords.count)),
+            "buckets": try JSONValue(encoding: dht.bucketSnapshot(nowMs: now)),
+            "counters": try JSONValue(encoding: dht.counters),
+        ])
+    }
+
+    static func recordJSON(_ record: PresenceRecord, now: Int64) -> JSONValue {
+        .object([
+            "wallet": .string(record.wallet.checksummed),
+            "homeNode": .string(record.homeNode.address.checksummed),
+            "homeNodeID": .string(record.homeNode.hex),
+            "endpoints": .array(record.endpoints.map { .string($0.description) }),
+            "relays": .array(record.relays.map { .string("\($0.id.address.checksummed)@\($0.endpoint)") }),
+            "sequence": .number(Double(record.sequence)),
+            "expiresInS": .number(Double((record.expiresAtMs - now) / 1000)),
+        ])
+    }
+
+    static func lookupJSON(_ outcome: LookupOutcome, now: Int64) -> JSONValue {
+        .object([
+            "record": outcome.record.map { recordJSON($0, now: now) } ?? .null,
+            "queried": .number(Double(outcome.queried)),
+            "rounds": .number(Double(outcome.rounds)),
+            "messages": .number(Double(outcome.messages)),
+            "elapsedMs": .number(Double(outcome.elapsedMs)),
+        ])
+    }
+}
+
+extension DHTEndpoint {
+    init?(socketAddress: SocketAddress) {
+        switch socketAddress {
+        case .v4(let a):
+            let raw = UInt32(bigEndian: a.address.sin_addr.s_addr)
+            self.init(ip: (0..<4).map { UInt8(truncatingIfNeeded: raw >> (24 - 8 * $0)) }, port: UInt16(socketAddress.port ?? 0))
+        case .v6(let a):
+            let bytes = withUnsafeBytes(of: a.address.sin6_addr) { Array($0) }
+            self.init(ip: bytes, port: UInt16(socketAddress.port ?? 0))
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+}
+
+extension SocketAddress {
+    init(dhtEndpoint endpoint: DHTEndpoint) throws {
+        let host = endpoint.isIPv4 ? endpoint.ip.map(String.init).joined(separator: ".")
+                                   : String(endpoint.description.dropFirst().prefix { $0 != "]" })
+        try self.init(ipAddress: host, port: Int(endpoint.port))
+    }
+}

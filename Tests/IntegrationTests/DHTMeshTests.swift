@@ -1,0 +1,120 @@
+import Foundation
+import MeshControl
+import MeshDHT
+import MeshIdentity
+import MeshTestKit
+import Testing
+
+/// Twenty real `mesh-node run` processes on loopback that know each other only through the DHT.
+@Suite(.serialized) struct DHTMeshTests {
+    static let count = 20
+
+    /// Starts `count` nodes; node i bootstraps from node 0 and (for i > 1) one other earlier node.
+    private func startMesh(_ scratch: Scratch) throws -> [NodeProcess] {
+        var rng = SplitMix64(seed: 20)
+        var nodes: [NodeProcess] = []
+        for i in 0..<Self.count {
+            var args: [String] = []
+            if i > 0 { args += ["--bootstrap", "\(nodes[0].address)@127.0.0.1:\(nodes[0].port)"] }
+            if i > 1 {
+                let other = nodes[1 + Int(rng.next() % UInt64(i - 1))]
+                args += ["--bootstrap", "127.0.0.1:\(other.port)"]
+            }
+            nodes.append(try NodeProcess("n\(i)", in: scratch, arguments: args))
+        }
+        return nodes
+    }
+
+    private func lookup(_ client: ControlClient, _ address: String) -> JSONValue? {
+        try? client.call("dht.lookup", .object(["address": .string(address)]), timeout: 10)
+    }
+
+    @Test func everyNodeFindsEveryWalletAndSurvivesARestart() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let nodes = try startMesh(scratch)
+        defer { nodes.forEach { $0.stop() } }
+        let clients = try nodes.map { try ControlClient(path: $0.socket) }
+        defer { clients.forEach { $0.close() } }
+
+        // Every node finds every hosted wallet (each node hosts its own address); retried for up to 10 s.
+        var missing: [(Int, Int)] = (0..<Self.count).flatMap { i in (0..<Self.count).map { (i, $0) } }
+        let deadline = Date().addingTimeInterval(10)
+        var maxRounds = 0
+        while !missing.isEmpty && Date() < deadline {
+            missing = missing.filter { i, j in
+                guard let result = lookup(clients[i], nodes[j].address), result["record"]?["homeNode"]?.stringValue == nodes[j].address
+                else { return true }
+                maxRounds = max(maxRounds, result["rounds"]?.intValue ?? 0)
+                return false
+            }
+            if !missing.isEmpty { usleep(200_000) }
+        }
+        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        #expect(maxRounds <= 6)
+
+        // node-ctl: the table and one lookup as a user sees them; a wallet nobody hosts is not found (exit 1).
+        let routes = try nodes[5].ctl(["routes"])
+        #expect(routes.status == 0 && routes.stdout.contains("BUCKET") && routes.stdout.contains("contacts in"))
+        let found = try nodes[5].ctl(["dht", "lookup", nodes[17].address])
+        #expect(found.status == 0 && found.stdout.contains(nodes[17].address))
+        let nobody = try nodes[5].ctl(["dht", "lookup", PrivateKey().address.checksummed])
+        #expect(nobody.status == 1 && nobody.stdout.contains("not found"))
+
+        // Garbage DHT datagrams and forged records change nothing.
+        let rogue = try RogueNode()
+        let rogueKey = PrivateKey()
+        var rng = SplitMix64(seed: 4)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let victimWallet = try WalletAddress(parsing: nodes[9].address)
+        var forged = PresenceRecord.make(wallet: rogueKey, homeNode: NodeID(publicKey: rogueKey.publicKey),
+                                         endpoints: [DHTEndpoint(parsing: "127.0.0.1:9")!], relays: [],
+                                         sequence: UInt64(now) * 2, expiresAtMs: now + 3_600_000)
+        forged.wallet = victimWallet
+        for node in nodes {
+            for _ in 0..<50 { rogue.sendRaw([DHTWire.marker] + rng.bytes(Int(rng.next() % 400)), to: node.port) }
+            let store = DHTPacket(txid: rng.next(), message: .store(forged))
+            rogue.sendRaw(DHTWire.seal(store, timestampMs: now, identity: rogueKey), to: node.port)
+        }
+        usleep(300_000)
+        for i in [0, 9, 15] {
+            #expect(lookup(clients[i], nodes[9].address)?["record"]?["homeNode"]?.stringValue == nodes[9].address)
+        }
+        var refused = 0
+        for node in nodes {
+            let counters = try node.ctlJSON(["routes"])["counters"] ?? .null
+            #expect((counters["malformed"]?.intValue ?? 0) + (counters["badSignature"]?.intValue ?? 0) >= 40)
+            refused += counters["refusedRecords"].map { c in (c.objectValue ?? [:]).values.compactMap(\.intValue).reduce(0, +) } ?? 0
+        }
+        #expect(refused >= Self.count)
+
+        // A new wallet comes online: findable from all twenty nodes.
+        let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)"])
+        defer { late.stop() }
+        let onlineAt = Date()
+        var unseen = Set(0..<Self.count)
+        while !unseen.isEmpty && Date().timeIntervalSince(onlineAt) < 10 {
+            unseen = unseen.filter { lookup(clients[$0], late.address)?["record"]?["homeNode"]?.stringValue != late.address }
+            if !unseen.isEmpty { usleep(100_000) }
+        }
+        #expect(unseen.isEmpty, "nodes that never found the new wallet: \(unseen.sorted())")
+        print("new wallet findable from all \(Self.count) nodes after \(String(format: "%.2f", Date().timeIntervalSince(onlineAt))) s")
+
+        // SIGKILL a node and restart it alone (no bootstrap): it serves its stored table and records at once.
+        let victim = nodes[7]
+        let storedBefore = try victim.ctlJSON(["routes"])["records"]?.intValue ?? 0
+        #expect(storedBefore > 0)
+        kill(victim.process.processIdentifier, SIGKILL)
+        victim.process.waitUntilExit()
+        let restarted = try NodeProcess("n7", in: scratch, arguments: [])
+        defer { restarted.stop() }
+        #expect(restarted.address == victim.address)
+        let table = try restarted.ctlJSON(["routes"])
+        let restoredContacts = (table["buckets"]?.arrayValue ?? []).flatMap { $0["contacts"]?.arrayValue ?? [] }
+        #expect(restoredContacts.count >= 5)
+        #expect((table["records"]?.intValue ?? 0) >= storedBefore)
+        let again = try ControlClient(path: restarted.socket)
+        defer { again.close() }
+        #expect(lookup(again, nodes[12].address)?["record"]?["homeNode"]?.stringValue == nodes[12].address)
+    }
+}

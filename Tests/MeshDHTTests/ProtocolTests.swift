@@ -1,0 +1,178 @@
+@testable import MeshDHT
+import MeshIdentity
+import MeshTestKit
+import Testing
+
+/// The message-level core with hand-made packets: store rules, republish, renewal, expiry, withdrawal.
+@Suite struct ProtocolTests {
+    var random = TestRandom(seed: 31)
+
+    func sender(_ i: Int, _ id: NodeID) -> Contact { Contact(id: id, endpoint: DHTEndpoint(ip: [10, 1, 0, UInt8(i)], port: 1)!) }
+
+    func sends(_ actions: [DHTProtocolAction]) -> [(DHTPacket, DHTEndpoint)] {
+        actions.compactMap { if case .send(let p, let to) = $0 { (p, to) } else { nil } }
+    }
+
+    mutating func store(_ record: PresenceRecord, on node: inout DHTProtocol, from peer: Contact, now: Int64 = t0)
+        -> (StoreResult?, [DHTProtocolAction])
+    {
+        let actions = node.handle(DHTPacket(txid: random.rng.next(), message: .store(record)), from: peer, nowMs: now)
+        let result = sends(actions).compactMap { if case .stored(let r) = $0.0.message { r } else { nil } }.first
+        return (result, actions)
+    }
+
+    @Test mutating func higherSequenceReplacesLowerAndStaleOrInvalidAreRefusedAndCounted() {
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let peer = sender(1, random.id())
+        let wallet = random.key(), home = random.id()
+        let make = { (seq: UInt64, expiry: Int64) in
+            PresenceRecord.make(wallet: wallet, homeNode: home, endpoints: [endpoint("45.1.2.3:4460")], relays: [],
+                                sequence: seq, expiresAtMs: expiry)
+        }
+        let r5 = make(5, t0 + 600_000)
+        let (first, actions) = store(r5, on: &node, from: peer)
+        #expect(first == .stored)
+        // The record is handed over for persisting before the acknowledgement goes out.
+        guard case .recordStored(let kept) = actions.first, case .send = actions.last else {
+            Issue.record("expected recordStored, then the acknowledgement: \(actions)")
+            return
+        }
+        #expect(kept == r5)
+        #expect(store(r5, on: &node, from: peer).0 == .stored)
+        #expect(store(make(4, t0 + 900_000), on: &node, from: peer).0 == .stale)
+        #expect(node.localRecord(r5.key) == r5)
+        let r6 = make(6, t0 + 900_000)
+        #expect(store(r6, on: &node, from: peer).0 == .stored)
+        #expect(node.localRecord(r5.key) == r6)
+
+        var forged = make(7, t0 + 900_000)
+        forged.endpoints = [endpoint("66.6.6.6:1")]
+        #expect(store(forged, on: &node, from: peer).0 == .refused(.badSignature))
+        #expect(store(make(8, t0 + 25 * 3_600_000), on: &node, from: peer).0 == .refused(.expiryTooFarAhead))
+        #expect(store(make(9, t0 - 1), on: &node, from: peer).0 == .refused(.expired))
+        #expect(node.counters.refusedRecords == [.badSignature: 1, .expiryTooFarAhead: 1, .expired: 1])
+        #expect(node.localRecord(r5.key) == r6)
+    }
+
+    @Test mutating func aFullStoreRefusesNewKeys() {
+        var config = DHTConfig()
+        config.maxStoredRecords = 2
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        let peer = sender(1, random.id())
+        let records = (0..<3).map { _ in
+            PresenceRecord.make(wallet: random.key(), homeNode: random.id(), endpoints: [], relays: [], sequence: 1,
+                                expiresAtMs: t0 + 60_000)
+        }
+        #expect(store(records[0], on: &node, from: peer).0 == .stored)
+        #expect(store(records[1], on: &node, from: peer).0 == .stored)
+        #expect(store(records[2], on: &node, from: peer).0 == .full)
+        #expect(node.counters.storeFull == 1)
+    }
+
+    @Test mutating func expiredRecordsAreNotServedAndAreDroppedByTick() {
+        var config = DHTConfig()
+        config.maintenanceIntervalMs = 1_000
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        node.restore(contacts: [], records: [], nowMs: t0)
+        let peer = sender(1, random.id())
+        let r = PresenceRecord.make(wallet: random.key(), homeNode: random.id(), endpoints: [], relays: [], sequence: 1,
+                                    expiresAtMs: t0 + 1_500)
+        _ = store(r, on: &node, from: peer)
+        let asked = node.handle(DHTPacket(txid: 1, message: .findValue(key: r.key)), from: peer, nowMs: t0 + 1_600)
+        #expect(sends(asked).first?.0.message == .nodes([]))
+        let ticked = node.tick(nowMs: t0 + 2_000)
+        #expect(ticked.contains { if case .recordDropped(let key) = $0 { key == r.key } else { false } })
+        #expect(node.localRecord(r.key) == nil)
+    }
+
+    @Test mutating func withdrawalIsHonouredOnlyFromTheHomeNodeForTheCurrentSequence() {
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let home = sender(1, random.id()), other = sender(2, random.id())
+        let r = PresenceRecord.make(wallet: random.key(), homeNode: home.id, endpoints: [], relays: [], sequence: 3,
+                                    expiresAtMs: t0 + 60_000)
+        _ = store(r, on: &node, from: other)
+        _ = node.handle(DHTPacket(txid: 1, message: .withdraw(key: r.key, sequence: 3)), from: other, nowMs: t0)
+        _ = node.handle(DHTPacket(txid: 2, message: .withdraw(key: r.key, sequence: 2)), from: home, nowMs: t0)
+        #expect(node.localRecord(r.key) == r)
+        let actions = node.handle(DHTPacket(txid: 3, message: .withdraw(key: r.key, sequence: 3)), from: home, nowMs: t0)
+        #expect(node.localRecord(r.key) == nil)
+        #expect(actions.contains { if case .recordDropped = $0 { true } else { false } })
+        // The withdrawn sequence cannot be stored again (a replay), a newer one can.
+        #expect(store(r, on: &node, from: other).0 == .stale)
+    }
+
+    @Test mutating func responsesNobodyAskedForAreCountedAndIgnored() {
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let peer = sender(1, random.id())
+        _ = node.handle(DHTPacket(txid: 99, message: .nodes([])), from: peer, nowMs: t0)
+        _ = node.handle(DHTPacket(txid: 98, message: .pong(observed: peer.endpoint)), from: peer, nowMs: t0)
+        #expect(node.counters.unexpectedResponse == 2)
+        #expect(node.contacts.isEmpty)
+        // A response from another endpoint than the request went to is not accepted either.
+        let (_, actions) = node.findNode(random.id(), nowMs: t0)
+        #expect(sends(actions).isEmpty)
+        node.restore(contacts: [peer], records: [], nowMs: t0)
+        let (_, sent) = node.findNode(random.id(), nowMs: t0)
+        let request = sends(sent)[0].0
+        _ = node.handle(DHTPacket(txid: request.txid, message: .nodes([])), from: sender(9, peer.id), nowMs: t0)
+        #expect(node.counters.unexpectedResponse == 3)
+    }
+
+    @Test mutating func ownRecordsAreRepublishedAndRenewedBeforeExpiry() {
+        var config = DHTConfig()
+        config.maintenanceIntervalMs = 1_000
+        config.republishMs = 10_000
+        config.recordTTLms = 60_000
+        config.renewBeforeMs = 20_000
+        config.maxFailures = 1_000
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        let wallet = random.key()
+        node.restore(contacts: [sender(1, random.id())], records: [], nowMs: t0)
+        _ = node.publish(wallet: wallet, endpoints: [endpoint("45.0.0.1:1")], relays: [], nowMs: t0)
+        let first = node.publishedRecords[0]
+        #expect(first.sequence == UInt64(t0))
+        #expect(first.expiresAtMs == t0 + 60_000)
+        func findNodes(_ actions: [DHTProtocolAction]) -> Int {
+            sends(actions).count { if case .findNode(let t) = $0.0.message { t == first.key } else { false } }
+        }
+        var republishes = 0
+        var now = t0
+        while now < t0 + 39_000 {
+            now += 1_000
+            republishes += findNodes(node.tick(nowMs: now))
+        }
+        // Every 10 s: at 10, 20, 30 s.
+        #expect(republishes == 3)
+        #expect(node.publishedRecords[0] == first)
+        now += 1_000
+        let renewal = node.tick(nowMs: now)
+        let renewed = node.publishedRecords[0]
+        #expect(findNodes(renewal) == 1)
+        #expect(renewed.sequence > first.sequence)
+        #expect(renewed.expiresAtMs == now + 60_000)
+        #expect(renewed.validate(nowMs: now, config: config) == nil)
+    }
+
+    @Test mutating func lookupsAskedWhileJoiningWaitForTheBootstrapAnswer() {
+        let helper = sender(1, random.id()), other = sender(2, random.id())
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let bootstrap = sends(node.bootstrap([helper.endpoint], nowMs: t0))
+        #expect(bootstrap.count == 1 && bootstrap[0].0.message == .findNode(target: node.localID))
+        let key = random.id()
+        let (_, parked) = node.findValue(key, nowMs: t0)
+        #expect(parked.isEmpty)
+        // The answer (from an id nobody knew yet) seeds the waiting lookups: both the join and the value lookup.
+        let answer = DHTPacket(txid: bootstrap[0].0.txid, message: .nodes([other]))
+        let asked = sends(node.handle(answer, from: helper, nowMs: t0 + 50)).map(\.0.message)
+        #expect(asked.contains(.findValue(key: key)))
+        #expect(asked.contains(.findNode(target: node.localID)))
+        #expect(node.contacts == [helper])
+
+        // Without an answer, waiting lookups end (empty) when the bootstrap request times out.
+        var lonely = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 2)
+        _ = lonely.bootstrap([helper.endpoint], nowMs: t0)
+        let (waiting, _) = lonely.findValue(key, nowMs: t0)
+        let ended = lonely.tick(nowMs: t0 + DHTConfig().requestTimeoutMs)
+        #expect(ended.contains { if case .lookupFinished(let finished, let outcome) = $0 { finished == waiting && outcome.record == nil } else { false } })
+    }
+}

@@ -1,0 +1,177 @@
+"""The media benchmark's measuring half; run it through Tools/bench-media, which prepares the environment."""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+from pesq import pesq
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATE = 48_000
+SENTENCES = [
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.",
+    "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.",
+    "The juice of lemons makes fine punch.",
+]
+TRACES = ["clean", "jitter", "bursty", "spikes", "reorder", "drift-plus", "drift-minus"]
+PLAYOUTS = ["adaptive", "fixed:60", "fixed:120"]
+WINDOW_S = 8
+
+
+def speech(work):
+    """Six sentences with natural pauses (0.8-1.6 s) over a quiet room (white noise at -55 dBFS), 48 kHz."""
+    rng = np.random.default_rng(7)
+    parts = []
+    for i, text in enumerate(SENTENCES):
+        path = os.path.join(work, f"s{i}.wav")
+        subprocess.run(["espeak-ng", "-w", path, text], check=True)
+        rate, pcm = wavfile.read(path)
+        parts.append(resample_poly(pcm.astype(np.float64), RATE, rate))
+        parts.append(np.zeros(int(RATE * rng.uniform(0.8, 1.6))))
+    clean = np.concatenate(parts)
+    noisy = clean + rng.normal(0, 32768 * 10 ** (-55 / 20), clean.size)
+    path = os.path.join(work, "speech.wav")
+    wavfile.write(path, RATE, np.clip(noisy, -32768, 32767).astype(np.int16))
+    return path, noisy
+
+
+def lab(trace, speech_path, out, playout, *extra):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run([os.environ["MESH_NODE"], "media-lab", "--trace", trace, "--input", speech_path,
+                             "--output", out, "--playout", playout, "--json", *extra],
+                            check=True, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = json.loads(result.stdout)
+    report["cpuSeconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return report
+
+
+def align(ref, deg, start, max_lag):
+    """The lag (samples, 0...max_lag) at which `deg` best matches `ref[start:start+n]`, and the correlation."""
+    n = WINDOW_S * RATE
+    a = ref[start:start + n]
+    b = deg[start:start + n + max_lag]
+    if a.size < n or b.size < n + max_lag:
+        return None, 0.0
+    a4, b4 = a[::4], b[::4]
+    corr = np.correlate(b4, a4, mode="valid")
+    lag = int(np.argmax(corr)) * 4
+    seg = b[lag:lag + n]
+    c = float(np.corrcoef(a, seg)[0, 1]) if np.std(seg) > 0 else 0.0
+    return lag, c
+
+
+def score(reference, output_path, trace_s, windows):
+    """PESQ-WB (16 kHz) over 8 s windows, each aligned by cross-correlation; and the mean correlation."""
+    _, deg = wavfile.read(output_path)
+    deg = deg.astype(np.float64)
+    reps = int(np.ceil(trace_s * RATE / reference.size)) + 1
+    ref = np.tile(reference, reps)[: int(trace_s * RATE)]
+    scores, corrs, failures = [], [], []
+    for start_s in windows:
+        lag, c = align(ref, deg, int(start_s * RATE), RATE)
+        if lag is None:
+            continue
+        corrs.append(c)
+        a = resample_poly(ref[int(start_s * RATE):][: WINDOW_S * RATE], 1, 3)
+        b = resample_poly(deg[int(start_s * RATE) + lag:][: WINDOW_S * RATE], 1, 3)
+        try:
+            scores.append(pesq(16000, a, b, "wb"))
+        except Exception as error:  # PESQ refuses some windows (no utterance found)
+            failures.append(type(error).__name__)
+    return (float(np.mean(scores)) if scores else None,
+            float(np.mean(corrs)) if corrs else 0.0, failures)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    work = args.work
+    minutes = 2 if args.quick else 10
+    subprocess.run([os.path.join(ROOT, "Tools", "make-traces"), "--out", work, "--drift-minutes", str(minutes)],
+                   check=True, stdout=subprocess.DEVNULL)
+    speech_path, reference = speech(work)
+    rows, results = [], {}
+    for trace in TRACES:
+        path = os.path.join(work, f"{trace}.csv")
+        for playout in PLAYOUTS:
+            out = os.path.join(work, f"{trace}-{playout.replace(':', '')}.wav")
+            report = lab(path, speech_path, out, playout)
+            seconds = report["traceSeconds"]
+            if trace.startswith("drift"):  # minute 1 and the last minute
+                windows = [60 + 8 * i for i in range(6)] + [seconds - 60 + 8 * i for i in range(6)]
+            else:
+                windows = list(range(8, int(seconds) - WINDOW_S - 2, WINDOW_S))
+            mos, corr, failures = score(reference, out, seconds, windows)
+            report.update(pesq=mos, correlation=corr, pesqFailures=failures)
+            results[(trace, playout)] = report
+            r = report["receiver"]
+            rows.append(f"| {trace} | {playout} | {r['meanPlayoutDelayMs']:.1f} | {r['p95PlayoutDelayMs']:.0f} | "
+                        f"{r['lateLossPercent']:.2f} | {r['concealmentPercent']:.2f} | {r['timeStretchPercent']:.2f} | "
+                        f"{'%.2f' % mos if mos is not None else 'n/a'} | {corr:.3f} |")
+            print(f"{trace} {playout} done", file=sys.stderr)
+    print(f"Speech: {len(SENTENCES)} espeak-ng sentences with pauses over -55 dBFS noise, "
+          f"{reference.size / RATE:.1f} s, repeated over each trace; profile normal (24 kbit/s, FEC, DTX).\n")
+    print("| trace | playout | mean delay ms | p95 ms | late loss % | concealment % | time-stretch % | PESQ-WB | corr |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+    def r(t, p):
+        return results[(t, p)]["receiver"]
+    print("\nTargets:")
+    for trace in ["jitter", "spikes"]:
+        a, f = r(trace, "adaptive"), r(trace, "fixed:120")
+        ratio = a["meanPlayoutDelayMs"] / f["meanPlayoutDelayMs"]
+        ok = ratio <= 0.7 and a["lateLossPercent"] <= f["lateLossPercent"]
+        print(f"- {trace}: adaptive mean delay {a['meanPlayoutDelayMs']:.1f} ms = {ratio:.2f} x fixed-120 "
+              f"({f['meanPlayoutDelayMs']:.1f} ms); late loss {a['lateLossPercent']:.2f} % vs "
+              f"{f['lateLossPercent']:.2f} %: {'met' if ok else 'MISSED'}")
+    clean = r("clean", "adaptive")["meanPlayoutDelayMs"]
+    print(f"- clean: adaptive mean delay {clean:.1f} ms (target <= 40): {'met' if clean <= 40 else 'MISSED'}")
+    for trace in ["drift-plus", "drift-minus"]:
+        rep = results[(trace, "adaptive")]
+        by = rep["playoutDelayByMinuteMs"]
+        first, last = by[0], by[minutes - 1]
+        ppm = rep["receiver"].get("driftPpm")
+        skew = f"estimated skew {ppm:+.0f} ppm" if ppm is not None else "skew unknown"
+        print(f"- {trace}: mean delay minute 1 {first:.1f} ms, minute {minutes} {last:.1f} ms (difference "
+              f"{abs(last - first):.1f}, target <= 20): {'met' if abs(last - first) <= 20 else 'MISSED'}; {skew}")
+    lossy, lossless = results[("bursty", "adaptive")], results[("clean", "adaptive")]
+    if lossy["pesq"] is not None and lossless["pesq"] is not None:
+        gap = lossless["pesq"] - lossy["pesq"]
+        print(f"- bursty ({lossy['receiver']['packetsLost'] / lossy['framesIn'] * 100:.1f} % loss, 24 kbit/s, FEC): "
+              f"PESQ-WB {lossy['pesq']:.2f} vs loss-free {lossless['pesq']:.2f} (gap {gap:.2f}, target <= 0.3): "
+              f"{'met' if gap <= 0.3 else 'MISSED'}; FEC recoveries {lossy['receiver']['fecRecovered']}")
+    clean_path = os.path.join(work, "clean.csv")
+    no_dtx = lab(clean_path, speech_path, os.path.join(work, "nodtx.wav"), "adaptive", "--no-dtx")
+    with_dtx = results[("clean", "adaptive")]
+    fewer = 100 * (1 - with_dtx["packetsSent"] / no_dtx["packetsSent"])
+    _, out = wavfile.read(os.path.join(work, "clean-adaptive.wav"))
+    frames = out[: out.size // 960 * 960].astype(np.float64).reshape(-1, 960)
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    cn = rms[(rms > 0)]
+    floor_db = 20 * np.log10(np.percentile(cn, 10) / 32768) if cn.size else float("-inf")
+    print(f"- DTX: {with_dtx['packetsSent']} packets vs {no_dtx['packetsSent']} without DTX ({fewer:.0f} % fewer, "
+          f"target >= 40): {'met' if fewer >= 40 else 'MISSED'}; comfort noise {with_dtx['receiver']['dtxPercent']:.0f} % "
+          f"of playout, quietest 10 % of frames at {floor_db:.0f} dBFS (input noise floor -55 dBFS)")
+    long = results[("drift-plus", "adaptive")]
+    cpu = 100 * long["cpuSeconds"] / long["traceSeconds"]
+    print(f"- CPU: encode + playout + decode of {long['traceSeconds']:.0f} s took {long['cpuSeconds']:.2f} s "
+          f"= {cpu:.2f} % of one core at complexity 5 (target <= 3): {'met' if cpu <= 3 else 'MISSED'}")
+    failed = [(t, p, rep["pesqFailures"]) for (t, p), rep in results.items() if rep["pesqFailures"]]
+    for t, p, f in failed:
+        print(f"- PESQ could not judge {len(f)} window(s) of {t} {p} ({', '.join(sorted(set(f)))}); corr shown")
+
+
+if __name__ == "__main__":
+    main()
