@@ -17,13 +17,22 @@ extension NodeRuntime {
     /// After start, records are published again while the table keeps doubling, for this long.
     static let joinWindowMs: Int64 = 60_000
 
+    /// While the table is empty (no bootstrap node answered yet), joining is retried this often.
+    static let rebootstrapMs: Int64 = 5_000
+
     func joinOverlay(bootstrap: [DHTEndpoint], now: Int64) {
+        bootstrapEndpoints = bootstrap
+        nextBootstrap = now + Self.rebootstrapMs
         runDHT(dht.bootstrap(bootstrap, nowMs: now))
         publishPresence(now: now)
     }
 
     func overlayTick(now: Int64) {
         runDHT(dht.tick(nowMs: now))
+        if dht.contacts.isEmpty, !bootstrapEndpoints.isEmpty, now >= nextBootstrap {
+            nextBootstrap = now + Self.rebootstrapMs
+            runDHT(dht.bootstrap(bootstrapEndpoints, nowMs: now))
+        }
         let contacts = dht.contacts.count
         let reachChanged = now >= nextReachCheck && currentReach() != publishedReach
         if now >= nextReachCheck { nextReachCheck = now + Self.reachCheckMs }

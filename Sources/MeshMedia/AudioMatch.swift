@@ -21,14 +21,18 @@ public struct AudioMatchResult: Sendable, Codable, Equatable {
 }
 
 /// Checks that a recording contains a reference signal (e.g. speech sent round an echo call): finds the lag,
-/// then correlates the aligned overlap. Three steps keep it fast even in a debug build:
+/// then correlates the aligned overlap. Four steps keep it fast even in a debug build:
 /// 1. the coarse lag from an FFT cross-correlation of both signals decimated to about 4 kHz
 ///    (block averages, a cheap low-pass), over ±`maxLagMs`;
 /// 2. the exact lag from full-rate cross-correlation within ±2 coarse samples of it;
-/// 3. the normalised correlation of the overlap at that lag, at the full rate.
+/// 3. per 0.25 s block of the overlap, the block's own lag within ±30 ms of that one (the same two steps), since
+///    adaptive playout time-stretches and so moves the delay during a call;
+/// 4. the normalised correlation of the blocks, each at its lag, at the full rate.
 public enum AudioMatch {
     private static let coarseRate = 4_000
     private static let refineRadius = 2
+    private static let blockMs = 250
+    private static let blockSlackMs = 30
 
     public static func compare(reference: [Int16], recorded: [Int16], sampleRate: Int = Audio.sampleRate,
                                maxLagMs: Int = 2000) -> AudioMatchResult {
@@ -40,7 +44,18 @@ public enum AudioMatch {
                                    maxLag: maxLag / factor) * factor
         let candidates = max(-maxLag, coarse - refineRadius * factor)...min(maxLag, coarse + refineRadius * factor)
         let lag = candidates.map { ($0, dot(reference, recorded, lag: $0)) }.max { $0.1 < $1.1 }?.0 ?? 0
-        let (correlation, overlap) = pearson(reference, recorded, lag: lag)
+        let whole = overlap(reference, recorded, lag: lag)
+        let block = blockMs * sampleRate / 1000
+        let slack = blockSlackMs * sampleRate / 1000
+        let segments = stride(from: whole.lowerBound, to: whole.upperBound, by: block).map { start in
+            let range = start..<min(start + block, whole.upperBound)
+            let lags = max(-range.lowerBound, lag - slack)...min(recorded.count - range.upperBound, lag + slack)
+            let coarse = stride(from: lags.lowerBound, through: lags.upperBound, by: factor)
+                .map { ($0, dot(reference, recorded, range, lag: $0, step: factor)) }.max { $0.1 < $1.1 }?.0 ?? lag
+            let fine = max(lags.lowerBound, coarse - factor)...min(lags.upperBound, coarse + factor)
+            return (range, fine.map { ($0, dot(reference, recorded, range, lag: $0)) }.max { $0.1 < $1.1 }?.0 ?? lag)
+        }
+        let (correlation, overlap) = pearson(reference, recorded, segments)
         return AudioMatchResult(lagMs: Double(lag) * 1000 / Double(sampleRate), correlation: correlation,
                                 overlapMs: Double(overlap) * 1000 / Double(sampleRate))
     }
@@ -86,32 +101,41 @@ public enum AudioMatch {
     }
 
     private static func dot(_ a: [Double], _ b: [Double], lag: Int) -> Double {
-        let range = overlap(a, b, lag: lag)
-        return a.withUnsafeBufferPointer { a in
+        dot(a, b, overlap(a, b, lag: lag), lag: lag)
+    }
+
+    /// Σ a[n]·b[n+lag] over `range`, every `step`-th sample.
+    private static func dot(_ a: [Double], _ b: [Double], _ range: Range<Int>, lag: Int, step: Int = 1) -> Double {
+        a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
                 var sum = 0.0
-                for n in range { sum += a[n] * b[n + lag] }
+                for n in stride(from: range.lowerBound, to: range.upperBound, by: step) { sum += a[n] * b[n + lag] }
                 return sum
             }
         }
     }
 
-    private static func pearson(_ a: [Double], _ b: [Double], lag: Int) -> (correlation: Double, count: Int) {
-        let range = overlap(a, b, lag: lag)
-        guard range.count >= 2 else { return (0, range.count) }
+    /// Pearson correlation of `a` against `b`, each range of `a` paired with `b` shifted by its own lag.
+    private static func pearson(_ a: [Double], _ b: [Double], _ segments: [(Range<Int>, Int)])
+        -> (correlation: Double, count: Int) {
         var (sumA, sumB, sumAA, sumBB, sumAB) = (0.0, 0.0, 0.0, 0.0, 0.0)
-        for n in range {
-            let (x, y) = (a[n], b[n + lag])
-            sumA += x
-            sumB += y
-            sumAA += x * x
-            sumBB += y * y
-            sumAB += x * y
+        var total = 0
+        for (range, lag) in segments {
+            for n in range {
+                let (x, y) = (a[n], b[n + lag])
+                sumA += x
+                sumB += y
+                sumAA += x * x
+                sumBB += y * y
+                sumAB += x * y
+            }
+            total += range.count
         }
-        let count = Double(range.count)
+        guard total >= 2 else { return (0, total) }
+        let count = Double(total)
         let covariance = sumAB - sumA * sumB / count
         let variance = (sumAA - sumA * sumA / count) * (sumBB - sumB * sumB / count)
-        return (variance > 0 ? covariance / variance.squareRoot() : 0, range.count)
+        return (variance > 0 ? covariance / variance.squareRoot() : 0, total)
     }
 }
 

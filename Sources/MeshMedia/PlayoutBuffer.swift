@@ -189,12 +189,10 @@ struct PlayoutBuffer {
         guard started, lastTickMs != nowMs else { return }
         lastTickMs = nowMs
         currentTargetMs = targetMs(nowMs: nowMs)
-        // The level is filtered over speech only (in comfort noise it includes the silence up to the next packet),
-        // starting from the target: one reading is never reason enough to stretch speech.
+        // The level is filtered over speech only: in comfort noise it includes the silence up to the next packet.
         let level = levelMs(bufferedSamples: bufferedSamples)
-        let from = filteredLevelMs ?? currentTargetMs
         filteredLevelMs = outcome == .comfortNoise ? nil
-            : Self.levelSmoothing * from + (1 - Self.levelSmoothing) * level
+            : filteredLevelMs.map { Self.levelSmoothing * $0 + (1 - Self.levelSmoothing) * level } ?? level
         if case .adaptive = mode, let ppm = drift.ppm, abs(ppm) >= Self.minimumDriftPpm {
             driftDebt += ppm * 1e-6 * Double(Audio.frameSamples)
         }
@@ -240,7 +238,7 @@ struct PlayoutBuffer {
         let gap = next.timestamp - endTs
         if gap <= 0 {
             if outcome == .comfortNoise, case .adaptive = mode, level < low { return comfortNoise(advance: false) }
-            return play(next, playMs: playMs, level: level, target: target, low: low, high: high)
+            return play(next, playMs: playMs, level: level, low: low, high: high)
         }
         if next.sequence == lastSequence + 1 {
             // A timestamp gap with no sequence gap: the sender was silent (DTX or a pause).
@@ -248,7 +246,7 @@ struct PlayoutBuffer {
             if level > high {
                 endTs += min(gap, Int64((level - target) * Double(Audio.samplesPerMs)))
                 if endTs == next.timestamp {
-                    return play(next, playMs: playMs, level: level, target: target, low: low, high: high)
+                    return play(next, playMs: playMs, level: level, low: low, high: high)
                 }
             }
             return comfortNoise(advance: level >= low, limit: next.timestamp - endTs)
@@ -280,8 +278,8 @@ struct PlayoutBuffer {
 
     /// Decodes `packet`; an adaptive buffer stretches it when both the raw and the filtered level are past a
     /// threshold, or when the drift compensation owes samples and the level allows.
-    private mutating func play(_ packet: Packet, playMs: Double, level: Double, target: Double, low: Double,
-                               high: Double) -> Decision {
+    private mutating func play(_ packet: Packet, playMs: Double, level: Double, low: Double, high: Double)
+        -> Decision {
         pending[packet.sequence] = nil
         lastSequence = packet.sequence
         // Opus sends one packet every 400 ms during DTX: one that follows comfort noise keeps the DTX state.
@@ -294,7 +292,7 @@ struct PlayoutBuffer {
         outcome = packet.isDTX ? .comfortNoise : .speech
         if after == .concealment || after == .comfortNoise { return .merge(packet) }
         guard case .adaptive = mode, !packet.isDTX else { return .normal(packet) }
-        let filtered = filteredLevelMs ?? target
+        let filtered = filteredLevelMs ?? level
         let owed = Double(TimeStretch.minPeriod)
         // A stretch moves the level by up to one longest pitch period: it must not leave the band.
         let period = Double(TimeStretch.maxPeriod / Audio.samplesPerMs)

@@ -89,7 +89,7 @@ import Testing
         #expect(refused >= Self.count)
 
         // A new wallet comes online: findable from all twenty nodes.
-        let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)"])
+        let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)", "--auto-answer", "echo"])
         defer { late.stop() }
         let onlineAt = Date()
         var unseen = Set(0..<Self.count)
@@ -99,6 +99,15 @@ import Testing
         }
         #expect(unseen.isEmpty, "nodes that never found the new wallet: \(unseen.sorted())")
         print("new wallet findable from all \(Self.count) nodes after \(String(format: "%.2f", Date().timeIntervalSince(onlineAt))) s")
+
+        // A call to a wallet that no neighbour hosts: found in the DHT, the caller links to its home node.
+        let speech = try speechSample(in: scratch)
+        let call = try runCommand(Binaries.meshNode, ["call", late.address, "--control-socket", nodes[2].socket, "--play", speech,
+                                                      "--record", scratch.file("reply.wav"), "--json"], timeout: 60)
+        #expect(call.status == 0, "call failed: \(call.stderr)")
+        #expect(try decodeJSON(call.stdout)["via"]?.stringValue == late.address)
+        let match = try runCommand(Binaries.meshNode, ["audio-match", "--reference", speech, "--recorded", scratch.file("reply.wav"), "--json"])
+        #expect((try decodeJSON(match.stdout)["correlation"]?.doubleValue ?? 0) > 0.7, "\(match.stdout) \(call.stdout)")
 
         // SIGKILL a node and restart it alone (no bootstrap): it serves its stored table and records at once.
         let victim = nodes[7]

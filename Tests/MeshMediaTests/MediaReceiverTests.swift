@@ -103,10 +103,9 @@ struct PlayoutRun {
         run.lost = [20]
         let stats = try run.play(ticks: 51).receiver.stats
         // Playing each packet as it arrives, the buffer cannot tell loss from lateness: it conceals one frame
-        // while it waits, the next packet's FEC rebuilds the lost one, and accelerate takes the 20 ms gained back
-        // out (so the stream's end, one tick early, is concealed too).
+        // while it waits, then the next packet's FEC rebuilds the lost one; the 20 ms gained stay within the band.
         #expect(stats.packetsLost == 1 && stats.fecRecovered == 1, "\(stats)")
-        #expect(stats.framesConcealed == 2 && stats.decisions.accelerate >= 1, "\(stats)")
+        #expect(stats.framesConcealed == 1 && stats.currentPlayoutDelayMs <= 40, "\(stats)")
     }
 
     @Test func burstIsConcealed() throws {
