@@ -149,7 +149,8 @@ def main():
     lossy, lossless = results[("bursty", "adaptive")], results[("clean", "adaptive")]
     if lossy["pesq"] is not None and lossless["pesq"] is not None:
         gap = lossless["pesq"] - lossy["pesq"]
-        print(f"- bursty ({lossy['receiver']['packetsLost'] / lossy['framesIn'] * 100:.1f} % loss, 24 kbit/s, FEC): "
+        print(f"- bursty ({lossy['receiver']['packetsLost'] / lossy['packetsSent'] * 100:.1f} % of packets sent lost, "
+              f"24 kbit/s, FEC): "
               f"PESQ-WB {lossy['pesq']:.2f} vs loss-free {lossless['pesq']:.2f} (gap {gap:.2f}, target <= 0.3): "
               f"{'met' if gap <= 0.3 else 'MISSED'}; FEC recoveries {lossy['receiver']['fecRecovered']}")
     clean_path = os.path.join(work, "clean.csv")
