@@ -91,6 +91,10 @@ final class CallMedia {
         return try sender.packetize(frame: frame).map { rtp throws(MediaError) in try srtpOut.protect(rtp) }
     }
 
+    /// Switches the encoder to `profile` at the next packet boundary; the peer's receiver follows per packet.
+    func apply(_ profile: QualityProfile) throws(MediaError) {
+        try sender.apply(profile)
+    }
 
     /// An SRTP packet from the peer. False when it does not authenticate (and it is counted).
     func inbound(_ packet: [UInt8], nowMs: Int64) -> Bool {

@@ -4,6 +4,7 @@ import MeshControl
 import MeshDHT
 import MeshIdentity
 import MeshLink
+import MeshMedia
 import MeshRouting
 import NIOCore
 
@@ -30,6 +31,7 @@ extension NodeRuntime: ControlService {
                     let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
                     return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))
                 case "call.hangup": return self.loop.makeSucceededFuture(try self.hangup(params))
+                case "call.profile": return self.loop.makeSucceededFuture(try self.setProfile(params))
                 case "call.place": return try self.place(params, connection: connection)
                 default: throw RPCError.methodNotFound(method)
                 }
@@ -101,14 +103,33 @@ extension NodeRuntime: ControlService {
         return .object(object)
     }
 
-    private func hangup(_ params: JSONValue) throws -> JSONValue {
+    /// The active call whose id starts with `params.call`.
+    private func activeCall(_ params: JSONValue, method: String) throws -> CallRecord {
         guard let text = params["call"]?.stringValue?.lowercased(), !text.isEmpty else {
-            throw RPCError.invalidParams("call.hangup needs \"call\": a call id")
+            throw RPCError.invalidParams("\(method) needs \"call\": a call id")
         }
         let matches = calls.calls.values.filter { $0.id.description.hasPrefix(text) && $0.state != .ended }
         guard matches.count == 1, let call = matches.first else {
             throw RPCError.failed(matches.isEmpty ? "no active call \(text)" : "call id \(text) is ambiguous")
         }
+        return call
+    }
+
+    /// Switches this side's encoder of an active call to another quality profile.
+    private func setProfile(_ params: JSONValue) throws -> JSONValue {
+        let call = try activeCall(params, method: "call.profile")
+        let names = QualityProfile.all.map(\.name).joined(separator: ", ")
+        guard let name = params["profile"]?.stringValue, let profile = QualityProfile.named(name) else {
+            throw RPCError.invalidParams("call.profile needs \"profile\": one of \(names)")
+        }
+        guard let m = media[call.id] else { throw RPCError.failed("call \(call.id) has no media yet") }
+        try m.apply(profile)
+        logger.info("profile switched", metadata: ["call": "\(call.id)", "profile": "\(name)"])
+        return .object(["call": .string(call.id.description), "profile": .string(name)])
+    }
+
+    private func hangup(_ params: JSONValue) throws -> JSONValue {
+        let call = try activeCall(params, method: "call.hangup")
         runCall(calls.hangup(call.id, now: Self.now()))
         return .object(["call": .string(call.id.description), "state": .string("ended")])
     }

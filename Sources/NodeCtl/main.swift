@@ -25,7 +25,7 @@ struct NodeCtl: ParsableCommand {
         commandName: "node-ctl",
         abstract: "Inspect and steer a running mesh-node through its control socket.",
         version: "0.1.0",
-        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Routes.self, DHT.self, Gossip.self])
+        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Routes.self, DHT.self, Gossip.self])
 }
 
 struct Hangup: ParsableCommand {
@@ -36,6 +36,20 @@ struct Hangup: ParsableCommand {
     func run() throws {
         let result = try connection.call("call.hangup", .object(["call": .string(call)]))
         print("call \(text(result["call"])) ended")
+    }
+}
+
+struct Profile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Switch this node's encoder of a call to another quality profile (at the next packet, no click).")
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @Argument(help: "studio (64 kbit/s), good (32), normal (24), degraded (12 + FEC), catastrophic (6, 40 ms frames + FEC).")
+    var profile: String
+
+    func run() throws {
+        let result = try connection.call("call.profile", .object(["call": .string(call), "profile": .string(profile)]))
+        print("call \(text(result["call"])) now sends \(text(result["profile"]))")
     }
 }
 

@@ -3,6 +3,7 @@ import MeshCall
 @testable import MeshDaemon
 import MeshControl
 import MeshIdentity
+import MeshMedia
 import MeshTestKit
 import Testing
 
@@ -149,6 +150,42 @@ import Testing
         #expect(dropped >= sent - 10, "every garbage datagram is counted (\(dropped) of \(sent))")
         #expect(a.stop() == 0)
         #expect(b.stop() == 0)
+    }
+
+    @Test func profileSwitchesMidCallAndThePeerFollows() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let (a, b) = try echoPair(scratch, calleeMode: "record")
+        let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+        var callID: String?
+        let deadline = Date().addingTimeInterval(10)
+        while callID == nil && Date() < deadline {
+            callID = (try a.ctlJSON(["calls"])["calls"]?.arrayValue ?? []).first { $0["state"]?.stringValue == "active" }?["id"]?.stringValue
+            if callID == nil { usleep(50_000) }
+        }
+        guard let callID else {
+            Issue.record("the call did not become active")
+            return
+        }
+        usleep(1_000_000)
+        let switched = try a.ctl(["profile", String(callID.prefix(6)), "catastrophic"])
+        #expect(switched.status == 0 && switched.stdout.contains("catastrophic"), "\(switched.stderr)")
+        usleep(500_000)
+        let media = (try a.ctlJSON(["calls"])["calls"]?.arrayValue ?? []).first?["media"]
+        #expect(media?["profile"]?.stringValue == "catastrophic")
+        #expect(media?["bitrate"]?.intValue == 6_000)
+        let bad = try a.ctl(["profile", callID, "loud"])
+        #expect(bad.status != 0 && bad.stderr.contains("studio, good, normal, degraded, catastrophic"))
+        let (result, summary) = try placing.wait()
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        // The callee decoded 40 ms packets as they came: nothing lost, and it recorded the whole call.
+        #expect((summary?["packetsLost"]?.intValue ?? 99) <= 2)
+        let recorded = (try? FileManager.default.contentsOfDirectory(atPath: scratch.file("rec"))) ?? []
+        let wav = try recorded.first.map { try WAV.read(path: scratch.file("rec/" + $0)) }
+        #expect(Double(wav?.samples.count ?? 0) / 48_000 > 4)
+        a.stop()
+        b.stop()
     }
 
     @Test func recordModeWritesOneWAVPerCallAndOffDeclines() throws {
