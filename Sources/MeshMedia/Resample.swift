@@ -60,3 +60,11 @@ public enum Resample {
         return Array(output.prefix(produced))
     }
 }
+
+extension WAV {
+    /// A WAV file of any rate and channel count, as the 48 kHz mono samples the media core works in.
+    public static func readMono48k(path: String) throws(MediaError) -> [Int16] {
+        let wav = try read(path: path)
+        return try Resample.toMono48k(samples: wav.samples, sampleRate: wav.sampleRate, channels: wav.channels)
+    }
+}

@@ -27,8 +27,7 @@ struct AudioMatchCommand: ParsableCommand {
 
     private func load(_ path: String, flag: String) throws -> [Int16] {
         do {
-            let wav = try WAV.read(path: path)
-            return try Resample.toMono48k(samples: wav.samples, sampleRate: wav.sampleRate, channels: wav.channels)
+            return try WAV.readMono48k(path: path)
         } catch {
             throw CLIError("\(flag) \(path): \(error)")
         }

@@ -19,9 +19,7 @@ final class AudioSource: @unchecked Sendable {
         guard let spec else { return AudioSource(samples: [], stdin: false) }
         if spec == "-" { return AudioSource(samples: [], stdin: true) }
         do {
-            let wav = try WAV.read(path: spec)
-            return AudioSource(samples: try Resample.toMono48k(samples: wav.samples, sampleRate: wav.sampleRate, channels: wav.channels),
-                               stdin: false)
+            return AudioSource(samples: try WAV.readMono48k(path: spec), stdin: false)
         } catch {
             throw CLIError("--play \(spec): \(error)")
         }

@@ -41,8 +41,7 @@ struct MediaLabCommand: ParsableCommand {
         }
         let speech: [Int16]
         do {
-            let wav = try WAV.read(path: input)
-            speech = try Resample.toMono48k(samples: wav.samples, sampleRate: wav.sampleRate, channels: wav.channels)
+            speech = try WAV.readMono48k(path: input)
         } catch {
             throw CLIError("--input \(input): \(error)")
         }

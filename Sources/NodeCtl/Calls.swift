@@ -26,7 +26,7 @@ struct Calls: ParsableCommand {
                     media ? "\(n("currentPlayoutDelayMs"))/\(n("meanPlayoutDelayMs"))/\(n("p95PlayoutDelayMs")) ms" : "-",
                     ms(m["jitterMs"]),
                     media ? "\(n("timeStretchPercent", "%.1f")) %" : "-",
-                    media ? (m["driftPpm"]?.doubleValue.map { String(format: "%+.0f ppm", $0) } ?? "?") : "-",
+                    media ? (m["driftPpm"]?.doubleValue.map { String(format: "%+.0f ppm", $0) } ?? "-") : "-",
                     media ? "\(n("dtxSentPercent"))/\(n("dtxPercent")) %" : "-",
                     String(format: "%.1f s", c["durationS"]?.doubleValue ?? 0)]
         }
