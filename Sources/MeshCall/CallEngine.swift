@@ -73,10 +73,13 @@ public struct CallEngine: Sendable {
 
     // MARK: commands
 
-    /// Starts a call from a hosted wallet to `remote`, whose home node is the neighbour `via`.
+    /// Starts a call from a hosted wallet to `remote`, whose home node is the neighbour `via`. Nil when the
+    /// wallet is not hosted here or is already in a call (one call per wallet).
     public mutating func place(from local: WalletAddress, to remote: WalletAddress, via: WalletAddress, bitrate: Int,
                                now: Int64) -> (CallID, [CallAction])? {
-        guard let key = wallets[local] else { return nil }
+        guard let key = wallets[local], !calls.values.contains(where: { $0.local == local && $0.state != .ended }) else {
+            return nil
+        }
         let id = CallID(raw: UInt64(LinkCrypto.randomUInt32()) << 32 | UInt64(LinkCrypto.randomUInt32()))
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let timestamp = UInt64(max(now, 0))
@@ -199,7 +202,8 @@ public struct CallEngine: Sendable {
             return [.send(CallMessage.reject(id, .busy).serialize(), to: node)]
         }
         calls[id] = CallRecord(id: id, role: .callee, local: offer.callee, remote: offer.caller, via: node,
-                               bitrate: Int(offer.bitrate), state: .ringing, startedAt: now, secret: [], offer: offer)
+                               bitrate: Self.bitrates.clamped(Int(offer.bitrate)), state: .ringing, startedAt: now, secret: [],
+                               offer: offer)
         return [.send(CallMessage.ringing(id).serialize(), to: node), .incoming(id, caller: offer.caller, callee: offer.callee)]
     }
 
@@ -237,6 +241,9 @@ public struct CallEngine: Sendable {
         return actions
     }
 
+    /// Opus bitrates a call may ask for; an offer's value is clamped into this range.
+    static let bitrates = 6_000...128_000
+
     /// Both directions' SRTP master keys from X25519 of the two signed ephemerals, bound to both signed messages.
     static func srtpKeys(secret: [UInt8], peer: [UInt8], offer: CallMessage.Offer, answer: CallMessage.Answer,
                          role: CallRole) -> SRTPKeys? {
@@ -248,4 +255,8 @@ public struct CallEngine: Sendable {
         return role == .caller ? SRTPKeys(send: callerToCallee, receive: calleeToCaller)
                                : SRTPKeys(send: calleeToCaller, receive: callerToCallee)
     }
+}
+
+extension ClosedRange where Bound == Int {
+    func clamped(_ value: Int) -> Int { Swift.min(Swift.max(value, lowerBound), upperBound) }
 }

@@ -25,6 +25,16 @@ public final class ControlConnection: Sendable, Hashable {
         send(.notification(method: method, params: params))
     }
 
+    /// A notification that may be dropped when the client does not keep up (audio frames): the node's
+    /// memory must not grow because a client stopped reading.
+    public func notifyIfWritable(method: String, params: JSONValue) {
+        guard channel.isWritable else { return }
+        notify(method: method, params: params)
+    }
+
+    /// Whether the client is still connected.
+    public var isOpen: Bool { channel.isActive }
+
     func send(_ message: RPCMessage) {
         let line = message.encodedLine()
         var buffer = channel.allocator.buffer(capacity: line.count)

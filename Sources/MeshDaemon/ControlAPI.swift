@@ -152,8 +152,10 @@ extension NodeRuntime: ControlService {
         let started = Self.now()
         return resolve(to).flatMapThrowing { via in
             let now = Self.now()
+            // The client may have gone while the callee was being resolved: then there is nobody to talk.
+            guard connection.isOpen else { throw RPCError.failed("the client closed the connection") }
             guard let (id, actions) = self.calls.place(from: from, to: to, via: via, bitrate: bitrate, now: now) else {
-                throw RPCError.failed("cannot place the call")
+                throw RPCError.failed("\(from) is already in a call (busy)")
             }
             self.owners[id] = connection
             self.setupStarted[id] = started
@@ -198,18 +200,28 @@ extension NodeRuntime: ControlService {
                 return self.loop.makeFailedFuture(RPCError.failed(
                     "\(address) is hosted by \(home), which is reachable only through relays; relay chains are not supported yet"))
             }
-            let now = Self.now()
-            for target in targets { self.run(self.links.connect(to: target, pinned: home, now: now)) }
-            return self.waitForLink(to: home, until: now + Self.resolveTimeoutMs)
+            return self.openLink(to: home, at: targets, until: Self.now() + Self.resolveTimeoutMs, nextTry: 0)
         }
     }
 
-    private func waitForLink(to node: WalletAddress, until deadline: Int64) -> EventLoopFuture<WalletAddress> {
+    /// Opens a link for a call (not kept up after it dies, unlike `--peer` links): a handshake to each
+    /// endpoint every 500 ms until the link is up or the deadline passes.
+    private func openLink(to node: WalletAddress, at targets: [SocketAddress], until deadline: Int64, nextTry: Int64)
+        -> EventLoopFuture<WalletAddress>
+    {
         if links.isUp(node) { return loop.makeSucceededFuture(node) }
-        guard Self.now() < deadline else {
+        let now = Self.now()
+        guard now < deadline else {
             return loop.makeFailedFuture(RPCError.failed("cannot open a link to \(node), the callee's home node"))
         }
-        return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap { self.waitForLink(to: node, until: deadline) }
+        var retryAt = nextTry
+        if now >= nextTry {
+            for target in targets { run(links.dialOnce(target, pinned: node, now: now)) }
+            retryAt = now + 500
+        }
+        return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap {
+            self.openLink(to: node, at: targets, until: deadline, nextTry: retryAt)
+        }
     }
 }
 

@@ -138,13 +138,14 @@ public final class NodeRuntime: @unchecked Sendable {
             let now = Self.now()
             for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }
             self.joinOverlay(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)), now: now)
+            self.logger.info("node up", metadata: [
+                "node": "\(self.nodeKey.address)", "listen": "\(self.localEndpoint)", "control": "\(self.config.resolvedControlSocket)",
+                "wallets": "\(self.calls.hostedWallets.map(\.checksummed).joined(separator: ","))",
+                "auto-answer": "\(self.config.autoAnswer.rawValue)",
+            ])
             self.scheduleLinkTick()
             self.scheduleMediaTick(deadline: .now())
         }.wait()
-        logger.info("node up", metadata: [
-            "node": "\(nodeKey.address)", "listen": "\(localEndpoint)", "control": "\(config.resolvedControlSocket)",
-            "wallets": "\(calls.hostedWallets.map(\.checksummed).joined(separator: ","))", "auto-answer": "\(config.autoAnswer.rawValue)",
-        ])
     }
 
     public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }
@@ -215,7 +216,7 @@ public final class NodeRuntime: @unchecked Sendable {
             let frame = m.playout(nowMs: nowMs)
             switch m.sink {
             case .client:
-                owners[id]?.notify(method: "audio.frame", params: .object([
+                owners[id]?.notifyIfWritable(method: "audio.frame", params: .object([
                     "call": .string(id.description), "pcm": .string(PCM.base64(frame)),
                 ]))
             case .recorder(let writer, _):

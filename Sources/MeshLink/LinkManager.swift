@@ -123,6 +123,8 @@ struct Peer<Address: Hashable & Sendable> {
 struct Dial<Address: Hashable & Sendable> {
     let endpoint: Address
     let pinned: WalletAddress?
+    /// The node that answered this dial last (it may reply from another address than the one dialled).
+    var peer: WalletAddress?
     var pendingIndex: UInt32?
     var attempts = 0
     var nextAttemptAt: Int64
@@ -154,6 +156,12 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     public mutating func connect(to endpoint: Address, pinned: WalletAddress?, now: Int64) -> [LinkAction<Address>] {
         dials[endpoint] = Dial(endpoint: endpoint, pinned: pinned, nextAttemptAt: now)
         return tick(now: now)
+    }
+
+    /// One handshake to `endpoint` (for a call to a node that is not a neighbour); unlike `connect`, the link
+    /// is not re-dialled when it dies, and a dial configured for that endpoint is left as it is.
+    public mutating func dialOnce(_ endpoint: Address, pinned: WalletAddress, now: Int64) -> [LinkAction<Address>] {
+        [startHandshake(to: endpoint, expected: pinned, now: now, lifetime: config.handshakeRetryMs).1]
     }
 
     /// Encrypts an application payload to a neighbour whose link is up. Returns no action when it is not.
@@ -200,12 +208,16 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         for address in Array(peers.keys) {
             guard var peer = peers[address] else { continue }
             tickPeer(&peer, now: now, actions: &actions)
-            peers[address] = peer
+            // A peer that is down with no session left is forgotten after `rejectAfterMs`: nodes that only
+            // sent an initiation must not accumulate. (Replays of its initiation are then older than the
+            // accepted clock skew, which is shorter.)
+            let idle = !peer.up && peer.sessions.isEmpty && now - peer.lastReceivedAt >= config.rejectAfterMs
+            peers[address] = idle ? nil : peer
         }
         for endpoint in Array(dials.keys) {
             guard var dial = dials[endpoint] else { continue }
             if let index = dial.pendingIndex, pending[index] == nil { dial.pendingIndex = nil }
-            let connected = peers.values.contains { $0.up && $0.endpoint == endpoint }
+            let connected = dial.peer.map { peers[$0]?.up ?? false } ?? false
             if connected {
                 dial.attempts = 0
             } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt {
@@ -250,8 +262,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
                 lastSeenMsAgo: now - peer.lastReceivedAt, sessionAgeMs: peer.current.map { now - $0.createdAt },
                 pinned: dials.values.contains { $0.pinned == peer.address })
         }
-        let known = Set(peers.values.map(\.endpoint))
-        for dial in dials.values where !known.contains(dial.endpoint) {
+        for dial in dials.values where dial.peer.map({ peers[$0] == nil }) ?? true {
             infos.append(PeerInfo(
                 address: dial.pinned?.checksummed ?? "?", endpoint: describe(dial.endpoint), state: "connecting",
                 lossPercent: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, pinned: dial.pinned != nil))
@@ -336,6 +347,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             return [.refused(source, reason: "pinned to \(expected) but \(responder) answered")]
         }
         pending[message.receiverIndex] = nil
+        if dials[initState.endpoint]?.pendingIndex == message.receiverIndex { dials[initState.endpoint]?.peer = responder }
         let keys = Self.sessionKeys(shared: shared, initMessage: initState.message, responseSignedPart: message.signedPart)
         var peer = peers[responder] ?? Peer(publicKey: responderKey, endpoint: source, now: now)
         let session = Session(localIndex: message.receiverIndex, remoteIndex: message.senderIndex,

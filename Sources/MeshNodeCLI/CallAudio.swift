@@ -25,6 +25,9 @@ final class AudioSource: @unchecked Sendable {
         }
     }
 
+    /// False when the call sends nothing (no --play).
+    var hasInput: Bool { stdin || !samples.isEmpty }
+
     /// Length of a file input; nil for stdin or no input.
     var lengthSeconds: Double? {
         stdin || samples.isEmpty ? nil : Double(samples.count) / Double(Audio.sampleRate)

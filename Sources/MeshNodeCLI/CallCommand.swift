@@ -46,6 +46,12 @@ struct CallCommand: ParsableCommand {
         } catch {
             throw CLIError("\(error)")
         }
+        // Ctrl-C at any point ends the call cleanly (before it is answered too).
+        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        signal(SIGINT, SIG_IGN)
+        interrupt.setEventHandler { session.interrupt() }
+        interrupt.resume()
+
         var params: [String: JSONValue] = ["to": .string(address)]
         if let from { params["from"] = .string(from) }
         if let bitrate { params["bitrate"] = .number(Double(bitrate)) }
@@ -57,11 +63,6 @@ struct CallCommand: ParsableCommand {
         }
         guard let callID = placed["call"]?.stringValue else { throw CLIError("the node gave no call id") }
         session.callID = callID
-
-        let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        signal(SIGINT, SIG_IGN)
-        interrupt.setEventHandler { session.interrupt() }
-        interrupt.resume()
 
         let answered = session.waitForAnswer(timeout: 45)
         if answered {
@@ -85,7 +86,9 @@ struct CallCommand: ParsableCommand {
         while !session.isEnded && !session.isInterrupted {
             if let limit, Double(sent * Audio.frameMs) / 1000 >= limit { break }
             guard let frame = source.nextFrame() else {
-                if limit == nil { break }
+                // The input ended: without a limit the call ends with it, unless there was no input at all
+                // (then it lasts until the other side hangs up or Ctrl-C).
+                if limit == nil && source.hasInput { break }
                 sent += 1
                 pace(start: start, frames: sent)
                 continue

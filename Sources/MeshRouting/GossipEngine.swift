@@ -10,6 +10,8 @@ public struct GossipConfig: Sendable {
     public var routeHoldMs: Int64 = 35_000
     /// A metric change smaller than this share of the old one is not worth an update.
     public var metricChangeThreshold = 0.2
+    /// Routes kept from one neighbour; more are refused (and counted), so one neighbour cannot exhaust memory.
+    public var maxRoutesPerNeighbour = 1_000
     public init() {}
 }
 
@@ -67,6 +69,8 @@ public struct GossipEngine: Sendable {
     private var feasibility: [WalletAddress: Feasibility] = [:]
     /// Gossip messages that failed to parse.
     public private(set) var malformed = 0
+    /// Routes refused because their neighbour already had `maxRoutesPerNeighbour` of them here.
+    public private(set) var refusedRoutes = 0
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
     public init(local: WalletAddress, hosted: [WalletAddress], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
@@ -112,8 +116,10 @@ public struct GossipEngine: Sendable {
             for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
                 if entry.metric == GossipEntry.infinity {
                     neighbour.learned[entry.wallet] = nil
-                } else {
+                } else if neighbour.learned[entry.wallet] != nil || neighbour.learned.count < config.maxRoutesPerNeighbour {
                     neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
+                } else {
+                    refusedRoutes += 1
                 }
             }
             neighbours[node] = neighbour

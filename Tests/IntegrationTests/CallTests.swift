@@ -188,6 +188,27 @@ import Testing
         b.stop()
     }
 
+    @Test func aCallWithoutInputLastsUntilTheOtherSideHangsUp() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let (a, b) = try echoPair(scratch)
+        let (socket, callee) = (a.socket, b.address)
+        let placing = Background { try runCommand(Binaries.meshNode, ["call", callee, "--control-socket", socket, "--json"], timeout: 30) }
+        var callID: String?
+        let deadline = Date().addingTimeInterval(10)
+        while callID == nil && Date() < deadline {
+            callID = (try b.ctlJSON(["calls"])["calls"]?.arrayValue ?? []).first { $0["state"]?.stringValue == "active" }?["id"]?.stringValue
+            if callID == nil { usleep(50_000) }
+        }
+        usleep(2_000_000)
+        #expect(try b.ctl(["hangup", callID ?? "none"]).status == 0)
+        let result = try placing.wait()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect((try decodeJSON(result.stdout)["durationS"]?.doubleValue ?? 0) > 1.5)
+        a.stop()
+        b.stop()
+    }
+
     @Test func recordModeWritesOneWAVPerCallAndOffDeclines() throws {
         let scratch = Scratch()
         defer { scratch.remove() }

@@ -89,11 +89,26 @@ struct CallPair {
     @Test func declineAndBusy() {
         var pair = CallPair()
         let first = pair.place()
-        let (second, actions) = pair.a.place(from: pair.alice.address, to: pair.bob.address, via: pair.nodeB, bitrate: 24_000, now: pair.now)!
-        pair.runA(actions)
-        #expect(pair.eventsA.last == .ended(second, .busy))
+        // Alice is in a call: she cannot place a second one.
+        #expect(pair.a.place(from: pair.alice.address, to: pair.bob.address, via: pair.nodeB, bitrate: 24_000, now: pair.now) == nil)
+        // Carol (on another node) calls Bob, who is ringing for Alice: busy.
+        var carol = CallEngine(wallets: [PrivateKey()])
+        let (_, offer) = carol.place(from: carol.hostedWallets[0], to: pair.bob.address, via: pair.nodeB, bitrate: 24_000, now: pair.now)!
+        guard case .send(let bytes, _) = offer[0], case .send(let reply, _)? = pair.b.receive(bytes, from: PrivateKey().address, now: pair.now).first,
+              case .reject(_, let reason)? = CallMessage(parsing: reply) else {
+            Issue.record("expected a reject")
+            return
+        }
+        #expect(reason == .busy)
         pair.runB(pair.b.hangup(first, reason: .declined, now: pair.now))
         #expect(pair.eventsA.last == .ended(first, .declined))
+    }
+
+    @Test func offeredBitrateIsClampedToWhatOpusAccepts() {
+        var pair = CallPair()
+        let (id, actions) = pair.a.place(from: pair.alice.address, to: pair.bob.address, via: pair.nodeB, bitrate: 5_000_000, now: pair.now)!
+        pair.runA(actions)
+        #expect(pair.b.calls[id]?.bitrate == 128_000)
     }
 
     @Test func unknownCalleeIsRejected() {

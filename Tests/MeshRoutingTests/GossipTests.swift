@@ -143,6 +143,22 @@ struct GossipNet {
         }
     }
 
+    @Test func oneNeighbourCannotFillTheTable() {
+        var config = GossipConfig()
+        config.maxRoutesPerNeighbour = 30
+        var engine = GossipEngine(local: PrivateKey().address, hosted: [], sequence: 1, config: config, nowMs: 0)
+        let peer = PrivateKey().address
+        _ = engine.neighbourUp(peer, cost: 1, nowMs: 0)
+        for _ in 0..<5 {
+            let entries = (0..<GossipMessage.maxEntries).map { _ in
+                GossipEntry(wallet: PrivateKey().address, origin: peer, sequence: 1, hops: 0, metric: 0)
+            }
+            _ = engine.receive(GossipMessage.update(entries, reset: false).serialize(), from: peer, nowMs: 0)
+        }
+        #expect(engine.routes(nowMs: 0).count == 30)
+        #expect(engine.refusedRoutes == 70)
+    }
+
     @Test func messagesRoundTripAndMalformedAreCounted() {
         let e = GossipEntry(wallet: PrivateKey().address, origin: PrivateKey().address, sequence: 7, hops: 1, metric: 33)
         for m in [GossipMessage.update([e, e], reset: true), .update([e], reset: false), .digest(Array(repeating: 1, count: 32)), .requestFull] {
