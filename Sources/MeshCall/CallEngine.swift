@@ -80,7 +80,7 @@ public struct CallEngine: Sendable {
         guard let key = wallets[local], !calls.values.contains(where: { $0.local == local && $0.state != .ended }) else {
             return nil
         }
-        let id = CallID(raw: UInt64(LinkCrypto.randomUInt32()) << 32 | UInt64(LinkCrypto.randomUInt32()))
+        let id = CallID(raw: UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let timestamp = UInt64(max(now, 0))
         let signed = CallMessage.Offer.signedPart(callID: id, caller: local, callee: remote, ephemeral: ephemeral,

@@ -50,11 +50,6 @@ public enum JSONValue: Sendable, Equatable, Codable {
         self = try JSONDecoder().decode(JSONValue.self, from: data)
     }
 
-    /// Decodes this value into a Decodable type.
-    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONDecoder().decode(T.self, from: JSONEncoder().encode(self))
-    }
-
     /// Pretty, key-sorted JSON text (for `--json` output).
     public func prettyText() -> String {
         let encoder = JSONEncoder()

@@ -74,9 +74,6 @@ public struct DHTNode: Sendable {
         return seal(core.tick(nowMs: nowMs), nowMs: nowMs)
     }
 
-    /// When `tick` next has work.
-    public var nextTimeoutMs: Int64? { core.nextTimeoutMs }
-
     public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTAction]) {
         let (id, actions) = core.findValue(key, nowMs: nowMs)
         return (id, seal(actions, nowMs: nowMs))

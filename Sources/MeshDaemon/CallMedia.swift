@@ -1,5 +1,5 @@
 import MeshCall
-import MeshLink
+import MeshIdentity
 import MeshMedia
 
 /// Where a call's outgoing audio comes from.
@@ -68,9 +68,9 @@ final class CallMedia {
         self.source = source
         self.sink = sink
         // RFC 3550: random initial sequence number and timestamp.
-        sender = try MediaSender(config: config, ssrc: LinkCrypto.randomUInt32(),
-                                 initialSequence: UInt16(truncatingIfNeeded: LinkCrypto.randomUInt32()),
-                                 initialTimestamp: LinkCrypto.randomUInt32())
+        sender = try MediaSender(config: config, ssrc: SecureRandom.uint32(),
+                                 initialSequence: UInt16(truncatingIfNeeded: SecureRandom.uint32()),
+                                 initialTimestamp: SecureRandom.uint32())
         receiver = try MediaReceiver(config: config)
         srtpOut = try SRTPContext(masterKeyAndSalt: keys.send, direction: .outbound)
         srtpIn = try SRTPContext(masterKeyAndSalt: keys.receive, direction: .inbound)

@@ -175,7 +175,7 @@ extension NodeRuntime: ControlService {
         let neighbours = links.upPeers
         guard !neighbours.isEmpty else { return resolveThroughDHT(address) }
         let now = Self.now()
-        let query = LinkCrypto.randomUInt32()
+        let query = SecureRandom.uint32()
         let promise = loop.makePromise(of: WalletAddress.self)
         resolves[query] = PendingResolve(promise: promise, address: address, deadline: now + Self.resolveTimeoutMs,
                                          asked: neighbours.count)

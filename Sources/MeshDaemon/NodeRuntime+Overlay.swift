@@ -33,10 +33,10 @@ extension NodeRuntime {
             nextBootstrap = now + Self.rebootstrapMs
             runDHT(dht.bootstrap(bootstrapEndpoints, nowMs: now))
         }
-        let contacts = dht.contacts.count
         let reachChanged = now >= nextReachCheck && currentReach() != publishedReach
         if now >= nextReachCheck { nextReachCheck = now + Self.reachCheckMs }
-        if reachChanged || (now - startedAt < Self.joinWindowMs && contacts >= max(2 * contactsAtLastPublish, 1)) {
+        let joining = now - startedAt < Self.joinWindowMs
+        if reachChanged || (joining && dht.contacts.count >= max(2 * contactsAtLastPublish, 1)) {
             publishPresence(now: now)
         }
         if now >= nextContactSave {

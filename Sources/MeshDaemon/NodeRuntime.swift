@@ -83,7 +83,7 @@ public final class NodeRuntime: @unchecked Sendable {
         loop = group.next()
         links = LinkManager(identity: nodeKey)
         calls = CallEngine(wallets: wallets)
-        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(LinkCrypto.randomUInt32()) << 32)
+        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
         dht.restore(contacts: try store.contacts(), records: try store.records(nowMs: now), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
         gossip = GossipEngine(local: nodeKey.address, hosted: wallets.map(\.address), sequence: UInt32(truncatingIfNeeded: now / 1000),

@@ -33,6 +33,16 @@ enum Crypto {
     }
 }
 
+/// The operating system's CSPRNG (libsodium `randombytes`), for every module: keys, nonces, indexes, ids.
+public enum SecureRandom {
+    public static func bytes(_ count: Int) -> [UInt8] { Crypto.randomBytes(count) }
+
+    public static func uint32() -> UInt32 {
+        Crypto.requireSodium()
+        return randombytes_random()
+    }
+}
+
 /// Helpers for bytes that must not linger in memory.
 public enum Secrets {
     /// Overwrites `bytes` with zeros in place (libsodium `sodium_memzero`, which the compiler cannot elide).

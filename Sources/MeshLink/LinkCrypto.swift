@@ -1,27 +1,14 @@
 import CSodium
+import MeshIdentity
 
-/// The libsodium primitives the link and call layers use: X25519, ChaCha20-Poly1305 (IETF), BLAKE2b, randomness.
+/// The libsodium primitives the link and call layers use: X25519, ChaCha20-Poly1305 (IETF), BLAKE2b
+/// (randomness comes from `SecureRandom`).
 public enum LinkCrypto {
-    public static let keyBytes = 32
     public static let tagBytes = 16
-
-    static let ready: Bool = sodium_init() >= 0
-
-    public static func randomBytes(_ count: Int) -> [UInt8] {
-        precondition(ready, "libsodium failed to initialise")
-        var out = [UInt8](repeating: 0, count: count)
-        randombytes_buf(&out, count)
-        return out
-    }
-
-    public static func randomUInt32() -> UInt32 {
-        precondition(ready, "libsodium failed to initialise")
-        return randombytes_random()
-    }
 
     /// A fresh X25519 key pair (private, public).
     public static func ephemeralKeyPair() -> (secret: [UInt8], public: [UInt8]) {
-        let secret = randomBytes(32)
+        let secret = SecureRandom.bytes(32)
         var pub = [UInt8](repeating: 0, count: 32)
         _ = crypto_scalarmult_base(&pub, secret)
         return (secret, pub)

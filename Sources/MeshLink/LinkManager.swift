@@ -560,7 +560,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
 
     private func freshIndex() -> UInt32 {
         while true {
-            let index = LinkCrypto.randomUInt32()
+            let index = SecureRandom.uint32()
             if index != 0, sessionOwners[index] == nil, pending[index] == nil { return index }
         }
     }

@@ -47,16 +47,6 @@ public struct ByteReader: Sendable {
         return body
     }
 
-    /// A UTF-8 string prefixed by a 16-bit length.
-    public mutating func readString(max: Int = 1024) -> String? {
-        let start = offset
-        guard let body = readLengthPrefixed(max: max), let text = String(validating: body, as: UTF8.self) else {
-            offset = start
-            return nil
-        }
-        return text
-    }
-
     public mutating func readRest() -> [UInt8] {
         defer { offset = bytes.count }
         return Array(bytes[offset...])
@@ -86,6 +76,4 @@ public struct ByteWriter: Sendable {
         write(UInt16(other.count))
         bytes.append(contentsOf: other)
     }
-
-    public mutating func writeString(_ text: String) { writeLengthPrefixed(Array(text.utf8)) }
 }
