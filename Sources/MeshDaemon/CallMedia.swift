@@ -33,6 +33,14 @@ public struct CallMediaStats: Sendable, Codable, Equatable {
     public var packetsLate: Int
     public var framesConcealed: Int
     public var fecRecovered: Int
+    /// Lost packets played from a redundant copy.
+    public var redundancyRecovered: Int
+    /// Whether this side's packets carry redundant copies now (the peer reports burst loss), and how many did.
+    public var redundancy: Bool
+    public var packetsWithRedundancy: Int
+    /// The loss the peer reported for this side's packets, %: all, and in bursts of two or more.
+    public var peerLossPercent: Double?
+    public var peerBurstLossPercent: Double?
     public var srtpRejected: Int
     public var jitterMs: Double
     public var currentPlayoutDelayMs: Double
@@ -88,7 +96,9 @@ final class CallMedia {
     /// profile sends every other tick).
     func outbound() throws(MediaError) -> [UInt8]? {
         let frame = queued.isEmpty ? [Int16](repeating: 0, count: Audio.frameSamples) : queued.removeFirst()
-        return try sender.packetize(frame: frame).map { rtp throws(MediaError) in try srtpOut.protect(rtp) }
+        return try sender.packetize(frame: frame, report: receiver.report).map { rtp throws(MediaError) in
+            try srtpOut.protect(rtp)
+        }
     }
 
     /// Switches the encoder to `profile` at the next packet boundary; the peer's receiver follows per packet.
@@ -96,13 +106,16 @@ final class CallMedia {
         try sender.apply(profile)
     }
 
-    /// An SRTP packet from the peer. False when it does not authenticate (and it is counted).
+    /// An SRTP packet from the peer. False when it does not authenticate (and it is counted). The loss report
+    /// it carries steers this side's redundancy.
     func inbound(_ packet: [UInt8], nowMs: Int64) -> Bool {
         guard let rtp = srtpIn.unprotect(packet) else {
             srtpRejected += 1
             return false
         }
-        return receiver.receive(rtp: rtp, nowMs: nowMs)
+        let accepted = receiver.receive(rtp: rtp, nowMs: nowMs)
+        if accepted, let report = receiver.peerReport { sender.apply(report: report) }
+        return accepted
     }
 
     /// The frame to play now; the echo loop queues it to be sent back.
@@ -121,7 +134,10 @@ final class CallMedia {
             packetsSent: sender.packetsSent,
             dtxSentPercent: 100 * Double(sender.framesSuppressed) / Double(max(1, sender.framesIn)),
             packetsReceived: r.packetsReceived, packetsLost: r.packetsLost, packetsLate: r.packetsLate,
-            framesConcealed: r.framesConcealed, fecRecovered: r.fecRecovered, srtpRejected: srtpRejected,
+            framesConcealed: r.framesConcealed, fecRecovered: r.fecRecovered,
+            redundancyRecovered: r.redundancyRecovered, redundancy: sender.redundant,
+            packetsWithRedundancy: sender.packetsWithRedundancy, peerLossPercent: receiver.peerReport?.lossPercent,
+            peerBurstLossPercent: receiver.peerReport?.burstLossPercent, srtpRejected: srtpRejected,
             jitterMs: r.jitterMs, currentPlayoutDelayMs: r.currentPlayoutDelayMs,
             meanPlayoutDelayMs: r.meanPlayoutDelayMs, p95PlayoutDelayMs: r.p95PlayoutDelayMs,
             targetPlayoutDelayMs: r.targetDelayMs, lateLossPercent: r.lateLossPercent,

@@ -71,6 +71,9 @@ public struct MediaConfig: Sendable {
     public var complexity: Int = 5
     /// The loss rate the encoder plans FEC for, 0...100.
     public var expectedLossPercent: Int = 10
+    /// Redundant copies of earlier packets (RFC 2198-style, `RedundantPayload`): `auto` adds them while the
+    /// peer reports burst loss.
+    public var redundancy: RedundancyMode = .auto
     /// Opus discontinuous transmission: during silence the sender sends one packet every 400 ms and the
     /// receiver plays comfort noise.
     public var dtx: Bool = true

@@ -53,6 +53,10 @@ public struct MediaLabReport: Sendable, Codable, Equatable {
     public var framesIn: Int
     public var packetsSent: Int
     public var framesSuppressedByDTX: Int
+    /// Packets that carried a redundant copy of an earlier one.
+    public var packetsWithRedundancy: Int
+    /// Mean payload bit rate over the trace (Opus and redundant copies, without RTP/SRTP headers), kbit/s.
+    public var payloadKbps: Double
     /// The share of input frames the speexdsp VAD judged speech, with `--vad`.
     public var speechPercent: Double?
     /// Mean network delay (send to arrival) of the packets that arrived, ms.
@@ -65,37 +69,53 @@ public struct MediaLabReport: Sendable, Codable, Equatable {
 }
 
 /// Offline replay of a trace: encoder → channel (the trace) → playout → decoder, on a virtual clock, so the
-/// result repeats exactly. The input audio is repeated to cover the trace.
+/// result repeats exactly. The input audio is repeated to cover the trace. The receiver's loss report goes back
+/// to the sender every tick over a lossless reverse path as slow as the latest packet's one-way delay, as in a
+/// call where each side's packets carry its report (`LossReport`).
 public enum MediaLab {
     public static func run(trace: Trace, input: [Int16], config: MediaConfig) throws(MediaError)
         -> (report: MediaLabReport, output: [Int16]) {
         guard !input.isEmpty else { throw MediaError("media lab: the input audio is empty") }
         let sender = try MediaSender(config: config, ssrc: 0x4d4c_4142)
         let receiver = try MediaReceiver(config: config)
-        var arrivals: [(arrivalMs: Int64, order: Int, packet: [UInt8])] = []
+        /// Packets in flight, ordered by arrival (ties: the order sent).
+        var inFlight: [(arrivalMs: Int64, order: Int, packet: [UInt8])] = []
+        var reports: [(dueMs: Int64, report: LossReport)] = []
         var networkSum = 0.0
-        for (index, row) in trace.rows.enumerated() {
-            let start = (index * Audio.frameSamples) % input.count
-            var frame = Array(input[start..<min(start + Audio.frameSamples, input.count)])
-            if frame.count < Audio.frameSamples { frame += input.prefix(Audio.frameSamples - frame.count) }
-            guard let packet = try sender.packetize(frame: frame), let arrival = row.arrivalMs else { continue }
-            arrivals.append((arrival, index, packet))
-            networkSum += Double(arrival - row.sendMs)
-        }
-        arrivals.sort { ($0.arrivalMs, $0.order) < ($1.arrivalMs, $1.order) }
+        var arrived = 0
+        var reverseDelayMs: Int64 = 0
         // Until every packet that arrives has played, at most the delay ceiling past the last one sent.
         let endMs = (trace.rows.last?.sendMs ?? 0) + Int64(Audio.frameMs + config.playoutCeilingMs)
         var output: [Int16] = []
         output.reserveCapacity(Int(endMs) * Audio.samplesPerMs)
         var minutes: [(sum: Double, count: Int)] = []
-        var next = 0
+        var nextRow = 0
         var now: Int64 = 0
-        while now < endMs, next < arrivals.count || receiver.bufferedPackets > 0 {
-            while next < arrivals.count, arrivals[next].arrivalMs <= now {
-                _ = receiver.receive(rtp: arrivals[next].packet, nowMs: arrivals[next].arrivalMs)
-                next += 1
+        while now < endMs, nextRow < trace.rows.count || !inFlight.isEmpty || receiver.bufferedPackets > 0 {
+            while nextRow < trace.rows.count, trace.rows[nextRow].sendMs <= now {
+                let row = trace.rows[nextRow]
+                while let first = reports.first, first.dueMs <= row.sendMs {
+                    sender.apply(report: first.report)
+                    reports.removeFirst()
+                }
+                let start = (nextRow * Audio.frameSamples) % input.count
+                var frame = Array(input[start..<min(start + Audio.frameSamples, input.count)])
+                if frame.count < Audio.frameSamples { frame += input.prefix(Audio.frameSamples - frame.count) }
+                if let packet = try sender.packetize(frame: frame), let arrival = row.arrivalMs {
+                    let slot = inFlight.firstIndex { $0.arrivalMs > arrival } ?? inFlight.endIndex
+                    inFlight.insert((arrival, nextRow, packet), at: slot)
+                    networkSum += Double(arrival - row.sendMs)
+                    arrived += 1
+                }
+                nextRow += 1
+            }
+            while let first = inFlight.first, first.arrivalMs <= now {
+                _ = receiver.receive(rtp: first.packet, nowMs: first.arrivalMs)
+                reverseDelayMs = first.arrivalMs - trace.rows[first.order].sendMs
+                inFlight.removeFirst()
             }
             output += receiver.nextFrame(nowMs: now)
+            reports.append((now + reverseDelayMs, receiver.report))
             if let delay = receiver.currentPlayoutDelayMs {
                 let minute = Int(now / 60_000)
                 if minutes.count <= minute { minutes += Array(repeating: (0, 0), count: minute - minutes.count + 1) }
@@ -105,12 +125,14 @@ public enum MediaLab {
             now += Int64(Audio.frameMs)
         }
         let stats = receiver.stats
-        let network = arrivals.isEmpty ? 0 : networkSum / Double(arrivals.count)
+        let network = arrived == 0 ? 0 : networkSum / Double(arrived)
         let report = MediaLabReport(
             playout: config.playout.description, profile: config.profile.description, dtx: config.dtx,
             traceSeconds: Double(trace.rows.count * Audio.frameMs) / 1000,
             outputSeconds: Double(output.count) / Double(Audio.sampleRate),
             framesIn: sender.framesIn, packetsSent: sender.packetsSent, framesSuppressedByDTX: sender.framesSuppressed,
+            packetsWithRedundancy: sender.packetsWithRedundancy,
+            payloadKbps: Double(sender.payloadBytes * 8) / Double(max(1, trace.rows.count * Audio.frameMs)),
             speechPercent: sender.speechPercent,
             networkDelayMs: network, mouthToEarMs: network + stats.meanPlayoutDelayMs,
             playoutDelayByMinuteMs: minutes.map { $0.count == 0 ? 0 : $0.sum / Double($0.count) },

@@ -12,7 +12,10 @@ public struct ReceiverStats: Sendable, Codable, Equatable {
     public var framesConcealed = 0
     /// Packets rebuilt from the FEC data of the following packet.
     public var fecRecovered = 0
-    /// Packets refused: not RTP, not Opus's payload type, or an Opus payload that fails to decode.
+    /// Lost packets played from a redundant copy carried by a later packet.
+    public var redundancyRecovered = 0
+    /// Packets refused: not RTP, not Opus's payload types (plain or redundant), or an Opus payload that fails to
+    /// decode.
     public var malformed = 0
     /// Arrival to playout of the latest packet played, the mean and the 95th percentile over the call.
     public var currentPlayoutDelayMs = 0.0
@@ -46,9 +49,11 @@ public struct ReceiverStats: Sendable, Codable, Equatable {
     public init() {}
 }
 
-/// The receiving half of a call's media: parses plaintext RTP (after `SRTPContext.unprotect`), files it in a
-/// `PlayoutBuffer`, and produces one 20 ms frame per `nextFrame` call by carrying out the buffer's decisions
-/// (decode, FEC, conceal, comfort noise, time-stretch). Pure: time comes in as `nowMs`.
+/// The receiving half of a call's media: parses plaintext RTP (after `SRTPContext.unprotect`), files it and
+/// any redundant copies it carries in a `PlayoutBuffer`, and produces one 20 ms frame per `nextFrame` call by
+/// carrying out the buffer's decisions (decode, FEC, conceal, comfort noise, time-stretch). It keeps the loss
+/// report for the peer's sender (`report`) and the latest report the peer sent (`peerReport`). Pure: time comes
+/// in as `nowMs`.
 public final class MediaReceiver {
     private let decoder: OpusDecoder
     private var buffer: PlayoutBuffer
@@ -65,18 +70,46 @@ public final class MediaReceiver {
         buffer = PlayoutBuffer(config: config)
     }
 
+    /// The loss the peer's sender reported in its latest packet, nil before one arrives.
+    public private(set) var peerReport: LossReport?
+
+    /// What this receiver reports to the peer's sender.
+    public var report: LossReport { buffer.lossReport }
+
     /// Files one RTP packet that arrived at `nowMs`. False (and counted) when it is malformed.
     public func receive(rtp: [UInt8], nowMs: Int64) -> Bool {
-        guard let packet = RTPPacket(parsing: rtp), packet.payloadType == MediaSender.payloadType,
-              let samples = OpusDecoder.samples(in: packet.payload)
+        guard let packet = RTPPacket(parsing: rtp), let (primary, blocks) = Self.opus(in: packet),
+              let samples = OpusDecoder.samples(in: primary)
         else {
             counts.malformed += 1
             return false
         }
         counts.packetsReceived += 1
+        if let bytes = packet.extensions[LossReport.extensionID], let report = LossReport(bytes: bytes) {
+            peerReport = report
+        }
         buffer.insert(sequence: packet.sequence, timestamp: packet.timestamp, ssrc: packet.ssrc,
-                      payload: packet.payload, samples: samples, arrivalMs: nowMs)
+                      payload: primary, samples: samples, arrivalMs: nowMs)
+        buffer.noteRedundancy(distance: blocks.map { Int($0.distance) }.max() ?? 0)
+        for block in blocks {
+            guard let copySamples = OpusDecoder.samples(in: block.opus) else { continue }
+            buffer.insertRecovered(sequence: packet.sequence &- UInt16(block.distance),
+                                   timestamp: packet.timestamp &- UInt32(block.offset), ssrc: packet.ssrc,
+                                   payload: block.opus, samples: copySamples, arrivalMs: nowMs)
+        }
         return true
+    }
+
+    /// The packet's own Opus packet and its redundant blocks; nil for another payload type or a malformed one.
+    private static func opus(in packet: RTPPacket) -> (primary: [UInt8], blocks: [RedundantPayload.Block])? {
+        switch packet.payloadType {
+        case MediaSender.payloadType:
+            return (packet.payload, [])
+        case RedundantPayload.payloadType:
+            return RedundantPayload(parsing: packet.payload).map { ($0.primary, $0.blocks) }
+        default:
+            return nil
+        }
     }
 
     /// The next 20 ms of audio, `Audio.frameSamples` samples; the owner calls this every 20 ms.
@@ -134,7 +167,10 @@ public final class MediaReceiver {
     }
 
     private func decode(_ packet: PlayoutBuffer.Packet) -> [Int16] {
-        if let pcm = decoder.decode(packet.payload), pcm.count == packet.samples { return pcm }
+        if let pcm = decoder.decode(packet.payload), pcm.count == packet.samples {
+            if packet.recovered { counts.redundancyRecovered += 1 }
+            return pcm
+        }
         counts.malformed += 1
         return conceal(packet.samples)
     }
@@ -177,3 +213,4 @@ public final class MediaReceiver {
         return stats
     }
 }
+

@@ -1,7 +1,10 @@
 /// Encodes 20 ms frames to Opus and wraps each packet in plaintext RTP: payload type 111, the sequence
 /// number +1 per packet, the timestamp +960 per 20 ms of audio, the marker bit on the first packet of each
 /// talk spurt. With DTX, silence after its first DTX packet is not sent (Opus still emits one packet every
-/// 400 ms). The profile (bitrate, FEC, 20/40 ms) can change at any frame boundary. SRTP protection is the
+/// 400 ms). The profile (bitrate, FEC, 20/40 ms) can change at any frame boundary. With redundancy on, each
+/// packet also carries a copy of an earlier one (`RedundantPayload`, payload type 112): the packet two back
+/// when FEC is on (the next packet's FEC data rebuilds the one in between, and the copy's own FEC data the one
+/// before it, so bursts of up to three losses are rebuilt), the previous one without FEC. SRTP protection is the
 /// caller's next step (`SRTPContext.protect`).
 public final class MediaSender {
     /// The dynamic payload type used for Opus (the common choice, as in WebRTC).
@@ -16,6 +19,10 @@ public final class MediaSender {
     public private(set) var framesIn = 0
     /// 20 ms frames not sent because the encoder was in DTX.
     public private(set) var framesSuppressed = 0
+    /// Packets that carried a redundant copy of an earlier one.
+    public private(set) var packetsWithRedundancy = 0
+    /// Payload bytes (Opus, redundant copies included) of the packets made.
+    public private(set) var payloadBytes = 0
     public private(set) var profile: QualityProfile
     private let encoder: OpusEncoder
     private let preprocessor: Preprocessor?
@@ -26,6 +33,10 @@ public final class MediaSender {
     private var held: [Int16] = []
     private var pendingProfile: QualityProfile?
     private var inDTX = false
+    private let redundancy: RedundancyMode
+    private var policy = RedundancyPolicy()
+    /// The latest packets sent, newest last, for redundant copies.
+    private var history: [(sequence: UInt16, timestamp: UInt32, opus: [UInt8])] = []
 
     /// RFC 3550 §5.1 recommends random initial sequence numbers and timestamps; pass them in to get that.
     public init(config: MediaConfig, ssrc: UInt32, initialSequence: UInt16 = 0, initialTimestamp: UInt32 = 0)
@@ -34,6 +45,7 @@ public final class MediaSender {
         encoder = try OpusEncoder(config: config)
         preprocessor = Preprocessor(denoise: config.denoise, vad: config.vad)
         profile = config.profile
+        redundancy = config.redundancy
         self.ssrc = ssrc
         sequence = initialSequence
         timestamp = initialTimestamp
@@ -51,6 +63,21 @@ public final class MediaSender {
         }
     }
 
+    /// Whether packets carry redundant copies now.
+    public var redundant: Bool {
+        switch redundancy {
+        case .on: true
+        case .off: false
+        case .auto: policy.active
+        }
+    }
+
+    /// The peer receiver's latest loss report (`MediaReceiver.peerReport`): with `RedundancyMode.auto` it
+    /// switches the redundant copies on or off from the next packet.
+    public func apply(report: LossReport) {
+        _ = policy.update(report, fec: profile.fec)
+    }
+
     /// The share of frames the VAD judged speech, when it is on.
     public var speechPercent: Double? {
         guard let preprocessor, preprocessor.frames > 0 else { return nil }
@@ -58,8 +85,9 @@ public final class MediaSender {
     }
 
     /// Takes the next 20 ms frame (`Audio.frameSamples` samples). Returns the RTP packet to send, or nil
-    /// when there is nothing to send (DTX silence, or the first half of a 40 ms packet).
-    public func packetize(frame: [Int16]) throws(MediaError) -> [UInt8]? {
+    /// when there is nothing to send (DTX silence, or the first half of a 40 ms packet). `report`, this side's
+    /// receiver's loss report for the peer, rides in the packet's header extension.
+    public func packetize(frame: [Int16], report: LossReport? = nil) throws(MediaError) -> [UInt8]? {
         guard frame.count == Audio.frameSamples else {
             throw MediaError("sender: frame has \(frame.count) samples, expected \(Audio.frameSamples)")
         }
@@ -82,11 +110,33 @@ public final class MediaSender {
             framesSuppressed += pcm.count / Audio.frameSamples
             return nil
         }
-        let packet = RTPPacket(payloadType: Self.payloadType, marker: packetsSent == 0 || inDTX,
-                               sequence: sequence, timestamp: packetTimestamp, ssrc: ssrc, payload: payload)
+        let blocks = redundantBlocks(timestamp: packetTimestamp)
+        let packet = RTPPacket(
+            payloadType: blocks.isEmpty ? Self.payloadType : RedundantPayload.payloadType,
+            marker: packetsSent == 0 || inDTX, sequence: sequence, timestamp: packetTimestamp, ssrc: ssrc,
+            payload: blocks.isEmpty ? payload : RedundantPayload(blocks: blocks, primary: payload).serialize(),
+            extensions: report.map { [LossReport.extensionID: $0.bytes] } ?? [:])
+        history.append((sequence, packetTimestamp, payload))
+        if history.count > 2 { history.removeFirst() }
         sequence &+= 1
         packetsSent += 1
+        if !blocks.isEmpty { packetsWithRedundancy += 1 }
+        payloadBytes += packet.payload.count
         return packet.serialize()
+    }
+
+    /// The copy this packet carries when redundancy is on: the packet `distance` back, if it was sent and its
+    /// timestamp is within reach of the 16-bit offset.
+    private func redundantBlocks(timestamp: UInt32) -> [RedundantPayload.Block] {
+        guard redundant else { return [] }
+        let distance = profile.fec ? 2 : 1
+        guard history.count >= distance else { return [] }
+        let old = history[history.count - distance]
+        let offset = timestamp &- old.timestamp
+        guard old.sequence &+ UInt16(distance) == sequence, (1...UInt32(UInt16.max)).contains(offset) else {
+            return []
+        }
+        return [RedundantPayload.Block(distance: UInt8(distance), offset: UInt16(offset), opus: old.opus)]
     }
 
     private static func validate(_ profile: QualityProfile) throws(MediaError) {

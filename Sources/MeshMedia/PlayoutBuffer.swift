@@ -29,6 +29,8 @@ struct PlayoutBuffer {
         let samples: Int
         let payload: [UInt8]
         let arrivalMs: Int64
+        /// A redundant copy from a later packet (`RedundantPayload`), not the packet itself.
+        var recovered = false
 
         var end: Int64 { timestamp + Int64(samples) }
         var isDTX: Bool { payload.count <= MediaSender.dtxPacketBytes }
@@ -42,10 +44,13 @@ struct PlayoutBuffer {
     static let fixedOverflowMs = 40.0
     /// The buffer level filter's smoothing per tick (NetEq's BufferLevelFilter, about 0.4 s).
     static let levelSmoothing = 0.95
-    /// The loss rate (sequence gaps per packet, averaged over about 100 packets) above which FEC earns a packet
-    /// of extra delay.
-    static let fecLossThreshold = 0.01
-    static let lossSmoothing = 0.99
+    /// The loss rate (packets lost per packet, averaged over about 200 packets) from which the path counts as
+    /// lossy: FEC and redundant copies earn extra delay, and missing packets are concealed in place.
+    static let lossyThreshold = 0.01
+    static let lossSmoothing = 0.995
+    /// A sequence number still missing this many packets after the newest one is counted lost (reordered
+    /// packets that arrive within it are not loss).
+    static let lossHorizon: Int64 = 10
     /// Below this skew the drift compensation rests (the level control absorbs it).
     static let minimumDriftPpm = 10.0
 
@@ -103,7 +108,14 @@ struct PlayoutBuffer {
     /// Samples the drift compensation still has to remove (positive) or insert (negative).
     private var driftDebt = 0.0
     private var lastTransit: (arrivalMs: Int64, timestamp: UInt32)?
+    /// Packets lost per packet, and lost in runs of two or more per packet (recent averages).
     private var recentLoss = 0.0
+    private var recentBurstLoss = 0.0
+    /// The newest sequence number whose fate (received or lost) the loss averages have taken in.
+    private var lossAccountedThrough: Int64?
+    private var lossRun = 0
+    /// The redundancy distance of the latest packet (0: it carried no copies).
+    private(set) var redundancyDistance: Int64 = 0
 
     private var lostInEndedStreams = 0
     private var expectedInEndedStreams = 0
@@ -130,15 +142,25 @@ struct PlayoutBuffer {
     var spikes: Int { estimator.spikes }
     var driftPpm: Double? { drift.ppm }
 
+    /// The path loses packets: at least `lossyThreshold` of them lately.
+    private var lossy: Bool { recentLoss >= Self.lossyThreshold }
+
+    /// The loss the receiver reports to the sender (`LossReport`).
+    var lossReport: LossReport {
+        LossReport(lossPercent: 100 * recentLoss, burstLossPercent: 100 * recentBurstLoss)
+    }
+
     /// The delay the buffer aims to hold at `nowMs`, ms.
-    /// With FEC, an adaptive buffer that sees loss holds one packet more, so the packet after a lost one is
-    /// usually here in time to rebuild it.
+    /// An adaptive buffer that sees loss holds the packets that can rebuild a lost one: with FEC, one packet
+    /// more (the next packet's FEC data); with redundant copies at distance d, d packets more, plus one with FEC
+    /// (a copy's own FEC data rebuilds the packet before it).
     func targetMs(nowMs: Int64) -> Double {
         switch mode {
         case .adaptive:
             let target = estimator.targetMs(nowMs: nowMs, packetMs: packetMs)
-            guard useFEC, recentLoss >= Self.fecLossThreshold else { return target }
-            return min(target + packetMs, ceilingMs - packetMs)
+            let rebuilders = redundancyDistance + (useFEC ? 1 : 0)
+            guard rebuilders > 0, lossy else { return target }
+            return min(target + Double(rebuilders) * packetMs, ceilingMs - packetMs)
         case .fixed:
             return initialTargetMs
         }
@@ -174,14 +196,53 @@ struct PlayoutBuffer {
         seen.remove(slot - 2 * Self.maxMisorder)
         let packet = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
                             payload: payload, arrivalMs: arrivalMs)
-        let skipped = Double(max(0, slot - current.highest - 1))
-        recentLoss = Self.lossSmoothing * recentLoss + (1 - Self.lossSmoothing) * skipped
         record(packet, rtpTimestamp: timestamp)
+        accountLoss()
         if slot <= lastSequence {
             late += 1
         } else {
             pending[slot] = packet
         }
+    }
+
+    /// Files a redundant copy of an earlier packet (carried by a later one). Kept only when that packet has not
+    /// arrived and its time has not passed; it does not count as received nor feed the delay estimators.
+    mutating func insertRecovered(sequence: UInt16, timestamp: UInt32, ssrc: UInt32, payload: [UInt8],
+                                  samples: Int, arrivalMs: Int64) {
+        guard let current = stream, current.ssrc == ssrc else { return }
+        let slot = current.extend(sequence)
+        guard slot >= current.lowest, slot > lastSequence, slot >= current.highest - Self.maxMisorder,
+              !seen.contains(slot), pending[slot] == nil
+        else { return }
+        pending[slot] = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
+                               payload: payload, arrivalMs: arrivalMs, recovered: true)
+    }
+
+    /// The latest packet carried redundant copies up to `distance` packets back (0: none).
+    mutating func noteRedundancy(distance: Int) {
+        redundancyDistance = Int64(distance)
+    }
+
+    /// Takes in the fate of every sequence number that fell `lossHorizon` behind the newest: received, or
+    /// lost (and whether in a run of two or more).
+    private mutating func accountLoss() {
+        guard let current = stream else { return }
+        let through = current.highest - Self.lossHorizon
+        let accounted = lossAccountedThrough ?? current.lowest - 1
+        var next = accounted + 1
+        while next <= through {
+            let lost = !seen.contains(next)
+            recentLoss = Self.lossSmoothing * recentLoss + (1 - Self.lossSmoothing) * (lost ? 1 : 0)
+            recentBurstLoss *= Self.lossSmoothing
+            if lost {
+                lossRun += 1
+            } else {
+                if lossRun >= 2 { recentBurstLoss += (1 - Self.lossSmoothing) * Double(lossRun) }
+                lossRun = 0
+            }
+            next += 1
+        }
+        lossAccountedThrough = max(accounted, through)
     }
 
     /// Once per tick, before `decide`: advances the level filter and the drift compensation.
@@ -195,13 +256,20 @@ struct PlayoutBuffer {
             : filteredLevelMs.map { Self.levelSmoothing * $0 + (1 - Self.levelSmoothing) * level } ?? level
         if case .adaptive = mode, let ppm = drift.ppm, abs(ppm) >= Self.minimumDriftPpm {
             driftDebt += ppm * 1e-6 * Double(Audio.frameSamples)
+            driftDebt = min(max(driftDebt, -Double(TimeStretch.maxPeriod)), Double(TimeStretch.maxPeriod))
         }
     }
 
-    /// The receiver stretched (positive: removed, negative: inserted) this many samples.
+    /// The receiver stretched (positive: removed, negative: inserted) this many samples. A stretch in the
+    /// direction the drift compensation owes pays the debt down to zero, never past it (an overshoot would be
+    /// owed back by the opposite stretch, and the two would alternate); one the other way leaves it alone.
     mutating func stretched(removing samples: Int) {
-        driftDebt -= Double(samples)
-        driftDebt = min(max(driftDebt, -Double(TimeStretch.maxPeriod)), Double(TimeStretch.maxPeriod))
+        let removed = Double(samples)
+        if driftDebt > 0, removed > 0 {
+            driftDebt = max(0, driftDebt - removed)
+        } else if driftDebt < 0, removed < 0 {
+            driftDebt = min(0, driftDebt - removed)
+        }
     }
 
     /// Media buffered ahead of playout: the receiver's decoded samples plus the packets up to the newest.
@@ -251,10 +319,11 @@ struct PlayoutBuffer {
             }
             return comfortNoise(advance: level >= low, limit: next.timestamp - endTs)
         }
-        // Packets are missing before `next`: an adaptive buffer waits for them (they may be reordered) while it
-        // holds less than its target; then the concealment played while waiting stands in for all but the last
-        // missing packet, which the next packet's FEC data rebuilds.
-        if case .adaptive = mode, level < target, waitedSamples < Int64(target * Double(Audio.samplesPerMs)) {
+        // Packets are missing before `next`: on a path without loss an adaptive buffer waits for them (they may be
+        // reordered) while it holds less than its target; then the concealment played while waiting stands in
+        // for all but the last missing packet, which the next packet's FEC data rebuilds. On a lossy path a
+        // missing packet is most likely lost: waiting would only insert audio, so it is concealed in place.
+        if case .adaptive = mode, !lossy, level < target, waitedSamples < Int64(target * Double(Audio.samplesPerMs)) {
             waitedSamples += Int64(Audio.frameSamples)
             return conceal(advance: false)
         }
@@ -301,11 +370,12 @@ struct PlayoutBuffer {
         return .normal(packet)
     }
 
-    /// Nothing to decode next: comfort noise in DTX; otherwise concealment, which the adaptive buffer plays
-    /// while it waits for the packet (the delay grows) and a fixed buffer plays in the packet's place.
+    /// Nothing to decode next: comfort noise in DTX; otherwise concealment, which the adaptive buffer on a
+    /// loss-free path plays while it waits for the packet (the delay grows), and a fixed buffer or an adaptive
+    /// one on a lossy path plays in the packet's place.
     private mutating func underrun() -> Decision {
         if lastWasDTX { return comfortNoise(advance: true) }
-        if case .adaptive = mode, Double(waitedSamples) < ceilingMs * Double(Audio.samplesPerMs) {
+        if case .adaptive = mode, !lossy, Double(waitedSamples) < ceilingMs * Double(Audio.samplesPerMs) {
             waitedSamples += Int64(Audio.frameSamples)
             return conceal(advance: false)
         }
@@ -315,7 +385,11 @@ struct PlayoutBuffer {
     private mutating func conceal(advance: Bool, limit: Int64 = Int64(Audio.frameSamples)) -> Decision {
         let samples = Self.concealSamples(limit)
         if advance { endTs += Int64(samples) }
-        if outcome == .comfortNoise { return .comfortNoise(samples: samples) }
+        // After a DTX packet the missing audio is the sender's silence (a lost DTX packet, or no packet at all).
+        if outcome == .comfortNoise || lastWasDTX {
+            outcome = .comfortNoise
+            return .comfortNoise(samples: samples)
+        }
         outcome = .concealment
         return .expand(samples: samples)
     }
@@ -344,7 +418,7 @@ struct PlayoutBuffer {
                 return
             }
             pending[packet.sequence] = nil
-            late += 1
+            if !packet.recovered { late += 1 }
         }
         var fixedExcess: Double = 0
         if case .fixed(let ms) = mode {
@@ -354,7 +428,7 @@ struct PlayoutBuffer {
         while let first = pending.values.min(by: { $0.sequence < $1.sequence }),
               playMs - Double(first.arrivalMs) > ceilingMs || fixedExcess > 0 {
             pending[first.sequence] = nil
-            late += 1
+            if !first.recovered { late += 1 }
             fixedExcess -= Double(first.samples) / Double(Audio.samplesPerMs)
             lastSequence = max(lastSequence, first.sequence)
             endTs = max(endTs, first.end)
@@ -386,6 +460,8 @@ struct PlayoutBuffer {
         let packet = Packet(sequence: slot, timestamp: ts, samples: samples, payload: payload, arrivalMs: arrivalMs)
         pending = [slot: packet]
         seen = [slot]
+        lossAccountedThrough = nil
+        lossRun = 0
         lastTransit = nil
         estimator.resetWindow()
         drift.reset()

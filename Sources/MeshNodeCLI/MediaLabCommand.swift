@@ -17,6 +17,8 @@ struct MediaLabCommand: ParsableCommand {
     @Option(help: "Encoder profile: studio, good, normal, degraded, catastrophic.") var profile = "normal"
     @Option(help: "Opus encoder complexity, 0...10.") var complexity = 5
     @Flag(help: "Turn Opus DTX off.") var noDtx = false
+    @Option(help: "Redundant copies of earlier packets: auto (while the receiver reports burst loss), on, off.")
+    var redundancy = "auto"
     @Flag(help: "speexdsp noise suppression on the input.") var denoise = false
     @Flag(help: "speexdsp voice activity detection on the input.") var vad = false
     @Flag(help: "Print JSON.") var json = false
@@ -27,6 +29,10 @@ struct MediaLabCommand: ParsableCommand {
         guard let chosen = QualityProfile.named(profile) else {
             throw CLIError("--profile \(profile): use \(QualityProfile.all.map(\.name).joined(separator: ", "))")
         }
+        guard let redundant = RedundancyMode(rawValue: redundancy) else {
+            throw CLIError("--redundancy \(redundancy): use auto, on or off")
+        }
+        config.redundancy = redundant
         config.playout = mode
         config.profile = chosen
         config.complexity = complexity
@@ -56,7 +62,8 @@ struct MediaLabCommand: ParsableCommand {
         func f(_ x: Double) -> String { String(format: "%.1f", x) }
         let d = s.decisions
         return """
-            playout      \(r.playout), profile \(r.profile), DTX \(r.dtx ? "on" : "off")
+            playout      \(r.playout), profile \(r.profile), DTX \(r.dtx ? "on" : "off"), \
+            payload \(f(r.payloadKbps)) kbit/s, \(r.packetsWithRedundancy) packets with a redundant copy
             audio        \(f(r.traceSeconds)) s of trace, \(f(r.outputSeconds)) s played
             packets      \(r.packetsSent) sent for \(r.framesIn) frames (\(r.framesSuppressedByDTX) silent frames not sent), \
             \(s.packetsReceived) received, \(s.packetsLost) lost, \(s.packetsLate) late, \(s.duplicates) duplicates\
@@ -64,7 +71,8 @@ struct MediaLabCommand: ParsableCommand {
             delay        playout now/mean/p95 \(f(s.currentPlayoutDelayMs))/\(f(s.meanPlayoutDelayMs))/\(f(s.p95PlayoutDelayMs)) ms, \
             target \(f(s.targetDelayMs)) ms; network \(f(r.networkDelayMs)) ms; mouth-to-ear \(f(r.mouthToEarMs)) ms
             by minute    \(r.playoutDelayByMinuteMs.map(f).joined(separator: " ")) ms
-            loss         late \(f(s.lateLossPercent)) %, concealment \(f(s.concealmentPercent)) %, FEC recoveries \(s.fecRecovered)
+            loss         late \(f(s.lateLossPercent)) %, concealment \(f(s.concealmentPercent)) %, FEC recoveries \(s.fecRecovered), \
+            redundant copies played \(s.redundancyRecovered)
             playout      time-stretch \(f(s.timeStretchPercent)) %, comfort noise \(f(s.dtxPercent)) %, \
             drift \(s.driftPpm.map { f($0) + " ppm" } ?? "unknown"), spikes \(s.delaySpikes), jitter \(f(s.jitterMs)) ms
             decisions    normal \(d.normal), merge \(d.merge), accelerate \(d.accelerate), decelerate \(d.decelerate), \

@@ -4,7 +4,10 @@ import MeshControl
 
 struct Calls: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Calls: path, codec, packets, loss, jitter, playout delay (now/mean/p95), time-stretch, drift, DTX.")
+        abstract: """
+            Calls: path, codec, packets, loss, FEC/redundancy recoveries, jitter, playout delay (now/mean/p95), \
+            time-stretch, drift, DTX.
+            """)
     @OptionGroup var connection: Connection
     @Flag(help: "Print JSON.") var json = false
 
@@ -20,9 +23,11 @@ struct Calls: ParsableCommand {
             }
             return [text(c["id"]), text(c["role"]), text(c["remote"]),
                     text(c["state"]) + (c["endReason"].map { " (\(text($0)))" } ?? ""), text(c["path"]),
-                    media ? "opus \(n("bitrate", "%.0f").dropLast(3))k \(text(m["profile"]))" : "-",
+                    media ? "opus \(n("bitrate", "%.0f").dropLast(3))k \(text(m["profile"]))"
+                        + (m["redundancy"]?.boolValue == true ? "+red" : "") : "-",
                     media ? "\(text(m["packetsSent"]))/\(text(m["packetsReceived"]))/\(text(m["packetsLost"]))" : "-",
                     media ? "\(n("lateLossPercent", "%.1f"))/\(n("concealmentPercent", "%.1f")) %" : "-",
+                    media ? "\(text(m["fecRecovered"]))/\(text(m["redundancyRecovered"]))" : "-",
                     media ? "\(n("currentPlayoutDelayMs"))/\(n("meanPlayoutDelayMs"))/\(n("p95PlayoutDelayMs")) ms" : "-",
                     ms(m["jitterMs"]),
                     media ? "\(n("timeStretchPercent", "%.1f")) %" : "-",
@@ -31,7 +36,7 @@ struct Calls: ParsableCommand {
                     String(format: "%.1f s", c["durationS"]?.doubleValue ?? 0)]
         }
         print(Table.render(rows, header: ["CALL", "ROLE", "PEER", "STATE", "PATH", "CODEC", "SENT/RECV/LOST",
-                                          "LATE/CONCEAL", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
+                                          "LATE/CONCEAL", "FEC/RED", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
                                           "DTX OUT/IN", "DURATION"]))
         print("\(calls.filter { $0["state"]?.stringValue != "ended" }.count) active, \(calls.count) listed")
     }
