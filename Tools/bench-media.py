@@ -26,21 +26,37 @@ PLAYOUTS = ["adaptive", "fixed:60", "fixed:120"]
 WINDOW_S = 8
 
 
-def speech(work):
-    """Six sentences with natural pauses (0.8-1.6 s) over a quiet room (white noise at -55 dBFS), 48 kHz."""
-    rng = np.random.default_rng(7)
-    parts = []
+def sentences(work):
+    """The six sentences from espeak-ng at 48 kHz."""
+    spoken = []
     for i, text in enumerate(SENTENCES):
         path = os.path.join(work, f"s{i}.wav")
         subprocess.run(["espeak-ng", "-w", path, text], check=True)
         rate, pcm = wavfile.read(path)
-        parts.append(resample_poly(pcm.astype(np.float64), RATE, rate))
-        parts.append(np.zeros(int(RATE * rng.uniform(0.8, 1.6))))
+        spoken.append(resample_poly(pcm.astype(np.float64), RATE, rate))
+    return spoken
+
+
+def speech(work, name="speech", conversation=False):
+    """The sentences over a quiet room (white noise at -55 dBFS), 48 kHz. A monologue pauses 0.8-1.6 s after
+    each sentence; one side of a conversation pauses while the other side says a sentence of the same set
+    (the next one) with 0.3-0.6 s between turns."""
+    rng = np.random.default_rng(7)
+    spoken = sentences(work)
+    parts = []
+    for i, pcm in enumerate(spoken):
+        parts.append(pcm)
+        if conversation:
+            other = spoken[(i + 1) % len(spoken)].size / RATE
+            parts.append(np.zeros(int(RATE * (other + rng.uniform(0.3, 0.6) + rng.uniform(0.3, 0.6)))))
+        else:
+            parts.append(np.zeros(int(RATE * rng.uniform(0.8, 1.6))))
     clean = np.concatenate(parts)
     noisy = clean + rng.normal(0, 32768 * 10 ** (-55 / 20), clean.size)
-    path = os.path.join(work, "speech.wav")
+    path = os.path.join(work, f"{name}.wav")
     wavfile.write(path, RATE, np.clip(noisy, -32768, 32767).astype(np.int16))
-    return path, noisy
+    talk = sum(p.size for p in spoken) / clean.size
+    return path, noisy, talk
 
 
 def lab(trace, speech_path, out, playout, *extra):
@@ -100,7 +116,7 @@ def main():
     minutes = 2 if args.quick else 10
     subprocess.run([os.path.join(ROOT, "Tools", "make-traces"), "--out", work, "--drift-minutes", str(minutes)],
                    check=True, stdout=subprocess.DEVNULL)
-    speech_path, reference = speech(work)
+    speech_path, reference, talk = speech(work)
     rows, results = [], {}
     for trace in TRACES:
         path = os.path.join(work, f"{trace}.csv")
@@ -121,7 +137,8 @@ def main():
                         f"{'%.2f' % mos if mos is not None else 'n/a'} | {corr:.3f} |")
             print(f"{trace} {playout} done", file=sys.stderr)
     print(f"Speech: {len(SENTENCES)} espeak-ng sentences with pauses over -55 dBFS noise, "
-          f"{reference.size / RATE:.1f} s, repeated over each trace; profile normal (24 kbit/s, FEC, DTX).\n")
+          f"{reference.size / RATE:.1f} s ({100 * talk:.0f} % talk), repeated over each trace; profile normal "
+          f"(24 kbit/s, FEC, DTX, redundancy auto).\n")
     print("| trace | playout | mean delay ms | p95 ms | late loss % | concealment % | time-stretch % | PESQ-WB | corr |")
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
@@ -152,19 +169,32 @@ def main():
         print(f"- bursty ({lossy['receiver']['packetsLost'] / lossy['packetsSent'] * 100:.1f} % of packets sent lost, "
               f"24 kbit/s, FEC): "
               f"PESQ-WB {lossy['pesq']:.2f} vs loss-free {lossless['pesq']:.2f} (gap {gap:.2f}, target <= 0.3): "
-              f"{'met' if gap <= 0.3 else 'MISSED'}; FEC recoveries {lossy['receiver']['fecRecovered']}")
+              f"{'met' if gap <= 0.3 else 'MISSED'}; FEC recoveries {lossy['receiver']['fecRecovered']}, "
+              f"redundant copies played {lossy['receiver']['redundancyRecovered']}, "
+              f"{lossy['packetsWithRedundancy']} of {lossy['packetsSent']} packets carried a copy, payload "
+              f"{lossy['payloadKbps']:.1f} kbit/s (loss-free run: {lossless['payloadKbps']:.1f}); "
+              f"adaptive mean delay {lossy['receiver']['meanPlayoutDelayMs']:.1f} ms")
     clean_path = os.path.join(work, "clean.csv")
-    no_dtx = lab(clean_path, speech_path, os.path.join(work, "nodtx.wav"), "adaptive", "--no-dtx")
-    with_dtx = results[("clean", "adaptive")]
-    fewer = 100 * (1 - with_dtx["packetsSent"] / no_dtx["packetsSent"])
+    dialogue_path, _, dialogue_talk = speech(work, "conversation", conversation=True)
+    for label, path, share, with_dtx in [
+            ("monologue", speech_path, talk, results[("clean", "adaptive")]),
+            ("one side of a conversation", dialogue_path, dialogue_talk,
+             lab(clean_path, dialogue_path, os.path.join(work, "conversation.wav"), "adaptive"))]:
+        no_dtx = lab(clean_path, path, os.path.join(work, "nodtx.wav"), "adaptive", "--no-dtx")
+        fewer = 100 * (1 - with_dtx["packetsSent"] / no_dtx["packetsSent"])
+        print(f"- DTX, {label} ({100 * share:.0f} % talk): {with_dtx['packetsSent']} packets vs "
+              f"{no_dtx['packetsSent']} without DTX ({fewer:.0f} % fewer, target >= 40): "
+              f"{'met' if fewer >= 40 else 'MISSED'}")
     _, out = wavfile.read(os.path.join(work, "clean-adaptive.wav"))
     frames = out[: out.size // 960 * 960].astype(np.float64).reshape(-1, 960)
     rms = np.sqrt((frames ** 2).mean(axis=1))
-    cn = rms[(rms > 0)]
-    floor_db = 20 * np.log10(np.percentile(cn, 10) / 32768) if cn.size else float("-inf")
-    print(f"- DTX: {with_dtx['packetsSent']} packets vs {no_dtx['packetsSent']} without DTX ({fewer:.0f} % fewer, "
-          f"target >= 40): {'met' if fewer >= 40 else 'MISSED'}; comfort noise {with_dtx['receiver']['dtxPercent']:.0f} % "
-          f"of playout, quietest 10 % of frames at {floor_db:.0f} dBFS (input noise floor -55 dBFS)")
+    sounding = np.nonzero(rms)[0]
+    call = rms[sounding[0]:sounding[-1] + 1] if sounding.size else rms[:0]  # from the first packet to the last
+    floor_db = 20 * np.log10(np.percentile(call[call > 0], 10) / 32768) if sounding.size else float("-inf")
+    silent = int((call == 0).sum())
+    print(f"- Comfort noise (monologue, clean): {results[('clean', 'adaptive')]['receiver']['dtxPercent']:.0f} % "
+          f"of playout, quietest 10 % of frames at {floor_db:.0f} dBFS (input noise floor -55 dBFS); "
+          f"{silent} of {call.size} frames of the call are digital silence")
     long = results[("drift-plus", "adaptive")]
     cpu = 100 * long["cpuSeconds"] / long["traceSeconds"]
     print(f"- CPU: encode + playout + decode of {long['traceSeconds']:.0f} s took {long['cpuSeconds']:.2f} s "
