@@ -1,8 +1,7 @@
 /// Encodes 20 ms frames to Opus and wraps each packet in plaintext RTP: payload type 111, the sequence
 /// number +1 per packet, the timestamp +960 per 20 ms of audio, the marker bit on the first packet of each
-/// talk spurt. With DTX, silence after its first DTX packet is not sent: Opus still emits one comfort-noise
-/// refresh every 400 ms, which is sent, but not the DTX packet that follows it (a decoder takes a DTX packet
-/// exactly like a missing one). The profile (bitrate, FEC, 20/40 ms) can change at any frame boundary. With redundancy on, each
+/// talk spurt. With DTX, silence after its first DTX packet is not sent (Opus still emits one packet every
+/// 400 ms). The profile (bitrate, FEC, 20/40 ms) can change at any frame boundary. With redundancy on, each
 /// packet also carries a copy of an earlier one (`RedundantPayload`, payload type 112): the packet two back
 /// when FEC is on (the next packet's FEC data rebuilds the one in between, and the copy's own FEC data the one
 /// before it, so bursts of up to three losses are rebuilt), the previous one without FEC. SRTP protection is the
@@ -34,8 +33,6 @@ public final class MediaSender {
     private var held: [Int16] = []
     private var pendingProfile: QualityProfile?
     private var inDTX = false
-    /// Packets encoded since the last DTX packet (1 right after a comfort-noise refresh).
-    private var sinceDTX = Int.max
     private let redundancy: RedundancyMode
     private var policy = RedundancyPolicy()
     /// The latest packets sent, newest last, for redundant copies.
@@ -108,11 +105,8 @@ public final class MediaSender {
             pendingProfile = nil
         }
         let dtx = payload.count <= Self.dtxPacketBytes
-        defer {
-            inDTX = dtx
-            sinceDTX = dtx ? 0 : sinceDTX == .max ? .max : sinceDTX + 1
-        }
-        if dtx, inDTX || sinceDTX == 1 {
+        defer { inDTX = dtx }
+        if dtx, inDTX {
             framesSuppressed += pcm.count / Audio.frameSamples
             return nil
         }

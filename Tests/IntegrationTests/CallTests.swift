@@ -63,6 +63,11 @@ import Testing
         #expect(calls.count == 1)
         #expect(calls.first?["role"]?.stringValue == "callee")
         #expect((calls.first?["media"]?["packetsReceived"]?.intValue ?? 0) > 150)
+        // The caller's packets carried its loss reports through SRTP; on loopback nothing is lost, so the callee
+        // sends no redundant copies.
+        #expect(calls.first?["media"]?["peerLossPercent"]?.doubleValue == 0)
+        #expect(calls.first?["media"]?["redundancy"]?.boolValue == false)
+        #expect(calls.first?["media"]?["packetsWithRedundancy"]?.intValue == 0)
         let tableText = try b.ctl(["calls"]).stdout
         #expect(tableText.contains("callee") && tableText.contains("opus 24k"))
         #expect(a.stop() == 0)
