@@ -17,6 +17,8 @@ public struct NodeCounters: Sendable, Codable, Equatable {
     public var mediaUnknownCall = 0
     public var mediaWrongNeighbour = 0
     public var resolveUnsolicited = 0
+    /// Datagrams the kernel refused to send (a firewall, no route, a full socket buffer); each is dropped alone.
+    public var sendFailed = 0
 }
 
 /// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
@@ -52,6 +54,7 @@ public final class NodeRuntime: @unchecked Sendable {
     var resolves: [UInt32: PendingResolve] = [:]
     var counters = NodeCounters()
     var udp: Channel?
+    var udpSocket: UDPSocket?
     var control: ControlServer?
     let startedAt: Int64
     private let stopped: EventLoopPromise<Void>
@@ -116,13 +119,15 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind() throws {
         let listenAddress = try Self.resolve(config.listen, what: "listen \(config.listen)")
         do {
+            let socket = try UDPSocket(binding: listenAddress)
             udp = try DatagramBootstrap(group: group)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
                     }
                 }
-                .bind(to: listenAddress).wait()
+                .withBoundSocket(socket.descriptor).wait()
+            udpSocket = socket
         } catch {
             throw ConfigError("listen \(config.listen): cannot bind UDP (\(error))")
         }
@@ -241,10 +246,10 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     func sendDatagram(_ bytes: [UInt8], to address: SocketAddress) {
-        guard let udp else { return }
-        var buffer = udp.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
-        udp.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: buffer), promise: nil)
+        guard udp != nil, let udpSocket, let code = udpSocket.send(bytes, to: address) else { return }
+        counters.sendFailed += 1
+        logger.debug("datagram not sent", metadata: ["to": "\(Self.describe(address))",
+                                                     "error": "\(String(cString: strerror(code)))"])
     }
 
     /// Runs link actions: datagrams out, payloads up, link events logged.

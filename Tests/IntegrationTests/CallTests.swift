@@ -10,9 +10,12 @@ import Testing
 /// Real `mesh-node run` processes on loopback, real calls through the `mesh-node call` command.
 @Suite(.serialized) struct CallTests {
     /// Starts an echo node B and a node A linked to it (A dials B, pinned to B's node key).
-    private func echoPair(_ scratch: Scratch, calleeMode: String = "echo", extra: [String] = []) throws -> (NodeProcess, NodeProcess) {
-        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", calleeMode, "--record-dir", scratch.file("rec")])
-        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"] + extra)
+    private func echoPair(_ scratch: Scratch, calleeMode: String = "echo", extra: [String] = [],
+                          namespace: NetworkNamespace? = nil) throws -> (NodeProcess, NodeProcess) {
+        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", calleeMode, "--record-dir", scratch.file("rec")],
+                                namespace: namespace)
+        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"] + extra,
+                                namespace: namespace)
         try a.wait(for: "link to b") { $0["peersUp"]?.intValue == 1 }
         try b.wait(for: "link to a") { $0["peersUp"]?.intValue == 1 }
         return (a, b)
@@ -38,6 +41,76 @@ import Testing
         let result = try runCommand(Binaries.meshNode, ["audio-match", "--reference", reference, "--recorded", recorded, "--json"])
         guard result.status == 0 else { throw HarnessError("audio-match failed: \(result.stderr)") }
         return try decodeJSON(result.stdout)
+    }
+
+    @Test func burstLossOnThePathSwitchesRedundancyOn() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let namespace = try NetworkNamespace()
+        defer { namespace.remove() }
+        let speech = try speechSample(in: scratch, text: """
+            The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. \
+            It is easy to tell the depth of a well. These days a chicken leg is a rare dish.
+            """)
+        let (a, b) = try echoPair(scratch, namespace: namespace)
+        defer {
+            a.stop()
+            b.stop()
+        }
+        // Two of every twenty datagrams to B are dropped: 10 % loss, all of it in bursts of two, which Opus FEC
+        // alone cannot rebuild.
+        try namespace.nft(["add", "table", "inet", "loss"])
+        try namespace.nft(["add", "chain", "inet", "loss", "out", "{ type filter hook output priority 0; }"])
+        try namespace.nft(["add", "rule", "inet", "loss", "out", "udp", "dport", "\(b.port)", "numgen", "inc", "mod",
+                           "20", "<", "2", "drop"])
+        let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
+        var caller: JSONValue?
+        var callee: JSONValue?
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            caller = (try? a.ctlJSON(["calls"]))?["calls"]?.arrayValue?.first?["media"]
+            callee = (try? b.ctlJSON(["calls"]))?["calls"]?.arrayValue?.first?["media"]
+            if caller?["redundancy"]?.boolValue == true, (callee?["redundancyRecovered"]?.intValue ?? 0) >= 5 { break }
+            usleep(200_000)
+        }
+        // B's loss reports reached A inside A's own media stream, and A's copies rebuilt what was lost.
+        #expect(caller?["redundancy"]?.boolValue == true, "\(String(describing: caller))")
+        #expect((caller?["peerBurstLossPercent"]?.doubleValue ?? 0) >= 1, "\(String(describing: caller))")
+        #expect((caller?["packetsWithRedundancy"]?.intValue ?? 0) > 0)
+        #expect((callee?["packetsLost"]?.intValue ?? 0) > 0, "\(String(describing: callee))")
+        #expect((callee?["redundancyRecovered"]?.intValue ?? 0) >= 5, "\(String(describing: callee))")
+        // Nothing is lost towards A, so B sends no copies.
+        #expect(callee?["redundancy"]?.boolValue == false)
+        let (result, _) = try placing.wait()
+        #expect(result.status == 0, "call failed: \(result.stderr)")
+        let correlation = try match(speech, scratch.file("reply.wav"))["correlation"]?.doubleValue ?? 0
+        #expect(correlation > 0.6, "round-trip audio over the lossy leg should still match, got \(correlation)")
+        print("lossy leg: B lost \(callee?["packetsLost"]?.intValue ?? 0) packets, played \(callee?["redundancyRecovered"]?.intValue ?? 0) copies, "
+              + "FEC \(callee?["fecRecovered"]?.intValue ?? 0), concealment \(callee?["concealmentPercent"]?.doubleValue ?? 0) %; "
+              + "A saw burst loss \(caller?["peerBurstLossPercent"]?.doubleValue ?? 0) %; round-trip match \(correlation)")
+    }
+
+    @Test func aRefusedSendCostsOneDatagramNotTheSocket() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let namespace = try NetworkNamespace()
+        defer { namespace.remove() }
+        let (a, b) = try echoPair(scratch, namespace: namespace)
+        defer {
+            a.stop()
+            b.stop()
+        }
+        // A local firewall refuses everything to B for a while: sendto fails with EPERM.
+        try namespace.nft(["add", "table", "inet", "wall"])
+        try namespace.nft(["add", "chain", "inet", "wall", "out", "{ type filter hook output priority 0; }"])
+        try namespace.nft(["add", "rule", "inet", "wall", "out", "udp", "dport", "\(b.port)", "drop"])
+        try a.wait(for: "a refused send", timeout: 10) { ($0["nodeCounters"]?["sendFailed"]?.intValue ?? 0) > 0 }
+        try namespace.nft(["delete", "table", "inet", "wall"])
+        // Once the firewall lets it through, B hears from A again: A still sends on the same socket.
+        let heard = { ((try? b.ctlJSON(["peers"]))?["peers"]?.arrayValue?.first?["packetsIn"]?.intValue ?? 0) }
+        let before = heard()
+        try b.wait(for: "traffic from a again", timeout: 10) { _ in heard() > before + 1 }
+        try a.wait(for: "link up") { $0["peersUp"]?.intValue == 1 }
     }
 
     @Test func echoCallReturnsTheSentSpeech() throws {

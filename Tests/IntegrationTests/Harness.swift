@@ -86,14 +86,22 @@ final class NodeProcess {
     private(set) var address = ""
     private(set) var endpoint = ""
 
-    init(_ name: String, in scratch: Scratch, arguments: [String]) throws {
+    /// `namespace`: run inside that network namespace (`ip netns exec`); the control socket is a file, so
+    /// `node-ctl` reaches it from outside.
+    init(_ name: String, in scratch: Scratch, arguments: [String], namespace: NetworkNamespace? = nil) throws {
         self.name = name
         self.scratch = scratch
         socket = scratch.file("\(name).sock")
         log = scratch.file("\(name).log")
         FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Binaries.meshNode)
-        process.arguments = ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file(name), "--control-socket", socket] + arguments
+        let run = ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file(name), "--control-socket", socket] + arguments
+        if let namespace {
+            process.executableURL = URL(fileURLWithPath: NetworkNamespace.ip)
+            process.arguments = ["netns", "exec", namespace.name, Binaries.meshNode] + run
+        } else {
+            process.executableURL = URL(fileURLWithPath: Binaries.meshNode)
+            process.arguments = run
+        }
         process.standardError = FileHandle(forWritingAtPath: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -147,6 +155,35 @@ final class NodeProcess {
         }
         process.waitUntilExit()
         return process.terminationStatus
+    }
+}
+
+/// A network namespace of the test's own with loopback up, for impairing traffic with nftables rules without
+/// touching the host; `remove()` deletes it (and its rules).
+struct NetworkNamespace {
+    static let ip = "/usr/sbin/ip"
+    static let nft = "/usr/sbin/nft"
+    let name: String
+
+    init() throws {
+        name = "mn-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        for arguments in [["netns", "add", name], ["netns", "exec", name, Self.ip, "link", "set", "lo", "up"]] {
+            let result = try runCommand(Self.ip, arguments)
+            guard result.status == 0 else {
+                remove()
+                throw HarnessError("ip \(arguments.joined(separator: " ")) failed (needs root and iproute2): \(result.stderr)")
+            }
+        }
+    }
+
+    /// Runs `nft` with these arguments inside the namespace.
+    func nft(_ arguments: [String]) throws {
+        let result = try runCommand(Self.ip, ["netns", "exec", name, Self.nft] + arguments)
+        guard result.status == 0 else { throw HarnessError("nft \(arguments.joined(separator: " ")) failed: \(result.stderr)") }
+    }
+
+    func remove() {
+        _ = try? runCommand(Self.ip, ["netns", "del", name])
     }
 }
 
