@@ -37,10 +37,10 @@ def sentences(work):
     return spoken
 
 
-def speech(work, name="speech", conversation=False):
-    """The sentences over a quiet room (white noise at -55 dBFS), 48 kHz. A monologue pauses 0.8-1.6 s after
-    each sentence; one side of a conversation pauses while the other side says a sentence of the same set
-    (the next one) with 0.3-0.6 s between turns."""
+def speech(work, name="speech", conversation=False, noise_db=-55):
+    """The sentences over a room's noise (white noise at `noise_db` dBFS: -55 a quiet room), 48 kHz. A monologue
+    pauses 0.8-1.6 s after each sentence; one side of a conversation pauses while the other side says a
+    sentence of the same set (the next one) with 0.3-0.6 s between turns."""
     rng = np.random.default_rng(7)
     spoken = sentences(work)
     parts = []
@@ -52,7 +52,7 @@ def speech(work, name="speech", conversation=False):
         else:
             parts.append(np.zeros(int(RATE * rng.uniform(0.8, 1.6))))
     clean = np.concatenate(parts)
-    noisy = clean + rng.normal(0, 32768 * 10 ** (-55 / 20), clean.size)
+    noisy = clean + rng.normal(0, 32768 * 10 ** (noise_db / 20), clean.size)
     path = os.path.join(work, f"{name}.wav")
     wavfile.write(path, RATE, np.clip(noisy, -32768, 32767).astype(np.int16))
     talk = sum(p.size for p in spoken) / clean.size
@@ -176,15 +176,26 @@ def main():
               f"adaptive mean delay {lossy['receiver']['meanPlayoutDelayMs']:.1f} ms")
     clean_path = os.path.join(work, "clean.csv")
     dialogue_path, _, dialogue_talk = speech(work, "conversation", conversation=True)
-    for label, path, share, with_dtx in [
-            ("monologue", speech_path, talk, results[("clean", "adaptive")]),
-            ("one side of a conversation", dialogue_path, dialogue_talk,
-             lab(clean_path, dialogue_path, os.path.join(work, "conversation.wav"), "adaptive"))]:
-        no_dtx = lab(clean_path, path, os.path.join(work, "nodtx.wav"), "adaptive", "--no-dtx")
-        fewer = 100 * (1 - with_dtx["packetsSent"] / no_dtx["packetsSent"])
-        print(f"- DTX, {label} ({100 * share:.0f} % talk): {with_dtx['packetsSent']} packets vs "
-              f"{no_dtx['packetsSent']} without DTX ({fewer:.0f} % fewer, target >= 40): "
-              f"{'met' if fewer >= 40 else 'MISSED'}")
+    noisy_path, _, _ = speech(work, "noisy", noise_db=-35)
+    for label, path, share in [("monologue", speech_path, talk),
+                               ("one side of a conversation", dialogue_path, dialogue_talk),
+                               ("monologue in a noisy room (-35 dBFS)", noisy_path, talk)]:
+        counts = {}
+        for mode, extra in [("none", ["--no-dtx"]), ("opus", []), ("vad", ["--vad"])]:
+            counts[mode] = lab(clean_path, path, os.path.join(work, f"dtx-{mode}.wav"), "adaptive", *extra)["packetsSent"]
+        fewer = {mode: 100 * (1 - counts[mode] / counts["none"]) for mode in ("opus", "vad")}
+        print(f"- DTX, {label} ({100 * share:.0f} % talk): {counts['opus']} packets with Opus DTX (default) and "
+              f"{counts['vad']} with VAD-driven DTX (--vad) vs {counts['none']} without DTX: {fewer['opus']:.0f} % / "
+              f"{fewer['vad']:.0f} % fewer (target >= 40): default {'met' if fewer['opus'] >= 40 else 'MISSED'}, "
+              f"--vad {'met' if fewer['vad'] >= 40 else 'MISSED'}")
+    vad_clean = lab(clean_path, speech_path, os.path.join(work, "clean-vad.wav"), "adaptive", "--vad")
+    vad_bursty = lab(os.path.join(work, "bursty.csv"), speech_path, os.path.join(work, "bursty-vad.wav"), "adaptive",
+                     "--vad")
+    windows = list(range(8, int(vad_clean["traceSeconds"]) - WINDOW_S - 2, WINDOW_S))
+    clean_mos = score(reference, os.path.join(work, "clean-vad.wav"), vad_clean["traceSeconds"], windows)[0]
+    bursty_mos = score(reference, os.path.join(work, "bursty-vad.wav"), vad_bursty["traceSeconds"], windows)[0]
+    print(f"- VAD-driven DTX quality: PESQ-WB {clean_mos:.2f} clean, {bursty_mos:.2f} bursty "
+          f"(Opus DTX: {results[('clean', 'adaptive')]['pesq']:.2f} / {results[('bursty', 'adaptive')]['pesq']:.2f})")
     _, out = wavfile.read(os.path.join(work, "clean-adaptive.wav"))
     frames = out[: out.size // 960 * 960].astype(np.float64).reshape(-1, 960)
     rms = np.sqrt((frames ** 2).mean(axis=1))

@@ -1,5 +1,6 @@
 import Foundation
 import MeshIdentity
+import MeshMedia
 import TOMLKit
 
 /// A configuration problem, reported as one line naming the key or flag.
@@ -93,6 +94,12 @@ public struct NodeConfig: Sendable {
     public var autoAnswer: AutoAnswer = .off
     public var recordDir: String?
     public var bitrate = 24_000
+    /// The sender's speexdsp VAD drives DTX (docs/media.md); off: Opus's own DTX.
+    public var vad = false
+    /// speexdsp noise suppression on the audio this node sends.
+    public var denoise = false
+    /// Redundant copies against burst loss: auto (while the peer reports it), on, off.
+    public var redundancy: RedundancyMode = .auto
 
     public init() {}
 
@@ -105,7 +112,7 @@ public struct NodeConfig: Sendable {
 
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
-        "auto_answer", "record_dir", "bitrate",
+        "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -168,12 +175,25 @@ public struct NodeConfig: Sendable {
             guard let b = value.int else { throw ConfigError("config \(file): bitrate must be an integer") }
             config.bitrate = try checkBitrate(b, what: "config \(file): bitrate")
         }
+        for (key, setting) in [("vad", \NodeConfig.vad), ("denoise", \NodeConfig.denoise)] {
+            guard let value = table[key] else { continue }
+            guard let flag = value.bool else { throw ConfigError("config \(file): \(key) must be true or false") }
+            config[keyPath: setting] = flag
+        }
+        if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
         return config
     }
 
     public static func parseAutoAnswer(_ text: String, what: String) throws(ConfigError) -> AutoAnswer {
         guard let mode = AutoAnswer(rawValue: text) else {
             throw ConfigError("\(what): expected off, record or echo, got \"\(text)\"")
+        }
+        return mode
+    }
+
+    public static func parseRedundancy(_ text: String, what: String) throws(ConfigError) -> RedundancyMode {
+        guard let mode = RedundancyMode(rawValue: text) else {
+            throw ConfigError("\(what): expected auto, on or off, got \"\(text)\"")
         }
         return mode
     }

@@ -363,6 +363,9 @@ public final class NodeRuntime: @unchecked Sendable {
         guard let call = calls.calls[id] else { return }
         var mediaConfig = MediaConfig()
         mediaConfig.bitrate = call.bitrate
+        mediaConfig.vad = config.vad
+        mediaConfig.denoise = config.denoise
+        mediaConfig.redundancy = config.redundancy
         let source: MediaSource
         let sink: MediaSink
         switch (call.role, config.autoAnswer) {

@@ -88,8 +88,9 @@ public final class MediaReceiver {
         if let bytes = packet.extensions[LossReport.extensionID], let report = LossReport(bytes: bytes) {
             peerReport = report
         }
+        let level = packet.extensions[AudioLevel.extensionID].flatMap(AudioLevel.init(bytes:))
         buffer.insert(sequence: packet.sequence, timestamp: packet.timestamp, ssrc: packet.ssrc,
-                      payload: primary, samples: samples, arrivalMs: nowMs)
+                      payload: primary, samples: samples, arrivalMs: nowMs, silent: level?.voice == false)
         buffer.noteRedundancy(distance: blocks.map { Int($0.distance) }.max() ?? 0)
         for block in blocks {
             guard let copySamples = OpusDecoder.samples(in: block.opus) else { continue }
@@ -213,4 +214,5 @@ public final class MediaReceiver {
         return stats
     }
 }
+
 

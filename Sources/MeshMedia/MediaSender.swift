@@ -11,6 +11,10 @@ public final class MediaSender {
     public static let payloadType: UInt8 = 111
     /// RFC 6716 / WebRTC: an Opus packet of at most 2 bytes is a DTX frame (no audio to send).
     static let dtxPacketBytes = 2
+    /// With the VAD on: non-speech frames sent before the sender goes into DTX (word endings and short gaps).
+    static let vadHangoverFrames = 5
+    /// In DTX a comfort-noise refresh (a real packet) goes out every 400 ms, as libopus's own DTX does.
+    static let refreshMs = 400
 
     public let ssrc: UInt32
     /// RTP packets made.
@@ -33,6 +37,11 @@ public final class MediaSender {
     private var held: [Int16] = []
     private var pendingProfile: QualityProfile?
     private var inDTX = false
+    /// With the VAD on: non-speech frames in a row, packets since the VAD's DTX began (0: not in it), and
+    /// whether a frame of the packet being assembled was speech.
+    private var quietFrames = 0
+    private var vadDTXPackets = 0
+    private var heldSpeech: Bool?
     private let redundancy: RedundancyMode
     private var policy = RedundancyPolicy()
     /// The latest packets sent, newest last, for redundant copies.
@@ -92,21 +101,34 @@ public final class MediaSender {
             throw MediaError("sender: frame has \(frame.count) samples, expected \(Audio.frameSamples)")
         }
         framesIn += 1
-        held += preprocessor?.process(frame) ?? frame
+        if let preprocessor {
+            let (pcm, speech) = preprocessor.process(frame)
+            held += pcm
+            if let speech {
+                quietFrames = speech ? 0 : quietFrames + 1
+                heldSpeech = speech || heldSpeech == true
+            }
+        } else {
+            held += frame
+        }
         guard held.count >= profile.frameMs * Audio.samplesPerMs else { return nil }
         let pcm = held
         held = []
+        let level = heldSpeech.map { AudioLevel(voice: $0, samples: pcm) }
+        heldSpeech = nil
         let packetTimestamp = timestamp
         timestamp &+= UInt32(pcm.count)
-        let payload = try encoder.encode(pcm)
+        var payload = try encoder.encode(pcm)
         if let next = pendingProfile {
             try encoder.apply(next)
             profile = next
             pendingProfile = nil
         }
+        if level != nil { payload = vadDTX(payload, frames: pcm.count / Audio.frameSamples) }
         let dtx = payload.count <= Self.dtxPacketBytes
         defer { inDTX = dtx }
-        if dtx, inDTX {
+        // In the VAD's DTX only its first DTX packet goes out: the refreshes say V = 0 themselves.
+        if dtx, inDTX || vadDTXPackets > 1 {
             framesSuppressed += pcm.count / Audio.frameSamples
             return nil
         }
@@ -115,7 +137,7 @@ public final class MediaSender {
             payloadType: blocks.isEmpty ? Self.payloadType : RedundantPayload.payloadType,
             marker: packetsSent == 0 || inDTX, sequence: sequence, timestamp: packetTimestamp, ssrc: ssrc,
             payload: blocks.isEmpty ? payload : RedundantPayload(blocks: blocks, primary: payload).serialize(),
-            extensions: report.map { [LossReport.extensionID: $0.bytes] } ?? [:])
+            extensions: Self.extensions(report: report, level: level))
         history.append((sequence, packetTimestamp, payload))
         if history.count > 2 { history.removeFirst() }
         sequence &+= 1
@@ -137,6 +159,29 @@ public final class MediaSender {
             return []
         }
         return [RedundantPayload.Block(distance: UInt8(distance), offset: UInt16(offset), opus: old.opus)]
+    }
+
+    private static func extensions(report: LossReport?, level: AudioLevel?) -> [UInt8: [UInt8]] {
+        var elements: [UInt8: [UInt8]] = [:]
+        if let report { elements[LossReport.extensionID] = report.bytes }
+        if let level { elements[AudioLevel.extensionID] = level.bytes }
+        return elements
+    }
+
+    /// With the VAD on, once `vadHangoverFrames` frames of non-speech have been sent the sender goes into DTX
+    /// itself instead of waiting for libopus's own (which takes 200 ms of quiet, and over steady background
+    /// noise may never come): each packet becomes a DTX packet (its TOC byte alone, which a decoder takes as "no
+    /// audio": comfort noise) except a refresh every `refreshMs`, as libopus does. The encoder still encodes
+    /// every frame, so its state and the refreshes follow the input.
+    private func vadDTX(_ payload: [UInt8], frames: Int) -> [UInt8] {
+        guard quietFrames > Self.vadHangoverFrames else {
+            vadDTXPackets = 0
+            return payload
+        }
+        defer { vadDTXPackets += 1 }
+        let refreshEvery = max(1, Self.refreshMs / (frames * Audio.frameMs))
+        if vadDTXPackets > 0, vadDTXPackets % refreshEvery == 0 { return payload }
+        return [payload[0] & 0xfc]
     }
 
     private static func validate(_ profile: QualityProfile) throws(MediaError) {

@@ -31,6 +31,8 @@ struct PlayoutBuffer {
         let arrivalMs: Int64
         /// A redundant copy from a later packet (`RedundantPayload`), not the packet itself.
         var recovered = false
+        /// The sender's VAD called it non-speech (RFC 6464's V bit clear): a hangover or comfort-noise packet.
+        var silent = false
 
         var end: Int64 { timestamp + Int64(samples) }
         var isDTX: Bool { payload.count <= MediaSender.dtxPacketBytes }
@@ -51,6 +53,8 @@ struct PlayoutBuffer {
     /// A sequence number still missing this many packets after the newest one is counted lost (reordered
     /// packets that arrive within it are not loss).
     static let lossHorizon: Int64 = 10
+    /// Packets in a row without redundant copies after which the sender counts as having stopped adding them.
+    static let redundancyMemoryPackets = 50
     /// Below this skew the drift compensation rests (the level control absorbs it).
     static let minimumDriftPpm = 10.0
 
@@ -86,7 +90,8 @@ struct PlayoutBuffer {
     private var estimator: DelayEstimator
     private var drift = DriftEstimator()
     private var stream: Stream?
-    private var probation: (sequence: UInt16, timestamp: UInt32, payload: [UInt8], arrivalMs: Int64, samples: Int)?
+    private var probation: (sequence: UInt16, timestamp: UInt32, payload: [UInt8], arrivalMs: Int64, samples: Int,
+                            silent: Bool)?
     /// Waiting packets, by sequence number.
     private var pending: [Int64: Packet] = [:]
     /// Sequence numbers seen lately (to tell duplicates).
@@ -114,8 +119,9 @@ struct PlayoutBuffer {
     /// The newest sequence number whose fate (received or lost) the loss averages have taken in.
     private var lossAccountedThrough: Int64?
     private var lossRun = 0
-    /// The redundancy distance of the latest packet (0: it carried no copies).
+    /// The distance of the redundant copies the sender adds (0: none), and packets without copies since.
     private(set) var redundancyDistance: Int64 = 0
+    private var packetsWithoutCopies = 0
 
     private var lostInEndedStreams = 0
     private var expectedInEndedStreams = 0
@@ -166,12 +172,12 @@ struct PlayoutBuffer {
         }
     }
 
-    /// Files an arriving packet of `samples` samples.
+    /// Files an arriving packet of `samples` samples; `silent`: the sender's VAD called it non-speech.
     mutating func insert(sequence: UInt16, timestamp: UInt32, ssrc: UInt32, payload: [UInt8], samples: Int,
-                         arrivalMs: Int64) {
+                         arrivalMs: Int64, silent: Bool = false) {
         guard let current = stream, current.ssrc == ssrc else {
             restart(ssrc: ssrc, sequence: sequence, timestamp: timestamp, payload: payload, samples: samples,
-                    arrivalMs: arrivalMs)
+                    arrivalMs: arrivalMs, silent: silent)
             return
         }
         let slot = current.extend(sequence)
@@ -179,11 +185,12 @@ struct PlayoutBuffer {
         guard slot >= current.highest - Self.maxMisorder, slot < nextSlot + Self.maxAhead else {
             if let candidate = probation, candidate.sequence &+ 1 == sequence {
                 restart(ssrc: ssrc, sequence: candidate.sequence, timestamp: candidate.timestamp,
-                        payload: candidate.payload, samples: candidate.samples, arrivalMs: candidate.arrivalMs)
+                        payload: candidate.payload, samples: candidate.samples, arrivalMs: candidate.arrivalMs,
+                        silent: candidate.silent)
                 insert(sequence: sequence, timestamp: timestamp, ssrc: ssrc, payload: payload, samples: samples,
-                       arrivalMs: arrivalMs)
+                       arrivalMs: arrivalMs, silent: silent)
             } else {
-                probation = (sequence, timestamp, payload, arrivalMs, samples)
+                probation = (sequence, timestamp, payload, arrivalMs, samples, silent)
             }
             return
         }
@@ -195,7 +202,7 @@ struct PlayoutBuffer {
         seen.insert(slot)
         seen.remove(slot - 2 * Self.maxMisorder)
         let packet = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
-                            payload: payload, arrivalMs: arrivalMs)
+                            payload: payload, arrivalMs: arrivalMs, silent: silent)
         record(packet, rtpTimestamp: timestamp)
         accountLoss()
         if slot <= lastSequence {
@@ -218,9 +225,17 @@ struct PlayoutBuffer {
                                payload: payload, arrivalMs: arrivalMs, recovered: true)
     }
 
-    /// The latest packet carried redundant copies up to `distance` packets back (0: none).
+    /// The latest packet carried redundant copies up to `distance` packets back (0: none). The sender counts as
+    /// adding copies until a second's worth of packets in a row has none: a packet after a long pause carries no
+    /// copy (nothing recent to copy), and the delay must not drop at every talk spurt's start.
     mutating func noteRedundancy(distance: Int) {
-        redundancyDistance = Int64(distance)
+        if distance > 0 {
+            redundancyDistance = Int64(distance)
+            packetsWithoutCopies = 0
+        } else {
+            packetsWithoutCopies += 1
+            if packetsWithoutCopies >= Self.redundancyMemoryPackets { redundancyDistance = 0 }
+        }
     }
 
     /// Takes in the fate of every sequence number that fell `lossHorizon` behind the newest: received, or
@@ -351,8 +366,9 @@ struct PlayoutBuffer {
         -> Decision {
         pending[packet.sequence] = nil
         lastSequence = packet.sequence
-        // Opus sends one packet every 400 ms during DTX: one that follows comfort noise keeps the DTX state.
-        lastWasDTX = packet.isDTX || (lastWasDTX && outcome == .comfortNoise)
+        // Opus sends one packet every 400 ms during DTX: one that follows comfort noise keeps the DTX state. A
+        // packet the sender's VAD called non-speech says so itself, even when the DTX packet before it was lost.
+        lastWasDTX = packet.isDTX || packet.silent || (lastWasDTX && outcome == .comfortNoise)
         endTs = packet.end
         waitedSamples = 0
         currentDelayMs = playMs - Double(packet.arrivalMs)
@@ -450,14 +466,15 @@ struct PlayoutBuffer {
 
     /// Starts a new stream with this packet as its first.
     private mutating func restart(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8], samples: Int,
-                                  arrivalMs: Int64) {
+                                  arrivalMs: Int64, silent: Bool) {
         lostInEndedStreams += stream?.lost ?? 0
         expectedInEndedStreams += stream?.expected ?? 0
         let slot = Int64(sequence)
         let ts = Int64(timestamp)
         stream = Stream(ssrc: ssrc, highest: slot, lowest: slot, highestTimestamp: ts)
         probation = nil
-        let packet = Packet(sequence: slot, timestamp: ts, samples: samples, payload: payload, arrivalMs: arrivalMs)
+        let packet = Packet(sequence: slot, timestamp: ts, samples: samples, payload: payload, arrivalMs: arrivalMs,
+                            silent: silent)
         pending = [slot: packet]
         seen = [slot]
         lossAccountedThrough = nil

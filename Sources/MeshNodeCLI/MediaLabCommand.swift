@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MeshControl
+import MeshDaemon
 import MeshMedia
 
 /// `mesh-node media-lab`: replays a network trace through encoder → channel → playout → decoder, offline and
@@ -29,10 +30,11 @@ struct MediaLabCommand: ParsableCommand {
         guard let chosen = QualityProfile.named(profile) else {
             throw CLIError("--profile \(profile): use \(QualityProfile.all.map(\.name).joined(separator: ", "))")
         }
-        guard let redundant = RedundancyMode(rawValue: redundancy) else {
-            throw CLIError("--redundancy \(redundancy): use auto, on or off")
+        do {
+            config.redundancy = try NodeConfig.parseRedundancy(redundancy, what: "--redundancy")
+        } catch {
+            throw CLIError(error.description)
         }
-        config.redundancy = redundant
         config.playout = mode
         config.profile = chosen
         config.complexity = complexity

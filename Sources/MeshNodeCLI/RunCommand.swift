@@ -27,6 +27,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "What to do with incoming calls: off (decline), record, echo.") var autoAnswer: String?
     @Option(help: "Folder for recorded calls (default DATA_DIR/recordings).") var recordDir: String?
     @Option(help: "Opus bitrate of calls this node places, bit/s (default 24000).") var bitrate: Int?
+    @Flag(help: "The speexdsp VAD drives DTX for the audio this node sends (default: Opus's own DTX).") var vad = false
+    @Flag(help: "speexdsp noise suppression on the audio this node sends.") var denoise = false
+    @Option(help: "Redundant copies against burst loss: auto (default), on, off.") var redundancy: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
@@ -74,6 +77,9 @@ struct RunCommand: ParsableCommand {
             if let autoAnswer { c.autoAnswer = try NodeConfig.parseAutoAnswer(autoAnswer, what: "--auto-answer") }
             if let recordDir { c.recordDir = recordDir }
             if let bitrate { c.bitrate = try NodeConfig.checkBitrate(bitrate, what: "--bitrate") }
+            if vad { c.vad = true }
+            if denoise { c.denoise = true }
+            if let redundancy { c.redundancy = try NodeConfig.parseRedundancy(redundancy, what: "--redundancy") }
             return c
         } catch {
             throw CLIError(error.description)

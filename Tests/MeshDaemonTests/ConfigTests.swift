@@ -23,6 +23,9 @@ import Testing
             auto_answer = "record"
             record_dir = "rec"
             bitrate = 32000
+            vad = true
+            denoise = true
+            redundancy = "off"
             """) { path in
             let c = try NodeConfig.load(file: path)
             let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -37,6 +40,7 @@ import Testing
             #expect(c.autoAnswer == .record)
             #expect(c.resolvedRecordDir == base + "/rec")
             #expect(c.bitrate == 32_000)
+            #expect(c.vad && c.denoise && c.redundancy == .off)
         }
     }
 
@@ -49,6 +53,8 @@ import Testing
         ("peers = \"1.2.3.4:5\"", "peers must be an array of strings"),
         ("peers = [\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD@1.2.3.4:5\"]", "wrong EIP-55 checksum"),
         ("bitrate = 1", "bitrate: must be 6000–128000"),
+        ("vad = \"yes\"", "vad must be true or false"),
+        ("redundancy = \"sometimes\"", "redundancy: expected auto, on or off"),
         ("listen = [", "line 1"),
     ])
     func reportsBadValuesInOneLine(text: String, expected: String) throws {
