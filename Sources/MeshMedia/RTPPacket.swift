@@ -91,7 +91,7 @@ public struct RTPPacket: Sendable, Equatable {
     }
 
     /// RFC 8285 §4.2: elements of one header byte (ID, length − 1) and their data; zero bytes are padding and
-    /// ID 15 ends the block. Nil when an element runs past the block.
+    /// ID 15 ends the block. Nil when an element runs past the block or has ID 0 with a length (reserved).
     private static func oneByteElements(_ block: [UInt8]) -> [UInt8: [UInt8]]? {
         var elements: [UInt8: [UInt8]] = [:]
         var index = 0
@@ -101,6 +101,7 @@ public struct RTPPacket: Sendable, Equatable {
             if header == 0 { continue }
             let id = header >> 4
             if id == 15 { break }
+            guard id != 0 else { return nil }
             let length = Int(header & 0x0f) + 1
             guard index + length <= block.count else { return nil }
             elements[id] = Array(block[index..<index + length])

@@ -52,6 +52,7 @@ import Testing
         "90ef00010000000200000003bede0002aabbccdd",  // extension of 2 words, 1 present
         "90ef00010000000200000003bede",  // extension header cut off
         "90ef00010000000200000003bede0001a3bbccdd",  // one-byte element of 4 bytes in a 3-byte rest
+        "90ef00010000000200000003bede000105bbccdd",  // one-byte element with the reserved ID 0
         "a0ef00010000000200000003aabb00",  // padding count 0
         "a0ef00010000000200000003aa05",  // padding longer than the payload
         "a0ef00010000000200000003",  // padding bit, no room for the count

@@ -1,4 +1,5 @@
 import MeshMedia
+import MeshTestKit
 import Testing
 
 @Suite struct RedundancyTests {
@@ -159,5 +160,41 @@ import Testing
         #expect(stats.packetsLost == 1, "\(stats)")
         // The lost stretch of silence is comfort noise, as it is when nothing is lost.
         #expect(stats.framesConcealed == clean.framesConcealed && stats.dtxPercent > 30, "\(stats) vs \(clean)")
+    }
+}
+
+/// Hostile input: random and mutated packets never trap the parsers or the receiver, and every refused packet
+/// is counted.
+@Suite struct MalformedMediaTests {
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func randomAndMutatedPacketsAreRefusedOrPlayedNeverTrap(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        var config = MediaConfig()
+        config.redundancy = .on
+        config.vad = true
+        let sender = try MediaSender(config: config, ssrc: 4)
+        let receiver = try MediaReceiver(config: config)
+        let report = LossReport(lossPercent: 3, burstLossPercent: 2)
+        let frames = TestAudio.frames(TestAudio.sine(hz: 300, count: 100 * Audio.frameSamples))
+        let valid = try frames.compactMap { try sender.packetize(frame: $0, report: report) }
+        var offered = 0
+        for (index, packet) in valid.enumerated() {
+            var mutated = packet
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let at = Int.random(in: 0..<mutated.count, using: &random)
+                mutated[at] = UInt8.random(in: 0...255, using: &random)
+            }
+            let noise = (0..<Int.random(in: 0...80, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            for bytes in [packet, mutated, Array(mutated.prefix(Int.random(in: 0...mutated.count, using: &random))), noise] {
+                _ = RTPPacket(parsing: bytes)
+                _ = RedundantPayload(parsing: bytes)
+                _ = receiver.receive(rtp: bytes, nowMs: Int64(index * Audio.frameMs))
+                offered += 1
+            }
+            #expect(receiver.nextFrame(nowMs: Int64(index * Audio.frameMs)).count == Audio.frameSamples)
+        }
+        let stats = receiver.stats
+        #expect(stats.packetsReceived + stats.malformed == offered, "\(stats)")
+        #expect(stats.malformed > 0 && stats.packetsReceived >= valid.count)
     }
 }
