@@ -120,14 +120,29 @@ public final class NodeRuntime: @unchecked Sendable {
         let listenAddress = try Self.resolve(config.listen, what: "listen \(config.listen)")
         do {
             let socket = try UDPSocket(binding: listenAddress)
-            udp = try DatagramBootstrap(group: group)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
+            let channel: Channel
+            do {
+                channel = try DatagramBootstrap(group: group)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
+                        }
                     }
-                }
-                .withBoundSocket(socket.descriptor).wait()
+                    .withBoundSocket(socket.descriptor).wait()
+            } catch {
+                socket.close()
+                throw error
+            }
+            udp = channel
             udpSocket = socket
+            // SwiftNIO owns the descriptor and closes it with the channel (also on a fatal read error): from
+            // then on nothing may be sent through it, and the node says so.
+            channel.closeFuture.whenComplete { _ in
+                guard self.udp != nil else { return }
+                self.udp = nil
+                self.udpSocket = nil
+                self.logger.error("UDP socket closed; the node can no longer send or receive", metadata: [:])
+            }
         } catch {
             throw ConfigError("listen \(config.listen): cannot bind UDP (\(error))")
         }

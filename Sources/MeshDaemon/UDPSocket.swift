@@ -20,10 +20,15 @@ struct UDPSocket {
         let bound = address.withSockAddr { bind(fd, $0, socklen_t($1)) }
         guard bound == 0 else {
             let code = errno
-            close(fd)
+            _ = Glibc.close(fd)
             throw IOError(errnoCode: code, reason: "bind")
         }
         descriptor = fd
+    }
+
+    /// Closes the descriptor; only for a socket SwiftNIO never took over.
+    func close() {
+        _ = Glibc.close(descriptor)
     }
 
     /// Sends one datagram; nil when it went out, else the errno (EAGAIN: the socket buffer is full, the datagram

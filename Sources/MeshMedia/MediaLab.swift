@@ -115,7 +115,8 @@ public enum MediaLab {
                 inFlight.removeFirst()
             }
             output += receiver.nextFrame(nowMs: now)
-            reports.append((now + reverseDelayMs, receiver.report))
+            let due = now + reverseDelayMs
+            reports.insert((due, receiver.report), at: reports.firstIndex { $0.dueMs > due } ?? reports.endIndex)
             if let delay = receiver.currentPlayoutDelayMs {
                 let minute = Int(now / 60_000)
                 if minutes.count <= minute { minutes += Array(repeating: (0, 0), count: minute - minutes.count + 1) }

@@ -89,8 +89,11 @@ public final class MediaReceiver {
             peerReport = report
         }
         let level = packet.extensions[AudioLevel.extensionID].flatMap(AudioLevel.init(bytes:))
-        buffer.insert(sequence: packet.sequence, timestamp: packet.timestamp, ssrc: packet.ssrc,
-                      payload: primary, samples: samples, arrivalMs: nowMs, silent: level?.voice == false)
+        // The copies a packet carries are filed only when the packet itself was: a duplicate, late or
+        // out-of-range packet's copies could otherwise reach far past the stream.
+        guard buffer.insert(sequence: packet.sequence, timestamp: packet.timestamp, ssrc: packet.ssrc,
+                            payload: primary, samples: samples, arrivalMs: nowMs, voice: level?.voice)
+        else { return true }
         buffer.noteRedundancy(distance: blocks.map { Int($0.distance) }.max() ?? 0)
         for block in blocks {
             guard let copySamples = OpusDecoder.samples(in: block.opus) else { continue }

@@ -31,8 +31,9 @@ struct PlayoutBuffer {
         let arrivalMs: Int64
         /// A redundant copy from a later packet (`RedundantPayload`), not the packet itself.
         var recovered = false
-        /// The sender's VAD called it non-speech (RFC 6464's V bit clear): a hangover or comfort-noise packet.
-        var silent = false
+        /// The sender's VAD verdict (RFC 6464's V bit), nil without one: false is a hangover or comfort-noise
+        /// packet, true speech.
+        var voice: Bool?
 
         var end: Int64 { timestamp + Int64(samples) }
         var isDTX: Bool { payload.count <= MediaSender.dtxPacketBytes }
@@ -55,6 +56,8 @@ struct PlayoutBuffer {
     static let lossHorizon: Int64 = 10
     /// Packets in a row without redundant copies after which the sender counts as having stopped adding them.
     static let redundancyMemoryPackets = 50
+    /// The largest copy distance the target makes room for (a peer cannot push the delay further).
+    static let maxRedundancyDistance = 3
     /// Below this skew the drift compensation rests (the level control absorbs it).
     static let minimumDriftPpm = 10.0
 
@@ -91,7 +94,7 @@ struct PlayoutBuffer {
     private var drift = DriftEstimator()
     private var stream: Stream?
     private var probation: (sequence: UInt16, timestamp: UInt32, payload: [UInt8], arrivalMs: Int64, samples: Int,
-                            silent: Bool)?
+                            voice: Bool?)?
     /// Waiting packets, by sequence number.
     private var pending: [Int64: Packet] = [:]
     /// Sequence numbers seen lately (to tell duplicates).
@@ -172,13 +175,15 @@ struct PlayoutBuffer {
         }
     }
 
-    /// Files an arriving packet of `samples` samples; `silent`: the sender's VAD called it non-speech.
+    /// Files an arriving packet of `samples` samples; `voice`: the sender's VAD verdict, if it sent one. True
+    /// when the packet was filed for playout (not a duplicate, late, or held on restart probation).
+    @discardableResult
     mutating func insert(sequence: UInt16, timestamp: UInt32, ssrc: UInt32, payload: [UInt8], samples: Int,
-                         arrivalMs: Int64, silent: Bool = false) {
+                         arrivalMs: Int64, voice: Bool? = nil) -> Bool {
         guard let current = stream, current.ssrc == ssrc else {
             restart(ssrc: ssrc, sequence: sequence, timestamp: timestamp, payload: payload, samples: samples,
-                    arrivalMs: arrivalMs, silent: silent)
-            return
+                    arrivalMs: arrivalMs, voice: voice)
+            return true
         }
         let slot = current.extend(sequence)
         let nextSlot = lastSequence == .min ? current.lowest : lastSequence + 1
@@ -186,30 +191,33 @@ struct PlayoutBuffer {
             if let candidate = probation, candidate.sequence &+ 1 == sequence {
                 restart(ssrc: ssrc, sequence: candidate.sequence, timestamp: candidate.timestamp,
                         payload: candidate.payload, samples: candidate.samples, arrivalMs: candidate.arrivalMs,
-                        silent: candidate.silent)
-                insert(sequence: sequence, timestamp: timestamp, ssrc: ssrc, payload: payload, samples: samples,
-                       arrivalMs: arrivalMs, silent: silent)
-            } else {
-                probation = (sequence, timestamp, payload, arrivalMs, samples, silent)
+                        voice: candidate.voice)
+                return insert(sequence: sequence, timestamp: timestamp, ssrc: ssrc, payload: payload,
+                              samples: samples, arrivalMs: arrivalMs, voice: voice)
             }
-            return
+            probation = (sequence, timestamp, payload, arrivalMs, samples, voice)
+            return false
         }
         probation = nil
         guard !seen.contains(slot) else {
             duplicates += 1
-            return
+            return false
         }
         seen.insert(slot)
-        seen.remove(slot - 2 * Self.maxMisorder)
         let packet = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
-                            payload: payload, arrivalMs: arrivalMs, silent: silent)
+                            payload: payload, arrivalMs: arrivalMs, voice: voice)
         record(packet, rtpTimestamp: timestamp)
         accountLoss()
+        // Sequence numbers far behind the newest are neither duplicates nor loss any more: forget them.
+        if let newest = stream?.highest, seen.count > 4 * Int(Self.maxMisorder) {
+            seen = seen.filter { $0 >= newest - 2 * Self.maxMisorder }
+        }
         if slot <= lastSequence {
             late += 1
-        } else {
-            pending[slot] = packet
+            return false
         }
+        pending[slot] = packet
+        return true
     }
 
     /// Files a redundant copy of an earlier packet (carried by a later one). Kept only when that packet has not
@@ -218,8 +226,9 @@ struct PlayoutBuffer {
                                   samples: Int, arrivalMs: Int64) {
         guard let current = stream, current.ssrc == ssrc else { return }
         let slot = current.extend(sequence)
+        let nextSlot = lastSequence == .min ? current.lowest : lastSequence + 1
         guard slot >= current.lowest, slot > lastSequence, slot >= current.highest - Self.maxMisorder,
-              !seen.contains(slot), pending[slot] == nil
+              slot < current.highest, slot < nextSlot + Self.maxAhead, !seen.contains(slot), pending[slot] == nil
         else { return }
         pending[slot] = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
                                payload: payload, arrivalMs: arrivalMs, recovered: true)
@@ -230,7 +239,7 @@ struct PlayoutBuffer {
     /// copy (nothing recent to copy), and the delay must not drop at every talk spurt's start.
     mutating func noteRedundancy(distance: Int) {
         if distance > 0 {
-            redundancyDistance = Int64(distance)
+            redundancyDistance = Int64(min(distance, Self.maxRedundancyDistance))
             packetsWithoutCopies = 0
         } else {
             packetsWithoutCopies += 1
@@ -368,7 +377,9 @@ struct PlayoutBuffer {
         lastSequence = packet.sequence
         // Opus sends one packet every 400 ms during DTX: one that follows comfort noise keeps the DTX state. A
         // packet the sender's VAD called non-speech says so itself, even when the DTX packet before it was lost.
-        lastWasDTX = packet.isDTX || packet.silent || (lastWasDTX && outcome == .comfortNoise)
+        // (A VAD verdict of speech does not end the DTX state: libopus may be in its own DTX while the VAD still
+        // says speech, and its refreshes then carry V = 1.)
+        lastWasDTX = packet.isDTX || packet.voice == false || (lastWasDTX && outcome == .comfortNoise)
         endTs = packet.end
         waitedSamples = 0
         currentDelayMs = playMs - Double(packet.arrivalMs)
@@ -466,7 +477,7 @@ struct PlayoutBuffer {
 
     /// Starts a new stream with this packet as its first.
     private mutating func restart(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8], samples: Int,
-                                  arrivalMs: Int64, silent: Bool) {
+                                  arrivalMs: Int64, voice: Bool?) {
         lostInEndedStreams += stream?.lost ?? 0
         expectedInEndedStreams += stream?.expected ?? 0
         let slot = Int64(sequence)
@@ -474,7 +485,7 @@ struct PlayoutBuffer {
         stream = Stream(ssrc: ssrc, highest: slot, lowest: slot, highestTimestamp: ts)
         probation = nil
         let packet = Packet(sequence: slot, timestamp: ts, samples: samples, payload: payload, arrivalMs: arrivalMs,
-                            silent: silent)
+                            voice: voice)
         pending = [slot: packet]
         seen = [slot]
         lossAccountedThrough = nil
@@ -482,6 +493,7 @@ struct PlayoutBuffer {
         lastTransit = nil
         estimator.resetWindow()
         drift.reset()
+        driftDebt = 0
         waitedSamples = 0
         lastWasDTX = false
         if started {

@@ -112,6 +112,34 @@ import Testing
         #expect(without.framesConcealed == 2 && without.redundancyRecovered == 0, "\(without)")
     }
 
+    @Test func copiesCarriedByAnOutOfRangePacketAreNotFiled() throws {
+        var config = MediaConfig()
+        config.dtx = false
+        config.playout = .fixed(ms: 40)
+        let encoder = try OpusEncoder(config: config)
+        let tone = TestAudio.frames(TestAudio.sine(hz: 300, count: 100 * Audio.frameSamples))
+        let receiver = try MediaReceiver(config: config)
+        for index in 0..<100 {
+            let now = Int64(index * Audio.frameMs)
+            let opus = try encoder.encode(tone[index])
+            let packet = RTPPacket(payloadType: MediaSender.payloadType, sequence: UInt16(index),
+                                   timestamp: UInt32(index * Audio.frameSamples), ssrc: 3, payload: opus)
+            #expect(receiver.receive(rtp: packet.serialize(), nowMs: now))
+            if index == 10 {
+                // A packet 30,000 ahead (held on restart probation) carrying a copy of the one before it: were the
+                // copy filed, it would be played out as overdue and take the timeline 30,000 packets ahead.
+                let hostile = RTPPacket(
+                    payloadType: RedundantPayload.payloadType, sequence: 30_000, timestamp: 30_000 * 960, ssrc: 3,
+                    payload: RedundantPayload(blocks: [.init(distance: 1, offset: 960, opus: opus)], primary: opus).serialize())
+                #expect(receiver.receive(rtp: hostile.serialize(), nowMs: now))
+            }
+            _ = receiver.nextFrame(nowMs: now)
+        }
+        let stats = receiver.stats
+        #expect(stats.packetsLate == 0 && stats.framesConcealed == 0 && stats.redundancyRecovered == 0, "\(stats)")
+        #expect(receiver.bufferedPackets <= 3)
+    }
+
     @Test func reportCountsBurstsButNotReordering() throws {
         var run = PlayoutRun()
         run.packetCount = 200
