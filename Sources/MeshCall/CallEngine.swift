@@ -13,6 +13,9 @@ public struct CallConfig: Sendable {
     public var mediaTimeoutMs: Int64 = 10_000
     /// Ended calls are remembered this long, to answer late retransmissions and for `node-ctl calls`.
     public var endedMemoryMs: Int64 = 30_000
+    /// An offer is taken only while its signed timestamp is within this much of the callee's clock, and the
+    /// ids of offers taken are remembered for twice as long: a recorded offer replayed later never rings again.
+    public var offerMaxSkewMs: Int64 = 60_000
     public init() {}
 }
 
@@ -62,6 +65,10 @@ public struct CallEngine: Sendable {
     public private(set) var calls: [CallID: CallRecord] = [:]
     /// Signalling messages that failed to parse or verify.
     public private(set) var malformed = 0
+    /// Offers refused because their timestamp was too far from this node's clock.
+    public private(set) var staleOffers = 0
+    /// The offers taken lately: when, and the refusal sent (nil: it rang).
+    private var recentOffers: [CallID: (at: Int64, refusal: CallEndReason?)] = [:]
 
     public init(wallets: [PrivateKey], config: CallConfig = CallConfig()) {
         self.wallets = Dictionary(wallets.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
@@ -176,6 +183,7 @@ public struct CallEngine: Sendable {
                 if let endedAt = call.endedAt, now - endedAt >= config.endedMemoryMs { calls[call.id] = nil }
             }
         }
+        recentOffers = recentOffers.filter { now - $0.value.at < 2 * config.offerMaxSkewMs }
         return actions
     }
 
@@ -191,16 +199,23 @@ public struct CallEngine: Sendable {
             case .ended: return [.send(CallMessage.reject(id, existing.endReason ?? .normal).serialize(), to: node)]
             }
         }
+        // An offer already taken is not taken again: a refused one gets its refusal again (the first may have been
+        // lost), one whose call is over and forgotten gets nothing.
+        if let taken = recentOffers[id] {
+            return taken.refusal.map { [.send(CallMessage.reject(id, $0).serialize(), to: node)] } ?? []
+        }
         guard offer.isAuthentic else {
             malformed += 1
             return [.send(CallMessage.reject(id, .badSignature).serialize(), to: node)]
         }
-        guard wallets[offer.callee] != nil else {
-            return [.send(CallMessage.reject(id, .unknownCallee).serialize(), to: node)]
+        guard abs(now - Int64(clamping: offer.timestampMs)) <= config.offerMaxSkewMs else {
+            staleOffers += 1
+            return [.send(CallMessage.reject(id, .staleOffer).serialize(), to: node)]
         }
-        if calls.values.contains(where: { $0.local == offer.callee && $0.state != .ended }) {
-            return [.send(CallMessage.reject(id, .busy).serialize(), to: node)]
-        }
+        let refusal: CallEndReason? = wallets[offer.callee] == nil ? .unknownCallee
+            : calls.values.contains(where: { $0.local == offer.callee && $0.state != .ended }) ? .busy : nil
+        recentOffers[id] = (now, refusal)
+        if let refusal { return [.send(CallMessage.reject(id, refusal).serialize(), to: node)] }
         calls[id] = CallRecord(id: id, role: .callee, local: offer.callee, remote: offer.caller, via: node,
                                bitrate: Self.bitrates.clamped(Int(offer.bitrate)), state: .ringing, startedAt: now, secret: [],
                                offer: offer)

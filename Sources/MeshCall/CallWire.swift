@@ -28,6 +28,7 @@ public enum CallEndReason: UInt8, Sendable, Codable, CustomStringConvertible {
     case badSignature = 7
     case linkLost = 8
     case failed = 9
+    case staleOffer = 10
 
     public var description: String {
         switch self {
@@ -41,6 +42,7 @@ public enum CallEndReason: UInt8, Sendable, Codable, CustomStringConvertible {
         case .badSignature: "bad signature"
         case .linkLost: "link lost"
         case .failed: "failed"
+        case .staleOffer: "stale offer (are both clocks set?)"
         }
     }
 }

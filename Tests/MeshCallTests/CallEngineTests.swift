@@ -200,6 +200,46 @@ struct CallPair {
         #expect(pair.b.calls.isEmpty)
     }
 
+    @Test func staleAndReplayedOffersDoNotRing() throws {
+        var pair = CallPair()
+        let placed = pair.a.place(from: pair.alice.address, to: pair.bob.address, via: pair.nodeB, bitrate: 24_000,
+                                  now: pair.now)
+        let (id, actions) = try #require(placed)
+        guard case .send(let offer, _) = try #require(actions.first) else {
+            Issue.record("no offer sent")
+            return
+        }
+        // Delivered 61 s after it was signed (or to a callee whose clock is 61 s ahead): refused, nothing rings.
+        let late = pair.b.receive(offer, from: pair.nodeA, now: pair.now + 61_000)
+        #expect(late == [.send(CallMessage.reject(id, .staleOffer).serialize(), to: pair.nodeA)])
+        #expect(pair.b.calls.isEmpty && pair.b.staleOffers == 1)
+        #expect(CallEndReason.staleOffer.description.contains("clocks"))
+
+        // In time it rings; the call ends; a recording of the same offer replayed once the ended call is
+        // forgotten (30 s) and while its timestamp is still in the window gets nothing, and later it is stale.
+        let fresh = pair.b.receive(offer, from: pair.nodeA, now: pair.now + 1_000)
+        #expect(fresh.contains(.incoming(id, caller: pair.alice.address, callee: pair.bob.address)))
+        _ = pair.b.hangup(id, now: pair.now + 2_000)
+        _ = pair.b.tick(now: pair.now + 40_000)
+        #expect(pair.b.calls[id] == nil)
+        #expect(pair.b.receive(offer, from: pair.nodeA, now: pair.now + 45_000).isEmpty)
+        _ = pair.b.tick(now: pair.now + 130_000)
+        #expect(pair.b.receive(offer, from: pair.nodeA, now: pair.now + 130_000)
+            == [.send(CallMessage.reject(id, .staleOffer).serialize(), to: pair.nodeA)])
+        #expect(pair.b.calls[id] == nil)
+    }
+
+    @Test func aRefusedOfferGetsTheSameRefusalAgain() throws {
+        var pair = CallPair()
+        pair.b = CallEngine(wallets: [PrivateKey()])  // bob is not hosted there
+        let id = pair.place()
+        #expect(pair.eventsA.contains(.ended(id, .unknownCallee)))
+        // The caller's retransmission (its first reject lost) is answered with the same refusal.
+        let offer = try #require(pair.a.calls[id]?.offer)
+        let again = pair.b.receive(CallMessage.offer(offer).serialize(), from: pair.nodeA, now: pair.now + 500)
+        #expect(again == [.send(CallMessage.reject(id, .unknownCallee).serialize(), to: pair.nodeA)])
+    }
+
     @Test func messagesRoundTrip() {
         let key = PrivateKey()
         let id = CallID(raw: 0x0123_4567_89ab_cdef)
