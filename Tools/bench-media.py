@@ -26,6 +26,11 @@ PLAYOUTS = ["adaptive", "fixed:60", "fixed:120"]
 WINDOW_S = 8
 
 
+def windows(seconds):
+    """The starts of the 8 s PESQ windows over a trace of `seconds` (from 8 s, a margin left at the end)."""
+    return list(range(8, int(seconds) - WINDOW_S - 2, WINDOW_S))
+
+
 def sentences(work):
     """The six sentences from espeak-ng at 48 kHz."""
     spoken = []
@@ -85,14 +90,14 @@ def align(ref, deg, start, max_lag):
     return lag, c
 
 
-def score(reference, output_path, trace_s, windows):
+def score(reference, output_path, trace_s, starts):
     """PESQ-WB (16 kHz) over 8 s windows, each aligned by cross-correlation; and the mean correlation."""
     _, deg = wavfile.read(output_path)
     deg = deg.astype(np.float64)
     reps = int(np.ceil(trace_s * RATE / reference.size)) + 1
     ref = np.tile(reference, reps)[: int(trace_s * RATE)]
     scores, corrs, failures = [], [], []
-    for start_s in windows:
+    for start_s in starts:
         lag, c = align(ref, deg, int(start_s * RATE), RATE)
         if lag is None:
             continue
@@ -125,10 +130,10 @@ def main():
             report = lab(path, speech_path, out, playout)
             seconds = report["traceSeconds"]
             if trace.startswith("drift"):  # minute 1 and the last minute
-                windows = [60 + 8 * i for i in range(6)] + [seconds - 60 + 8 * i for i in range(6)]
+                starts = [60 + 8 * i for i in range(6)] + [seconds - 60 + 8 * i for i in range(6)]
             else:
-                windows = list(range(8, int(seconds) - WINDOW_S - 2, WINDOW_S))
-            mos, corr, failures = score(reference, out, seconds, windows)
+                starts = windows(seconds)
+            mos, corr, failures = score(reference, out, seconds, starts)
             report.update(pesq=mos, correlation=corr, pesqFailures=failures)
             results[(trace, playout)] = report
             r = report["receiver"]
@@ -174,6 +179,11 @@ def main():
               f"{lossy['packetsWithRedundancy']} of {lossy['packetsSent']} packets carried a copy, payload "
               f"{lossy['payloadKbps']:.1f} kbit/s (loss-free run: {lossless['payloadKbps']:.1f}); "
               f"adaptive mean delay {lossy['receiver']['meanPlayoutDelayMs']:.1f} ms")
+        fec_only = lab(os.path.join(work, "bursty.csv"), speech_path, os.path.join(work, "bursty-fec.wav"), "adaptive",
+                       "--redundancy", "off")
+        fec_mos = score(reference, os.path.join(work, "bursty-fec.wav"), fec_only["traceSeconds"],
+                        windows(fec_only["traceSeconds"]))[0]
+        print(f"- bursty with FEC alone (--redundancy off): PESQ-WB {fec_mos:.2f} (gap {lossless['pesq'] - fec_mos:.2f})")
     clean_path = os.path.join(work, "clean.csv")
     dialogue_path, _, dialogue_talk = speech(work, "conversation", conversation=True)
     noisy_path, _, _ = speech(work, "noisy", noise_db=-35)
@@ -191,9 +201,9 @@ def main():
     vad_clean = lab(clean_path, speech_path, os.path.join(work, "clean-vad.wav"), "adaptive", "--vad")
     vad_bursty = lab(os.path.join(work, "bursty.csv"), speech_path, os.path.join(work, "bursty-vad.wav"), "adaptive",
                      "--vad")
-    windows = list(range(8, int(vad_clean["traceSeconds"]) - WINDOW_S - 2, WINDOW_S))
-    clean_mos = score(reference, os.path.join(work, "clean-vad.wav"), vad_clean["traceSeconds"], windows)[0]
-    bursty_mos = score(reference, os.path.join(work, "bursty-vad.wav"), vad_bursty["traceSeconds"], windows)[0]
+    starts = windows(vad_clean["traceSeconds"])
+    clean_mos = score(reference, os.path.join(work, "clean-vad.wav"), vad_clean["traceSeconds"], starts)[0]
+    bursty_mos = score(reference, os.path.join(work, "bursty-vad.wav"), vad_bursty["traceSeconds"], starts)[0]
     print(f"- VAD-driven DTX quality: PESQ-WB {clean_mos:.2f} clean, {bursty_mos:.2f} bursty "
           f"(Opus DTX: {results[('clean', 'adaptive')]['pesq']:.2f} / {results[('bursty', 'adaptive')]['pesq']:.2f})")
     _, out = wavfile.read(os.path.join(work, "clean-adaptive.wav"))

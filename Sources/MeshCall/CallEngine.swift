@@ -84,9 +84,7 @@ public struct CallEngine: Sendable {
     /// wallet is not hosted here or is already in a call (one call per wallet).
     public mutating func place(from local: WalletAddress, to remote: WalletAddress, via: WalletAddress, bitrate: Int,
                                now: Int64) -> (CallID, [CallAction])? {
-        guard let key = wallets[local], !calls.values.contains(where: { $0.local == local && $0.state != .ended }) else {
-            return nil
-        }
+        guard let key = wallets[local], !inCall(local) else { return nil }
         let id = CallID(raw: UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let timestamp = UInt64(max(now, 0))
@@ -189,6 +187,11 @@ public struct CallEngine: Sendable {
 
     // MARK: internals
 
+    /// A hosted wallet has one call at a time.
+    private func inCall(_ wallet: WalletAddress) -> Bool {
+        calls.values.contains { $0.local == wallet && $0.state != .ended }
+    }
+
     private mutating func receiveOffer(_ offer: CallMessage.Offer, from node: WalletAddress, now: Int64) -> [CallAction] {
         let id = offer.callID
         if let existing = calls[id] {
@@ -212,8 +215,7 @@ public struct CallEngine: Sendable {
             staleOffers += 1
             return [.send(CallMessage.reject(id, .staleOffer).serialize(), to: node)]
         }
-        let refusal: CallEndReason? = wallets[offer.callee] == nil ? .unknownCallee
-            : calls.values.contains(where: { $0.local == offer.callee && $0.state != .ended }) ? .busy : nil
+        let refusal: CallEndReason? = wallets[offer.callee] == nil ? .unknownCallee : inCall(offer.callee) ? .busy : nil
         recentOffers[id] = (now, refusal)
         if let refusal { return [.send(CallMessage.reject(id, refusal).serialize(), to: node)] }
         calls[id] = CallRecord(id: id, role: .callee, local: offer.callee, remote: offer.caller, via: node,

@@ -168,7 +168,7 @@ public struct DHTProtocol: Sendable {
             let id = newLookupID()
             counters.lookupsStarted += 1
             counters.lookupsFinished += 1
-            let outcome = LookupOutcome(target: key, record: record, closest: [], queried: 0, rounds: 0, messages: 0, elapsedMs: 0)
+            let outcome = LookupOutcome(target: key, record: record, closest: [], rounds: 0, messages: 0, elapsedMs: 0)
             return (id, [.lookupFinished(id, outcome)])
         }
         var actions: [DHTProtocolAction] = []
@@ -230,6 +230,8 @@ public struct DHTProtocol: Sendable {
     public func localRecord(_ key: NodeID) -> PresenceRecord? { store[key] }
 
     public var contacts: [Contact] { table.allEntries.map(\.entry.contact) }
+    /// How many contacts the table holds (without building `contacts`).
+    public var contactCount: Int { table.count }
 
     public var storedRecords: [PresenceRecord] { store.values.sorted { $0.key < $1.key } }
 
@@ -472,7 +474,7 @@ public struct DHTProtocol: Sendable {
     }
 
     private mutating func maintain(nowMs: Int64, actions: inout [DHTProtocolAction]) {
-        for (key, record) in store.sorted(by: { $0.key < $1.key }) where record.expiresAtMs <= nowMs {
+        for key in store.filter({ $0.value.expiresAtMs <= nowMs }).keys.sorted() {
             dropRecord(key, tombstone: nil, actions: &actions)
         }
         tombstones = tombstones.filter { $0.value.expiresAtMs > nowMs }

@@ -12,14 +12,14 @@ public struct LookupOutcome: Sendable, Equatable {
     public var record: PresenceRecord?
     /// The closest nodes that answered, closest first (at most k).
     public var closest: [Contact]
-    /// Nodes the lookup sent a request to.
-    public var queried: Int
     /// Hops of the request chain that produced the result: a contact from the local table is hop 1, a contact
     /// first learned from a hop-h answer is hop h+1. For a found record, the hop of the node that returned it;
     /// otherwise the deepest hop among the closest nodes that answered. 0 when answered locally.
     public var rounds: Int
     /// Requests the lookup sent (each draws at most one response).
     public var messages: Int
+    /// Nodes the lookup sent a request to: one request each, so the same as `messages`.
+    public var queried: Int { messages }
     public var elapsedMs: Int64
 }
 
@@ -145,6 +145,6 @@ struct Lookup: Sendable {
         let closest = candidates.lazy.filter { $0.state == .answered }.prefix(k)
         let rounds = record != nil ? recordHop : closest.map(\.hop).max() ?? 0
         return LookupOutcome(target: target, record: record, closest: closest.map(\.contact),
-                             queried: messages, rounds: rounds, messages: messages, elapsedMs: nowMs - startedMs)
+                             rounds: rounds, messages: messages, elapsedMs: nowMs - startedMs)
     }
 }

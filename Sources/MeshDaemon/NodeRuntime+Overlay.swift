@@ -20,8 +20,9 @@ extension NodeRuntime {
     /// While the table is empty (no bootstrap node answered yet), joining is retried this often.
     static let rebootstrapMs: Int64 = 5_000
 
-    func joinOverlay(bootstrap: [DHTEndpoint], now: Int64) {
+    func joinOverlay(bootstrap: [DHTEndpoint], advertise: [DHTEndpoint], now: Int64) {
         bootstrapEndpoints = bootstrap
+        advertisedEndpoints = advertise
         nextBootstrap = now + Self.rebootstrapMs
         runDHT(dht.bootstrap(bootstrap, nowMs: now))
         publishPresence(now: now)
@@ -29,14 +30,20 @@ extension NodeRuntime {
 
     func overlayTick(now: Int64) {
         runDHT(dht.tick(nowMs: now))
-        if dht.contacts.isEmpty, !bootstrapEndpoints.isEmpty, now >= nextBootstrap {
+        if !bootstrapEndpoints.isEmpty, now >= nextBootstrap, dht.contactCount == 0 {
             nextBootstrap = now + Self.rebootstrapMs
             runDHT(dht.bootstrap(bootstrapEndpoints, nowMs: now))
         }
-        let reachChanged = now >= nextReachCheck && currentReach() != publishedReach
-        if now >= nextReachCheck { nextReachCheck = now + Self.reachCheckMs }
+        var changedReach: Reach?
+        if now >= nextReachCheck {
+            nextReachCheck = now + Self.reachCheckMs
+            let reach = currentReach()
+            if reach != publishedReach { changedReach = reach }
+        }
         let joining = now - startedAt < Self.joinWindowMs
-        if reachChanged || (joining && dht.contacts.count >= max(2 * contactsAtLastPublish, 1)) {
+        if let changedReach {
+            publishPresence(now: now, reach: changedReach)
+        } else if joining, dht.contactCount >= max(2 * contactsAtLastPublish, 1) {
             publishPresence(now: now)
         }
         if now >= nextContactSave {
@@ -51,11 +58,12 @@ extension NodeRuntime {
         saveContacts(now: now)
     }
 
-    /// Signs and publishes a record for every hosted wallet with the node's current endpoints and relays.
-    func publishPresence(now: Int64) {
-        let reach = currentReach()
+    /// Signs and publishes a record for every hosted wallet with the node's endpoints and relays (`reach`,
+    /// by default the current ones).
+    func publishPresence(now: Int64, reach: Reach? = nil) {
+        let reach = reach ?? currentReach()
         publishedReach = reach
-        contactsAtLastPublish = dht.contacts.count
+        contactsAtLastPublish = dht.contactCount
         for wallet in wallets {
             runDHT(dht.publish(wallet: wallet, endpoints: reach.endpoints, relays: reach.relays, nowMs: now))
         }
@@ -84,10 +92,6 @@ extension NodeRuntime {
             return Contact(id: NodeID(publicKey: peer.publicKey), endpoint: endpoint)
         }
         return Reach(endpoints, relays)
-    }
-
-    var advertisedEndpoints: [DHTEndpoint] {
-        config.advertise.compactMap { DHTEndpoint(parsing: $0.description) }
     }
 
     /// Runs DHT actions: datagrams out, records persisted (before the acknowledgement goes out), lookups done.

@@ -44,6 +44,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var savedContacts: Set<Contact> = []
     /// Where to (re)join the DHT from while the routing table is empty.
     var bootstrapEndpoints: [DHTEndpoint] = []
+    /// `--advertise`, resolved once at start (host names included).
+    var advertisedEndpoints: [DHTEndpoint] = []
     var nextBootstrap: Int64 = 0
     /// While the routing table fills after start, records are published again each time it doubles.
     var contactsAtLastPublish = 0
@@ -154,10 +156,12 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         let peerTargets = try config.peers.map { (peer) throws(ConfigError) in (try Self.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
         let bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try Self.resolve(b.endpoint, what: "bootstrap \(b)") }
+        let advertise = try config.advertise.map { (a) throws(ConfigError) in try Self.resolve(a, what: "advertise \(a)") }
         try loop.submit {
             let now = Self.now()
             for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }
-            self.joinOverlay(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)), now: now)
+            self.joinOverlay(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)),
+                             advertise: advertise.compactMap(DHTEndpoint.init(socketAddress:)), now: now)
             self.logger.info("node up", metadata: [
                 "node": "\(self.nodeKey.address)", "listen": "\(self.localEndpoint)", "control": "\(self.config.resolvedControlSocket)",
                 "wallets": "\(self.calls.hostedWallets.map(\.checksummed).joined(separator: ","))",

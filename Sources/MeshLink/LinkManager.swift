@@ -89,8 +89,8 @@ struct PendingInit<Address: Hashable & Sendable> {
 
 struct Peer<Address: Hashable & Sendable> {
     let address: WalletAddress
-    /// The node key the peer proved in its last handshake.
-    var publicKey: PublicKey
+    /// The node key the peer proved in its handshake.
+    let publicKey: PublicKey
     var endpoint: Address
     var current: Session?
     var unconfirmed: Session?

@@ -64,7 +64,7 @@ struct DelayEstimator {
         if let stale = recent.firstIndex(where: { $0.arrivalMs > arrivalMs - Self.windowMs }), stale > 0 {
             recent.removeFirst(stale)
         }
-        let relative = transit - (recent.map(\.transitMs).min() ?? transit)
+        let relative = transit - recent.reduce(transit) { min($0, $1.transitMs) }
         let base = quantileMs
         packets += 1
         if packets > Self.spikeWarmup, relative > max(2 * base, base + Self.spikeHeightMs) {

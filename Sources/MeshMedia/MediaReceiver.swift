@@ -142,17 +142,9 @@ public final class MediaReceiver {
             counts.decisions.merge += 1
             return decode(packet)
         case .accelerate(let packet):
-            let pcm = decode(packet)
-            guard let shorter = TimeStretch.accelerate(pcm) else { return pcm }
-            counts.decisions.accelerate += 1
-            stretch(pcm.count - shorter.count)
-            return shorter
+            return stretch(decode(packet), TimeStretch.accelerate, counted: \.accelerate)
         case .decelerate(let packet):
-            let pcm = decode(packet)
-            guard let longer = TimeStretch.decelerate(pcm) else { return pcm }
-            counts.decisions.decelerate += 1
-            stretch(pcm.count - longer.count)
-            return longer
+            return stretch(decode(packet), TimeStretch.decelerate, counted: \.decelerate)
         case .fec(let next, let samples):
             if let pcm = decoder.decodeFEC(from: next.payload, samples: samples) {
                 counts.decisions.fec += 1
@@ -185,9 +177,15 @@ public final class MediaReceiver {
         return decoder.conceal(samples: samples)
     }
 
-    private func stretch(_ removed: Int) {
+    /// `pcm` time-stretched by `method` (unchanged when it finds no period to splice), counted as `decision`.
+    private func stretch(_ pcm: [Int16], _ method: ([Int16]) -> [Int16]?,
+                         counted decision: WritableKeyPath<ReceiverStats.Decisions, Int>) -> [Int16] {
+        guard let stretched = method(pcm) else { return pcm }
+        counts.decisions[keyPath: decision] += 1
+        let removed = pcm.count - stretched.count
         stretchedSamples += abs(removed)
         buffer.stretched(removing: removed)
+        return stretched
     }
 
     /// Packets buffered and not yet played.

@@ -10,7 +10,7 @@ public final class MediaSender {
     /// The dynamic payload type used for Opus (the common choice, as in WebRTC).
     public static let payloadType: UInt8 = 111
     /// RFC 6716 / WebRTC: an Opus packet of at most 2 bytes is a DTX frame (no audio to send).
-    static let dtxPacketBytes = 2
+    static func isDTX(_ opus: [UInt8]) -> Bool { opus.count <= 2 }
     /// With the VAD on: non-speech frames sent before the sender goes into DTX (word endings and short gaps).
     static let vadHangoverFrames = 5
     /// In DTX a comfort-noise refresh (a real packet) goes out every 400 ms, as libopus's own DTX does.
@@ -125,7 +125,7 @@ public final class MediaSender {
             pendingProfile = nil
         }
         if level != nil { payload = vadDTX(payload, frames: pcm.count / Audio.frameSamples) }
-        let dtx = payload.count <= Self.dtxPacketBytes
+        let dtx = Self.isDTX(payload)
         defer { inDTX = dtx }
         // In the VAD's DTX only its first DTX packet goes out: the refreshes say V = 0 themselves.
         if dtx, inDTX || vadDTXPackets > 1 {

@@ -103,7 +103,8 @@ public final class OpusDecoder {
             opus_decode(state, bytes.baseAddress, Int32(bytes.count), &pcm, Int32(samples), fec ? 1 : 0)
         }
         guard count > 0 else { return nil }
-        return Array(pcm.prefix(Int(count)))
+        pcm.removeSubrange(Int(count)...)
+        return pcm
     }
 }
 

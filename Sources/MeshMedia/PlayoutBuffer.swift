@@ -36,7 +36,7 @@ struct PlayoutBuffer {
         var voice: Bool?
 
         var end: Int64 { timestamp + Int64(samples) }
-        var isDTX: Bool { payload.count <= MediaSender.dtxPacketBytes }
+        var isDTX: Bool { MediaSender.isDTX(payload) }
     }
 
     /// RFC 3550 appendix A.1's MAX_MISORDER: a packet further behind the newest one starts a restart probation.
@@ -82,7 +82,7 @@ struct PlayoutBuffer {
         }
 
         /// RFC 3550 §6.4.1: expected minus received, so late packets are not lost and duplicates not received.
-        var lost: Int { max(0, Int(highest - lowest + 1) - uniqueReceived) }
+        var lost: Int { max(0, expected - uniqueReceived) }
         var expected: Int { Int(highest - lowest + 1) }
     }
 
@@ -186,8 +186,7 @@ struct PlayoutBuffer {
             return true
         }
         let slot = current.extend(sequence)
-        let nextSlot = lastSequence == .min ? current.lowest : lastSequence + 1
-        guard slot >= current.highest - Self.maxMisorder, slot < nextSlot + Self.maxAhead else {
+        guard inWindow(slot, of: current) else {
             if let candidate = probation, candidate.sequence &+ 1 == sequence {
                 restart(ssrc: ssrc, sequence: candidate.sequence, timestamp: candidate.timestamp,
                         payload: candidate.payload, samples: candidate.samples, arrivalMs: candidate.arrivalMs,
@@ -226,13 +225,21 @@ struct PlayoutBuffer {
                                   samples: Int, arrivalMs: Int64) {
         guard let current = stream, current.ssrc == ssrc else { return }
         let slot = current.extend(sequence)
-        let nextSlot = lastSequence == .min ? current.lowest : lastSequence + 1
-        guard slot >= current.lowest, slot > lastSequence, slot >= current.highest - Self.maxMisorder,
-              slot < current.highest, slot < nextSlot + Self.maxAhead, !seen.contains(slot), pending[slot] == nil
+        guard inWindow(slot, of: current), slot >= current.lowest, slot > lastSequence, slot < current.highest,
+              !seen.contains(slot), pending[slot] == nil
         else { return }
         pending[slot] = Packet(sequence: slot, timestamp: current.extend(timestamp: timestamp), samples: samples,
                                payload: payload, arrivalMs: arrivalMs, recovered: true)
     }
+
+    /// Not too far behind the newest packet (else a restart probation) nor ahead of the playout point.
+    private func inWindow(_ slot: Int64, of stream: Stream) -> Bool {
+        let nextSlot = lastSequence == .min ? stream.lowest : lastSequence + 1
+        return slot >= stream.highest - Self.maxMisorder && slot < nextSlot + Self.maxAhead
+    }
+
+    /// The waiting packet with the lowest sequence number.
+    private var oldestPending: Packet? { pending.keys.min().flatMap { pending[$0] } }
 
     /// The latest packet carried redundant copies up to `distance` packets back (0: none). The sender counts as
     /// adding copies until a second's worth of packets in a row has none: a packet after a long pause carries no
@@ -298,7 +305,7 @@ struct PlayoutBuffer {
 
     /// Media buffered ahead of playout: the receiver's decoded samples plus the packets up to the newest.
     func levelMs(bufferedSamples: Int) -> Double {
-        let newest = pending.values.map(\.end).max() ?? endTs
+        let newest = pending.values.reduce(endTs) { max($0, $1.end) }
         return Double(bufferedSamples + Int(max(0, newest - endTs))) / Double(Audio.samplesPerMs)
     }
 
@@ -307,7 +314,7 @@ struct PlayoutBuffer {
     mutating func decide(nowMs: Int64, bufferedSamples: Int) -> Decision {
         guard stream != nil else { return .silence(samples: Audio.frameSamples) }
         if !started {
-            guard nowMs >= holdUntilMs, let first = pending.values.min(by: { $0.sequence < $1.sequence }) else {
+            guard nowMs >= holdUntilMs, let first = oldestPending else {
                 return .silence(samples: Audio.frameSamples)
             }
             started = true
@@ -324,7 +331,7 @@ struct PlayoutBuffer {
         // with the arrival phase, which is no reason to stretch.
         let low = max(0.75 * target, target - 85)
         let high = max(target + packetMs, low + 20)
-        guard let next = pending[lastSequence + 1] ?? pending.values.min(by: { $0.sequence < $1.sequence }) else {
+        guard let next = pending[lastSequence + 1] ?? oldestPending else {
             return underrun()
         }
         let gap = next.timestamp - endTs
@@ -410,13 +417,10 @@ struct PlayoutBuffer {
     }
 
     private mutating func conceal(advance: Bool, limit: Int64 = Int64(Audio.frameSamples)) -> Decision {
+        // After a DTX packet the missing audio is the sender's silence (a lost DTX packet, or no packet at all).
+        if outcome == .comfortNoise || lastWasDTX { return comfortNoise(advance: advance, limit: limit) }
         let samples = Self.concealSamples(limit)
         if advance { endTs += Int64(samples) }
-        // After a DTX packet the missing audio is the sender's silence (a lost DTX packet, or no packet at all).
-        if outcome == .comfortNoise || lastWasDTX {
-            outcome = .comfortNoise
-            return .comfortNoise(samples: samples)
-        }
         outcome = .concealment
         return .expand(samples: samples)
     }
@@ -438,8 +442,9 @@ struct PlayoutBuffer {
     /// buffer, beyond its target). The packet next in sequence re-anchors the timeline instead when it arrives
     /// behind it after comfort noise, or when nothing newer waits (the stream fell behind the playout point).
     private mutating func dropLateAndOverdue(playMs: Double, nowMs: Int64, bufferedSamples: Int) {
-        let newerWaiting = pending.values.contains { $0.timestamp >= endTs }
-        for packet in pending.values.sorted(by: { $0.sequence < $1.sequence }) where packet.timestamp < endTs {
+        let behind = pending.values.filter { $0.timestamp < endTs }
+        let newerWaiting = behind.count < pending.count
+        for packet in behind.sorted(by: { $0.sequence < $1.sequence }) {
             if packet.sequence == lastSequence + 1, outcome == .comfortNoise || !newerWaiting {
                 reanchor(on: packet, nowMs: nowMs)
                 return
@@ -452,7 +457,7 @@ struct PlayoutBuffer {
             let level = levelMs(bufferedSamples: bufferedSamples)
             if level > Double(ms) + Self.fixedOverflowMs { fixedExcess = level - Double(ms) }
         }
-        while let first = pending.values.min(by: { $0.sequence < $1.sequence }),
+        while let first = oldestPending,
               playMs - Double(first.arrivalMs) > ceilingMs || fixedExcess > 0 {
             pending[first.sequence] = nil
             if !first.recovered { late += 1 }

@@ -63,7 +63,7 @@ public struct GossipEngine: Sendable {
 
     public let local: WalletAddress
     public let config: GossipConfig
-    private var hosted: [WalletAddress: UInt32] = [:]
+    private var hosted: Set<WalletAddress>
     private var neighbours: [WalletAddress: Neighbour] = [:]
     private var selected: [WalletAddress: Selected] = [:]
     private var feasibility: [WalletAddress: Feasibility] = [:]
@@ -76,8 +76,8 @@ public struct GossipEngine: Sendable {
     public init(local: WalletAddress, hosted: [WalletAddress], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
         self.local = local
         self.config = config
+        self.hosted = Set(hosted)
         for wallet in hosted {
-            self.hosted[wallet] = sequence
             selected[wallet] = Selected(entry: GossipEntry(wallet: wallet, origin: local, sequence: sequence, hops: 0, metric: 0),
                                         via: nil, since: nowMs)
         }
@@ -113,7 +113,7 @@ public struct GossipEngine: Sendable {
         switch message {
         case .update(let entries, let reset):
             if reset { neighbour.learned = [:] }
-            for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
+            for entry in entries where entry.origin != local && !hosted.contains(entry.wallet) {
                 if entry.metric == GossipEntry.infinity {
                     neighbour.learned[entry.wallet] = nil
                 } else if neighbour.learned[entry.wallet] != nil || neighbour.learned.count < config.maxRoutesPerNeighbour {
@@ -178,7 +178,7 @@ public struct GossipEngine: Sendable {
     private mutating func reselect(nowMs: Int64) -> [GossipAction] {
         var wallets = Set(selected.keys)
         for neighbour in neighbours.values { wallets.formUnion(neighbour.learned.keys) }
-        for wallet in wallets where hosted[wallet] == nil {
+        for wallet in wallets where !hosted.contains(wallet) {
             let best = bestRoute(for: wallet)
             switch (selected[wallet], best) {
             case (nil, nil):

@@ -94,7 +94,7 @@ public struct DHTScenario: Sendable {
         }
         return DHTScenarioReport(started: started.count, outcomes: outcomes, k: simulator.dht.k, alpha: simulator.dht.alpha,
                                  alive: sim.aliveNodes.count,
-                                 isolated: sim.aliveNodes.count { sim.nodes[$0].core!.contacts.isEmpty },
+                                 isolated: sim.aliveNodes.count { sim.nodes[$0].core!.contactCount == 0 },
                                  datagrams: sim.datagramsSent, presences: presenceReports)
     }
 }

@@ -163,11 +163,7 @@ public struct DHTSimulator {
     }
 
     /// A wallet key drawn from the simulation's generator (so records repeat exactly per seed).
-    public mutating func makeWallet() -> PrivateKey {
-        while true {
-            if let key = try? PrivateKey(bytes: rng.bytes(32)) { return key }
-        }
-    }
+    public mutating func makeWallet() -> PrivateKey { rng.privateKey() }
 
     /// Runs every event up to and including `timeMs`; the clock ends at `timeMs`.
     public mutating func run(until timeMs: Int64) {

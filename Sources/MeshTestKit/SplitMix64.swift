@@ -1,3 +1,5 @@
+import MeshIdentity
+
 /// A seeded generator (SplitMix64), so randomised tests and simulations repeat exactly.
 public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
@@ -15,5 +17,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     /// `count` random bytes.
     public mutating func bytes(_ count: Int) -> [UInt8] {
         (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) }
+    }
+
+    /// A secp256k1 key from the generator (32 random bytes, drawn again in the rare case they are not a key).
+    public mutating func privateKey() -> PrivateKey {
+        while true {
+            if let key = try? PrivateKey(bytes: bytes(32)) { return key }
+        }
     }
 }

@@ -23,7 +23,7 @@ struct Calls: ParsableCommand {
             }
             return [text(c["id"]), text(c["role"]), text(c["remote"]),
                     text(c["state"]) + (c["endReason"].map { " (\(text($0)))" } ?? ""), text(c["path"]),
-                    media ? "opus \(n("bitrate", "%.0f").dropLast(3))k \(text(m["profile"]))"
+                    media ? "opus \(m["bitrate"]?.intValue.map { "\($0 / 1000)" } ?? "-")k \(text(m["profile"]))"
                         + (m["redundancy"]?.boolValue == true ? "+red" : "") : "-",
                     media ? "\(text(m["packetsSent"]))/\(text(m["packetsReceived"]))/\(text(m["packetsLost"]))" : "-",
                     media ? "\(n("lateLossPercent", "%.1f"))/\(n("concealmentPercent", "%.1f")) %" : "-",

@@ -15,7 +15,7 @@ struct Routes: ParsableCommand {
         for bucket in buckets {
             for c in bucket["contacts"]?.arrayValue ?? [] {
                 rows.append([text(bucket["index"]), text(c["address"]), text(c["endpoint"]),
-                             c["lastSeenMsAgo"]?.doubleValue.map { String(format: "%.1f s ago", $0 / 1000) } ?? "never",
+                             ago(c["lastSeenMsAgo"], none: "never"),
                              ms(c["rttMs"])])
             }
         }

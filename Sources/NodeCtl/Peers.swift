@@ -15,7 +15,7 @@ struct Peers: ParsableCommand {
             [text(p["address"]), text(p["endpoint"]), text(p["state"]) + (p["pinned"]?.boolValue == true ? " (pinned)" : ""),
              ms(p["rttMs"]), String(format: "%.0f%%", p["lossPercent"]?.doubleValue ?? 0),
              "\(text(p["packetsIn"]))/\(text(p["packetsOut"]))", bytes(p["bytesIn"]) + "/" + bytes(p["bytesOut"]),
-             p["lastSeenMsAgo"]?.doubleValue.map { String(format: "%.1f s ago", $0 / 1000) } ?? "-"]
+             ago(p["lastSeenMsAgo"])]
         }
         print(Table.render(rows, header: ["PEER", "ENDPOINT", "STATE", "RTT", "LOSS", "PKTS IN/OUT", "BYTES IN/OUT", "LAST SEEN"]))
         print("\(peers.filter { $0["state"]?.stringValue == "up" }.count) of \(peers.count) links up")

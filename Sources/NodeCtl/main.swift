@@ -64,6 +64,11 @@ func text(_ value: JSONValue?) -> String {
 
 func ms(_ value: JSONValue?) -> String { value?.doubleValue.map { String(format: "%.1f ms", $0) } ?? "-" }
 
+/// A `…MsAgo` figure as "1.2 s ago", or `none` when absent.
+func ago(_ value: JSONValue?, none: String = "-") -> String {
+    value?.doubleValue.map { String(format: "%.1f s ago", $0 / 1000) } ?? none
+}
+
 func bytes(_ value: JSONValue?) -> String {
     guard let n = value?.doubleValue else { return "-" }
     if n >= 1_048_576 { return String(format: "%.1f MiB", n / 1_048_576) }

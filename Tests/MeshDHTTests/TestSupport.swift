@@ -8,11 +8,7 @@ struct TestRandom {
 
     init(seed: UInt64) { rng = SplitMix64(seed: seed) }
 
-    mutating func key() -> PrivateKey {
-        while true {
-            if let key = try? PrivateKey(bytes: rng.bytes(32)) { return key }
-        }
-    }
+    mutating func key() -> PrivateKey { rng.privateKey() }
 
     mutating func id() -> NodeID { NodeID.random(using: &rng) }
 }
