@@ -65,6 +65,7 @@ let package = Package(
         ], swiftSettings: strict),
 
         .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
+        .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshTestKit"], swiftSettings: strict),
@@ -74,6 +75,6 @@ let package = Package(
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshDaemonTests", dependencies: ["MeshDaemon", "MeshControl"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit"], swiftSettings: strict),
     ]
 )

@@ -32,7 +32,7 @@ public struct PresenceRecord: Sendable, Equatable, Codable {
                             sequence: UInt64, expiresAtMs: Int64) -> PresenceRecord {
         let body = signedPart(wallet: wallet.address, homeNode: homeNode, endpoints: endpoints, relays: relays,
                               sequence: sequence, expiresAtMs: expiresAtMs)
-        let signature = wallet.sign(digest: Keccak.hash256(signatureLabel + body))
+        let signature = wallet.sign(label: signatureLabel, body: body)
         return PresenceRecord(wallet: wallet.address, homeNode: homeNode, endpoints: endpoints, relays: relays,
                               sequence: sequence, expiresAtMs: expiresAtMs, signature: signature)
     }
@@ -101,7 +101,7 @@ public struct PresenceRecord: Sendable, Equatable, Codable {
         if body.count + Signature.byteCount > config.maxRecordBytes { return .oversized }
         if expiresAtMs <= nowMs { return .expired }
         if expiresAtMs - nowMs > config.maxExpiryAheadMs { return .expiryTooFarAhead }
-        guard signature.recoverAddress(digest: Keccak.hash256(Self.signatureLabel + body)) == wallet else {
+        guard signature.signer(label: Self.signatureLabel, body: body) == wallet else {
             return .badSignature
         }
         return nil

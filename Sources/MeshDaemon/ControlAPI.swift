@@ -26,7 +26,10 @@ extension NodeRuntime: ControlService {
                     do { wallet = try WalletAddress(parsing: text) } catch { throw RPCError.invalidParams("\(error)") }
                     return self.lookup(wallet).map { Self.lookupJSON($0, now: Self.now()) }
                 case "gossip.routes":
-                    return self.loop.makeSucceededFuture(try JSONValue(encoding: ["routes": self.gossip.routes(nowMs: Self.now())]))
+                    return self.loop.makeSucceededFuture(.object([
+                        "routes": try JSONValue(encoding: self.gossip.routes(nowMs: Self.now())),
+                        "counters": try JSONValue(encoding: self.gossip.counters),
+                    ]))
                 case "calls.list":
                     let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
                     return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))
@@ -166,22 +169,23 @@ extension NodeRuntime: ControlService {
         }
     }
 
-    /// The callee's home node among the linked neighbours: from gossip when it knows, else by asking every
-    /// linked neighbour whether it hosts `address` (the first yes wins).
+    /// The callee's home node: from gossip when its verified route names a linked neighbour and that node
+    /// confirms it hosts `address`, else from the DHT (the wallet-signed presence record). A gossip route its
+    /// home node does not confirm (a no, or silence) is refuted: dropped here and withdrawn from the neighbours,
+    /// and the call goes on through the DHT (docs/gossip.md).
     private func resolve(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
-        if let origin = gossip.route(to: address)?.origin, links.isUp(origin) {
-            return loop.makeSucceededFuture(origin)
-        }
-        let neighbours = links.upPeers
-        guard !neighbours.isEmpty else { return resolveThroughDHT(address) }
+        guard let origin = gossip.route(to: address)?.origin, links.isUp(origin) else { return resolveThroughDHT(address) }
         let now = Self.now()
         let query = SecureRandom.uint32()
         let promise = loop.makePromise(of: WalletAddress.self)
-        resolves[query] = PendingResolve(promise: promise, address: address, deadline: now + Self.resolveTimeoutMs,
-                                         asked: neighbours.count)
-        let request = AppMessage.resolveRequest(query: query, address: address).serialize()
-        for node in neighbours { run(links.send(request, to: node, now: now)) }
-        return promise.futureResult.flatMapError { _ in self.resolveThroughDHT(address) }
+        resolves[query] = PendingResolve(promise: promise, address: address, home: origin, deadline: now + Self.resolveTimeoutMs)
+        run(links.send(AppMessage.resolveRequest(query: query, address: address).serialize(), to: origin, now: now))
+        return promise.futureResult.flatMapError { error in
+            self.logger.warning("gossip route not confirmed; asking the DHT", metadata: [
+                "wallet": "\(address)", "home": "\(origin)", "error": "\(error)"])
+            self.runGossip(self.gossip.refute(address, origin: origin, nowMs: Self.now()))
+            return self.resolveThroughDHT(address)
+        }
     }
 
     /// Finds the wallet's home node in the DHT and opens a link to it (pinned to its node key) when there is
@@ -191,7 +195,7 @@ extension NodeRuntime: ControlService {
         lookup(address).flatMap { outcome in
             guard let record = outcome.record, !record.isWithdrawal else {
                 return self.loop.makeFailedFuture(RPCError.failed(
-                    "\(address) is not online: no neighbour hosts it and the DHT has no record (\(outcome.queried) nodes asked)"))
+                    "\(address) is not online: gossip has no confirmed route and the DHT has no record (\(outcome.queried) nodes asked)"))
             }
             let home = record.homeNode.address
             if self.links.isUp(home) { return self.loop.makeSucceededFuture(home) }

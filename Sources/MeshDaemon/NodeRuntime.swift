@@ -61,12 +61,12 @@ public final class NodeRuntime: @unchecked Sendable {
     let startedAt: Int64
     private let stopped: EventLoopPromise<Void>
 
+    /// A gossip route being confirmed: "do you host `address`?" to its home node.
     struct PendingResolve {
         let promise: EventLoopPromise<WalletAddress>
         let address: WalletAddress
+        let home: WalletAddress
         let deadline: Int64
-        var asked: Int
-        var negative = 0
     }
 
     static let linkTickMs: Int64 = 100
@@ -91,7 +91,7 @@ public final class NodeRuntime: @unchecked Sendable {
         dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
         dht.restore(contacts: try store.contacts(), records: try store.records(nowMs: now), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
-        gossip = GossipEngine(local: nodeKey.address, hosted: wallets.map(\.address), sequence: UInt32(truncatingIfNeeded: now / 1000),
+        gossip = GossipEngine(local: nodeKey.address, hosted: wallets, sequence: UInt32(truncatingIfNeeded: now / 1000),
                               nowMs: now)
         startedAt = now
         stopped = loop.makePromise()
@@ -303,20 +303,15 @@ public final class NodeRuntime: @unchecked Sendable {
             let reply = AppMessage.resolveReply(query: query, address: address, hosted: calls.hosts(address))
             run(links.send(reply.serialize(), to: node, now: now))
         case .resolveReply(let query, let address, let hosted):
-            guard var pending = resolves[query], pending.address == address else {
+            guard let pending = resolves[query], pending.address == address, pending.home == node else {
                 counters.resolveUnsolicited += 1
                 return
             }
+            resolves[query] = nil
             if hosted {
-                resolves[query] = nil
                 pending.promise.succeed(node)
             } else {
-                pending.negative += 1
-                resolves[query] = pending
-                if pending.negative >= pending.asked {
-                    resolves[query] = nil
-                    pending.promise.fail(RPCError.failed("no linked neighbour hosts \(address)"))
-                }
+                pending.promise.fail(RPCError.failed("\(node) does not host \(address)"))
             }
         case .gossip(let body):
             runGossip(gossip.receive(body, from: node, nowMs: now))
@@ -437,7 +432,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func expireResolves(now: Int64) {
         for (query, pending) in resolves where pending.deadline <= now {
             resolves[query] = nil
-            pending.promise.fail(RPCError.failed("no linked neighbour answered for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
+            pending.promise.fail(RPCError.failed("\(pending.home) did not answer for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
         finished = finished.filter { calls.calls[$0.key] != nil }
     }

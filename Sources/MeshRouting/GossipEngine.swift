@@ -12,6 +12,40 @@ public struct GossipConfig: Sendable {
     public var metricChangeThreshold = 0.2
     /// Routes kept from one neighbour; more are refused (and counted), so one neighbour cannot exhaust memory.
     public var maxRoutesPerNeighbour = 1_000
+    /// An origin signs its announcements to expire this long after signing, and signs a new one (next sequence)
+    /// when half of that is left.
+    public var announcementLifetimeMs: Int64 = 600_000
+    /// Announcements expiring further ahead than the lifetime plus this are refused (clocks within a minute).
+    public var maxClockSkewMs: Int64 = 60_000
+    /// Signature checks per neighbour: a token bucket of this rate and depth. Entries beyond it wait (the
+    /// neighbour is asked for its full table again once the bucket is full), so no neighbour can make this
+    /// node spend more than `verificationsPerSecond` secp256k1 recoveries a second.
+    public var verificationsPerSecond = 100.0
+    public var verificationBurst = 100.0
+    /// Verified announcements remembered (until they expire), so a refresh or the same announcement from
+    /// another neighbour costs no second signature check.
+    public var maxVerified = 8_192
+    public init() {}
+}
+
+/// Input gossip refused or held back, and the signature work done (`node-ctl gossip --json`).
+public struct GossipCounters: Sendable, Codable, Equatable {
+    /// Messages that failed to parse.
+    public var malformed = 0
+    /// Routes refused because their neighbour already had `maxRoutesPerNeighbour` of them here.
+    public var refusedRoutes = 0
+    /// Announcements whose signature is not the wallet's.
+    public var forged = 0
+    /// Announcements expired, or expiring implausibly far ahead.
+    public var expired = 0
+    /// Announcements older than the newest authentic sequence seen for the wallet (replays), or refuted.
+    public var outdated = 0
+    /// Entries left for later because the neighbour's signature-check budget was spent.
+    public var deferred = 0
+    /// Signature checks done (the verified cache answers the rest).
+    public var verifications = 0
+    /// Routes dropped because their home node, asked at call time, did not confirm it hosts the wallet.
+    public var refuted = 0
     public init() {}
 }
 
@@ -47,6 +81,24 @@ public struct GossipEngine: Sendable {
         /// What we last told this neighbour, per wallet (withdrawals removed once sent).
         var told: [WalletAddress: GossipEntry] = [:]
         var nextDigestAt: Int64
+        /// Signature checks this neighbour may still cause (token bucket), as of `tokensAt`.
+        var tokens: Double
+        var tokensAt: Int64
+        /// Entries were deferred for lack of tokens: ask for the full table again once the bucket is full.
+        var owesFull = false
+    }
+
+    /// The newest authentic sequence seen for a wallet, kept until that announcement expires.
+    struct Newest {
+        var sequence: UInt32
+        var expiresAtMs: Int64
+    }
+
+    /// A route its home node did not confirm: nothing from that origin up to that sequence is taken again.
+    struct Refutation {
+        var origin: WalletAddress
+        var sequence: UInt32
+        var untilMs: Int64
     }
 
     struct Selected {
@@ -63,31 +115,38 @@ public struct GossipEngine: Sendable {
 
     public let local: WalletAddress
     public let config: GossipConfig
-    private var hosted: Set<WalletAddress>
+    /// The wallets hosted here: only these are announced, signed with their own keys.
+    private let hosted: [WalletAddress: PrivateKey]
     private var neighbours: [WalletAddress: Neighbour] = [:]
     private var selected: [WalletAddress: Selected] = [:]
     private var feasibility: [WalletAddress: Feasibility] = [:]
-    /// Gossip messages that failed to parse.
-    public private(set) var malformed = 0
-    /// Routes refused because their neighbour already had `maxRoutesPerNeighbour` of them here.
-    public private(set) var refusedRoutes = 0
+    /// Announcements whose signature was checked, with their expiry.
+    private var verified: [HostAnnouncement: Int64] = [:]
+    private var newest: [WalletAddress: Newest] = [:]
+    private var refutations: [WalletAddress: Refutation] = [:]
+    public private(set) var counters = GossipCounters()
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
-    public init(local: WalletAddress, hosted: [WalletAddress], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
+    public init(local: WalletAddress, hosted: [PrivateKey], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
         self.local = local
         self.config = config
-        self.hosted = Set(hosted)
-        for wallet in hosted {
-            selected[wallet] = Selected(entry: GossipEntry(wallet: wallet, origin: local, sequence: sequence, hops: 0, metric: 0),
-                                        via: nil, since: nowMs)
-        }
+        self.hosted = Dictionary(hosted.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        for key in self.hosted.values { announce(key, sequence: sequence, nowMs: nowMs) }
+    }
+
+    /// Signs "this node hosts `key`'s wallet" at `sequence`, valid for the configured lifetime.
+    private mutating func announce(_ key: PrivateKey, sequence: UInt32, nowMs: Int64) {
+        let expires = UInt32(clamping: (nowMs + config.announcementLifetimeMs) / 1000)
+        let announcement = HostAnnouncement.sign(wallet: key, origin: local, sequence: sequence, expiresAtS: expires)
+        selected[key.address] = Selected(entry: GossipEntry(announcement, hops: 0, metric: 0), via: nil, since: nowMs)
     }
 
     // MARK: inputs
 
     /// A link came up: tell the neighbour everything.
     public mutating func neighbourUp(_ node: WalletAddress, cost: UInt16, nowMs: Int64) -> [GossipAction] {
-        neighbours[node] = Neighbour(cost: max(cost, 1), nextDigestAt: nowMs + config.digestIntervalMs)
+        neighbours[node] = Neighbour(cost: max(cost, 1), nextDigestAt: nowMs + config.digestIntervalMs,
+                                     tokens: config.verificationBurst, tokensAt: nowMs)
         return fullTable(to: node)
     }
 
@@ -107,19 +166,22 @@ public struct GossipEngine: Sendable {
     public mutating func receive(_ bytes: [UInt8], from node: WalletAddress, nowMs: Int64) -> [GossipAction] {
         guard var neighbour = neighbours[node] else { return [] }
         guard let message = GossipMessage(parsing: bytes) else {
-            malformed += 1
+            counters.malformed += 1
             return []
         }
         switch message {
         case .update(let entries, let reset):
             if reset { neighbour.learned = [:] }
-            for entry in entries where entry.origin != local && !hosted.contains(entry.wallet) {
+            for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
                 if entry.metric == GossipEntry.infinity {
                     neighbour.learned[entry.wallet] = nil
-                } else if neighbour.learned[entry.wallet] != nil || neighbour.learned.count < config.maxRoutesPerNeighbour {
+                } else if neighbour.learned[entry.wallet] == nil && neighbour.learned.count >= config.maxRoutesPerNeighbour {
+                    counters.refusedRoutes += 1
+                } else if accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
                     neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
                 } else {
-                    refusedRoutes += 1
+                    // What the neighbour said before is superseded by what it says now, which we refuse.
+                    neighbour.learned[entry.wallet] = nil
                 }
             }
             neighbours[node] = neighbour
@@ -136,24 +198,102 @@ public struct GossipEngine: Sendable {
         }
     }
 
-    /// Digests on schedule; routes that were not refreshed expire.
+    /// A call-time check found that `origin` does not host `wallet` (it said so, or did not answer): routes to
+    /// the wallet through that origin are dropped and withdrawn, and its announcements up to the sequence
+    /// seen are not taken again until they expire. A newer announcement (the wallet came back) is taken.
+    public mutating func refute(_ wallet: WalletAddress, origin: WalletAddress, nowMs: Int64) -> [GossipAction] {
+        guard let current = selected[wallet], current.via != nil, current.entry.origin == origin else { return [] }
+        let announcement = current.entry.announcement
+        refutations[wallet] = Refutation(origin: origin, sequence: announcement.sequence, untilMs: announcement.expiresAtMs)
+        for node in neighbours.keys {
+            if let learned = neighbours[node]?.learned[wallet]?.entry, refuted(learned.announcement) {
+                neighbours[node]?.learned[wallet] = nil
+            }
+        }
+        counters.refuted += 1
+        return reselect(nowMs: nowMs)
+    }
+
+    /// Digests on schedule; routes that were not refreshed or whose announcement expired are dropped; hosted
+    /// wallets are announced again (next sequence) when half their lifetime is gone.
     public mutating func tick(nowMs: Int64) -> [GossipAction] {
         var actions: [GossipAction] = []
         var expired = false
         for node in neighbours.keys.sorted() {
             guard var neighbour = neighbours[node] else { continue }
             let before = neighbour.learned.count
-            neighbour.learned = neighbour.learned.filter { nowMs - $0.value.refreshedAt < config.routeHoldMs }
+            neighbour.learned = neighbour.learned.filter {
+                nowMs - $0.value.refreshedAt < config.routeHoldMs && nowMs < $0.value.entry.announcement.expiresAtMs
+            }
             expired = expired || neighbour.learned.count != before
             if nowMs >= neighbour.nextDigestAt {
                 neighbour.nextDigestAt = nowMs + config.digestIntervalMs
                 actions.append(.send(GossipMessage.digest(Self.digest(Array(neighbour.told.values))).serialize(), to: node))
             }
+            if neighbour.owesFull, refill(&neighbour, nowMs: nowMs) >= config.verificationBurst {
+                neighbour.owesFull = false
+                actions.append(.send(GossipMessage.requestFull.serialize(), to: node))
+            }
             neighbours[node] = neighbour
         }
+        for key in hosted.values.sorted(by: { $0.address < $1.address }) {
+            guard let own = selected[key.address]?.entry.announcement,
+                  own.expiresAtMs - nowMs < config.announcementLifetimeMs / 2 else { continue }
+            announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: nowMs / 1000)), nowMs: nowMs)
+            expired = true
+        }
         feasibility = feasibility.filter { $0.value.forgetAt.map { nowMs < $0 } ?? true }
+        verified = verified.filter { nowMs < $0.value }
+        newest = newest.filter { nowMs < $0.value.expiresAtMs }
+        refutations = refutations.filter { nowMs < $0.value.untilMs }
         if expired { actions += reselect(nowMs: nowMs) }
         return actions
+    }
+
+    // MARK: checking announcements
+
+    /// Whether an announcement from a neighbour may be used: cheap checks first (expiry, replay of an older
+    /// sequence, refuted), then the wallet's signature, once per announcement and within the neighbour's budget.
+    private mutating func accept(_ a: HostAnnouncement, from neighbour: inout Neighbour, nowMs: Int64) -> Bool {
+        guard a.expiresAtMs > nowMs, a.expiresAtMs <= nowMs + config.announcementLifetimeMs + config.maxClockSkewMs else {
+            counters.expired += 1
+            return false
+        }
+        if newest[a.wallet].map({ Self.newer($0.sequence, than: a.sequence) }) ?? false || refuted(a) {
+            counters.outdated += 1
+            return false
+        }
+        if verified[a] == nil {
+            guard refill(&neighbour, nowMs: nowMs) >= 1 else {
+                counters.deferred += 1
+                neighbour.owesFull = true
+                return false
+            }
+            neighbour.tokens -= 1
+            counters.verifications += 1
+            guard a.isAuthentic else {
+                counters.forged += 1
+                return false
+            }
+            if verified.count < config.maxVerified { verified[a] = a.expiresAtMs }
+        }
+        if newest[a.wallet].map({ Self.newer(a.sequence, than: $0.sequence) }) ?? (newest.count < config.maxVerified) {
+            newest[a.wallet] = Newest(sequence: a.sequence, expiresAtMs: a.expiresAtMs)
+        }
+        return true
+    }
+
+    private func refuted(_ a: HostAnnouncement) -> Bool {
+        guard let r = refutations[a.wallet] else { return false }
+        return r.origin == a.origin && !Self.newer(a.sequence, than: r.sequence)
+    }
+
+    /// Tops up the neighbour's signature-check tokens for the time passed; returns how many it has.
+    private func refill(_ neighbour: inout Neighbour, nowMs: Int64) -> Double {
+        let earned = Double(max(nowMs - neighbour.tokensAt, 0)) * config.verificationsPerSecond / 1000
+        neighbour.tokens = min(config.verificationBurst, neighbour.tokens + earned)
+        neighbour.tokensAt = nowMs
+        return neighbour.tokens
     }
 
     // MARK: queries
@@ -178,7 +318,7 @@ public struct GossipEngine: Sendable {
     private mutating func reselect(nowMs: Int64) -> [GossipAction] {
         var wallets = Set(selected.keys)
         for neighbour in neighbours.values { wallets.formUnion(neighbour.learned.keys) }
-        for wallet in wallets where !hosted.contains(wallet) {
+        for wallet in wallets where hosted[wallet] == nil {
             let best = bestRoute(for: wallet)
             switch (selected[wallet], best) {
             case (nil, nil):
@@ -214,8 +354,7 @@ public struct GossipEngine: Sendable {
                 guard feasible else { continue }
             }
             let metric = UInt16(min(Int(learned.metric) + Int(neighbour.cost), Int(GossipEntry.infinity) - 1))
-            let candidate = GossipEntry(wallet: wallet, origin: learned.origin, sequence: learned.sequence,
-                                        hops: learned.hops + 1, metric: metric)
+            let candidate = GossipEntry(learned.announcement, hops: learned.hops + 1, metric: metric)
             if let b = best {
                 let better = Self.newer(candidate.sequence, than: b.entry.sequence)
                     || (candidate.sequence == b.entry.sequence && (candidate.metric, node) < (b.entry.metric, b.via))
@@ -239,8 +378,7 @@ public struct GossipEngine: Sendable {
                     continue
                 }
                 let relative = abs(Double(entry.metric) - Double(old.metric)) / Double(max(old.metric, 1))
-                if old.origin != entry.origin || old.sequence != entry.sequence || old.hops != entry.hops
-                    || relative > config.metricChangeThreshold {
+                if old.announcement != entry.announcement || old.hops != entry.hops || relative > config.metricChangeThreshold {
                     changes.append(entry)
                 }
             }
@@ -287,7 +425,7 @@ public struct GossipEngine: Sendable {
     static func digest(_ entries: [GossipEntry]) -> [UInt8] {
         let sorted = entries.filter { $0.metric != GossipEntry.infinity }.sorted { $0.wallet < $1.wallet }
         var w = ByteWriter(capacity: sorted.count * GossipEntry.bytes)
-        for e in sorted { w.write(bytes: GossipMessage.update([e], reset: false).serialize()) }
+        for e in sorted { GossipMessage.write(e, to: &w) }
         return Keccak.hash256(w.bytes)
     }
 

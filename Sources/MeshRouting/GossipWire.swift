@@ -1,28 +1,76 @@
 import MeshIdentity
 import MeshWire
 
-/// One advertised route: "`origin` hosts `wallet`", as seen by the sender of the message.
-public struct GossipEntry: Sendable, Equatable, Hashable {
+/// "`origin` hosts `wallet`", signed by the wallet's key at the origin (docs/gossip.md). Relays pass it on
+/// unchanged, so a node can only be named the home of a wallet whose key signed that.
+public struct HostAnnouncement: Sendable, Hashable {
     public var wallet: WalletAddress
     /// The node hosting the wallet (its node address).
     public var origin: WalletAddress
-    /// The origin's sequence number for this wallet; a newer one replaces any older route.
+    /// The origin's sequence number for this wallet; a newer one replaces any older announcement.
     public var sequence: UInt32
+    /// Unix seconds after which nobody may use or pass on the announcement.
+    public var expiresAtS: UInt32
+    public var signature: Signature
+
+    static let label = Array("meshgossip/v1/host".utf8)
+    static let signedBytes = 20 + 20 + 4 + 4
+    static let bytes = signedBytes + Signature.byteCount
+
+    public init(wallet: WalletAddress, origin: WalletAddress, sequence: UInt32, expiresAtS: UInt32, signature: Signature) {
+        self.wallet = wallet
+        self.origin = origin
+        self.sequence = sequence
+        self.expiresAtS = expiresAtS
+        self.signature = signature
+    }
+
+    /// Signs an announcement with the wallet key (the same label-and-Keccak helper as presence records).
+    public static func sign(wallet: PrivateKey, origin: WalletAddress, sequence: UInt32, expiresAtS: UInt32) -> HostAnnouncement {
+        let body = signedPart(wallet: wallet.address, origin: origin, sequence: sequence, expiresAtS: expiresAtS)
+        return HostAnnouncement(wallet: wallet.address, origin: origin, sequence: sequence, expiresAtS: expiresAtS,
+                                signature: wallet.sign(label: label, body: body))
+    }
+
+    static func signedPart(wallet: WalletAddress, origin: WalletAddress, sequence: UInt32, expiresAtS: UInt32) -> [UInt8] {
+        var w = ByteWriter(capacity: signedBytes)
+        w.write(bytes: wallet.bytes)
+        w.write(bytes: origin.bytes)
+        w.write(sequence)
+        w.write(expiresAtS)
+        return w.bytes
+    }
+
+    /// True when the wallet's own key signed it (one secp256k1 recovery: the expensive check).
+    public var isAuthentic: Bool {
+        signature.signer(label: Self.label, body: Self.signedPart(wallet: wallet, origin: origin, sequence: sequence,
+                                                                  expiresAtS: expiresAtS)) == wallet
+    }
+
+    public var expiresAtMs: Int64 { Int64(expiresAtS) * 1000 }
+}
+
+/// One advertised route: a signed host announcement plus what each hop adds (outside the signature, as in
+/// Babel with signed origins): the hop count and the cost from the sender.
+public struct GossipEntry: Sendable, Equatable, Hashable {
+    public var announcement: HostAnnouncement
     /// Hops from the sender to the origin (0: the sender hosts it).
     public var hops: UInt8
     /// The sender's cost to reach the origin; `GossipEntry.infinity` withdraws the route.
     public var metric: UInt16
 
     public static let infinity: UInt16 = .max
-    static let bytes = 20 + 20 + 4 + 1 + 2
+    static let bytes = HostAnnouncement.bytes + 1 + 2
 
-    public init(wallet: WalletAddress, origin: WalletAddress, sequence: UInt32, hops: UInt8, metric: UInt16) {
-        self.wallet = wallet
-        self.origin = origin
-        self.sequence = sequence
+    public init(_ announcement: HostAnnouncement, hops: UInt8, metric: UInt16) {
+        self.announcement = announcement
         self.hops = hops
         self.metric = metric
     }
+
+    public var wallet: WalletAddress { announcement.wallet }
+    public var origin: WalletAddress { announcement.origin }
+    public var sequence: UInt32 { announcement.sequence }
 }
 
 /// Gossip messages between link neighbours (docs/gossip.md), carried as link application payloads.
@@ -35,8 +83,8 @@ public enum GossipMessage: Sendable, Equatable {
     case requestFull
 
     enum Tag: UInt8 { case update = 1, digest = 2, requestFull = 3, resetUpdate = 4 }
-    /// Entries per update message, so one fits in a datagram with room to spare.
-    public static let maxEntries = 20
+    /// Entries per update message (116 bytes each), so one fits in a 1,280-byte datagram with the link's overhead.
+    public static let maxEntries = 10
 
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 64)
@@ -45,13 +93,7 @@ public enum GossipMessage: Sendable, Equatable {
             precondition(entries.count <= Self.maxEntries, "split updates before serializing")
             w.write(reset ? Tag.resetUpdate.rawValue : Tag.update.rawValue)
             w.write(UInt8(entries.count))
-            for e in entries {
-                w.write(bytes: e.wallet.bytes)
-                w.write(bytes: e.origin.bytes)
-                w.write(e.sequence)
-                w.write(e.hops)
-                w.write(e.metric)
-            }
+            for e in entries { Self.write(e, to: &w) }
         case .digest(let digest):
             w.write(Tag.digest.rawValue)
             w.write(bytes: digest)
@@ -59,6 +101,14 @@ public enum GossipMessage: Sendable, Equatable {
             w.write(Tag.requestFull.rawValue)
         }
         return w.bytes
+    }
+
+    static func write(_ e: GossipEntry, to w: inout ByteWriter) {
+        let a = e.announcement
+        w.write(bytes: HostAnnouncement.signedPart(wallet: a.wallet, origin: a.origin, sequence: a.sequence, expiresAtS: a.expiresAtS))
+        w.write(bytes: a.signature.bytes)
+        w.write(e.hops)
+        w.write(e.metric)
     }
 
     public init?(parsing bytes: [UInt8]) {
@@ -73,8 +123,11 @@ public enum GossipMessage: Sendable, Equatable {
             for _ in 0..<count {
                 guard let wallet = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
                       let origin = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
-                      let seq = r.readUInt32(), let hops = r.readUInt8(), let metric = r.readUInt16() else { return nil }
-                entries.append(GossipEntry(wallet: wallet, origin: origin, sequence: seq, hops: hops, metric: metric))
+                      let seq = r.readUInt32(), let expires = r.readUInt32(),
+                      let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)),
+                      let hops = r.readUInt8(), let metric = r.readUInt16() else { return nil }
+                let announcement = HostAnnouncement(wallet: wallet, origin: origin, sequence: seq, expiresAtS: expires, signature: signature)
+                entries.append(GossipEntry(announcement, hops: hops, metric: metric))
             }
             self = .update(entries, reset: tag == .resetUpdate)
         case .digest:

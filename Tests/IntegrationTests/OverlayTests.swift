@@ -1,5 +1,8 @@
 import Foundation
 import MeshControl
+@testable import MeshDaemon
+import MeshIdentity
+import MeshRouting
 import Testing
 
 /// Gossip and the DHT across real `mesh-node run` processes on loopback.
@@ -32,5 +35,57 @@ import Testing
         let gone = Date().addingTimeInterval(20)
         while try route(a, to: c.address) != nil && Date() < gone { usleep(200_000) }
         #expect(try route(a, to: c.address) == nil)
+    }
+
+    /// A neighbour that says "I host Bob" with a far newer sequence (issue 8): it cannot sign for Bob's wallet,
+    /// so the caller refuses the claim, does not pass it on, and its call still reaches Bob's real home node.
+    @Test func forgedHostAnnouncementDoesNotDivertCalls() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", "echo"])
+        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"])
+        let c = try NodeProcess("c", in: scratch, arguments: ["--peer", "\(a.address)@127.0.0.1:\(a.port)"])
+        defer { [a, b, c].forEach { $0.stop() } }
+        let bob = b.address
+        let rogue = try RogueNode()
+        let nodeA = try WalletAddress(parsing: a.address)
+        try rogue.link(to: a.port, node: nodeA)
+
+        func route(_ node: NodeProcess) -> JSONValue? {
+            (try? node.ctlJSON(["gossip"]))?["routes"]?.arrayValue?.first { $0["wallet"]?.stringValue == bob }
+        }
+        let deadline = Date().addingTimeInterval(15)
+        while (route(a) == nil || route(c) == nil) && Date() < deadline { rogue.pump(seconds: 0.2) }
+        let sequence = try #require(route(a)?["sequence"]?.intValue)
+        #expect(route(c)?["origin"]?.stringValue == bob)
+
+        // The rogue holds only its own key: it signs "rogue hosts Bob" with that and puts Bob's address in.
+        let rogueAddress = rogue.links.identity.address
+        var forged = HostAnnouncement.sign(wallet: rogue.links.identity, origin: rogueAddress, sequence: UInt32(sequence) + 1_000,
+                                           expiresAtS: UInt32(Date().timeIntervalSince1970) + 300)
+        forged.wallet = try WalletAddress(parsing: bob)
+        let update = GossipMessage.update([GossipEntry(forged, hops: 0, metric: 0)], reset: false).serialize()
+        rogue.run(rogue.links.send(AppMessage.gossip(update).serialize(), to: nodeA, now: RogueNode.now))
+        func forgedCount() -> Int { (try? a.ctlJSON(["gossip"]))?["counters"]?["forged"]?.intValue ?? 0 }
+        let refused = Date().addingTimeInterval(10)
+        while forgedCount() == 0 && Date() < refused { rogue.pump(seconds: 0.2) }
+        #expect(forgedCount() == 1)
+        rogue.pump(seconds: 1)
+        #expect(route(a)?["origin"]?.stringValue == bob)
+        #expect(route(a)?["sequence"]?.intValue == sequence)
+        #expect(route(c)?["origin"]?.stringValue == bob, "the lie did not spread")
+
+        // A call to Bob from A goes to B and is answered; the rogue (still linked to A) sees no offer.
+        let socket = a.socket
+        let placing = Background {
+            try runCommand(Binaries.meshNode, ["call", bob, "--control-socket", socket, "--duration", "1", "--json"], timeout: 30)
+        }
+        rogue.pump(seconds: 4)
+        let result = try placing.wait()
+        let summary = try? decodeJSON(result.stdout)
+        #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
+        #expect(summary?["via"]?.stringValue == bob)
+        #expect(summary?["reason"]?.stringValue == "hangup")
+        #expect(!rogue.received.contains { AppMessage(parsing: $0).map { if case .call = $0 { true } else { false } } ?? false })
     }
 }

@@ -7,18 +7,19 @@ import Testing
 struct GossipNet {
     var nodes: [GossipEngine]
     var addresses: [WalletAddress]
-    var wallets: [WalletAddress]
+    var walletKeys: [PrivateKey]
+    var wallets: [WalletAddress] { walletKeys.map(\.address) }
     var links: Set<[Int]> = []
     var now: Int64 = 0
     var messages = 0
 
     init(count: Int, radius: UInt8 = 2) {
         addresses = (0..<count).map { _ in PrivateKey().address }
-        wallets = (0..<count).map { _ in PrivateKey().address }
+        walletKeys = (0..<count).map { _ in PrivateKey() }
         var config = GossipConfig()
         config.radius = radius
-        let (addresses, wallets) = (addresses, wallets)
-        nodes = (0..<count).map { GossipEngine(local: addresses[$0], hosted: [wallets[$0]], sequence: 1, config: config, nowMs: 0) }
+        let (addresses, walletKeys) = (addresses, walletKeys)
+        nodes = (0..<count).map { GossipEngine(local: addresses[$0], hosted: [walletKeys[$0]], sequence: 1, config: config, nowMs: 0) }
     }
 
     func index(of address: WalletAddress) -> Int { addresses.firstIndex(of: address)! }
@@ -27,9 +28,8 @@ struct GossipNet {
         var queue = actions.map { (i, $0) }
         while !queue.isEmpty {
             let (from, action) = queue.removeFirst()
-            guard case .send(let bytes, let to) = action else { continue }
-            let j = index(of: to)
-            guard links.contains([min(from, j), max(from, j)]) else { continue }
+            guard case .send(let bytes, let to) = action, let j = addresses.firstIndex(of: to),
+                  links.contains([min(from, j), max(from, j)]) else { continue }
             messages += 1
             queue += nodes[j].receive(bytes, from: addresses[from], nowMs: now).map { (j, $0) }
         }
@@ -149,18 +149,16 @@ struct GossipNet {
         var engine = GossipEngine(local: PrivateKey().address, hosted: [], sequence: 1, config: config, nowMs: 0)
         let peer = PrivateKey().address
         _ = engine.neighbourUp(peer, cost: 1, nowMs: 0)
-        for _ in 0..<5 {
-            let entries = (0..<GossipMessage.maxEntries).map { _ in
-                GossipEntry(wallet: PrivateKey().address, origin: peer, sequence: 1, hops: 0, metric: 0)
-            }
+        for _ in 0..<10 {
+            let entries = (0..<GossipMessage.maxEntries).map { _ in signedEntry(PrivateKey(), origin: peer) }
             _ = engine.receive(GossipMessage.update(entries, reset: false).serialize(), from: peer, nowMs: 0)
         }
         #expect(engine.routes(nowMs: 0).count == 30)
-        #expect(engine.refusedRoutes == 70)
+        #expect(engine.counters.refusedRoutes == 70)
     }
 
     @Test func messagesRoundTripAndMalformedAreCounted() {
-        let e = GossipEntry(wallet: PrivateKey().address, origin: PrivateKey().address, sequence: 7, hops: 1, metric: 33)
+        let e = signedEntry(PrivateKey(), origin: PrivateKey().address, sequence: 7, hops: 1, metric: 33)
         for m in [GossipMessage.update([e, e], reset: true), .update([e], reset: false), .digest(Array(repeating: 1, count: 32)), .requestFull] {
             #expect(GossipMessage(parsing: m.serialize()) == m)
             #expect(GossipMessage(parsing: m.serialize() + [0]) == nil)
@@ -170,8 +168,14 @@ struct GossipNet {
         _ = engine.neighbourUp(peer, cost: 1, nowMs: 0)
         var rng = SplitMix64(seed: 3)
         for n in 0..<200 { _ = engine.receive(rng.bytes(n % 90), from: peer, nowMs: 0) }
-        #expect(engine.malformed > 150)
+        #expect(engine.counters.malformed > 150)
         #expect(GossipEngine.newer(1, than: UInt32.max))
         #expect(!GossipEngine.newer(UInt32.max, than: 1))
     }
+}
+
+/// An entry for `wallet` hosted at `origin`, signed by the wallet key, valid for 10 minutes from time 0.
+func signedEntry(_ wallet: PrivateKey, origin: WalletAddress, sequence: UInt32 = 1, expiresAtS: UInt32 = 600,
+                 hops: UInt8 = 0, metric: UInt16 = 0) -> GossipEntry {
+    GossipEntry(HostAnnouncement.sign(wallet: wallet, origin: origin, sequence: sequence, expiresAtS: expiresAtS), hops: hops, metric: metric)
 }
