@@ -3,6 +3,7 @@ import MeshControl
 @testable import MeshDaemon
 import MeshIdentity
 import MeshRouting
+import MeshWire
 import Testing
 
 /// Gossip and the DHT across real `mesh-node run` processes on loopback.
@@ -87,5 +88,67 @@ import Testing
         #expect(summary?["via"]?.stringValue == bob)
         #expect(summary?["reason"]?.stringValue == "hangup")
         #expect(!rogue.received.contains { AppMessage(parsing: $0).map { if case .call = $0 { true } else { false } } ?? false })
+    }
+
+    /// A route that is authentic but stale: Bob's key once announced him at another node (here the rogue, which
+    /// holds a copy of Bob's key), with a newer sequence than his real home's. At call time that node does not
+    /// confirm it hosts Bob, so the caller refutes the route and reaches Bob's real home through the DHT.
+    @Test func unconfirmedGossipRouteFallsBackToTheDHT() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let bobKey = PrivateKey()
+        let keyFile = scratch.file("bob.key")
+        let imported = try runCommand(Binaries.meshNode, ["identity", "import", "--private-key-hex", Hex.encode(bobKey.bytes), "--out", keyFile])
+        #expect(imported.status == 0, "\(imported.stderr)")
+        let b = try NodeProcess("b", in: scratch, arguments: ["--wallet", keyFile, "--auto-answer", "echo"])
+        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"])
+        defer { [a, b].forEach { $0.stop() } }
+        let bob = bobKey.address.checksummed
+        let rogue = try RogueNode()
+        let nodeA = try WalletAddress(parsing: a.address)
+        try rogue.link(to: a.port, node: nodeA)
+
+        func route() -> JSONValue? {
+            (try? a.ctlJSON(["gossip"]))?["routes"]?.arrayValue?.first { $0["wallet"]?.stringValue == bob }
+        }
+        func inDHT() -> Bool { (try? a.ctlJSON(["dht", "lookup", bob]))?["record"]?["homeNode"]?.stringValue == b.address }
+        let deadline = Date().addingTimeInterval(20)
+        while (route() == nil || !inDHT()) && Date() < deadline { rogue.pump(seconds: 0.2) }
+        let sequence = try #require(route()?["sequence"]?.intValue)
+        #expect(inDHT())
+
+        let rogueAddress = rogue.links.identity.address
+        let stale = HostAnnouncement.sign(wallet: bobKey, origin: rogueAddress, sequence: UInt32(sequence) + 1_000,
+                                          expiresAtS: UInt32(Date().timeIntervalSince1970) + 300)
+        let update = GossipMessage.update([GossipEntry(stale, hops: 0, metric: 0)], reset: false).serialize()
+        rogue.run(rogue.links.send(AppMessage.gossip(update).serialize(), to: nodeA, now: RogueNode.now))
+        let taken = Date().addingTimeInterval(10)
+        while route()?["origin"]?.stringValue != rogueAddress.checksummed && Date() < taken { rogue.pump(seconds: 0.2) }
+        #expect(route()?["origin"]?.stringValue == rogueAddress.checksummed, "an authentic announcement is taken")
+
+        // The call: A asks the rogue whether it hosts Bob; it says no. A refutes the route and asks the DHT.
+        let socket = a.socket
+        let placing = Background {
+            try runCommand(Binaries.meshNode, ["call", bob, "--control-socket", socket, "--duration", "1", "--json"], timeout: 30)
+        }
+        var answered = 0
+        let window = Date().addingTimeInterval(5)
+        while Date() < window {
+            rogue.pump(seconds: 0.1)
+            for payload in rogue.received.dropFirst(answered) {
+                if case .resolveRequest(let query, let address) = AppMessage(parsing: payload) {
+                    rogue.run(rogue.links.send(AppMessage.resolveReply(query: query, address: address, hosted: false).serialize(),
+                                               to: nodeA, now: RogueNode.now))
+                }
+            }
+            answered = rogue.received.count
+        }
+        let result = try placing.wait()
+        let summary = try? decodeJSON(result.stdout)
+        #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
+        #expect(summary?["via"]?.stringValue == b.address)
+        #expect(summary?["reason"]?.stringValue == "hangup")
+        #expect((try? a.ctlJSON(["gossip"]))?["counters"]?["refuted"]?.intValue == 1)
+        #expect(route()?["origin"]?.stringValue != rogueAddress.checksummed)
     }
 }
