@@ -77,7 +77,12 @@ public struct GossipEngine: Sendable {
 
     struct Neighbour {
         var cost: UInt16
-        var learned: [WalletAddress: Learned] = [:]
+        var learned: [WalletAddress: Learned] = [:] { didSet { learnedDigest = nil } }
+        /// The digest of `learned`, kept until it changes: a digest message costs a comparison, not a hash of
+        /// the whole table.
+        var learnedDigest: [UInt8]?
+        /// When the neighbour's digest last matched: that refreshes every route it told us.
+        var digestMatchedAt: Int64 = .min
         /// What we last told this neighbour, per wallet (withdrawals removed once sent).
         var told: [WalletAddress: GossipEntry] = [:]
         var nextDigestAt: Int64
@@ -125,6 +130,9 @@ public struct GossipEngine: Sendable {
     private var newest: [WalletAddress: Newest] = [:]
     private var refutations: [WalletAddress: Refutation] = [:]
     public private(set) var counters = GossipCounters()
+    /// Forgotten feasibility, expired cache entries and refutations are swept this often.
+    static let pruneIntervalMs: Int64 = 1_000
+    private var nextPruneAt: Int64 = 0
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
     public init(local: WalletAddress, hosted: [PrivateKey], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
@@ -152,26 +160,32 @@ public struct GossipEngine: Sendable {
 
     /// A link went down: forget what it told us.
     public mutating func neighbourDown(_ node: WalletAddress, nowMs: Int64) -> [GossipAction] {
-        guard neighbours.removeValue(forKey: node) != nil else { return [] }
-        return reselect(nowMs: nowMs)
+        guard let gone = neighbours.removeValue(forKey: node) else { return [] }
+        return reselect(Set(gone.learned.keys), nowMs: nowMs)
     }
 
     /// The link's cost changed (RTT in ms with a loss penalty).
     public mutating func setCost(_ node: WalletAddress, cost: UInt16, nowMs: Int64) -> [GossipAction] {
-        guard neighbours[node] != nil else { return [] }
+        guard let learned = neighbours[node]?.learned.keys else { return [] }
         neighbours[node]?.cost = max(cost, 1)
-        return reselect(nowMs: nowMs)
+        return reselect(Set(learned), nowMs: nowMs)
     }
 
     public mutating func receive(_ bytes: [UInt8], from node: WalletAddress, nowMs: Int64) -> [GossipAction] {
-        guard var neighbour = neighbours[node] else { return [] }
+        guard neighbours[node] != nil else { return [] }
         guard let message = GossipMessage(parsing: bytes) else {
             counters.malformed += 1
             return []
         }
         switch message {
         case .update(let entries, let reset):
-            if reset { neighbour.learned = [:] }
+            // Taken out while it changes, so its table is not copied.
+            var neighbour = neighbours.removeValue(forKey: node)!
+            var touched = Set(entries.map(\.wallet))
+            if reset {
+                touched.formUnion(neighbour.learned.keys)
+                neighbour.learned = [:]
+            }
             for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
                 if entry.metric == GossipEntry.infinity {
                     neighbour.learned[entry.wallet] = nil
@@ -185,14 +199,14 @@ public struct GossipEngine: Sendable {
                 }
             }
             neighbours[node] = neighbour
-            return reselect(nowMs: nowMs)
+            return reselect(touched, nowMs: nowMs)
         case .digest(let digest):
-            guard digest == Self.digest(Array(neighbour.learned.values.map(\.entry))) else {
-                return [.send(GossipMessage.requestFull.serialize(), to: node)]
-            }
-            for wallet in neighbour.learned.keys { neighbour.learned[wallet]?.refreshedAt = nowMs }
+            var neighbour = neighbours.removeValue(forKey: node)!
+            let ours = neighbour.learnedDigest ?? Self.digest(Array(neighbour.learned.values.map(\.entry)))
+            neighbour.learnedDigest = ours
+            if digest == ours { neighbour.digestMatchedAt = nowMs }
             neighbours[node] = neighbour
-            return []
+            return digest == ours ? [] : [.send(GossipMessage.requestFull.serialize(), to: node)]
         case .requestFull:
             return fullTable(to: node)
         }
@@ -211,21 +225,22 @@ public struct GossipEngine: Sendable {
             }
         }
         counters.refuted += 1
-        return reselect(nowMs: nowMs)
+        return reselect([wallet], nowMs: nowMs)
     }
 
     /// Digests on schedule; routes that were not refreshed or whose announcement expired are dropped; hosted
     /// wallets are announced again (next sequence) when half their lifetime is gone.
     public mutating func tick(nowMs: Int64) -> [GossipAction] {
         var actions: [GossipAction] = []
-        var expired = false
+        var changed: Set<WalletAddress> = []
         for node in neighbours.keys.sorted() {
-            guard var neighbour = neighbours[node] else { continue }
-            let before = neighbour.learned.count
-            neighbour.learned = neighbour.learned.filter {
-                nowMs - $0.value.refreshedAt < config.routeHoldMs && nowMs < $0.value.entry.announcement.expiresAtMs
+            guard var neighbour = neighbours.removeValue(forKey: node) else { continue }
+            let heardAt = neighbour.digestMatchedAt
+            for (wallet, learned) in neighbour.learned
+            where nowMs - max(learned.refreshedAt, heardAt) >= config.routeHoldMs || nowMs >= learned.entry.announcement.expiresAtMs {
+                neighbour.learned[wallet] = nil
+                changed.insert(wallet)
             }
-            expired = expired || neighbour.learned.count != before
             if nowMs >= neighbour.nextDigestAt {
                 neighbour.nextDigestAt = nowMs + config.digestIntervalMs
                 actions.append(.send(GossipMessage.digest(Self.digest(Array(neighbour.told.values))).serialize(), to: node))
@@ -240,13 +255,20 @@ public struct GossipEngine: Sendable {
             guard let own = selected[key.address]?.entry.announcement,
                   own.expiresAtMs - nowMs < config.announcementLifetimeMs / 2 else { continue }
             announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: nowMs / 1000)), nowMs: nowMs)
-            expired = true
+            changed.insert(key.address)
         }
-        feasibility = feasibility.filter { $0.value.forgetAt.map { nowMs < $0 } ?? true }
-        verified = verified.filter { nowMs < $0.value }
-        newest = newest.filter { nowMs < $0.value.expiresAtMs }
-        refutations = refutations.filter { nowMs < $0.value.untilMs }
-        if expired { actions += reselect(nowMs: nowMs) }
+        if nowMs >= nextPruneAt {
+            nextPruneAt = nowMs + Self.pruneIntervalMs
+            // A wallet whose feasibility is forgotten may now take a route that was infeasible.
+            for (wallet, f) in feasibility where f.forgetAt.map({ nowMs >= $0 }) ?? false {
+                feasibility[wallet] = nil
+                changed.insert(wallet)
+            }
+            verified = verified.filter { nowMs < $0.value }
+            newest = newest.filter { nowMs < $0.value.expiresAtMs }
+            refutations = refutations.filter { nowMs < $0.value.untilMs }
+        }
+        if !changed.isEmpty { actions += reselect(changed, nowMs: nowMs) }
         return actions
     }
 
@@ -314,10 +336,9 @@ public struct GossipEngine: Sendable {
 
     // MARK: route selection
 
-    /// Chooses the best feasible route per wallet and tells neighbours what changed.
-    private mutating func reselect(nowMs: Int64) -> [GossipAction] {
-        var wallets = Set(selected.keys)
-        for neighbour in neighbours.values { wallets.formUnion(neighbour.learned.keys) }
+    /// Chooses the best feasible route for each of `wallets` (those an event touched; each wallet's route
+    /// depends only on what was said about it) and tells neighbours what changed.
+    private mutating func reselect(_ wallets: Set<WalletAddress>, nowMs: Int64) -> [GossipAction] {
         for wallet in wallets where hosted[wallet] == nil {
             let best = bestRoute(for: wallet)
             switch (selected[wallet], best) {
@@ -332,7 +353,8 @@ public struct GossipEngine: Sendable {
                 }
             }
         }
-        for (wallet, s) in selected where s.entry.hops < config.radius {
+        for wallet in wallets {
+            guard let s = selected[wallet], s.entry.hops < config.radius else { continue }
             let f = feasibility[wallet]
             if f == nil || Self.newer(s.entry.sequence, than: f!.sequence) {
                 feasibility[wallet] = Feasibility(sequence: s.entry.sequence, metric: s.entry.metric)
@@ -340,7 +362,7 @@ public struct GossipEngine: Sendable {
                 feasibility[wallet] = Feasibility(sequence: s.entry.sequence, metric: min(f!.metric, s.entry.metric))
             }
         }
-        return announceChanges()
+        return announceChanges(wallets.sorted())
     }
 
     private func bestRoute(for wallet: WalletAddress) -> (entry: GossipEntry, via: WalletAddress)? {
@@ -365,27 +387,27 @@ public struct GossipEngine: Sendable {
         return best
     }
 
-    /// What each neighbour should hear now, compared with what it was told.
-    private mutating func announceChanges() -> [GossipAction] {
+    /// What each neighbour should hear now about `wallets`, compared with what it was told.
+    private mutating func announceChanges(_ wallets: [WalletAddress]) -> [GossipAction] {
         var actions: [GossipAction] = []
         for node in neighbours.keys.sorted() {
             guard var neighbour = neighbours[node] else { continue }
-            let wanted = advertisement(for: node)
             var changes: [GossipEntry] = []
-            for (wallet, entry) in wanted.sorted(by: { $0.key < $1.key }) {
-                guard let old = neighbour.told[wallet] else {
+            for wallet in wallets {
+                switch (neighbour.told[wallet], advertised(wallet, to: node)) {
+                case (nil, nil):
+                    break
+                case (nil, let entry?):
                     changes.append(entry)
-                    continue
+                case (var withdrawal?, nil):
+                    withdrawal.metric = GossipEntry.infinity
+                    changes.append(withdrawal)
+                case (let old?, let entry?):
+                    let relative = abs(Double(entry.metric) - Double(old.metric)) / Double(max(old.metric, 1))
+                    if old.announcement != entry.announcement || old.hops != entry.hops || relative > config.metricChangeThreshold {
+                        changes.append(entry)
+                    }
                 }
-                let relative = abs(Double(entry.metric) - Double(old.metric)) / Double(max(old.metric, 1))
-                if old.announcement != entry.announcement || old.hops != entry.hops || relative > config.metricChangeThreshold {
-                    changes.append(entry)
-                }
-            }
-            for wallet in neighbour.told.keys.sorted() where wanted[wallet] == nil {
-                var withdrawal = neighbour.told[wallet]!
-                withdrawal.metric = GossipEntry.infinity
-                changes.append(withdrawal)
             }
             for entry in changes {
                 if entry.metric == GossipEntry.infinity { neighbour.told[entry.wallet] = nil } else { neighbour.told[entry.wallet] = entry }
@@ -399,10 +421,13 @@ public struct GossipEngine: Sendable {
     /// Routes for `node`: our selected routes within the radius, minus those learned from it (split horizon).
     private func advertisement(for node: WalletAddress) -> [WalletAddress: GossipEntry] {
         var out: [WalletAddress: GossipEntry] = [:]
-        for (wallet, s) in selected where s.entry.hops < config.radius && s.via != node {
-            out[wallet] = s.entry
-        }
+        for wallet in selected.keys { out[wallet] = advertised(wallet, to: node) }
         return out
+    }
+
+    private func advertised(_ wallet: WalletAddress, to node: WalletAddress) -> GossipEntry? {
+        guard let s = selected[wallet], s.entry.hops < config.radius, s.via != node else { return nil }
+        return s.entry
     }
 
     private mutating func fullTable(to node: WalletAddress) -> [GossipAction] {
