@@ -151,7 +151,10 @@ public final class NodeRuntime: @unchecked Sendable {
         do {
             control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)
         } catch {
-            try? udp?.close().wait()
+            // Closed on purpose, before the node started: not the failure the close handler above reports.
+            let channel = udp
+            udp = nil
+            try? channel?.close().wait()
             throw ConfigError("control socket \(config.resolvedControlSocket): \(error)")
         }
         let peerTargets = try config.peers.map { (peer) throws(ConfigError) in (try Self.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
