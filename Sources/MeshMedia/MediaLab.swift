@@ -72,7 +72,8 @@ public struct MediaLabReport: Sendable, Codable, Equatable {
     public var networkDelayMs: Double
     /// Mouth-to-ear: network delay plus the delay added by playout (arrival to play), means, ms.
     public var mouthToEarMs: Double
-    /// The playout delay averaged per minute of the call (the latest packet's, sampled every tick).
+    /// The playout delay averaged per minute of the call (`currentPlayoutDelayMs`, the latest speech packet's,
+    /// sampled every tick).
     public var playoutDelayByMinuteMs: [Double]
     public var receiver: ReceiverStats
 }
