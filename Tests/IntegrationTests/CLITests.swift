@@ -79,6 +79,14 @@ import Testing
                                                            "--wallet", scratch.file("missing.key")], timeout: 20)
         #expect(badWallet.status != 0 && badWallet.stderr.contains("missing.key"), "\(badWallet.stderr)")
         #expect(!FileManager.default.fileExists(atPath: data + "/node.key"))
+
+        let badPeer = try runCommand(Binaries.meshNode, ["run", "--listen", "127.0.0.1:0", "--data-dir", data,
+                                                         "--control-socket", scratch.file("d2.sock"), "--peer", "nohost.invalid:5"],
+                                     timeout: 20)
+        #expect(badPeer.status != 0)
+        #expect(badPeer.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ==
+            "Error: peer nohost.invalid:5: cannot resolve host nohost.invalid", "\(badPeer.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data))
     }
 
     @Test func nodeCtlWithoutANode() throws {
