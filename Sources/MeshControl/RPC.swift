@@ -37,6 +37,19 @@ public struct RPCMessage: Sendable, Codable, Equatable {
     public static func response(id: RPCID?, result: JSONValue) -> RPCMessage { RPCMessage(id: id, result: result) }
     public static func failure(id: RPCID?, error: RPCError) -> RPCMessage { RPCMessage(id: id, error: error) }
 
+    private enum CodingKeys: String, CodingKey { case jsonrpc, id, method, params, result, error }
+
+    /// As synthesized, except that a response always has an id (§5: null when the request's is unknown).
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(jsonrpc, forKey: .jsonrpc)
+        if let id { try c.encode(id, forKey: .id) } else if method == nil { try c.encodeNil(forKey: .id) }
+        try c.encodeIfPresent(method, forKey: .method)
+        try c.encodeIfPresent(params, forKey: .params)
+        try c.encodeIfPresent(result, forKey: .result)
+        try c.encodeIfPresent(error, forKey: .error)
+    }
+
     public func encodedLine() -> [UInt8] { Self.line(self) }
 
     /// A batch's responses, one array on one line (§6).

@@ -50,7 +50,7 @@ import Testing
         #expect(answers.count == 3)
         #expect(answers.first { $0["id"] == .string("x") }?["result"]?["node"]?.stringValue == node.address)
         #expect(answers.first { $0["id"] == .number(7) }?["error"]?["code"]?.intValue == -32601)
-        #expect(answers.contains { $0["id"] == nil && $0["error"]?["code"]?.intValue == -32600 })
+        #expect(answers.contains { $0["id"] == .null && $0["error"]?["code"]?.intValue == -32600 })
 
         // Only notifications: no answer at all, so the next line is the next request's.
         raw.write(Array(#"[{"jsonrpc":"2.0","method":"audio.frame","params":{}}]"#.utf8) + [0x0A])
