@@ -6,7 +6,7 @@ public final class ControlClient: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSCondition()
     private var nextID = 1
-    private var responses: [Int: RPCMessage] = [:]
+    private var responses: [RPCID: RPCMessage] = [:]
     private var closed = false
     private let onNotification: @Sendable (RPCMessage) -> Void
 
@@ -23,6 +23,10 @@ public final class ControlClient: @unchecked Sendable {
         return true
     }
 
+    /// How long connecting and each write may block: a node at its descriptor limit leaves connections in
+    /// the listen backlog, and once that is full `connect` would wait forever.
+    public static let ioTimeout: TimeInterval = 5
+
     private static func connect(path: String) throws(RPCError) -> Int32 {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -35,12 +39,18 @@ public final class ControlClient: @unchecked Sendable {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw .failed("cannot create a socket: \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: Int(ioTimeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else {
-            let reason = String(cString: strerror(errno))
+            let code = errno
+            let reason = String(cString: strerror(code))
             Glibc.close(fd)
+            if code == EAGAIN {
+                throw .failed("the node at \(path) accepted no connection within \(Int(ioTimeout)) s (overloaded, or at its descriptor limit?)")
+            }
             throw .failed("cannot reach the node at \(path): \(reason) (is `mesh-node run` running? see --control-socket)")
         }
         return fd
@@ -49,7 +59,7 @@ public final class ControlClient: @unchecked Sendable {
     /// Sends a request and waits for its response (up to `timeout` seconds).
     public func call(_ method: String, _ params: JSONValue = .object([:]), timeout: TimeInterval = 30) throws(RPCError) -> JSONValue {
         lock.lock()
-        let id = nextID
+        let id = RPCID.number(nextID)
         nextID += 1
         lock.unlock()
         try write(.request(id: id, method: method, params: params))
@@ -83,7 +93,10 @@ public final class ControlClient: @unchecked Sendable {
         var offset = 0
         while offset < line.count {
             let n = line[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw .failed("the node closed the control connection") }
+            guard n > 0 else {
+                if n < 0, errno == EAGAIN { throw .failed("the node did not read its control connection within \(Int(Self.ioTimeout)) s") }
+                throw .failed("the node closed the control connection")
+            }
             offset += n
         }
     }

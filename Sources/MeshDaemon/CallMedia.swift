@@ -54,6 +54,9 @@ public struct CallMediaStats: Sendable, Codable, Equatable {
     public var dtxPercent: Double
     public var driftPpm: Double?
     public var recording: String?
+    /// Frames of the client's (or echo's) feed dropped to keep its latency at its floor: quiet frames after a
+    /// stall, the catch-up's, and overflow beyond a second (docs/media.md, "Client feed").
+    public var feedFramesDropped: Int
 }
 
 /// One active call's media: Opus encoder and playout, SRTP per direction, a source and a sink.
@@ -66,10 +69,9 @@ final class CallMedia {
     private let receiver: MediaReceiver
     private let srtpOut: SRTPContext
     private let srtpIn: SRTPContext
-    private var queued: [[Int16]] = []
+    /// The client's (or the echo loop's) frames waiting for the 20 ms grid; it sheds what a stall left queued.
+    private var feed = ClientFeed()
     private var srtpRejected = 0
-    /// Frames a client may queue ahead (about a second); older ones are dropped.
-    static let queueLimit = 50
 
     init(id: CallID, keys: SRTPKeys, config: MediaConfig, source: MediaSource, sink: MediaSink) throws(MediaError) {
         self.id = id
@@ -87,15 +89,14 @@ final class CallMedia {
     /// A frame from the client (or the echo loop) to send later.
     func enqueue(_ frame: [Int16]) {
         guard frame.count == Audio.frameSamples else { return }
-        queued.append(frame)
-        if queued.count > Self.queueLimit { queued.removeFirst(queued.count - Self.queueLimit) }
+        feed.push(frame)
     }
 
     /// Takes the next 20 ms frame; the SRTP packet to send, or nil when there is none this tick (Opus DTX
     /// during silence sends one packet every 400 ms, which keeps the call's 10 s media timeout at bay; a 40 ms
     /// profile sends every other tick).
     func outbound() throws(MediaError) -> [UInt8]? {
-        let frame = queued.isEmpty ? [Int16](repeating: 0, count: Audio.frameSamples) : queued.removeFirst()
+        let frame = feed.pull() ?? [Int16](repeating: 0, count: Audio.frameSamples)
         return try sender.packetize(frame: frame, report: receiver.report).map { rtp throws(MediaError) in
             try srtpOut.protect(rtp)
         }
@@ -142,6 +143,7 @@ final class CallMedia {
             meanPlayoutDelayMs: r.meanPlayoutDelayMs, p95PlayoutDelayMs: r.p95PlayoutDelayMs,
             targetPlayoutDelayMs: r.targetDelayMs, lateLossPercent: r.lateLossPercent,
             concealmentPercent: r.concealmentPercent, timeStretchPercent: r.timeStretchPercent,
-            dtxPercent: r.dtxPercent, driftPpm: r.driftPpm, recording: recording)
+            dtxPercent: r.dtxPercent, driftPpm: r.driftPpm, recording: recording,
+            feedFramesDropped: feed.droppedQuiet + feed.droppedCatchUp + feed.droppedOverflow)
     }
 }

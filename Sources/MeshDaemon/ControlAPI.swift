@@ -70,6 +70,7 @@ extension NodeRuntime: ControlService {
         let active = calls.calls.values.filter { $0.state != .ended }.count
         let linkCounters = (try? JSONValue(encoding: links.counters)) ?? .null
         let nodeCounters = (try? JSONValue(encoding: counters)) ?? .null
+        let controlCounters = control.flatMap { try? JSONValue(encoding: $0.counters) } ?? .null
         return .object([
             "node": .string(nodeKey.address.checksummed),
             "listen": .string(localEndpoint),
@@ -81,6 +82,7 @@ extension NodeRuntime: ControlService {
             "callsActive": .number(Double(active)),
             "linkCounters": linkCounters,
             "nodeCounters": nodeCounters,
+            "controlCounters": controlCounters,
             "callMalformed": .number(Double(calls.malformed)),
             "version": .string(MeshVersion.string),
         ])

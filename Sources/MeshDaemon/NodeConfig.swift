@@ -4,7 +4,7 @@ import MeshMedia
 import TOMLKit
 
 /// A configuration problem, reported as one line naming the key or flag.
-public struct ConfigError: Error, CustomStringConvertible, Sendable {
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
@@ -117,11 +117,16 @@ public struct NodeConfig: Sendable {
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
     public static func load(file: String) throws(ConfigError) -> NodeConfig {
-        let text: String
+        let bytes: Data
         do {
-            text = try String(contentsOfFile: file, encoding: .utf8)
+            bytes = try Data(contentsOf: URL(fileURLWithPath: file))
         } catch {
             throw ConfigError("config \(file): cannot read (\((error as NSError).localizedDescription))")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            let bad = (lines.firstIndex { String(validating: $0, as: UTF8.self) == nil } ?? 0) + 1
+            throw ConfigError("config \(file): line \(bad) is not UTF-8 text (TOML files are UTF-8)")
         }
         let table: TOMLTable
         do {

@@ -7,6 +7,8 @@ enum NodeKeys {
         let passphrase = try config.passphraseFile.map { (f) throws(ConfigError) in
             do { return try KeyStore.readPassphrase(fromFile: f) } catch { throw ConfigError("passphrase file: \(error)") }
         }
+        // Every input is checked before anything is created: a bad --wallet must not leave a new node.key.
+        let wallets = try config.walletFiles.map { (f) throws(ConfigError) in try load(f, passphrase: passphrase, what: "wallet") }
         let node: PrivateKey
         if let file = config.keyFile {
             node = try load(file, passphrase: passphrase, what: "key")
@@ -25,7 +27,6 @@ enum NodeKeys {
                 }
             }
         }
-        let wallets = try config.walletFiles.map { (f) throws(ConfigError) in try load(f, passphrase: passphrase, what: "wallet") }
         return (node, wallets.isEmpty ? [node] : wallets)
     }
 

@@ -99,6 +99,8 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
     public static func start(config: NodeConfig, logger: Logger) throws -> NodeRuntime {
+        // Every input is checked before anything is created: a host that does not resolve leaves no key or db.
+        let endpoints = try Endpoints(config)
         let (nodeKey, wallets) = try NodeKeys.load(config: config)
         do {
             try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
@@ -109,7 +111,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let store = try NodeStore(path: config.dataDir + "/node.db")
         let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, store: store, logger: logger)
         do {
-            try runtime.bind()
+            try runtime.bind(endpoints)
         } catch {
             runtime.stopped.succeed(())
             try? runtime.group.syncShutdownGracefully()
@@ -118,8 +120,23 @@ public final class NodeRuntime: @unchecked Sendable {
         return runtime
     }
 
-    private func bind() throws {
-        let listenAddress = try Self.resolve(config.listen, what: "listen \(config.listen)")
+    /// The addresses the config names, resolved.
+    struct Endpoints {
+        let listen: SocketAddress
+        let peers: [(address: SocketAddress, pinned: WalletAddress?)]
+        let bootstrap: [SocketAddress]
+        let advertise: [SocketAddress]
+
+        init(_ config: NodeConfig) throws(ConfigError) {
+            listen = try NodeRuntime.resolve(config.listen, what: "listen \(config.listen)")
+            peers = try config.peers.map { (peer) throws(ConfigError) in (try NodeRuntime.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
+            bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try NodeRuntime.resolve(b.endpoint, what: "bootstrap \(b)") }
+            advertise = try config.advertise.map { (a) throws(ConfigError) in try NodeRuntime.resolve(a, what: "advertise \(a)") }
+        }
+    }
+
+    private func bind(_ endpoints: Endpoints) throws {
+        let listenAddress = endpoints.listen
         do {
             let socket = try UDPSocket(binding: listenAddress)
             let channel: Channel
@@ -151,12 +168,15 @@ public final class NodeRuntime: @unchecked Sendable {
         do {
             control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)
         } catch {
-            try? udp?.close().wait()
+            // Closed on purpose, before the node started: not the failure the close handler above reports.
+            let channel = udp
+            udp = nil
+            try? channel?.close().wait()
             throw ConfigError("control socket \(config.resolvedControlSocket): \(error)")
         }
-        let peerTargets = try config.peers.map { (peer) throws(ConfigError) in (try Self.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
-        let bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try Self.resolve(b.endpoint, what: "bootstrap \(b)") }
-        let advertise = try config.advertise.map { (a) throws(ConfigError) in try Self.resolve(a, what: "advertise \(a)") }
+        let peerTargets = endpoints.peers
+        let bootstrap = endpoints.bootstrap
+        let advertise = endpoints.advertise
         try loop.submit {
             let now = Self.now()
             for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }

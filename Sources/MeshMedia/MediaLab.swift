@@ -22,7 +22,8 @@ public struct Trace: Sendable, Equatable {
     }
 
     /// Parses the CSV format: the header `seq,send_ms,arrival_ms`, then one row per packet; an empty
-    /// `arrival_ms` is a lost packet. Sequence numbers must be 0, 1, 2, … (in any row order).
+    /// `arrival_ms` is a lost packet. Sequence numbers must be 0, 1, 2, … (in any row order). Times may have
+    /// decimals (captures give µs) and are rounded to whole ms, the media clock's unit.
     public init(csv: String) throws(MediaError) {
         var lines = csv.split(whereSeparator: \.isNewline).map { String($0.filter { $0 != " " && $0 != "\r" }) }
         guard lines.first == Self.header else { throw MediaError("trace: the first line must be \(Self.header)") }
@@ -30,15 +31,23 @@ public struct Trace: Sendable, Equatable {
         var rows: [Row] = []
         for (index, line) in lines.enumerated() where !line.isEmpty {
             let fields = line.split(separator: ",", omittingEmptySubsequences: false)
-            guard fields.count == 3, let sequence = Int(fields[0]), let send = Int64(fields[1]),
-                  fields[2].isEmpty || Int64(fields[2]) != nil
+            guard fields.count == 3, let sequence = Int(fields[0]), let send = Self.milliseconds(fields[1]),
+                  fields[2].isEmpty || Self.milliseconds(fields[2]) != nil
             else { throw MediaError("trace line \(index + 2): expected seq,send_ms,arrival_ms, got \(line)") }
-            rows.append(Row(sequence: sequence, sendMs: send, arrivalMs: Int64(fields[2])))
+            rows.append(Row(sequence: sequence, sendMs: send, arrivalMs: Self.milliseconds(fields[2])))
         }
         self.init(rows: rows)
         guard rows.isEmpty == false, self.rows.enumerated().allSatisfy({ $0.offset == $0.element.sequence }) else {
             throw MediaError("trace: sequence numbers must run 0, 1, 2, … without gaps or repeats")
         }
+    }
+}
+
+extension Trace {
+    /// A time field, "41" or "41.356", to the nearest whole ms; nil when it is not a finite number.
+    static func milliseconds(_ field: Substring) -> Int64? {
+        guard let value = Double(field), value.isFinite, abs(value) < 1e15 else { return nil }
+        return Int64(value.rounded())
     }
 }
 
@@ -63,7 +72,8 @@ public struct MediaLabReport: Sendable, Codable, Equatable {
     public var networkDelayMs: Double
     /// Mouth-to-ear: network delay plus the delay added by playout (arrival to play), means, ms.
     public var mouthToEarMs: Double
-    /// The playout delay averaged per minute of the call (the latest packet's, sampled every tick).
+    /// The playout delay averaged per minute of the call (`currentPlayoutDelayMs`, the latest speech packet's,
+    /// sampled every tick).
     public var playoutDelayByMinuteMs: [Double]
     public var receiver: ReceiverStats
 }

@@ -17,7 +17,8 @@ public struct ReceiverStats: Sendable, Codable, Equatable {
     /// Packets refused: not RTP, not Opus's payload types (plain or redundant), or an Opus payload that fails to
     /// decode.
     public var malformed = 0
-    /// Arrival to playout of the latest packet played, the mean and the 95th percentile over the call.
+    /// Arrival to playout of the latest speech packet played (not updated in DTX: a refresh packet's wait
+    /// through the comfort noise delays nothing audible); the mean and the 95th percentile of every packet played.
     public var currentPlayoutDelayMs = 0.0
     public var meanPlayoutDelayMs = 0.0
     public var p95PlayoutDelayMs = 0.0
@@ -191,7 +192,7 @@ public final class MediaReceiver {
     /// Packets buffered and not yet played.
     public var bufferedPackets: Int { buffer.waiting }
 
-    /// Arrival to playout of the latest packet played; nil before the first.
+    /// Arrival to playout of the latest speech packet played (see `ReceiverStats`); nil before the first packet.
     public var currentPlayoutDelayMs: Double? { buffer.delays.count == 0 ? nil : buffer.currentDelayMs }
 
     public var stats: ReceiverStats {

@@ -389,8 +389,11 @@ struct PlayoutBuffer {
         lastWasDTX = packet.isDTX || packet.voice == false || (lastWasDTX && outcome == .comfortNoise)
         endTs = packet.end
         waitedSamples = 0
-        currentDelayMs = playMs - Double(packet.arrivalMs)
-        delays.add(currentDelayMs)
+        let delay = playMs - Double(packet.arrivalMs)
+        delays.add(delay)
+        // The delay the listener hears is that of the latest speech. In DTX a refresh packet (every 400 ms)
+        // waits out the comfort noise before it: that wait grows with the pause and delays nothing audible.
+        if !lastWasDTX { currentDelayMs = delay }
         let after = outcome
         outcome = packet.isDTX ? .comfortNoise : .speech
         if after == .concealment || after == .comfortNoise { return .merge(packet) }

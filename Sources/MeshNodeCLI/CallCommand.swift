@@ -25,7 +25,8 @@ struct CallCommand: ParsableCommand {
     var play: String?
     @Option(help: "Where to write the received audio: a WAV file or '-' for raw PCM on stdout.")
     var record: String?
-    @Option(help: "Seconds to stay in the call after it is answered.") var duration: Double?
+    /// Unconditional: "-5" is the (refused) value, not an unknown option.
+    @Option(parsing: .unconditional, help: "Seconds to stay in the call after it is answered.") var duration: Double?
     @Option(help: "Which hosted wallet calls (default: the node's first).") var from: String?
     @Option(help: "Opus bitrate in bit/s (default: the node's setting, 24000).") var bitrate: Int?
     @Flag(help: "Print the summary as JSON.") var json = false

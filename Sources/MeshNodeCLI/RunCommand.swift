@@ -33,6 +33,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
+        // Everything the node creates is its owner's alone: node.db and its -wal/-shm files, recordings, keys.
+        umask(0o077)
         let settings = try settings()
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level: expected trace, debug, info, notice, warning or error, got \"\(logLevel)\"")

@@ -27,6 +27,9 @@ struct Info: ParsableCommand {
             .map { "\($0) \(text(link[$0]))" }.joined(separator: ", ")])
         let node = info["nodeCounters"] ?? .null
         rows.append(["refused media", "unknown call \(text(node["mediaUnknownCall"])), wrong neighbour \(text(node["mediaWrongNeighbour"]))"])
+        let control = info["controlCounters"] ?? .null
+        rows.append(["control socket", ["connectionsAccepted", "oversizedRequests", "slowClientsClosed", "acceptBackoffs"]
+            .map { "\($0) \(text(control[$0]))" }.joined(separator: ", ")])
         print(Table.render(rows, header: nil))
     }
 }

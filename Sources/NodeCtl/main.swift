@@ -92,12 +92,18 @@ enum Table {
 
 /// `node-ctl --control-socket PATH peers` must work as well as `node-ctl peers --control-socket PATH`:
 /// a leading --control-socket is moved to the end, after the (possibly nested) subcommand that parses it.
+/// What follows it must then be a subcommand: else the error names that word, not the moved option.
 var arguments = Array(CommandLine.arguments.dropFirst())
 if let first = arguments.first, first == "--control-socket" || first.hasPrefix("--control-socket=") {
     let count = first.contains("=") ? 1 : 2
     if arguments.count > count {
         let option = Array(arguments[0..<count])
         arguments.removeFirst(count)
+        let subcommands = NodeCtl.configuration.subcommands.map { $0._commandName } + ["help"]
+        if let word = arguments.first, !word.hasPrefix("-"), !subcommands.contains(word) {
+            NodeCtl.exit(withError: ValidationError(
+                "unknown subcommand '\(word)' (one of: \(subcommands.dropLast().joined(separator: ", ")))"))
+        }
         arguments.append(contentsOf: option)
     }
 }

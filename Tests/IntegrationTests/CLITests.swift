@@ -46,6 +46,7 @@ import Testing
         (["run", "--key", "/nonexistent.key", "--listen", "127.0.0.1:0"], "/nonexistent.key"),
         (["call", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"], "checksum"),
         (["call", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "--control-socket", "/tmp/none.sock"], "cannot reach the node"),
+        (["call", "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "--duration", "-5"], "--duration must be a positive number"),
     ])
     func badArgumentsGetOneLineErrors(arguments: [String], expected: String) throws {
         let result = try runCommand(Binaries.meshNode, arguments, timeout: 20)
@@ -53,6 +54,39 @@ import Testing
         #expect(result.stderr.contains(expected), "stderr: \(result.stderr)")
         let lines = result.stderr.split(separator: "\n").filter { !$0.hasPrefix("Usage") && !$0.contains("--help") }
         #expect(lines.count == 1, "one line expected: \(result.stderr)")
+    }
+
+    @Test func nodeCtlNamesAnUnknownSubcommand() throws {
+        let result = try runCommand(Binaries.nodeCtl, ["--control-socket", "/tmp/none.sock", "frob"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("unknown subcommand 'frob'"), "\(result.stderr)")
+        #expect(!result.stderr.contains("--control-socket"), "\(result.stderr)")
+    }
+
+    @Test func badInputsOfRunAreOneLineAndCreateNothing() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let config = scratch.file("bad.toml")
+        FileManager.default.createFile(atPath: config, contents: Data("listen = \"127.0.0.1:0\"\n# caf".utf8) + [0xE9, 0x0A])
+        let nonUTF8 = try runCommand(Binaries.meshNode, ["run", "--config", config, "--data-dir", scratch.file("d1")], timeout: 20)
+        #expect(nonUTF8.status != 0)
+        #expect(nonUTF8.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ==
+            "Error: config \(config): line 2 is not UTF-8 text (TOML files are UTF-8)", "\(nonUTF8.stderr)")
+
+        let data = scratch.file("d2")
+        let badWallet = try runCommand(Binaries.meshNode, ["run", "--listen", "127.0.0.1:0", "--data-dir", data,
+                                                           "--control-socket", scratch.file("d2.sock"),
+                                                           "--wallet", scratch.file("missing.key")], timeout: 20)
+        #expect(badWallet.status != 0 && badWallet.stderr.contains("missing.key"), "\(badWallet.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/node.key"))
+
+        let badPeer = try runCommand(Binaries.meshNode, ["run", "--listen", "127.0.0.1:0", "--data-dir", data,
+                                                         "--control-socket", scratch.file("d2.sock"), "--peer", "nohost.invalid:5"],
+                                     timeout: 20)
+        #expect(badPeer.status != 0)
+        #expect(badPeer.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ==
+            "Error: peer nohost.invalid:5: cannot resolve host nohost.invalid", "\(badPeer.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data))
     }
 
     @Test func nodeCtlWithoutANode() throws {
@@ -80,6 +114,14 @@ import Testing
         let second = try runCommand(Binaries.meshNode, ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file("n2"),
                                                         "--control-socket", node.socket], timeout: 20)
         #expect(second.status != 0 && second.stderr.contains("in use"))
+        #expect(!second.stderr.contains("UDP socket closed"), "\(second.stderr)")
+        // What the node keeps is its owner's alone.
+        let data = scratch.file("n")
+        #expect(try FileManager.default.attributesOfItem(atPath: data)[.posixPermissions] as? Int == 0o700)
+        for file in ["node.db", "node.db-wal", "node.db-shm", "node.key"] {
+            let fileMode = try FileManager.default.attributesOfItem(atPath: data + "/" + file)[.posixPermissions] as? Int
+            #expect(fileMode == 0o600, "\(file): \(String(fileMode ?? 0, radix: 8))")
+        }
         // And a second node on the same UDP port cannot bind it.
         let samePort = try runCommand(Binaries.meshNode, ["run", "--listen", node.endpoint, "--data-dir", scratch.file("n3"),
                                                           "--control-socket", scratch.file("n3.sock")], timeout: 20)

@@ -98,6 +98,15 @@ import Testing
         #expect(throws: ConfigError.self) { try NodeConfig.load(file: "/nonexistent/node.toml") }
     }
 
+    @Test func nonUTF8ConfigNamesTheFileAndTheLine() throws {
+        let path = NSTemporaryDirectory() + "mesh-config-\(UUID().uuidString).toml"
+        _ = FileManager.default.createFile(atPath: path, contents: Data("listen = \"127.0.0.1:1\"\nname = \"".utf8) + [0xFF, 0x22, 0x0A])
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(throws: ConfigError("config \(path): line 2 is not UTF-8 text (TOML files are UTF-8)")) {
+            try NodeConfig.load(file: path)
+        }
+    }
+
     @Test func hostPortForms() throws {
         #expect(try HostPort(parsing: "[::]:0", what: "x") == HostPort(host: "::", port: 0))
         #expect(try HostPort(parsing: "[::]:0", what: "x").description == "[::]:0")
@@ -118,6 +127,15 @@ import Testing
         #expect(mode == 0o600)
         c.keyFile = c.dataDir + "/missing.key"
         #expect(throws: ConfigError.self) { try NodeKeys.load(config: c) }
+    }
+
+    @Test func aBadWalletCreatesNoNodeKey() throws {
+        var c = NodeConfig()
+        c.dataDir = NSTemporaryDirectory() + "mesh-data-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: c.dataDir) }
+        c.walletFiles = [c.dataDir + "-missing-wallet.key"]
+        #expect(throws: ConfigError.self) { try NodeKeys.load(config: c) }
+        #expect(!FileManager.default.fileExists(atPath: c.dataDir + "/node.key"))
     }
 }
 
