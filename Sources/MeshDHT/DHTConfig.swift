@@ -12,6 +12,16 @@ public struct DHTConfig: Sendable {
     /// After joining, refresh every bucket farther than the closest neighbour (Kademlia's join), so the table
     /// holds contacts at every distance at once rather than only near the node's own id.
     public var refreshBucketsOnJoin = true
+    /// Joining (docs/dht.md, "Joining"): until a bootstrap endpoint answered and the own-id lookup after it got
+    /// answers, the join is tried again (bootstrap requests + own-id lookup) after a wait that starts at
+    /// `joinRetryMinMs` and doubles up to `joinRetryMaxMs`; each wait is drawn from the upper half of its range
+    /// with the node's seeded randomness, so nodes started together do not retry in step.
+    public var joinRetryMinMs: Int64 = 1_000
+    public var joinRetryMaxMs: Int64 = 30_000
+    /// Re-joining: once joined, while the table holds fewer than k contacts the join is repeated, first after
+    /// `joinRetryMinMs`, doubling while the table does not grow, up to `rejoinMaxMs`; it starts over at the
+    /// minimum when the table grew, and at once when a lookup got no answer from anyone.
+    public var rejoinMaxMs: Int64 = 5 * 60_000
     /// Own records are stored again on the then-closest nodes this often (churn moves the k closest).
     public var republishMs: Int64 = 10 * 60_000
     /// Lifetime of records this node signs itself (`publish(wallet:…)`); they are re-signed with a new

@@ -52,6 +52,22 @@ public struct DHTProtocol: Sendable {
     private var nextMaintenanceMs: Int64?
     /// When the node started (refresh ages count from here, not from the epoch).
     private var startedMs: Int64 = 0
+    private var join = JoinState()
+
+    /// Where the node joins from and how far the join got (docs/dht.md, "Joining").
+    struct JoinState: Sendable {
+        var endpoints: [DHTEndpoint] = []
+        /// A bootstrap endpoint answered since the current join attempt began.
+        var answered = false
+        /// A bootstrap endpoint answered and the own-id lookup after it got answers; retries stop, re-joins
+        /// happen only while the table is small.
+        var joined = false
+        /// When the next attempt (or, once joined, the next check of the table's size) is due.
+        var nextMs: Int64?
+        /// The range of the next wait (doubling), and the table size at the last attempt.
+        var backoffMs: Int64 = 0
+        var contactsAtAttempt = 0
+    }
 
     struct OwnRecord: Sendable {
         var record: PresenceRecord
@@ -98,17 +114,19 @@ public struct DHTProtocol: Sendable {
 
     /// Joins the network: asks each bootstrap endpoint for the nodes closest to this one and looks up its own
     /// id, then refreshes the farther buckets. Lookups that have no candidate yet (an empty table) wait for the
-    /// bootstrap answers, which feed every running lookup. Call it again (a new join) when `contacts` stays
-    /// empty, e.g. because no bootstrap node answered.
+    /// bootstrap answers, which feed every running lookup. `tick` repeats the join with backoff until a
+    /// bootstrap endpoint answered and the own-id lookup got answers, and again later while the table stays
+    /// small (docs/dht.md, "Joining"); call it once.
     public mutating func bootstrap(_ endpoints: [DHTEndpoint], nowMs: Int64) -> [DHTProtocolAction] {
         scheduleMaintenance(nowMs: nowMs)
+        join = JoinState(endpoints: endpoints)
         var actions: [DHTProtocolAction] = []
-        for endpoint in endpoints {
-            actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
-        }
-        startLookup(localID, kind: .join, nowMs: nowMs, actions: &actions)
+        attemptJoin(nowMs: nowMs, actions: &actions)
         return actions
     }
+
+    /// Whether a bootstrap endpoint answered and the own-id lookup after it got answers.
+    public var isJoined: Bool { join.joined }
 
     /// One authenticated message from `sender`.
     public mutating func handle(_ packet: DHTPacket, from sender: Contact, nowMs: Int64) -> [DHTProtocolAction] {
@@ -150,16 +168,13 @@ public struct DHTProtocol: Sendable {
             nextMaintenanceMs = nowMs + config.maintenanceIntervalMs
             maintain(nowMs: nowMs, actions: &actions)
         }
+        if let due = join.nextMs, nowMs >= due { joinTimer(nowMs: nowMs, actions: &actions) }
         return actions
     }
 
-    /// When `tick` next has work: the earliest request deadline or housekeeping time.
+    /// When `tick` next has work: the earliest request deadline, join retry or housekeeping time.
     public var nextTimeoutMs: Int64? {
-        let deadline = pending.values.lazy.map(\.deadlineMs).min()
-        switch (deadline, nextMaintenanceMs) {
-        case let (d?, m?): return min(d, m)
-        case let (d, m): return d ?? m
-        }
+        [pending.values.lazy.map(\.deadlineMs).min(), nextMaintenanceMs, join.nextMs].compactMap { $0 }.min()
     }
 
     /// Looks up the record stored under `key` (answered at once when this node holds it).
@@ -335,6 +350,7 @@ public struct DHTProtocol: Sendable {
             break
         case .bootstrap:
             guard case .nodes(let contacts) = packet.message else { return }
+            join.answered = true
             let learned = [sender] + contacts.filter { $0.id != localID }
             for id in lookups.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
                 lookups[id]?.add(learned, hop: 1)
@@ -428,8 +444,14 @@ public struct DHTProtocol: Sendable {
         let outcome = lookup.outcome(nowMs: nowMs)
         switch lookup.kind {
         case .findNode, .findValue:
+            if outcome.closest.isEmpty, outcome.record == nil { lookupStalled(nowMs: nowMs) }
             actions.append(.lookupFinished(id, outcome))
         case .join:
+            if !outcome.closest.isEmpty, join.answered || join.endpoints.isEmpty, !join.joined {
+                join.joined = true
+                join.backoffMs = 0
+                scheduleJoin(nowMs: nowMs)
+            }
             guard config.refreshBucketsOnJoin, let nearest = table.lowestNonEmptyBucket, nearest < 255 else { return }
             for index in (nearest + 1)...255 where table.buckets[index].entries.count < config.k {
                 startLookup(localID.randomID(inBucket: index, using: &rng), kind: .refresh, nowMs: nowMs,
@@ -463,6 +485,51 @@ public struct DHTProtocol: Sendable {
                                        deadlineMs: nowMs + config.requestTimeoutMs, purpose: purpose)
         counters.messagesOut += 1
         return .send(DHTPacket(txid: txid, message: message), to: endpoint)
+    }
+
+    // MARK: joining
+
+    /// One join attempt: FIND_NODE(own id) to every bootstrap endpoint and an own-id lookup (which refreshes
+    /// the farther buckets when it ends); the next attempt or check is scheduled.
+    private mutating func attemptJoin(nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        join.answered = false
+        join.contactsAtAttempt = table.count
+        for endpoint in join.endpoints {
+            actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
+        }
+        startLookup(localID, kind: .join, nowMs: nowMs, actions: &actions)
+        scheduleJoin(nowMs: nowMs)
+    }
+
+    /// The next join timer: a wait drawn from the upper half of the current range, which then doubles (up to
+    /// `joinRetryMaxMs` while joining, `rejoinMaxMs` once joined).
+    private mutating func scheduleJoin(nowMs: Int64) {
+        let range = max(join.backoffMs, config.joinRetryMinMs)
+        let wait = range / 2 + Int64(rng.next() % UInt64(range / 2 + 1))
+        join.nextMs = nowMs + wait
+        join.backoffMs = min(range * 2, join.joined ? config.rejoinMaxMs : config.joinRetryMaxMs)
+    }
+
+    /// The join timer fired: retry while not joined; once joined, join again only while the table is smaller
+    /// than k (sooner again when the last attempt made it grow).
+    private mutating func joinTimer(nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        guard join.joined else { return attemptJoin(nowMs: nowMs, actions: &actions) }
+        if table.count >= config.k {
+            join.backoffMs = 0
+            join.nextMs = nowMs + config.rejoinMaxMs
+            return
+        }
+        if table.count > join.contactsAtAttempt { join.backoffMs = 0 }
+        attemptJoin(nowMs: nowMs, actions: &actions)
+    }
+
+    /// A lookup ended without a single answer: the table is stale or the node is cut off. Join again now, and
+    /// retry as after a start until a bootstrap endpoint answers (only the first stall after a join acts).
+    private mutating func lookupStalled(nowMs: Int64) {
+        guard join.joined else { return }
+        join.joined = false
+        join.backoffMs = 0
+        join.nextMs = nowMs
     }
 
     // MARK: housekeeping

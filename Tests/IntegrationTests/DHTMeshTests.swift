@@ -126,4 +126,52 @@ import Testing
         defer { again.close() }
         #expect(lookup(again, nodes[12].address)?["record"]?["homeNode"]?.stringValue == nodes[12].address)
     }
+
+    /// Fourteen nodes started at the same moment, each bootstrapping from one random node earlier in the list
+    /// (often not listening yet when asked): the DHT cores retry and re-join until every node finds every
+    /// other node's wallet. Before join retries, nodes whose target was still starting stayed in islands.
+    @Test func nodesStartedAtOnceConverge() throws {
+        let count = 14
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let ports = try freeLoopbackPorts(count)
+        var rng = SplitMix64(seed: 24)
+        var nodes: [NodeProcess] = []
+        defer { nodes.forEach { $0.stop() } }
+        for i in 0..<count {
+            let args = i == 0 ? [] : ["--bootstrap", "127.0.0.1:\(ports[Int(rng.next() % UInt64(i))])"]
+            nodes.append(try NodeProcess("s\(i)", in: scratch, arguments: args, listen: "127.0.0.1:\(ports[i])", waitUntilUp: false))
+        }
+        let startedAt = Date()
+        for node in nodes { try node.waitUntilUp() }
+        let clients = try nodes.map { try ControlClient(path: $0.socket) }
+        defer { clients.forEach { $0.close() } }
+
+        // 40 random (asker, wallet) pairs, each retried until found, for up to 40 s after the start.
+        var missing = (0..<40).map { _ in (Int(rng.next() % UInt64(count)), Int(rng.next() % UInt64(count))) }
+        while !missing.isEmpty && Date().timeIntervalSince(startedAt) < 40 {
+            missing = missing.filter { lookup(clients[$0], nodes[$1].address)?["record"]?["homeNode"]?.stringValue != nodes[$1].address }
+            if !missing.isEmpty { usleep(500_000) }
+        }
+        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        print("\(count) nodes started at once: \(40 - missing.count) of 40 sampled lookups succeeded within \(String(format: "%.1f", Date().timeIntervalSince(startedAt))) s")
+    }
+
+    /// `count` loopback UDP ports that were free a moment ago (bound to port 0, then released).
+    private func freeLoopbackPorts(_ count: Int) throws -> [UInt16] {
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        return try (0..<count).map { _ in
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { throw HarnessError("socket failed") }
+            fds.append(fd)
+            var addr = RogueNode.loopback(port: 0)
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let rc = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
+            }
+            guard rc == 0 else { throw HarnessError("bind failed") }
+            return UInt16(bigEndian: addr.sin_port)
+        }
+    }
 }

@@ -175,4 +175,41 @@ import Testing
         let ended = lonely.tick(nowMs: t0 + DHTConfig().requestTimeoutMs)
         #expect(ended.contains { if case .lookupFinished(let finished, let outcome) = $0 { finished == waiting && outcome.record == nil } else { false } })
     }
+
+    /// A bootstrap endpoint that is not listening yet is asked again, with growing jittered waits, until it
+    /// answers and the own-id lookup through it gets answers; then the node counts as joined.
+    @Test mutating func bootstrapIsRetriedWithBackoffUntilAnsweredAndJoined() {
+        let config = DHTConfig()
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 5)
+        let target = sender(9, random.id())
+        var asked: [Int64] = []
+        func record(_ actions: [DHTProtocolAction], at now: Int64) -> [DHTPacket] {
+            let toTarget = sends(actions).filter { $0.1 == target.endpoint }.map(\.0)
+            asked += toTarget.filter { $0.message == .findNode(target: node.localID) }.map { _ in now }
+            return toTarget
+        }
+        _ = record(node.bootstrap([target.endpoint], nowMs: t0), at: t0)
+        var now = t0
+        while now < t0 + 60_000 {
+            now += 100
+            _ = record(node.tick(nowMs: now), at: now)
+        }
+        let gaps = zip(asked.dropFirst(), asked).map { $0 - $1 }
+        #expect(asked.count >= 5 && asked.count <= 12, "asked at \(asked.map { $0 - t0 })")
+        #expect(gaps.allSatisfy { $0 >= config.joinRetryMinMs / 2 && $0 <= config.joinRetryMaxMs + 100 })
+        #expect(gaps.last! > gaps.first!)
+        #expect(!node.isJoined)
+
+        // The target comes up and answers the next attempt; the own-id lookup asks it too and the node is joined.
+        var answered = false
+        while !node.isJoined && now < t0 + 120_000 {
+            now += 100
+            var requests = record(node.tick(nowMs: now), at: now)
+            while let request = requests.popLast() {
+                answered = true
+                requests += record(node.handle(DHTPacket(txid: request.txid, message: .nodes([])), from: target, nowMs: now), at: now)
+            }
+        }
+        #expect(answered && node.isJoined && node.contactCount == 1)
+    }
 }
