@@ -42,11 +42,15 @@ public struct DHTProtocol: Sendable {
 
     private(set) var table: RoutingTable
     private var store: [NodeID: PresenceRecord] = [:]
+    /// Who stored each record, and how many records each sending node and source prefix holds.
+    private var holdings = Holdings()
     /// Withdrawn keys: records up to this sequence are refused until the withdrawn record would have expired.
     private var tombstones: [NodeID: (sequence: UInt64, expiresAtMs: Int64)] = [:]
     private var own: [NodeID: OwnRecord] = [:]
     private var lookups: [LookupID: Lookup] = [:]
     private var pending: [UInt64: PendingRequest] = [:]
+    /// Requesters being verified (a PING in flight).
+    private var verifying: Set<NodeID> = []
     private var rng: DHTRandom
     private var nextLookupNumber: UInt64 = 1
     private var nextMaintenanceMs: Int64?
@@ -64,9 +68,8 @@ public struct DHTProtocol: Sendable {
         var joined = false
         /// When the next attempt (or, once joined, the next check of the table's size) is due.
         var nextMs: Int64?
-        /// The range of the next wait (doubling), and the table size at the last attempt.
+        /// The range of the next wait (doubling).
         var backoffMs: Int64 = 0
-        var contactsAtAttempt = 0
     }
 
     struct OwnRecord: Sendable {
@@ -82,6 +85,8 @@ public struct DHTProtocol: Sendable {
         enum Purpose: Sendable {
             case lookup(LookupID)
             case livenessCheck
+            /// A PING to an unknown requester: it enters the table when it answers.
+            case verification
             case bootstrap
             case store(NodeID)
         }
@@ -108,6 +113,7 @@ public struct DHTProtocol: Sendable {
         for record in records where record.validate(nowMs: nowMs, config: config) == nil {
             if let existing = store[record.key], existing.sequence >= record.sequence { continue }
             store[record.key] = record
+            holdings.set(record.key, to: Holdings.unattributed)
         }
         scheduleMaintenance(nowMs: nowMs)
     }
@@ -139,7 +145,6 @@ public struct DHTProtocol: Sendable {
         if packet.message.isResponse {
             handleResponse(packet, from: sender, nowMs: nowMs, actions: &actions)
         } else {
-            heard(sender, confirmed: false, rttMs: nil, nowMs: nowMs, actions: &actions)
             handleRequest(packet, from: sender, nowMs: nowMs, actions: &actions)
         }
         return actions
@@ -154,6 +159,8 @@ public struct DHTProtocol: Sendable {
             counters.timeouts += 1
             if let id = request.expectedID { table.failed(id) }
             switch request.purpose {
+            case .verification:
+                if let id = request.expectedID { verifying.remove(id) }
             case .lookup(let lookupID):
                 if let id = request.expectedID { lookups[lookupID]?.failed(id) }
                 advance(lookupID, nowMs: nowMs, actions: &actions)
@@ -176,6 +183,9 @@ public struct DHTProtocol: Sendable {
     public var nextTimeoutMs: Int64? {
         [pending.values.lazy.map(\.deadlineMs).min(), nextMaintenanceMs, join.nextMs].compactMap { $0 }.min()
     }
+
+    /// A request with this txid is in flight to `endpoint` (checked before a response's signature is).
+    public func awaits(_ txid: UInt64, from endpoint: DHTEndpoint) -> Bool { pending[txid]?.to == endpoint }
 
     /// Looks up the record stored under `key` (answered at once when this node holds it).
     public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTProtocolAction]) {
@@ -269,8 +279,53 @@ public struct DHTProtocol: Sendable {
 
     // MARK: requests from others
 
+    /// Answers a request. A known sender counts as seen (its endpoint does not move); an unknown one is
+    /// verified by a PING and enters the table only when it answers. A sender not verified at this address
+    /// gets no more bytes back (answer and PING together) than its request carried.
     private mutating func handleRequest(_ packet: DHTPacket, from sender: Contact, nowMs: Int64,
                                         actions: inout [DHTProtocolAction]) {
+        let known = table.contains(sender.id)
+        if known { heard(sender, confirmed: false, rttMs: nil, nowMs: nowMs, actions: &actions) }
+        let proven = known && table.isVerified(sender.id, at: sender.endpoint)
+        var budget = proven ? Int.max : DHTWire.size(of: packet)
+        if let reply = reply(to: packet, from: sender, nowMs: nowMs, actions: &actions) {
+            let answer = DHTPacket(txid: packet.txid, message: proven ? reply : fitted(reply, into: budget, excluding: sender.id))
+            let size = DHTWire.size(of: answer)
+            let fits = size <= budget
+            if fits {
+                budget -= size
+                counters.messagesOut += 1
+                actions.append(.send(answer, to: sender.endpoint))
+            }
+            if !fits || answer.message != reply { counters.trimmedReplies += 1 }
+        }
+        if !known, budget >= DHTWire.paddedPingBytes, verifying.count < config.maxPendingVerifications,
+           verifying.insert(sender.id).inserted {
+            actions.append(request(.ping, to: sender.endpoint, expecting: sender.id, purpose: .verification, nowMs: nowMs))
+        }
+    }
+
+    /// An answer cut to `budget` bytes: NODES keeps its closest contacts that fit; a VALUE that does not fit
+    /// becomes NODES (the requester did not pad its request, so it gets what fits).
+    private func fitted(_ reply: DHTMessage, into budget: Int, excluding requester: NodeID) -> DHTMessage {
+        let contacts: [Contact]
+        switch reply {
+        case .nodes(let all): contacts = all
+        case .value(let record) where DHTWire.size(of: DHTPacket(txid: 0, message: reply)) > budget:
+            contacts = closestForReply(to: record.key, excluding: requester)
+        default: return reply
+        }
+        var size = DHTWire.overheadBytes + 1
+        let kept = contacts.prefix { contact in
+            size += NodeID.byteCount + contact.endpoint.wireBytes
+            return size <= budget
+        }
+        return .nodes(Array(kept))
+    }
+
+    /// The answer to a request (nil for one-way messages); STORE and WITHDRAW take effect here.
+    private mutating func reply(to packet: DHTPacket, from sender: Contact, nowMs: Int64,
+                                actions: inout [DHTProtocolAction]) -> DHTMessage? {
         let reply: DHTMessage
         switch packet.message {
         case .ping:
@@ -284,39 +339,53 @@ public struct DHTProtocol: Sendable {
                 reply = .nodes(closestForReply(to: key, excluding: sender.id))
             }
         case .store(let record):
-            reply = .stored(accept(record, nowMs: nowMs, actions: &actions))
+            reply = .stored(accept(record, from: Holdings.Origin(node: sender.id, prefix: sender.endpoint.prefixKey),
+                                   nowMs: nowMs, actions: &actions))
         case .withdraw(let key, let sequence):
             if let held = store[key], held.homeNode == sender.id, held.sequence == sequence {
                 dropRecord(key, tombstone: (held.sequence, held.expiresAtMs), actions: &actions)
             }
-            return
+            return nil
         case .pong, .nodes, .value, .stored:
-            return
+            return nil
         }
-        counters.messagesOut += 1
-        actions.append(.send(DHTPacket(txid: packet.txid, message: reply), to: sender.endpoint))
+        return reply
     }
 
     private func closestForReply(to target: NodeID, excluding id: NodeID) -> [Contact] {
         Array(table.closest(to: target, count: config.k + 1, healthyOnly: true).lazy.filter { $0.id != id }.prefix(config.k))
     }
 
-    /// STORE: validity, then sequence order (a tombstone counts as the sequence it withdrew), then room.
-    private mutating func accept(_ record: PresenceRecord, nowMs: Int64, actions: inout [DHTProtocolAction]) -> StoreResult {
+    /// STORE, cheap checks first (docs/dht.md, "Storage quotas"): an identical record is acknowledged without
+    /// work; sequence order (a tombstone counts as the sequence it withdrew) and, for a new key, the sender's
+    /// quotas before the signature is checked; then room, made by evicting from the heaviest source prefix.
+    private mutating func accept(_ record: PresenceRecord, from origin: Holdings.Origin, nowMs: Int64,
+                                 actions: inout [DHTProtocolAction]) -> StoreResult {
         let key = record.key
         if let existing = store[key], existing == record, existing.expiresAtMs > nowMs { return .stored }
+        if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
+        let existing = store[key]
+        if let existing, existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
+        if existing == nil, origin != Holdings.unattributed,
+           holdings.count(node: origin.node) >= config.maxRecordsPerNode
+            || holdings.count(prefix: origin.prefix) >= config.maxRecordsPerPrefix {
+            counters.quotaExceeded += 1
+            return .full
+        }
         if let refusal = record.validate(nowMs: nowMs, config: config) {
             counters.refusedRecords[refusal, default: 0] += 1
             return .refused(refusal)
         }
-        if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
-        if let existing = store[key] {
-            if existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
-        } else if store.count >= config.maxStoredRecords {
-            counters.storeFull += 1
-            return .full
+        if existing == nil, store.count >= config.maxStoredRecords {
+            guard let victim = holdings.evictionCandidate(for: origin.prefix) else {
+                counters.storeFull += 1
+                return .full
+            }
+            counters.evicted += 1
+            dropRecord(victim, tombstone: nil, actions: &actions)
         }
         store[key] = record
+        holdings.set(key, to: origin)
         actions.append(.recordStored(record))
         return .stored
     }
@@ -328,6 +397,7 @@ public struct DHTProtocol: Sendable {
 
     private mutating func dropRecord(_ key: NodeID, tombstone: (UInt64, Int64)?, actions: inout [DHTProtocolAction]) {
         store[key] = nil
+        holdings.remove(key)
         if let tombstone { tombstones[key] = tombstone }
         actions.append(.recordDropped(key))
     }
@@ -346,6 +416,8 @@ public struct DHTProtocol: Sendable {
         pending[packet.txid] = nil
         heard(sender, confirmed: true, rttMs: Double(nowMs - request.sentMs), nowMs: nowMs, actions: &actions)
         switch request.purpose {
+        case .verification:
+            verifying.remove(sender.id)
         case .livenessCheck, .store:
             break
         case .bootstrap:
@@ -377,7 +449,7 @@ public struct DHTProtocol: Sendable {
 
     private static func fits(_ message: DHTMessage, _ purpose: PendingRequest.Purpose) -> Bool {
         switch (message, purpose) {
-        case (.pong, .livenessCheck), (.nodes, .bootstrap), (.nodes, .lookup), (.value, .lookup), (.stored, .store): true
+        case (.pong, .livenessCheck), (.pong, .verification), (.nodes, .bootstrap), (.nodes, .lookup), (.value, .lookup), (.stored, .store): true
         default: false
         }
     }
@@ -474,7 +546,7 @@ public struct DHTProtocol: Sendable {
         // This node keeps a copy too when it is itself among the k closest.
         let isAmongClosest = closest.count < config.k
             || closest.last.map { localID.distance(to: key) < $0.id.distance(to: key) } == true
-        if isAmongClosest { _ = accept(record, nowMs: nowMs, actions: &actions) }
+        if isAmongClosest { _ = accept(record, from: Holdings.unattributed, nowMs: nowMs, actions: &actions) }
     }
 
     private mutating func request(_ message: DHTMessage, to endpoint: DHTEndpoint, expecting id: NodeID?,
@@ -484,7 +556,7 @@ public struct DHTProtocol: Sendable {
         pending[txid] = PendingRequest(to: endpoint, expectedID: id, sentMs: nowMs,
                                        deadlineMs: nowMs + config.requestTimeoutMs, purpose: purpose)
         counters.messagesOut += 1
-        return .send(DHTPacket(txid: txid, message: message), to: endpoint)
+        return .send(DHTPacket(txid: txid, message: message, padding: DHTWire.padding(for: message)), to: endpoint)
     }
 
     // MARK: joining
@@ -493,7 +565,6 @@ public struct DHTProtocol: Sendable {
     /// the farther buckets when it ends); the next attempt or check is scheduled.
     private mutating func attemptJoin(nowMs: Int64, actions: inout [DHTProtocolAction]) {
         join.answered = false
-        join.contactsAtAttempt = table.count
         for endpoint in join.endpoints {
             actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
         }
@@ -511,15 +582,13 @@ public struct DHTProtocol: Sendable {
     }
 
     /// The join timer fired: retry while not joined; once joined, join again only while the table is smaller
-    /// than k (sooner again when the last attempt made it grow).
+    /// than k, ever less often.
     private mutating func joinTimer(nowMs: Int64, actions: inout [DHTProtocolAction]) {
         guard join.joined else { return attemptJoin(nowMs: nowMs, actions: &actions) }
-        if table.count >= config.k {
-            join.backoffMs = 0
+        guard table.count < config.k else {
             join.nextMs = nowMs + config.rejoinMaxMs
             return
         }
-        if table.count > join.contactsAtAttempt { join.backoffMs = 0 }
         attemptJoin(nowMs: nowMs, actions: &actions)
     }
 
@@ -562,5 +631,50 @@ public struct DHTProtocol: Sendable {
             table.setLastLookup(bucket: index, nowMs: nowMs)
             startLookup(target, kind: .refresh, nowMs: nowMs, actions: &actions)
         }
+    }
+}
+
+/// Who stored the records a node holds, for storage quotas and eviction (docs/dht.md, "Storage quotas").
+struct Holdings: Sendable {
+    struct Origin: Hashable, Sendable {
+        /// The sending node (nil for records restored from storage or stored by this node itself).
+        let node: NodeID?
+        let prefix: SourceKey
+    }
+
+    /// Records restored from storage and this node's own copies: one group, evicted like any source.
+    static let unattributed = Origin(node: nil, prefix: SourceKey(high: 0, low: 0, isIPv4: false))
+
+    private var origins: [NodeID: Origin] = [:]
+    private var byNode: [NodeID: Int] = [:]
+    private var byPrefix: [SourceKey: Set<NodeID>] = [:]
+
+    func count(node: NodeID?) -> Int { node.map { byNode[$0, default: 0] } ?? 0 }
+    func count(prefix: SourceKey) -> Int { byPrefix[prefix]?.count ?? 0 }
+
+    mutating func set(_ key: NodeID, to origin: Origin) {
+        remove(key)
+        origins[key] = origin
+        if let node = origin.node { byNode[node, default: 0] += 1 }
+        byPrefix[origin.prefix, default: []].insert(key)
+    }
+
+    mutating func remove(_ key: NodeID) {
+        guard let origin = origins.removeValue(forKey: key) else { return }
+        if let node = origin.node {
+            let left = byNode[node, default: 1] - 1
+            byNode[node] = left > 0 ? left : nil
+        }
+        byPrefix[origin.prefix]?.remove(key)
+        if byPrefix[origin.prefix]?.isEmpty == true { byPrefix[origin.prefix] = nil }
+    }
+
+    /// A record of the prefix holding the most, when that is more than `prefix` holds (so a full store keeps
+    /// taking newcomers from sources holding less, and shares even out); nil otherwise.
+    func evictionCandidate(for prefix: SourceKey) -> NodeID? {
+        guard let heaviest = byPrefix.max(by: { $0.value.count < $1.value.count }),
+              heaviest.value.count > count(prefix: prefix)
+        else { return nil }
+        return heaviest.value.first
     }
 }
