@@ -50,7 +50,7 @@ import Testing
             }
             if !missing.isEmpty { usleep(200_000) }
         }
-        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10)); \(missing.prefix(3).map { (try? nodes[$0.0].ctlJSON(["routes"])["counters"]) ?? .null })")
         #expect(maxRounds <= 6)
 
         // node-ctl: the table and one lookup as a user sees them; a wallet nobody hosts is not found (exit 1).
@@ -87,6 +87,27 @@ import Testing
             refused += counters["refusedRecords"].map { c in (c.objectValue ?? [:]).values.compactMap(\.intValue).reduce(0, +) } ?? 0
         }
         #expect(refused >= Self.count)
+
+        // 2,500 requests under fresh ids from one loopback address that never answers, sent within a fraction of a
+        // second: none of those ids enters the table (only nodes that answered a request of ours do), and the
+        // source is rate-limited (a burst of 1,000).
+        let meshAddresses = Set(nodes.map { $0.address.lowercased() })
+        let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+        let flood = (0..<2_500).map { _ in
+            DHTWire.seal(DHTPacket(txid: rng.next(), message: .findNode(target: NodeID.random(using: &rng))), timestampMs: stamp,
+                         identity: PrivateKey())
+        }
+        for (i, request) in flood.enumerated() {
+            rogue.sendRaw(request, to: nodes[11].port)
+            if i % 100 == 99 { usleep(100_000) }
+        }
+        usleep(500_000)
+        let flooded = try nodes[11].ctlJSON(["routes"])
+        let tableAddresses = (flooded["buckets"]?.arrayValue ?? []).flatMap { $0["contacts"]?.arrayValue ?? [] }
+            .compactMap { $0["address"]?.stringValue?.lowercased() }
+        #expect(!tableAddresses.isEmpty && tableAddresses.allSatisfy(meshAddresses.contains))
+        #expect((flooded["counters"]?["rateLimited"]?.intValue ?? 0) > 0)
+        usleep(2_000_000)
 
         // A new wallet comes online: findable from all twenty nodes.
         let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)", "--auto-answer", "echo"])
