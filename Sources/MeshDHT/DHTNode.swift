@@ -114,6 +114,7 @@ public struct DHTNode: Sendable {
     public func localRecord(_ key: NodeID) -> PresenceRecord? { core.localRecord(key) }
     public var contacts: [Contact] { core.contacts }
     public var contactCount: Int { core.contactCount }
+    public var isJoined: Bool { core.isJoined }
     public var storedRecords: [PresenceRecord] { core.storedRecords }
     public var publishedRecords: [PresenceRecord] { core.publishedRecords }
     public func bucketSnapshot(nowMs: Int64) -> [BucketInfo] { core.bucketSnapshot(nowMs: nowMs) }

@@ -129,6 +129,7 @@ extension NodeRuntime {
         return .object([
             "nodeID": .string(dht.localID.hex),
             "records": .number(Double(dht.storedRecords.count)),
+            "joined": .bool(dht.isJoined),
             "buckets": try JSONValue(encoding: dht.bucketSnapshot(nowMs: now)),
             "counters": try JSONValue(encoding: dht.counters),
         ])

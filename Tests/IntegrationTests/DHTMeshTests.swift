@@ -175,6 +175,9 @@ import Testing
             if !missing.isEmpty { usleep(500_000) }
         }
         #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        // Every node with a bootstrap target reports the join done (node 0 has none and joins on its own timer).
+        let unjoined = (1..<count).filter { (try? nodes[$0].ctlJSON(["routes"])["joined"]?.boolValue) != true }
+        #expect(unjoined.isEmpty, "nodes not joined: \(unjoined)")
         print("\(count) nodes started at once: \(40 - missing.count) of 40 sampled lookups succeeded within \(String(format: "%.1f", Date().timeIntervalSince(startedAt))) s")
     }
 
