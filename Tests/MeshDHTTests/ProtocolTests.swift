@@ -317,4 +317,25 @@ import Testing
         // The prefix holding the most cannot make room by evicting the others: "full".
         #expect(store(make(random.key()), on: &node, from: sender(40, random.id())).0 == .full)
     }
+
+    /// A STORE that will be refused anyway (at or below the held sequence, or over the sender's quota) is
+    /// answered before the record's signature is checked: a forged record there costs no signature work.
+    @Test mutating func staleAndOverQuotaStoresAreRefusedBeforeTheSignatureIsChecked() {
+        var config = DHTConfig()
+        config.maxRecordsPerNode = 1
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        let peer = sender(1, random.id())
+        let wallet = random.key()
+        let held = PresenceRecord.make(wallet: wallet, homeNode: peer.id, endpoints: [], relays: [], sequence: 5,
+                                       expiresAtMs: t0 + 600_000)
+        #expect(store(held, on: &node, from: peer).0 == .stored)
+        var forgedOld = held
+        forgedOld.sequence = 4
+        #expect(store(forgedOld, on: &node, from: peer).0 == .stale)
+        var forgedNew = PresenceRecord.make(wallet: random.key(), homeNode: peer.id, endpoints: [], relays: [], sequence: 1,
+                                            expiresAtMs: t0 + 600_000)
+        forgedNew.sequence = 2
+        #expect(store(forgedNew, on: &node, from: peer).0 == .full)
+        #expect(node.counters.refusedRecords.isEmpty && node.counters.quotaExceeded == 1)
+    }
 }
