@@ -11,6 +11,7 @@ let usage = """
       --nodes 10000  --lookups 2000  --records 200  --churn 0,10,20,30 (percent of nodes replaced in the window)
       --window-min 10  --presences 3 (new records after the window)  --probes 1000 (lookups per new record)
       --loss 0 (percent of datagrams lost)  --seed 1  --build join (real joins) or populate (tables from global knowledge)
+    usage: DHTBench --hostile [N]   amplification of spoofed requests and CPU per forged request (N = 20000)
     """
 
 /// Prints a line at once, also when stdout is a pipe or file (runs take minutes).
@@ -22,6 +23,12 @@ func say(_ line: String) {
 func fail(_ message: String) -> Never {
     print("error: \(message)\n\(usage)")
     exit(64)
+}
+
+if CommandLine.arguments.dropFirst().first == "--hostile" {
+    let count = CommandLine.arguments.dropFirst(2).first.flatMap { Int($0) } ?? 20_000
+    runHostileBench(requests: max(count, 1))
+    exit(0)
 }
 
 var scenario = DHTScenario()

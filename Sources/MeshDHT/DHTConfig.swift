@@ -12,6 +12,16 @@ public struct DHTConfig: Sendable {
     /// After joining, refresh every bucket farther than the closest neighbour (Kademlia's join), so the table
     /// holds contacts at every distance at once rather than only near the node's own id.
     public var refreshBucketsOnJoin = true
+    /// Joining (docs/dht.md, "Joining"): until a bootstrap endpoint answered and the own-id lookup after it got
+    /// answers, the join is tried again (bootstrap requests + own-id lookup) after a wait that starts at
+    /// `joinRetryMinMs` and doubles up to `joinRetryMaxMs`; each wait is drawn from the upper half of its range
+    /// with the node's seeded randomness, so nodes started together do not retry in step.
+    public var joinRetryMinMs: Int64 = 1_000
+    public var joinRetryMaxMs: Int64 = 30_000
+    /// Re-joining: once joined, while the table holds fewer than k contacts the join is repeated, first after
+    /// `joinRetryMinMs`, doubling each time up to `rejoinMaxMs`; at once (and the node counts as not joined)
+    /// when a lookup got no answer from anyone.
+    public var rejoinMaxMs: Int64 = 5 * 60_000
     /// Own records are stored again on the then-closest nodes this often (churn moves the k closest).
     public var republishMs: Int64 = 10 * 60_000
     /// Lifetime of records this node signs itself (`publish(wallet:…)`); they are re-signed with a new
@@ -24,8 +34,14 @@ public struct DHTConfig: Sendable {
     public var maxRecordBytes = 800
     public var maxEndpoints = 4
     public var maxRelays = 8
-    /// Records held for others; STOREs beyond it are refused (`storeFull`).
+    /// Records held for others. When full, a STORE of a new key evicts a record of the source prefix holding
+    /// the most, if that is more than the newcomer's prefix holds; otherwise it is refused (`storeFull`).
     public var maxStoredRecords = 20_000
+    /// Storage quotas (docs/dht.md, "Storage quotas"): new keys stored per sending node id, and per source
+    /// /24 (IPv4) or /64 (IPv6) prefix, every address included; beyond them STOREs of new keys get "full"
+    /// (`quotaExceeded`).
+    public var maxRecordsPerNode = 500
+    public var maxRecordsPerPrefix = 2_000
     /// Per-prefix limits (IPv4 /24, IPv6 /48; loopback and private addresses are exempt): contacts per bucket
     /// and in the whole table.
     public var perPrefixBucketLimit = 2
@@ -39,8 +55,21 @@ public struct DHTConfig: Sendable {
     /// Messages whose signed timestamp is further than this from `now` are dropped (replay bound); the
     /// envelope layer also remembers request ids this long.
     public var maxClockSkewMs: Int64 = 60_000
-    /// Bound on the remembered request ids (replay cache).
-    public var replayCacheSize = 8_192
+    /// Bound on the remembered requests (replay cache); when full, requests stamped at or before the oldest
+    /// forgotten one are refused (docs/dht.md, "Replay cache").
+    public var replayCacheSize = 65_536
+    /// Requests per source, before any signature work (token buckets: a sustained rate and a burst); every
+    /// address counts, loopback and private included (docs/dht.md, "Rate limits").
+    public var requestsPerSecondPerAddress = 200.0
+    public var requestBurstPerAddress = 1_000.0
+    /// The same per /24 (IPv4) or /64 (IPv6) prefix.
+    public var requestsPerSecondPerPrefix = 500.0
+    public var requestBurstPerPrefix = 2_500.0
+    /// Sources (addresses, prefixes) tracked by the rate limits; beyond it new sources share one budget.
+    public var maxTrackedSources = 16_384
+    /// PINGs in flight to verify senders of requests before they may enter the table (docs/dht.md, "Who gets
+    /// in"); beyond this, unknown requesters are answered but not verified.
+    public var maxPendingVerifications = 32
     /// Candidates a lookup keeps (closest first); farther ones are forgotten.
     public var maxLookupCandidates = 100
 
@@ -77,17 +106,26 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     public var badSignature = 0
     /// Signed timestamps further than `maxClockSkewMs` from now.
     public var staleTimestamp = 0
-    /// Requests seen before (same sender and request id).
+    /// Requests seen before (same request id and signature), or stamped at or before the replay cache's
+    /// watermark.
     public var replayed = 0
+    /// Requests over their source's rate limits (dropped before signature work).
+    public var rateLimited = 0
     /// Responses nobody asked for, from the wrong node or endpoint, or of the wrong type.
     public var unexpectedResponse = 0
     /// Records refused, by reason (STOREs and FIND_VALUE answers; a record that does not parse makes its
     /// datagram `malformed`).
     public var refusedRecords: [RecordRefusal: Int] = [:]
-    /// STOREs refused because the store holds `maxStoredRecords`.
+    /// STOREs refused because the store holds `maxStoredRecords` and no source holds more than the sender's.
     public var storeFull = 0
+    /// STOREs refused by the per-node or per-prefix quota.
+    public var quotaExceeded = 0
+    /// Records evicted for a STORE from a source holding fewer.
+    public var evicted = 0
     /// Contacts kept out of the table by per-prefix limits.
     public var prefixLimited = 0
+    /// Answers cut to the size of a request from an unverified address (anti-amplification), or not sent.
+    public var trimmedReplies = 0
     /// Requests that timed out.
     public var timeouts = 0
     public var messagesIn = 0
@@ -100,5 +138,5 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     public init() {}
 
     /// Every datagram dropped before the protocol saw it.
-    public var dropped: Int { malformed + badSignature + staleTimestamp + replayed }
+    public var dropped: Int { malformed + badSignature + staleTimestamp + replayed + rateLimited }
 }

@@ -13,24 +13,24 @@ public enum DHTAction: Sendable {
 
 /// The DHT of one node, sans-IO: the message-level core (`DHTProtocol`) behind the authenticated envelope.
 /// Every datagram is signed by the sender's node key; the sender's id is recovered from the signature, its
-/// timestamp must be within `maxClockSkewMs` of `nowMs`, and a request id seen before from the same sender is
-/// dropped. `nowMs` is wall-clock Unix time in milliseconds (timestamps and record expiry are compared across
-/// nodes). The shell owns the UDP socket: DHT datagrams are those whose first byte is `DHTWire.marker`.
+/// timestamp must be within `maxClockSkewMs` of `nowMs`, and a request seen before is dropped. Cheap checks
+/// come first (docs/dht.md, "Hostile peers"): a response must match a request in flight to that endpoint, a
+/// request must pass its source's rate limits and not be a replay, before any signature is recovered.
+/// `nowMs` is wall-clock Unix time in milliseconds (timestamps and record expiry are compared across nodes). The shell owns the UDP socket: DHT datagrams are those whose first byte is `DHTWire.marker`.
 public struct DHTNode: Sendable {
     public let identity: PrivateKey
     public private(set) var core: DHTProtocol
-    private var seenRequests: [RequestKey: Int64] = [:]
-    private var seenOrder: [RequestKey] = []
-    private var seenOrderStart = 0
-
-    struct RequestKey: Hashable, Sendable {
-        let sender: NodeID
-        let txid: UInt64
-    }
+    private var replays: ReplayCache
+    private var limits: SourceLimits
 
     public init(identity: PrivateKey, config: DHTConfig, seed: UInt64) {
         self.identity = identity
         self.core = DHTProtocol(localID: NodeID(publicKey: identity.publicKey), config: config, seed: seed)
+        self.replays = ReplayCache(capacity: config.replayCacheSize)
+        self.limits = SourceLimits(
+            address: .init(perSecond: config.requestsPerSecondPerAddress, burst: config.requestBurstPerAddress),
+            prefix: .init(perSecond: config.requestsPerSecondPerPrefix, burst: config.requestBurstPerPrefix),
+            maxTracked: config.maxTrackedSources)
     }
 
     public var localID: NodeID { core.localID }
@@ -58,19 +58,32 @@ public struct DHTNode: Sendable {
             core.counters.staleTimestamp += 1
             return []
         }
+        if opened.packet.message.isResponse {
+            guard core.awaits(opened.packet.txid, from: source) else {
+                core.counters.unexpectedResponse += 1
+                return []
+            }
+        } else {
+            guard limits.admit(source, nowMs: nowMs) else {
+                core.counters.rateLimited += 1
+                return []
+            }
+            let key = ReplayCache.Key(txid: opened.packet.txid, tag: opened.replayTag)
+            guard replays.insert(key, timestampMs: opened.timestampMs) else {
+                core.counters.replayed += 1
+                return []
+            }
+        }
         guard let sender = opened.sender(), sender != localID else {
             core.counters.badSignature += 1
-            return []
-        }
-        if !opened.packet.message.isResponse, !remember(RequestKey(sender: sender, txid: opened.packet.txid), nowMs: nowMs) {
-            core.counters.replayed += 1
             return []
         }
         return seal(core.handle(opened.packet, from: Contact(id: sender, endpoint: source), nowMs: nowMs), nowMs: nowMs)
     }
 
     public mutating func tick(nowMs: Int64) -> [DHTAction] {
-        forgetOldRequests(nowMs: nowMs)
+        replays.expire(before: nowMs - core.config.maxClockSkewMs)
+        limits.prune(nowMs: nowMs)
         return seal(core.tick(nowMs: nowMs), nowMs: nowMs)
     }
 
@@ -101,6 +114,7 @@ public struct DHTNode: Sendable {
     public func localRecord(_ key: NodeID) -> PresenceRecord? { core.localRecord(key) }
     public var contacts: [Contact] { core.contacts }
     public var contactCount: Int { core.contactCount }
+    public var isJoined: Bool { core.isJoined }
     public var storedRecords: [PresenceRecord] { core.storedRecords }
     public var publishedRecords: [PresenceRecord] { core.publishedRecords }
     public func bucketSnapshot(nowMs: Int64) -> [BucketInfo] { core.bucketSnapshot(nowMs: nowMs) }
@@ -119,35 +133,6 @@ public struct DHTNode: Sendable {
             case .recordDropped(let key): return .recordDropped(key)
             case .lookupFinished(let id, let outcome): return .lookupFinished(id, outcome)
             }
-        }
-    }
-
-    /// Remembers a request id for the skew window; false when it was seen already. At most `replayCacheSize`
-    /// ids are kept (the oldest go first).
-    private mutating func remember(_ key: RequestKey, nowMs: Int64) -> Bool {
-        guard seenRequests[key] == nil else { return false }
-        seenRequests[key] = nowMs + core.config.maxClockSkewMs
-        seenOrder.append(key)
-        if seenRequests.count > core.config.replayCacheSize {
-            seenRequests[seenOrder[seenOrderStart]] = nil
-            seenOrderStart += 1
-        }
-        compactOrder()
-        return true
-    }
-
-    private mutating func forgetOldRequests(nowMs: Int64) {
-        while seenOrderStart < seenOrder.count, let expiry = seenRequests[seenOrder[seenOrderStart]], expiry <= nowMs {
-            seenRequests[seenOrder[seenOrderStart]] = nil
-            seenOrderStart += 1
-        }
-        compactOrder()
-    }
-
-    private mutating func compactOrder() {
-        if seenOrderStart > 1024, seenOrderStart * 2 > seenOrder.count {
-            seenOrder.removeFirst(seenOrderStart)
-            seenOrderStart = 0
         }
     }
 }

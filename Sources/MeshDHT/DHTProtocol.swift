@@ -42,16 +42,35 @@ public struct DHTProtocol: Sendable {
 
     private(set) var table: RoutingTable
     private var store: [NodeID: PresenceRecord] = [:]
+    /// Who stored each record, and how many records each sending node and source prefix holds.
+    private var holdings = Holdings()
     /// Withdrawn keys: records up to this sequence are refused until the withdrawn record would have expired.
     private var tombstones: [NodeID: (sequence: UInt64, expiresAtMs: Int64)] = [:]
     private var own: [NodeID: OwnRecord] = [:]
     private var lookups: [LookupID: Lookup] = [:]
     private var pending: [UInt64: PendingRequest] = [:]
+    /// Requesters being verified (a PING in flight).
+    private var verifying: Set<NodeID> = []
     private var rng: DHTRandom
     private var nextLookupNumber: UInt64 = 1
     private var nextMaintenanceMs: Int64?
     /// When the node started (refresh ages count from here, not from the epoch).
     private var startedMs: Int64 = 0
+    private var join = JoinState()
+
+    /// Where the node joins from and how far the join got (docs/dht.md, "Joining").
+    struct JoinState: Sendable {
+        var endpoints: [DHTEndpoint] = []
+        /// A bootstrap endpoint answered since the current join attempt began.
+        var answered = false
+        /// A bootstrap endpoint answered and the own-id lookup after it got answers; retries stop, re-joins
+        /// happen only while the table is small.
+        var joined = false
+        /// When the next attempt (or, once joined, the next check of the table's size) is due.
+        var nextMs: Int64?
+        /// The range of the next wait (doubling).
+        var backoffMs: Int64 = 0
+    }
 
     struct OwnRecord: Sendable {
         var record: PresenceRecord
@@ -66,6 +85,8 @@ public struct DHTProtocol: Sendable {
         enum Purpose: Sendable {
             case lookup(LookupID)
             case livenessCheck
+            /// A PING to an unknown requester: it enters the table when it answers.
+            case verification
             case bootstrap
             case store(NodeID)
         }
@@ -92,23 +113,26 @@ public struct DHTProtocol: Sendable {
         for record in records where record.validate(nowMs: nowMs, config: config) == nil {
             if let existing = store[record.key], existing.sequence >= record.sequence { continue }
             store[record.key] = record
+            holdings.set(record.key, to: Holdings.unattributed)
         }
         scheduleMaintenance(nowMs: nowMs)
     }
 
     /// Joins the network: asks each bootstrap endpoint for the nodes closest to this one and looks up its own
     /// id, then refreshes the farther buckets. Lookups that have no candidate yet (an empty table) wait for the
-    /// bootstrap answers, which feed every running lookup. Call it again (a new join) when `contacts` stays
-    /// empty, e.g. because no bootstrap node answered.
+    /// bootstrap answers, which feed every running lookup. `tick` repeats the join with backoff until a
+    /// bootstrap endpoint answered and the own-id lookup got answers, and again later while the table stays
+    /// small (docs/dht.md, "Joining"); call it once.
     public mutating func bootstrap(_ endpoints: [DHTEndpoint], nowMs: Int64) -> [DHTProtocolAction] {
         scheduleMaintenance(nowMs: nowMs)
+        join = JoinState(endpoints: endpoints)
         var actions: [DHTProtocolAction] = []
-        for endpoint in endpoints {
-            actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
-        }
-        startLookup(localID, kind: .join, nowMs: nowMs, actions: &actions)
+        attemptJoin(nowMs: nowMs, actions: &actions)
         return actions
     }
+
+    /// Whether a bootstrap endpoint answered and the own-id lookup after it got answers.
+    public var isJoined: Bool { join.joined }
 
     /// One authenticated message from `sender`.
     public mutating func handle(_ packet: DHTPacket, from sender: Contact, nowMs: Int64) -> [DHTProtocolAction] {
@@ -121,7 +145,6 @@ public struct DHTProtocol: Sendable {
         if packet.message.isResponse {
             handleResponse(packet, from: sender, nowMs: nowMs, actions: &actions)
         } else {
-            heard(sender, confirmed: false, rttMs: nil, nowMs: nowMs, actions: &actions)
             handleRequest(packet, from: sender, nowMs: nowMs, actions: &actions)
         }
         return actions
@@ -136,6 +159,8 @@ public struct DHTProtocol: Sendable {
             counters.timeouts += 1
             if let id = request.expectedID { table.failed(id) }
             switch request.purpose {
+            case .verification:
+                if let id = request.expectedID { verifying.remove(id) }
             case .lookup(let lookupID):
                 if let id = request.expectedID { lookups[lookupID]?.failed(id) }
                 advance(lookupID, nowMs: nowMs, actions: &actions)
@@ -150,17 +175,17 @@ public struct DHTProtocol: Sendable {
             nextMaintenanceMs = nowMs + config.maintenanceIntervalMs
             maintain(nowMs: nowMs, actions: &actions)
         }
+        if let due = join.nextMs, nowMs >= due { joinTimer(nowMs: nowMs, actions: &actions) }
         return actions
     }
 
-    /// When `tick` next has work: the earliest request deadline or housekeeping time.
+    /// When `tick` next has work: the earliest request deadline, join retry or housekeeping time.
     public var nextTimeoutMs: Int64? {
-        let deadline = pending.values.lazy.map(\.deadlineMs).min()
-        switch (deadline, nextMaintenanceMs) {
-        case let (d?, m?): return min(d, m)
-        case let (d, m): return d ?? m
-        }
+        [pending.values.lazy.map(\.deadlineMs).min(), nextMaintenanceMs, join.nextMs].compactMap { $0 }.min()
     }
+
+    /// A request with this txid is in flight to `endpoint` (checked before a response's signature is).
+    public func awaits(_ txid: UInt64, from endpoint: DHTEndpoint) -> Bool { pending[txid]?.to == endpoint }
 
     /// Looks up the record stored under `key` (answered at once when this node holds it).
     public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTProtocolAction]) {
@@ -254,8 +279,53 @@ public struct DHTProtocol: Sendable {
 
     // MARK: requests from others
 
+    /// Answers a request. A known sender counts as seen (its endpoint does not move); an unknown one is
+    /// verified by a PING and enters the table only when it answers. A sender not verified at this address
+    /// gets no more bytes back (answer and PING together) than its request carried.
     private mutating func handleRequest(_ packet: DHTPacket, from sender: Contact, nowMs: Int64,
                                         actions: inout [DHTProtocolAction]) {
+        let known = table.contains(sender.id)
+        if known { heard(sender, confirmed: false, rttMs: nil, nowMs: nowMs, actions: &actions) }
+        let proven = known && table.isVerified(sender.id, at: sender.endpoint)
+        var budget = proven ? Int.max : DHTWire.size(of: packet)
+        if let reply = reply(to: packet, from: sender, nowMs: nowMs, actions: &actions) {
+            let answer = DHTPacket(txid: packet.txid, message: proven ? reply : fitted(reply, into: budget, excluding: sender.id))
+            let size = DHTWire.size(of: answer)
+            let fits = size <= budget
+            if fits {
+                budget -= size
+                counters.messagesOut += 1
+                actions.append(.send(answer, to: sender.endpoint))
+            }
+            if !fits || answer.message != reply { counters.trimmedReplies += 1 }
+        }
+        if !known, budget >= DHTWire.paddedPingBytes, verifying.count < config.maxPendingVerifications,
+           verifying.insert(sender.id).inserted {
+            actions.append(request(.ping, to: sender.endpoint, expecting: sender.id, purpose: .verification, nowMs: nowMs))
+        }
+    }
+
+    /// An answer cut to `budget` bytes: NODES keeps its closest contacts that fit; a VALUE that does not fit
+    /// becomes NODES (the requester did not pad its request, so it gets what fits).
+    private func fitted(_ reply: DHTMessage, into budget: Int, excluding requester: NodeID) -> DHTMessage {
+        let contacts: [Contact]
+        switch reply {
+        case .nodes(let all): contacts = all
+        case .value(let record) where DHTWire.size(of: DHTPacket(txid: 0, message: reply)) > budget:
+            contacts = closestForReply(to: record.key, excluding: requester)
+        default: return reply
+        }
+        var size = DHTWire.overheadBytes + 1
+        let kept = contacts.prefix { contact in
+            size += NodeID.byteCount + contact.endpoint.wireBytes
+            return size <= budget
+        }
+        return .nodes(Array(kept))
+    }
+
+    /// The answer to a request (nil for one-way messages); STORE and WITHDRAW take effect here.
+    private mutating func reply(to packet: DHTPacket, from sender: Contact, nowMs: Int64,
+                                actions: inout [DHTProtocolAction]) -> DHTMessage? {
         let reply: DHTMessage
         switch packet.message {
         case .ping:
@@ -269,39 +339,53 @@ public struct DHTProtocol: Sendable {
                 reply = .nodes(closestForReply(to: key, excluding: sender.id))
             }
         case .store(let record):
-            reply = .stored(accept(record, nowMs: nowMs, actions: &actions))
+            reply = .stored(accept(record, from: Holdings.Origin(node: sender.id, prefix: sender.endpoint.prefixKey),
+                                   nowMs: nowMs, actions: &actions))
         case .withdraw(let key, let sequence):
             if let held = store[key], held.homeNode == sender.id, held.sequence == sequence {
                 dropRecord(key, tombstone: (held.sequence, held.expiresAtMs), actions: &actions)
             }
-            return
+            return nil
         case .pong, .nodes, .value, .stored:
-            return
+            return nil
         }
-        counters.messagesOut += 1
-        actions.append(.send(DHTPacket(txid: packet.txid, message: reply), to: sender.endpoint))
+        return reply
     }
 
     private func closestForReply(to target: NodeID, excluding id: NodeID) -> [Contact] {
         Array(table.closest(to: target, count: config.k + 1, healthyOnly: true).lazy.filter { $0.id != id }.prefix(config.k))
     }
 
-    /// STORE: validity, then sequence order (a tombstone counts as the sequence it withdrew), then room.
-    private mutating func accept(_ record: PresenceRecord, nowMs: Int64, actions: inout [DHTProtocolAction]) -> StoreResult {
+    /// STORE, cheap checks first (docs/dht.md, "Storage quotas"): an identical record is acknowledged without
+    /// work; sequence order (a tombstone counts as the sequence it withdrew) and, for a new key, the sender's
+    /// quotas before the signature is checked; then room, made by evicting from the heaviest source prefix.
+    private mutating func accept(_ record: PresenceRecord, from origin: Holdings.Origin, nowMs: Int64,
+                                 actions: inout [DHTProtocolAction]) -> StoreResult {
         let key = record.key
         if let existing = store[key], existing == record, existing.expiresAtMs > nowMs { return .stored }
+        if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
+        let existing = store[key]
+        if let existing, existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
+        if existing == nil, origin != Holdings.unattributed,
+           holdings.count(node: origin.node) >= config.maxRecordsPerNode
+            || holdings.count(prefix: origin.prefix) >= config.maxRecordsPerPrefix {
+            counters.quotaExceeded += 1
+            return .full
+        }
         if let refusal = record.validate(nowMs: nowMs, config: config) {
             counters.refusedRecords[refusal, default: 0] += 1
             return .refused(refusal)
         }
-        if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
-        if let existing = store[key] {
-            if existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
-        } else if store.count >= config.maxStoredRecords {
-            counters.storeFull += 1
-            return .full
+        if existing == nil, store.count >= config.maxStoredRecords {
+            guard let victim = holdings.evictionCandidate(for: origin.prefix) else {
+                counters.storeFull += 1
+                return .full
+            }
+            counters.evicted += 1
+            dropRecord(victim, tombstone: nil, actions: &actions)
         }
         store[key] = record
+        holdings.set(key, to: origin)
         actions.append(.recordStored(record))
         return .stored
     }
@@ -313,6 +397,7 @@ public struct DHTProtocol: Sendable {
 
     private mutating func dropRecord(_ key: NodeID, tombstone: (UInt64, Int64)?, actions: inout [DHTProtocolAction]) {
         store[key] = nil
+        holdings.remove(key)
         if let tombstone { tombstones[key] = tombstone }
         actions.append(.recordDropped(key))
     }
@@ -331,10 +416,13 @@ public struct DHTProtocol: Sendable {
         pending[packet.txid] = nil
         heard(sender, confirmed: true, rttMs: Double(nowMs - request.sentMs), nowMs: nowMs, actions: &actions)
         switch request.purpose {
+        case .verification:
+            verifying.remove(sender.id)
         case .livenessCheck, .store:
             break
         case .bootstrap:
             guard case .nodes(let contacts) = packet.message else { return }
+            join.answered = true
             let learned = [sender] + contacts.filter { $0.id != localID }
             for id in lookups.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
                 lookups[id]?.add(learned, hop: 1)
@@ -361,7 +449,7 @@ public struct DHTProtocol: Sendable {
 
     private static func fits(_ message: DHTMessage, _ purpose: PendingRequest.Purpose) -> Bool {
         switch (message, purpose) {
-        case (.pong, .livenessCheck), (.nodes, .bootstrap), (.nodes, .lookup), (.value, .lookup), (.stored, .store): true
+        case (.pong, .livenessCheck), (.pong, .verification), (.nodes, .bootstrap), (.nodes, .lookup), (.value, .lookup), (.stored, .store): true
         default: false
         }
     }
@@ -428,8 +516,14 @@ public struct DHTProtocol: Sendable {
         let outcome = lookup.outcome(nowMs: nowMs)
         switch lookup.kind {
         case .findNode, .findValue:
+            if outcome.closest.isEmpty, outcome.record == nil { lookupStalled(nowMs: nowMs) }
             actions.append(.lookupFinished(id, outcome))
         case .join:
+            if !outcome.closest.isEmpty, join.answered || join.endpoints.isEmpty, !join.joined {
+                join.joined = true
+                join.backoffMs = 0
+                scheduleJoin(nowMs: nowMs)
+            }
             guard config.refreshBucketsOnJoin, let nearest = table.lowestNonEmptyBucket, nearest < 255 else { return }
             for index in (nearest + 1)...255 where table.buckets[index].entries.count < config.k {
                 startLookup(localID.randomID(inBucket: index, using: &rng), kind: .refresh, nowMs: nowMs,
@@ -452,7 +546,7 @@ public struct DHTProtocol: Sendable {
         // This node keeps a copy too when it is itself among the k closest.
         let isAmongClosest = closest.count < config.k
             || closest.last.map { localID.distance(to: key) < $0.id.distance(to: key) } == true
-        if isAmongClosest { _ = accept(record, nowMs: nowMs, actions: &actions) }
+        if isAmongClosest { _ = accept(record, from: Holdings.unattributed, nowMs: nowMs, actions: &actions) }
     }
 
     private mutating func request(_ message: DHTMessage, to endpoint: DHTEndpoint, expecting id: NodeID?,
@@ -462,7 +556,49 @@ public struct DHTProtocol: Sendable {
         pending[txid] = PendingRequest(to: endpoint, expectedID: id, sentMs: nowMs,
                                        deadlineMs: nowMs + config.requestTimeoutMs, purpose: purpose)
         counters.messagesOut += 1
-        return .send(DHTPacket(txid: txid, message: message), to: endpoint)
+        return .send(DHTPacket(txid: txid, message: message, padding: DHTWire.padding(for: message)), to: endpoint)
+    }
+
+    // MARK: joining
+
+    /// One join attempt: FIND_NODE(own id) to every bootstrap endpoint and an own-id lookup (which refreshes
+    /// the farther buckets when it ends); the next attempt or check is scheduled.
+    private mutating func attemptJoin(nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        join.answered = false
+        for endpoint in join.endpoints {
+            actions.append(request(.findNode(target: localID), to: endpoint, expecting: nil, purpose: .bootstrap, nowMs: nowMs))
+        }
+        startLookup(localID, kind: .join, nowMs: nowMs, actions: &actions)
+        scheduleJoin(nowMs: nowMs)
+    }
+
+    /// The next join timer: a wait drawn from the upper half of the current range, which then doubles (up to
+    /// `joinRetryMaxMs` while joining, `rejoinMaxMs` once joined).
+    private mutating func scheduleJoin(nowMs: Int64) {
+        let range = max(join.backoffMs, config.joinRetryMinMs)
+        let wait = range / 2 + Int64(rng.next() % UInt64(range / 2 + 1))
+        join.nextMs = nowMs + wait
+        join.backoffMs = min(range * 2, join.joined ? config.rejoinMaxMs : config.joinRetryMaxMs)
+    }
+
+    /// The join timer fired: retry while not joined; once joined, join again only while the table is smaller
+    /// than k, ever less often.
+    private mutating func joinTimer(nowMs: Int64, actions: inout [DHTProtocolAction]) {
+        guard join.joined else { return attemptJoin(nowMs: nowMs, actions: &actions) }
+        guard table.count < config.k else {
+            join.nextMs = nowMs + config.rejoinMaxMs
+            return
+        }
+        attemptJoin(nowMs: nowMs, actions: &actions)
+    }
+
+    /// A lookup ended without a single answer: the table is stale or the node is cut off. Join again now, and
+    /// retry as after a start until a bootstrap endpoint answers (only the first stall after a join acts).
+    private mutating func lookupStalled(nowMs: Int64) {
+        guard join.joined else { return }
+        join.joined = false
+        join.backoffMs = 0
+        join.nextMs = nowMs
     }
 
     // MARK: housekeeping
@@ -495,5 +631,50 @@ public struct DHTProtocol: Sendable {
             table.setLastLookup(bucket: index, nowMs: nowMs)
             startLookup(target, kind: .refresh, nowMs: nowMs, actions: &actions)
         }
+    }
+}
+
+/// Who stored the records a node holds, for storage quotas and eviction (docs/dht.md, "Storage quotas").
+struct Holdings: Sendable {
+    struct Origin: Hashable, Sendable {
+        /// The sending node (nil for records restored from storage or stored by this node itself).
+        let node: NodeID?
+        let prefix: SourceKey
+    }
+
+    /// Records restored from storage and this node's own copies: one group, evicted like any source.
+    static let unattributed = Origin(node: nil, prefix: SourceKey(high: 0, low: 0, isIPv4: false))
+
+    private var origins: [NodeID: Origin] = [:]
+    private var byNode: [NodeID: Int] = [:]
+    private var byPrefix: [SourceKey: Set<NodeID>] = [:]
+
+    func count(node: NodeID?) -> Int { node.map { byNode[$0, default: 0] } ?? 0 }
+    func count(prefix: SourceKey) -> Int { byPrefix[prefix]?.count ?? 0 }
+
+    mutating func set(_ key: NodeID, to origin: Origin) {
+        remove(key)
+        origins[key] = origin
+        if let node = origin.node { byNode[node, default: 0] += 1 }
+        byPrefix[origin.prefix, default: []].insert(key)
+    }
+
+    mutating func remove(_ key: NodeID) {
+        guard let origin = origins.removeValue(forKey: key) else { return }
+        if let node = origin.node {
+            let left = byNode[node, default: 1] - 1
+            byNode[node] = left > 0 ? left : nil
+        }
+        byPrefix[origin.prefix]?.remove(key)
+        if byPrefix[origin.prefix]?.isEmpty == true { byPrefix[origin.prefix] = nil }
+    }
+
+    /// A record of the prefix holding the most, when that is more than `prefix` holds (so a full store keeps
+    /// taking newcomers from sources holding less, and shares even out); nil otherwise.
+    func evictionCandidate(for prefix: SourceKey) -> NodeID? {
+        guard let heaviest = byPrefix.max(by: { $0.value.count < $1.value.count }),
+              heaviest.value.count > count(prefix: prefix)
+        else { return nil }
+        return heaviest.value.first
     }
 }

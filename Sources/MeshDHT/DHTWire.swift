@@ -51,10 +51,15 @@ public enum StoreResult: Sendable, Equatable {
 public struct DHTPacket: Sendable, Equatable {
     public var txid: UInt64
     public var message: DHTMessage
+    /// Zero bytes after the body of a PING, FIND_NODE or FIND_VALUE: a node answers a sender whose address it
+    /// has not verified with no more bytes than the request carried, so requests are padded to the size of the
+    /// answer they need (docs/dht.md, "Amplification").
+    public var padding: Int
 
-    public init(txid: UInt64, message: DHTMessage) {
+    public init(txid: UInt64, message: DHTMessage, padding: Int = 0) {
         self.txid = txid
         self.message = message
+        self.padding = padding
     }
 }
 
@@ -75,6 +80,37 @@ public enum DHTWire {
     /// Contacts in one NODES message: 20 IPv6 contacts make a 1,105-byte datagram.
     public static let maxContacts = 20
     static let label = Array("meshdht/v1/message".utf8)
+    /// FIND_NODE and FIND_VALUE are padded to this size: room for the largest answer (NODES with 20 IPv6
+    /// contacts, 1,105 bytes) plus a PING, and the largest UDP payload IPv6 never fragments (1,280 − 40 − 8).
+    public static let paddedRequestBytes = 1_232
+    /// A PING is padded to the largest PONG (an IPv6 observed endpoint).
+    public static let paddedPingBytes = overheadBytes + 19
+
+    /// The datagram size of a packet once sealed.
+    public static func size(of packet: DHTPacket) -> Int {
+        overheadBytes + bodyBytes(packet.message) + packet.padding
+    }
+
+    static func bodyBytes(_ message: DHTMessage) -> Int {
+        switch message {
+        case .ping: 0
+        case .pong(let observed): observed.wireBytes
+        case .findNode, .findValue: NodeID.byteCount
+        case .nodes(let contacts): 1 + contacts.prefix(maxContacts).reduce(0) { $0 + NodeID.byteCount + $1.endpoint.wireBytes }
+        case .value(let record), .store(let record): 2 + record.serialize().count
+        case .stored: 2
+        case .withdraw: NodeID.byteCount + 8
+        }
+    }
+
+    /// The padding that brings a request to the size its answer may need.
+    static func padding(for message: DHTMessage) -> Int {
+        switch message {
+        case .ping: paddedPingBytes - overheadBytes
+        case .findNode, .findValue: paddedRequestBytes - overheadBytes - NodeID.byteCount
+        default: 0
+        }
+    }
 
     /// Signs and serializes a packet.
     public static func seal(_ packet: DHTPacket, timestampMs: Int64, identity: PrivateKey) -> [UInt8] {
@@ -85,6 +121,7 @@ public enum DHTWire {
         w.write(packet.txid)
         w.write(UInt64(bitPattern: timestampMs))
         writeBody(packet.message, to: &w)
+        w.write(bytes: repeatElement(UInt8(0), count: packet.padding))
         let signature = identity.sign(digest: Keccak.hash256(label + w.bytes))
         w.write(bytes: signature.bytes)
         return w.bytes
@@ -96,6 +133,9 @@ public enum DHTWire {
         var timestampMs: Int64
         var signedPart: ArraySlice<UInt8>
         var signature: Signature
+
+        /// The first 8 bytes of the signature's r: with the txid, what the replay cache remembers of a request.
+        var replayTag: UInt64 { signature.bytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) } }
 
         /// The sender's id, nil when the signature recovers no key.
         func sender() -> NodeID? {
@@ -111,10 +151,12 @@ public enum DHTWire {
         guard r.readUInt8() == marker, r.readUInt8() == version,
               let type = r.readUInt8().flatMap(DHTMessageType.init(rawValue:)),
               let txid = r.readUInt64(), let timestamp = r.readUInt64(),
-              let message = readBody(type, from: &r), r.isAtEnd,
+              let message = readBody(type, from: &r),
+              r.isAtEnd || (padding(for: message) > 0 && r.readRest().allSatisfy { $0 == 0 }),
               let signature = Signature(bytes: Array(datagram[signedCount...]))
         else { return nil }
-        return Opened(packet: DHTPacket(txid: txid, message: message), timestampMs: Int64(bitPattern: timestamp),
+        let padding = datagram.count - overheadBytes - bodyBytes(message)
+        return Opened(packet: DHTPacket(txid: txid, message: message, padding: padding), timestampMs: Int64(bitPattern: timestamp),
                       signedPart: datagram[..<signedCount], signature: signature)
     }
 

@@ -85,6 +85,14 @@ public struct DHTEndpoint: Hashable, Sendable, Codable, CustomStringConvertible 
         return local ? nil : 6 << 56 | high >> 16
     }
 
+    /// The address without the port, and its /24 (IPv4) or /64 (IPv6) prefix: what per-source rate limits and
+    /// storage quotas count. Unlike `limitedPrefix`, no address is exempt (docs/dht.md, "Hostile peers").
+    var hostKey: SourceKey { SourceKey(high: high, low: low, isIPv4: isIPv4) }
+    var prefixKey: SourceKey { isIPv4 ? SourceKey(high: 0, low: low & ~0xff, isIPv4: true) : SourceKey(high: high, low: 0, isIPv4: false) }
+
+    /// Bytes on the wire: family, address, port.
+    var wireBytes: Int { isIPv4 ? 7 : 19 }
+
     // MARK: wire: family (4 or 6), address, port
 
     func write(to w: inout ByteWriter) {
@@ -146,4 +154,10 @@ public struct Contact: Hashable, Sendable, Codable {
         }
         return Contact(id: id, endpoint: endpoint)
     }
+}
+
+/// A source address or address prefix (`DHTEndpoint.hostKey`, `prefixKey`).
+struct SourceKey: Hashable, Sendable {
+    let high: UInt64, low: UInt64
+    let isIPv4: Bool
 }

@@ -124,6 +124,13 @@ struct RoutingTable: Sendable {
         return true
     }
 
+    /// `id` is in the table at `endpoint` and has answered a request this node sent there (its address is
+    /// proven).
+    func isVerified(_ id: NodeID, at endpoint: DHTEndpoint) -> Bool {
+        guard let index = localID.bucketIndex(of: id) else { return false }
+        return buckets[index].entries.contains { $0.contact.id == id && $0.verified && $0.contact.endpoint == endpoint }
+    }
+
     func contains(_ id: NodeID) -> Bool {
         guard let index = localID.bucketIndex(of: id) else { return false }
         return buckets[index].entries.contains { $0.contact.id == id }

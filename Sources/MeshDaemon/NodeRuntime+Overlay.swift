@@ -17,23 +17,15 @@ extension NodeRuntime {
     /// After start, records are published again while the table keeps doubling, for this long.
     static let joinWindowMs: Int64 = 60_000
 
-    /// While the table is empty (no bootstrap node answered yet), joining is retried this often.
-    static let rebootstrapMs: Int64 = 5_000
-
+    /// Joins the DHT; the DHT core retries and re-joins by itself (docs/dht.md, "Joining").
     func joinOverlay(bootstrap: [DHTEndpoint], advertise: [DHTEndpoint], now: Int64) {
-        bootstrapEndpoints = bootstrap
         advertisedEndpoints = advertise
-        nextBootstrap = now + Self.rebootstrapMs
         runDHT(dht.bootstrap(bootstrap, nowMs: now))
         publishPresence(now: now)
     }
 
     func overlayTick(now: Int64) {
         runDHT(dht.tick(nowMs: now))
-        if !bootstrapEndpoints.isEmpty, now >= nextBootstrap, dht.contactCount == 0 {
-            nextBootstrap = now + Self.rebootstrapMs
-            runDHT(dht.bootstrap(bootstrapEndpoints, nowMs: now))
-        }
         var changedReach: Reach?
         if now >= nextReachCheck {
             nextReachCheck = now + Self.reachCheckMs
@@ -137,6 +129,7 @@ extension NodeRuntime {
         return .object([
             "nodeID": .string(dht.localID.hex),
             "records": .number(Double(dht.storedRecords.count)),
+            "joined": .bool(dht.isJoined),
             "buckets": try JSONValue(encoding: dht.bucketSnapshot(nowMs: now)),
             "counters": try JSONValue(encoding: dht.counters),
         ])

@@ -42,11 +42,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var nextReachCheck: Int64 = 0
     var nextContactSave: Int64 = 0
     var savedContacts: Set<Contact> = []
-    /// Where to (re)join the DHT from while the routing table is empty.
-    var bootstrapEndpoints: [DHTEndpoint] = []
     /// `--advertise`, resolved once at start (host names included).
     var advertisedEndpoints: [DHTEndpoint] = []
-    var nextBootstrap: Int64 = 0
     /// While the routing table fills after start, records are published again each time it doubles.
     var contactsAtLastPublish = 0
     var media: [CallID: CallMedia] = [:]

@@ -32,6 +32,8 @@ public struct DHTSimulator {
         let x: Double, y: Double
         var group = 0
         var scheduledTickMs: Int64?
+        /// False for a node added with `addSilentNode()` until `start(_:bootstrapFrom:)`: datagrams to it are lost.
+        public fileprivate(set) var isListening = true
         public var isAlive: Bool { core != nil }
     }
 
@@ -103,6 +105,27 @@ public struct DHTSimulator {
         return index
     }
 
+    /// Adds a node that is not started yet: it has an id and an endpoint, datagrams to it are lost (as to a
+    /// process that has not bound its port), and it is not among `aliveNodes` until `start`.
+    public mutating func addSilentNode() -> Int {
+        let index = makeNode()
+        nodes[index].isListening = false
+        alive.removeLast()
+        alivePosition[index] = nil
+        return index
+    }
+
+    /// Starts a node added with `addSilentNode()`: it listens and bootstraps from the given nodes' endpoints
+    /// (which may not be listening yet).
+    public mutating func start(_ index: Int, bootstrapFrom helpers: [Int]) {
+        precondition(!nodes[index].isListening, "node \(index) already started")
+        nodes[index].isListening = true
+        alivePosition[index] = alive.count
+        alive.append(index)
+        let actions = nodes[index].core!.bootstrap(helpers.map { nodes[$0].contact.endpoint }, nowMs: nowMs)
+        perform(actions, at: index)
+    }
+
     /// The node leaves without a word (crash or disconnect); datagrams to it are lost.
     public mutating func kill(_ index: Int) {
         guard nodes[index].isAlive, let position = alivePosition.removeValue(forKey: index) else { return }
@@ -171,7 +194,7 @@ public struct DHTSimulator {
             nowMs = event.timeMs
             switch event.kind {
             case .deliver(let to, let from, let packet):
-                guard nodes[to].isAlive else { continue }
+                guard nodes[to].isAlive, nodes[to].isListening else { continue }
                 let actions = nodes[to].core!.handle(packet, from: nodes[from].contact, nowMs: nowMs)
                 perform(actions, at: to)
             case .tick(let index):

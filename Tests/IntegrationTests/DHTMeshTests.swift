@@ -50,7 +50,7 @@ import Testing
             }
             if !missing.isEmpty { usleep(200_000) }
         }
-        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10)); \(missing.prefix(3).map { (try? nodes[$0.0].ctlJSON(["routes"])["counters"]) ?? .null })")
         #expect(maxRounds <= 6)
 
         // node-ctl: the table and one lookup as a user sees them; a wallet nobody hosts is not found (exit 1).
@@ -87,6 +87,27 @@ import Testing
             refused += counters["refusedRecords"].map { c in (c.objectValue ?? [:]).values.compactMap(\.intValue).reduce(0, +) } ?? 0
         }
         #expect(refused >= Self.count)
+
+        // 4,000 requests under fresh ids from one loopback address that never answers, 1,000/s for 4 s: none of
+        // those ids enters the table (only nodes that answered a request of ours do), and the source is
+        // rate-limited (a burst of 1,000 and 200/s let at most 1,800 through, however many the kernel drops).
+        let meshAddresses = Set(nodes.map { $0.address.lowercased() })
+        let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+        let flood = (0..<4_000).map { _ in
+            DHTWire.seal(DHTPacket(txid: rng.next(), message: .findNode(target: NodeID.random(using: &rng))), timestampMs: stamp,
+                         identity: PrivateKey())
+        }
+        for (i, request) in flood.enumerated() {
+            rogue.sendRaw(request, to: nodes[11].port)
+            if i % 50 == 49 { usleep(50_000) }
+        }
+        usleep(500_000)
+        let flooded = try nodes[11].ctlJSON(["routes"])
+        let tableAddresses = (flooded["buckets"]?.arrayValue ?? []).flatMap { $0["contacts"]?.arrayValue ?? [] }
+            .compactMap { $0["address"]?.stringValue?.lowercased() }
+        #expect(!tableAddresses.isEmpty && tableAddresses.allSatisfy(meshAddresses.contains))
+        #expect((flooded["counters"]?["rateLimited"]?.intValue ?? 0) > 0)
+        usleep(2_000_000)
 
         // A new wallet comes online: findable from all twenty nodes.
         let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)", "--auto-answer", "echo"])
@@ -125,5 +146,56 @@ import Testing
         let again = try ControlClient(path: restarted.socket)
         defer { again.close() }
         #expect(lookup(again, nodes[12].address)?["record"]?["homeNode"]?.stringValue == nodes[12].address)
+    }
+
+    /// Fourteen nodes started at the same moment, each bootstrapping from one random node earlier in the list
+    /// (often not listening yet when asked): the DHT cores retry and re-join until every node finds every
+    /// other node's wallet. Before join retries, nodes whose target was still starting stayed in islands.
+    @Test func nodesStartedAtOnceConverge() throws {
+        let count = 14
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let ports = try freeLoopbackPorts(count)
+        var rng = SplitMix64(seed: 24)
+        var nodes: [NodeProcess] = []
+        defer { nodes.forEach { $0.stop() } }
+        for i in 0..<count {
+            let args = i == 0 ? [] : ["--bootstrap", "127.0.0.1:\(ports[Int(rng.next() % UInt64(i))])"]
+            nodes.append(try NodeProcess("s\(i)", in: scratch, arguments: args, listen: "127.0.0.1:\(ports[i])", waitUntilUp: false))
+        }
+        let startedAt = Date()
+        for node in nodes { try node.waitUntilUp() }
+        let clients = try nodes.map { try ControlClient(path: $0.socket) }
+        defer { clients.forEach { $0.close() } }
+
+        // 40 random (asker, wallet) pairs, each retried until found, for up to 40 s after the start.
+        var missing = (0..<40).map { _ in (Int(rng.next() % UInt64(count)), Int(rng.next() % UInt64(count))) }
+        while !missing.isEmpty && Date().timeIntervalSince(startedAt) < 40 {
+            missing = missing.filter { lookup(clients[$0], nodes[$1].address)?["record"]?["homeNode"]?.stringValue != nodes[$1].address }
+            if !missing.isEmpty { usleep(500_000) }
+        }
+        #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10))")
+        // Every node with a bootstrap target reports the join done (node 0 has none and joins on its own timer).
+        let unjoined = (1..<count).filter { (try? nodes[$0].ctlJSON(["routes"])["joined"]?.boolValue) != true }
+        #expect(unjoined.isEmpty, "nodes not joined: \(unjoined)")
+        print("\(count) nodes started at once: \(40 - missing.count) of 40 sampled lookups succeeded within \(String(format: "%.1f", Date().timeIntervalSince(startedAt))) s")
+    }
+
+    /// `count` loopback UDP ports that were free a moment ago (bound to port 0, then released).
+    private func freeLoopbackPorts(_ count: Int) throws -> [UInt16] {
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        return try (0..<count).map { _ in
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { throw HarnessError("socket failed") }
+            fds.append(fd)
+            var addr = RogueNode.loopback(port: 0)
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let rc = withUnsafeMutablePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1 }
+            }
+            guard rc == 0 else { throw HarnessError("bind failed") }
+            return UInt16(bigEndian: addr.sin_port)
+        }
     }
 }

@@ -87,14 +87,16 @@ final class NodeProcess {
     private(set) var endpoint = ""
 
     /// `namespace`: run inside that network namespace (`ip netns exec`); the control socket is a file, so
-    /// `node-ctl` reaches it from outside.
-    init(_ name: String, in scratch: Scratch, arguments: [String], namespace: NetworkNamespace? = nil) throws {
+    /// `node-ctl` reaches it from outside. `waitUntilUp: false` returns as soon as the process started (call
+    /// `waitUntilUp()` later), so many nodes can start at once.
+    init(_ name: String, in scratch: Scratch, arguments: [String], namespace: NetworkNamespace? = nil,
+         listen: String = "127.0.0.1:0", waitUntilUp: Bool = true) throws {
         self.name = name
         self.scratch = scratch
         socket = scratch.file("\(name).sock")
         log = scratch.file("\(name).log")
         FileManager.default.createFile(atPath: log, contents: nil)
-        let run = ["run", "--listen", "127.0.0.1:0", "--data-dir", scratch.file(name), "--control-socket", socket] + arguments
+        let run = ["run", "--listen", listen, "--data-dir", scratch.file(name), "--control-socket", socket] + arguments
         if let namespace {
             process.executableURL = URL(fileURLWithPath: NetworkNamespace.ip)
             process.arguments = ["netns", "exec", namespace.name, Binaries.meshNode] + run
@@ -105,6 +107,11 @@ final class NodeProcess {
         process.standardError = FileHandle(forWritingAtPath: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
+        if waitUntilUp { try self.waitUntilUp() }
+    }
+
+    /// Waits up to 20 s for the node to answer `info`; stops it and throws when it does not.
+    func waitUntilUp() throws {
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if let info = try? ctl(["info", "--json"]), info.status == 0,

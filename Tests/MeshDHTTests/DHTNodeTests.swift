@@ -26,7 +26,7 @@ import Testing
         }
         for datagram in net.wire {
             #expect(datagram.bytes.first == DHTWire.marker)
-            #expect(datagram.bytes.count < 1200)
+            #expect(datagram.bytes.count <= DHTWire.paddedRequestBytes)
         }
         #expect(net.nodes.allSatisfy { $0.counters.dropped == 0 && $0.counters.unexpectedResponse == 0 })
         // A storing node persists before it acknowledges.
@@ -142,5 +142,64 @@ import Testing
         let datagram = DHTWire.seal(DHTPacket(txid: 1, message: .nodes(contacts)), timestampMs: t0, identity: random.key())
         #expect(datagram.count == 1_105)
         #expect(DHTWire.open(datagram)?.packet.message == .nodes(contacts))
+    }
+
+    /// Flooding the replay cache with fresh requests does not make it forget a captured one: when full it
+    /// forgets the oldest-stamped entry and refuses anything stamped at or before it.
+    @Test func aCapturedRequestIsNotAnsweredAgainAfterTheReplayCacheIsFlooded() {
+        var config = DHTConfig()
+        config.replayCacheSize = 256
+        var random = TestRandom(seed: 21)
+        var node = DHTNode(identity: random.key(), config: config, seed: 1)
+        let attacker = random.key()
+        let source = endpoint("45.9.9.9:4460")
+        func answered(_ actions: [DHTAction]) -> Bool { actions.contains { if case .send = $0 { true } else { false } } }
+        let captured = DHTWire.seal(DHTPacket(txid: 7, message: .findNode(target: random.id())), timestampMs: t0, identity: attacker)
+        #expect(answered(node.receive(captured, from: source, nowMs: t0)))
+        // 1,000 requests with fresh ids, from 1,000 addresses in different /24s (under every rate limit).
+        for i in 0..<1_000 {
+            let flood = DHTWire.seal(DHTPacket(txid: UInt64(1_000 + i), message: .ping), timestampMs: t0 + 1, identity: attacker)
+            _ = node.receive(flood, from: DHTEndpoint(ip: [46, UInt8(i >> 8), UInt8(i & 0xff), 1], port: 1)!, nowMs: t0 + 2)
+        }
+        let replayed = node.counters.replayed
+        #expect(!answered(node.receive(captured, from: source, nowMs: t0 + 3)))
+        #expect(node.counters.replayed == replayed + 1)
+        // A request stamped now is still answered.
+        let fresh = DHTWire.seal(DHTPacket(txid: 8, message: .findNode(target: random.id())), timestampMs: t0 + 3, identity: attacker)
+        #expect(answered(node.receive(fresh, from: source, nowMs: t0 + 3)))
+    }
+
+    /// Requests over their source's limits (per address, per /24) are dropped before any signature work,
+    /// loopback included; other prefixes are not affected and the budget refills.
+    @Test func requestsOverTheSourceLimitsAreDroppedBeforeSignatureWork() {
+        var config = DHTConfig()
+        config.requestsPerSecondPerAddress = 10
+        config.requestBurstPerAddress = 20
+        config.requestsPerSecondPerPrefix = 15
+        config.requestBurstPerPrefix = 30
+        var random = TestRandom(seed: 22)
+        var node = DHTNode(identity: random.key(), config: config, seed: 1)
+        let key = random.key()
+        var txid: UInt64 = 0
+        func request(_ now: Int64) -> [UInt8] {
+            txid += 1
+            return DHTWire.seal(DHTPacket(txid: txid, message: .findNode(target: NodeID.key(for: key.address))), timestampMs: now, identity: key)
+        }
+        func handled(from host: String, count: Int, now: Int64) -> Int {
+            let before = node.counters.messagesIn
+            for i in 0..<count { _ = node.receive(request(now), from: endpoint("\(host):\(5_000 + i)"), nowMs: now) }
+            return node.counters.messagesIn - before
+        }
+        #expect(handled(from: "127.0.0.1", count: 100, now: t0) == 20)
+        #expect(handled(from: "127.0.0.2", count: 100, now: t0) == 10)
+        #expect(handled(from: "10.0.0.1", count: 100, now: t0) == 20)
+        #expect(node.counters.rateLimited == 250)
+        // Over the limit, a tampered signature is not even recovered: counted as rate limited, not bad.
+        var tampered = request(t0)
+        tampered[tampered.count - 50] ^= 0x55
+        _ = node.receive(tampered, from: endpoint("127.0.0.1:6000"), nowMs: t0)
+        #expect(node.counters.rateLimited == 251 && node.counters.badSignature == 0)
+        // A second later the address has 10 more.
+        #expect(handled(from: "127.0.0.1", count: 100, now: t0 + 1_000) == 10)
     }
 }

@@ -175,4 +175,167 @@ import Testing
         let ended = lonely.tick(nowMs: t0 + DHTConfig().requestTimeoutMs)
         #expect(ended.contains { if case .lookupFinished(let finished, let outcome) = $0 { finished == waiting && outcome.record == nil } else { false } })
     }
+
+    /// A bootstrap endpoint that is not listening yet is asked again, with growing jittered waits, until it
+    /// answers and the own-id lookup through it gets answers; then the node counts as joined.
+    @Test mutating func bootstrapIsRetriedWithBackoffUntilAnsweredAndJoined() {
+        let config = DHTConfig()
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 5)
+        let target = sender(9, random.id())
+        var asked: [Int64] = []
+        func record(_ actions: [DHTProtocolAction], at now: Int64) -> [DHTPacket] {
+            let toTarget = sends(actions).filter { $0.1 == target.endpoint }.map(\.0)
+            asked += toTarget.filter { $0.message == .findNode(target: node.localID) }.map { _ in now }
+            return toTarget
+        }
+        _ = record(node.bootstrap([target.endpoint], nowMs: t0), at: t0)
+        var now = t0
+        while now < t0 + 60_000 {
+            now += 100
+            _ = record(node.tick(nowMs: now), at: now)
+        }
+        let gaps = zip(asked.dropFirst(), asked).map { $0 - $1 }
+        #expect(asked.count >= 5 && asked.count <= 12, "asked at \(asked.map { $0 - t0 })")
+        #expect(gaps.allSatisfy { $0 >= config.joinRetryMinMs / 2 && $0 <= config.joinRetryMaxMs + 100 })
+        #expect(gaps.last! > gaps.first!)
+        #expect(!node.isJoined)
+
+        // The target comes up and answers the next attempt; the own-id lookup asks it too and the node is joined.
+        var answered = false
+        while !node.isJoined && now < t0 + 120_000 {
+            now += 100
+            var requests = record(node.tick(nowMs: now), at: now)
+            while let request = requests.popLast() {
+                answered = true
+                requests += record(node.handle(DHTPacket(txid: request.txid, message: .nodes([])), from: target, nowMs: now), at: now)
+            }
+        }
+        #expect(answered && node.isJoined && node.contactCount == 1)
+    }
+
+    func padded(_ message: DHTMessage, txid: UInt64) -> DHTPacket {
+        DHTPacket(txid: txid, message: message, padding: DHTWire.padding(for: message))
+    }
+
+    /// Answers to `peer` PINGed for verification, answered with a PONG (it then counts as verified there).
+    mutating func verify(_ peer: Contact, on node: inout DHTProtocol, now: Int64) {
+        let pings = sends(node.handle(padded(.findNode(target: random.id()), txid: random.rng.next()), from: peer, nowMs: now))
+            .filter { $0.0.message == .ping && $0.1 == peer.endpoint }
+        for ping in pings { _ = node.handle(DHTPacket(txid: ping.0.txid, message: .pong(observed: peer.endpoint)), from: peer, nowMs: now) }
+    }
+
+    /// A requester enters the table only after answering a PING of ours; a flood of requests under fresh ids
+    /// from an address that never answers adds nothing.
+    @Test mutating func requestersEnterTheTableOnlyAfterAnsweringOurPing() {
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let peer = sender(2, random.id())
+        let pings = sends(node.handle(padded(.findNode(target: random.id()), txid: 1), from: peer, nowMs: t0))
+            .filter { $0.0.message == .ping }
+        #expect(node.contactCount == 0)
+        #expect(pings.count == 1 && pings.first?.1 == peer.endpoint)
+        _ = node.handle(DHTPacket(txid: pings[0].0.txid, message: .pong(observed: peer.endpoint)), from: peer, nowMs: t0 + 20)
+        #expect(node.contacts == [peer])
+
+        for i in 0..<500 {
+            _ = node.handle(padded(.findNode(target: random.id()), txid: UInt64(100 + i)), from: sender(3, random.id()), nowMs: t0 + 100)
+        }
+        _ = node.tick(nowMs: t0 + 5_000)
+        #expect(node.contacts == [peer])
+        // At most `maxPendingVerifications` PINGs were in flight for them.
+        #expect(node.counters.timeouts <= DHTConfig().maxPendingVerifications)
+    }
+
+    /// FIND_NODE / FIND_VALUE from an address the node has not verified (a spoofed source) are answered with no
+    /// more bytes than the request carried; padded requests and verified senders get the whole answer.
+    @Test mutating func unverifiedAddressesGetNoMoreBytesThanTheySent() {
+        var node = DHTProtocol(localID: random.id(), config: DHTConfig(), seed: 1)
+        let friend = sender(60, random.id())
+        verify(friend, on: &node, now: t0)
+        #expect(node.contacts == [friend])
+        let contacts = (0..<60).map { Contact(id: random.id(), endpoint: DHTEndpoint(ip: [45, 0, UInt8($0), 1], port: 4460)!) }
+        node.restore(contacts: contacts, records: [], nowMs: t0)
+        let wallet = random.key()
+        let record = PresenceRecord.make(wallet: wallet, homeNode: random.id(), endpoints: [endpoint("45.1.2.3:4460")],
+                                         relays: [], sequence: 1, expiresAtMs: t0 + 600_000)
+        #expect(store(record, on: &node, from: sender(9, random.id())).0 == .stored)
+
+        func ratio(_ request: DHTPacket, from peer: Contact) -> (Double, DHTMessage?) {
+            let replies = sends(node.handle(request, from: peer, nowMs: t0)).filter { $0.1 == peer.endpoint }
+            let bytes = replies.reduce(0) { $0 + DHTWire.size(of: $1.0) }
+            return (Double(bytes) / Double(DHTWire.size(of: request)), replies.first { $0.0.message.isResponse }?.0.message)
+        }
+        let victim = sender(50, random.id())
+        let (findNode, nodesAnswer) = ratio(DHTPacket(txid: 1, message: .findNode(target: random.id())), from: victim)
+        let (findValue, valueAnswer) = ratio(DHTPacket(txid: 2, message: .findValue(key: record.key)), from: victim)
+        #expect(findNode <= 1.0 && findValue <= 1.0, "amplification \(findNode), \(findValue)")
+        if case .value = valueAnswer { Issue.record("a VALUE went to an unverified, unpadded request") }
+        #expect(node.counters.trimmedReplies >= 2)
+        if case .nodes(let list) = nodesAnswer { #expect(list.isEmpty) } else { Issue.record("no NODES: \(String(describing: nodesAnswer))") }
+
+        // A padded request gets all k contacts, and the record.
+        let (_, full) = ratio(padded(.findNode(target: random.id()), txid: 3), from: victim)
+        if case .nodes(let list) = full { #expect(list.count == 20) } else { Issue.record("no NODES: \(String(describing: full))") }
+        let (_, value) = ratio(padded(.findValue(key: record.key), txid: 4), from: victim)
+        #expect(value == .value(record))
+
+        // A verified sender gets the whole answer to an unpadded request, but not at another (spoofed) address.
+        let (_, friendly) = ratio(DHTPacket(txid: 5, message: .findNode(target: random.id())), from: friend)
+        if case .nodes(let list) = friendly { #expect(list.count == 20) } else { Issue.record("no NODES for a verified sender") }
+        let spoofed = Contact(id: friend.id, endpoint: victim.endpoint)
+        #expect(ratio(DHTPacket(txid: 6, message: .findNode(target: random.id())), from: spoofed).0 <= 1.0)
+    }
+
+    /// Per-node and per-prefix storage quotas, and a full store that still takes a wallet from a source
+    /// holding less, by evicting from the source prefix holding the most.
+    @Test mutating func storageQuotasHoldAndAFullStoreStillTakesNewWallets() {
+        var config = DHTConfig()
+        config.maxStoredRecords = 30
+        config.maxRecordsPerNode = 10
+        config.maxRecordsPerPrefix = 25
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        let make = { (wallet: PrivateKey) in
+            PresenceRecord.make(wallet: wallet, homeNode: NodeID(publicKey: wallet.publicKey), endpoints: [], relays: [],
+                                sequence: 1, expiresAtMs: t0 + 600_000)
+        }
+        // One node id: ten records, then "full".
+        let spammer = sender(1, random.id())
+        let single = (0..<11).map { _ in store(make(random.key()), on: &node, from: spammer).0 }
+        #expect(single.prefix(10).allSatisfy { $0 == .stored } && single.last == .full)
+        // Fresh node ids in the same /24 (10.1.0.0/24): 15 more, then "full".
+        let sybils = (0..<20).map { i in store(make(random.key()), on: &node, from: sender(2 + i, random.id())).0 }
+        #expect(sybils.count { $0 == .stored } == 15)
+        #expect(node.counters.quotaExceeded == 6)
+        // Another prefix fills the store.
+        let other = Contact(id: random.id(), endpoint: endpoint("45.7.7.7:4460"))
+        #expect((0..<5).allSatisfy { _ in store(make(random.key()), on: &node, from: other).0 == .stored })
+        #expect(node.storedRecords.count == 30)
+        // A new wallet from a third prefix is stored: a record of the heaviest prefix (10.1.0.0/24) makes room.
+        let honest = make(random.key())
+        #expect(store(honest, on: &node, from: Contact(id: random.id(), endpoint: endpoint("81.2.3.4:4460"))).0 == .stored)
+        #expect(node.localRecord(honest.key) == honest && node.storedRecords.count == 30)
+        #expect(node.counters.evicted == 1)
+        // The prefix holding the most cannot make room by evicting the others: "full".
+        #expect(store(make(random.key()), on: &node, from: sender(40, random.id())).0 == .full)
+    }
+
+    /// A STORE that will be refused anyway (at or below the held sequence, or over the sender's quota) is
+    /// answered before the record's signature is checked: a forged record there costs no signature work.
+    @Test mutating func staleAndOverQuotaStoresAreRefusedBeforeTheSignatureIsChecked() {
+        var config = DHTConfig()
+        config.maxRecordsPerNode = 1
+        var node = DHTProtocol(localID: random.id(), config: config, seed: 1)
+        let peer = sender(1, random.id())
+        let wallet = random.key()
+        let held = PresenceRecord.make(wallet: wallet, homeNode: peer.id, endpoints: [], relays: [], sequence: 5,
+                                       expiresAtMs: t0 + 600_000)
+        #expect(store(held, on: &node, from: peer).0 == .stored)
+        var forgedOld = held
+        forgedOld.sequence = 4
+        #expect(store(forgedOld, on: &node, from: peer).0 == .stale)
+        var forgedNew = PresenceRecord.make(wallet: random.key(), homeNode: peer.id, endpoints: [], relays: [], sequence: 1,
+                                            expiresAtMs: t0 + 600_000)
+        forgedNew.sequence = 2
+        #expect(store(forgedNew, on: &node, from: peer).0 == .full)
+        #expect(node.counters.refusedRecords.isEmpty && node.counters.quotaExceeded == 1)
+    }
 }

@@ -1,0 +1,134 @@
+/// Token buckets for requests per source address and per /24 (IPv4) or /64 (IPv6) prefix, checked before any
+/// signature work (docs/dht.md, "Hostile peers"). Every address counts, loopback and private ones included.
+/// At most `maxTracked` sources of each kind are remembered; beyond that, new ones share one bucket.
+struct SourceLimits: Sendable {
+    struct Rate: Sendable {
+        var perSecond: Double
+        var burst: Double
+    }
+
+    private struct Bucket: Sendable {
+        var tokens: Double
+        var lastMs: Int64
+    }
+
+    let address: Rate
+    let prefix: Rate
+    let maxTracked: Int
+    private var addresses: [SourceKey: Bucket] = [:]
+    private var prefixes: [SourceKey: Bucket] = [:]
+    private var nextPruneMs = Int64.min
+    private static let overflow = SourceKey(high: .max, low: .max, isIPv4: false)
+
+    init(address: Rate, prefix: Rate, maxTracked: Int) {
+        self.address = address
+        self.prefix = prefix
+        self.maxTracked = maxTracked
+    }
+
+    /// Takes a token from the source's address and prefix buckets; false (nothing taken) when either is empty.
+    mutating func admit(_ source: DHTEndpoint, nowMs: Int64) -> Bool {
+        let addressKey = Self.key(source.hostKey, in: addresses, maxTracked)
+        let prefixKey = Self.key(source.prefixKey, in: prefixes, maxTracked)
+        var a = Self.refilled(addresses[addressKey], address, nowMs)
+        var p = Self.refilled(prefixes[prefixKey], prefix, nowMs)
+        let allowed = a.tokens >= 1 && p.tokens >= 1
+        if allowed {
+            a.tokens -= 1
+            p.tokens -= 1
+        }
+        addresses[addressKey] = a
+        prefixes[prefixKey] = p
+        return allowed
+    }
+
+    /// Forgets sources whose buckets have filled up again (they behave as new); at most once a second.
+    mutating func prune(nowMs: Int64) {
+        guard nowMs >= nextPruneMs else { return }
+        nextPruneMs = nowMs + 1_000
+        addresses = addresses.filter { Self.refilled($0.value, address, nowMs).tokens < address.burst }
+        prefixes = prefixes.filter { Self.refilled($0.value, prefix, nowMs).tokens < prefix.burst }
+    }
+
+    private static func key(_ key: SourceKey, in table: [SourceKey: Bucket], _ maxTracked: Int) -> SourceKey {
+        table[key] != nil || table.count < maxTracked ? key : overflow
+    }
+
+    private static func refilled(_ bucket: Bucket?, _ rate: Rate, _ nowMs: Int64) -> Bucket {
+        guard let bucket else { return Bucket(tokens: rate.burst, lastMs: nowMs) }
+        let elapsed = Double(max(nowMs - bucket.lastMs, 0)) / 1000
+        return Bucket(tokens: min(rate.burst, bucket.tokens + elapsed * rate.perSecond), lastMs: max(nowMs, bucket.lastMs))
+    }
+}
+
+/// Requests seen within the clock-skew window, so a captured request is answered once (docs/dht.md, "Replay
+/// cache"). Keyed by txid and signature, so a replay is caught before any signature work. Bounded: when full,
+/// the entry with the oldest timestamp goes and its timestamp becomes the watermark; requests stamped at or
+/// before the watermark are refused from then on, so flooding the cache cannot make it forget a request
+/// that would still be accepted.
+struct ReplayCache: Sendable {
+    struct Key: Hashable, Sendable {
+        let txid: UInt64
+        let tag: UInt64
+    }
+
+    private struct Entry: Sendable {
+        let timestampMs: Int64
+        let key: Key
+    }
+
+    let capacity: Int
+    private var seen: Set<Key> = []
+    /// A binary min-heap by timestamp.
+    private var heap: [Entry] = []
+    private(set) var watermarkMs = Int64.min
+
+    init(capacity: Int) { self.capacity = max(capacity, 1) }
+
+    var count: Int { seen.count }
+
+    /// Remembers a request; false when it was seen, or is stamped at or before the watermark.
+    mutating func insert(_ key: Key, timestampMs: Int64) -> Bool {
+        guard timestampMs > watermarkMs, seen.insert(key).inserted else { return false }
+        push(Entry(timestampMs: timestampMs, key: key))
+        if seen.count > capacity, let oldest = popOldest() {
+            seen.remove(oldest.key)
+            watermarkMs = max(watermarkMs, oldest.timestampMs)
+        }
+        return true
+    }
+
+    /// Forgets requests stamped before `cutoffMs` (the timestamp check refuses them anyway).
+    mutating func expire(before cutoffMs: Int64) {
+        while let first = heap.first, first.timestampMs < cutoffMs, let oldest = popOldest() { seen.remove(oldest.key) }
+    }
+
+    private mutating func push(_ entry: Entry) {
+        heap.append(entry)
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].timestampMs < heap[parent].timestampMs else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    private mutating func popOldest() -> Entry? {
+        guard let first = heap.first else { return nil }
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return first }
+        heap[0] = last
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var least = parent
+            if left < heap.count, heap[left].timestampMs < heap[least].timestampMs { least = left }
+            if right < heap.count, heap[right].timestampMs < heap[least].timestampMs { least = right }
+            if least == parent { break }
+            heap.swapAt(parent, least)
+            parent = least
+        }
+        return first
+    }
+}
