@@ -123,6 +123,9 @@ public struct NodeConfig: Sendable {
         } catch {
             throw ConfigError("config \(file): cannot read (\((error as NSError).localizedDescription))")
         }
+        if let (line, header) = headerWithoutKey(text) {
+            throw ConfigError("config \(file): line \(line): a table header must begin with a key, got \"\(header)\"")
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -182,6 +185,20 @@ public struct NodeConfig: Sendable {
         }
         if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
         return config
+    }
+
+    /// The first line that opens a table header with something other than a key (`[/x]`, a lone `[`), and its
+    /// number. The toml++ inside TOMLKit does not report these: it asserts (an abort in a debug build, undefined
+    /// behaviour in a release build). Found by the `config` fuzz target (docs/fuzzing.md).
+    static func headerWithoutKey(_ text: String) -> (Int, Substring)? {
+        for (index, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+            let header = line.drop { $0 == " " || $0 == "\t" }
+            guard header.first == "[" else { continue }
+            let key = header.dropFirst(header.hasPrefix("[[") ? 2 : 1).drop { $0 == " " || $0 == "\t" }
+            guard let first = key.first, first.isASCII && (first.isLetter || first.isNumber) || "_-\"']".contains(first)
+            else { return (index + 1, header) }
+        }
+        return nil
     }
 
     public static func parseAutoAnswer(_ text: String, what: String) throws(ConfigError) -> AutoAnswer {

@@ -56,6 +56,10 @@ import Testing
         ("vad = \"yes\"", "vad must be true or false"),
         ("redundancy = \"sometimes\"", "redundancy: expected auto, on or off"),
         ("listen = [", "line 1"),
+        // Table headers toml++ asserts on instead of reporting (found by the `config` fuzz target).
+        ("[/bootstrap]", "line 1: a table header must begin with a key, got \"[/bootstrap]\""),
+        ("listen = \"a:1\"\n  [ \nnodes = []", "line 2: a table header must begin with a key"),
+        ("[[ {x = 1}]]", "line 1: a table header must begin with a key"),
     ])
     func reportsBadValuesInOneLine(text: String, expected: String) throws {
         withFile(text) { path in
