@@ -3,8 +3,8 @@ import Testing
 
 /// The fuzz targets in the normal suite: every input under Fuzz/Regressions/TARGET/ (crashes a fuzzer found,
 /// kept after the fix) and every seed goes through its target exactly as the fuzzer runs it, so a decoder that
-/// crashes again fails `swift test`.
-@Suite struct FuzzRegressionTests {
+/// crashes again fails `swift test`. Serialized: the file decoders' targets share one scratch file per process.
+@Suite(.serialized) struct FuzzRegressionTests {
     static let regressions = Fuzz.repository.path + "/Fuzz/Regressions"
 
     @Test func everyRegressionInputRunsThroughItsTarget() throws {
