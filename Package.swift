@@ -75,6 +75,10 @@ let package = Package(
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshDaemonTests", dependencies: ["MeshDaemon", "MeshControl"], swiftSettings: strict),
+        // The libFuzzer targets (docs/fuzzing.md; Tools/fuzz builds them): as tests, their seeds and crash regressions.
+        .testTarget(name: "FuzzTests", dependencies: [
+            "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",
+        ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit"], swiftSettings: strict),
     ]
 )

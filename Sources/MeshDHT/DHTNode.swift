@@ -54,7 +54,9 @@ public struct DHTNode: Sendable {
             core.counters.malformed += 1
             return []
         }
-        guard abs(opened.timestampMs &- nowMs) <= core.config.maxClockSkewMs else {
+        // Overflow-checked, and `magnitude` not `abs`: a timestamp 2^63 ms before `nowMs` has a skew of Int64.min.
+        let skew = opened.timestampMs.subtractingReportingOverflow(nowMs)
+        guard !skew.overflow, skew.partialValue.magnitude <= core.config.maxClockSkewMs.magnitude else {
             core.counters.staleTimestamp += 1
             return []
         }

@@ -128,6 +128,9 @@ public struct NodeConfig: Sendable {
             let bad = (lines.firstIndex { String(validating: $0, as: UTF8.self) == nil } ?? 0) + 1
             throw ConfigError("config \(file): line \(bad) is not UTF-8 text (TOML files are UTF-8)")
         }
+        if let (line, problem) = tomlAssertionTrap(text) {
+            throw ConfigError("config \(file): line \(line): \(problem)")
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -187,6 +190,64 @@ public struct NodeConfig: Sendable {
         }
         if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
         return config
+    }
+
+    /// The first place where the toml++ inside TOMLKit asserts instead of reporting an error (an abort in a debug
+    /// build, undefined behaviour in a release build): a table header that does not begin with a key (`[/x]`, a
+    /// lone `[`), or a `}` where an array expects a value. Found by the `config` fuzz target (docs/fuzzing.md).
+    /// Skips strings and comments and tracks open arrays and inline tables; anything else is left to toml++.
+    static func tomlAssertionTrap(_ text: String) -> (line: Int, problem: String)? {
+        let chars = Array(text.unicodeScalars)
+        var line = 1, i = 0, lineStart = true
+        var open: [Unicode.Scalar] = []
+        func at(_ token: String) -> Bool { chars[i...].starts(with: token.unicodeScalars) }
+        while i < chars.count {
+            let c = chars[i]
+            switch c {
+            case "\n":
+                line += 1
+                lineStart = true
+                i += 1
+                continue
+            case " ", "\t", "\r":
+                i += 1
+                continue
+            case "#":
+                while i < chars.count, chars[i] != "\n" { i += 1 }
+                continue
+            case "\"", "'":
+                let close = String(repeating: String(c), count: at(String(repeating: String(c), count: 3)) ? 3 : 1)
+                i += close.count
+                while i < chars.count, !at(close), close.count == 3 || chars[i] != "\n" {
+                    if c == "\"", chars[i] == "\\" { i += 1 }
+                    if i < chars.count, chars[i] == "\n" { line += 1 }
+                    i += 1
+                }
+                i += close.count
+                lineStart = false
+                continue
+            case "[":
+                if open.isEmpty, lineStart {
+                    let key = chars[(i + (at("[[") ? 2 : 1))...].drop { $0 == " " || $0 == "\t" }
+                    guard let first = key.first, first.isASCII,
+                          first.properties.isAlphabetic || ("0"..."9").contains(first) || "_-\"']".unicodeScalars.contains(first)
+                    else { return (line, "a table header must begin with a key") }
+                }
+                open.append(c)
+            case "{":
+                open.append(c)
+            case "]":
+                if open.last == "[" { open.removeLast() }
+            case "}":
+                if open.last == "[" { return (line, "'}' where an array expects a value") }
+                if open.last == "{" { open.removeLast() }
+            default:
+                break
+            }
+            lineStart = false
+            i += 1
+        }
+        return nil
     }
 
     public static func parseAutoAnswer(_ text: String, what: String) throws(ConfigError) -> AutoAnswer {

@@ -120,6 +120,21 @@ import Testing
         #expect(net.nodes[victim].counters.staleTimestamp == stale + 1)
     }
 
+    /// Found by the `dht` fuzz target (Fuzz/Regressions/dht/skew-overflow): a timestamp 2^63 ms before the
+    /// receiver's clock made the skew Int64.min, whose `abs` traps, so one datagram, unsigned even, stopped the node.
+    @Test func timestampsAtTheEndsOfTheIntegerRangeAreStaleNotACrash() {
+        let now: Int64 = 1_800_000_000_000
+        var random = TestRandom(seed: 13)
+        var node = DHTNode(identity: random.key(), config: DHTConfig(), seed: 1)
+        let sender = random.key()
+        let timestamps = [Int64.min &+ now, Int64.min, Int64.max, now &- Int64.max]
+        for (txid, timestamp) in timestamps.enumerated() {
+            let datagram = DHTWire.seal(DHTPacket(txid: UInt64(txid), message: .ping), timestampMs: timestamp, identity: sender)
+            #expect(node.receive(datagram, from: endpoint("10.0.0.2:4460"), nowMs: now).isEmpty)
+        }
+        #expect(node.counters.staleTimestamp == timestamps.count)
+    }
+
     @Test func aForgedRecordIsRefusedAndCounted() {
         var net = NodeNet(count: 3)
         net.joinAll()

@@ -56,6 +56,14 @@ import Testing
         ("vad = \"yes\"", "vad must be true or false"),
         ("redundancy = \"sometimes\"", "redundancy: expected auto, on or off"),
         ("listen = [", "line 1"),
+        // What toml++ asserts on instead of reporting (found by the `config` fuzz target), and what it reports.
+        ("[/bootstrap]", "line 1: a table header must begin with a key"),
+        ("listen = \"a:1\"\n  [ \nnodes = []", "line 2: a table header must begin with a key"),
+        ("[[ {x = 1}]]", "line 1: a table header must begin with a key"),
+        ("[bootstrap]\nnodes = [\n    # \"a:1\",\n}", "line 4: '}' where an array expects a value"),
+        ("peers = [\"a:1\", \"}\", # }\n  }", "line 2: '}' where an array expects a value"),
+        ("peers = [\n  [\n  ]\n]", "peers must be an array of strings"),
+        ("peers = [\"[/x]\", { a = \"}\" }]", "peers must be an array of strings"),
     ])
     func reportsBadValuesInOneLine(text: String, expected: String) throws {
         withFile(text) { path in
