@@ -1,4 +1,5 @@
 import Foundation
+import MeshLink
 import NIOCore
 
 /// The node's UDP socket, bound here and handed to SwiftNIO for reading (`DatagramBootstrap.withBoundSocket`),
@@ -38,5 +39,25 @@ struct UDPSocket {
             address.withSockAddr { sendto(descriptor, buffer.baseAddress, buffer.count, 0, $0, socklen_t($1)) }
         }
         return sent < 0 ? errno : nil
+    }
+}
+
+/// The link layer's view of a UDP source (docs/links.md): cookies are bound to address and port, rate limits
+/// count per host (IPv4 address, IPv6 /64).
+extension SocketAddress: LinkEndpoint {
+    public var cookieBytes: [UInt8] {
+        switch self {
+        case .v4(let a): withUnsafeBytes(of: a.address.sin_addr) { Array($0) } + withUnsafeBytes(of: a.address.sin_port) { Array($0) }
+        case .v6(let a): withUnsafeBytes(of: a.address.sin6_addr) { Array($0) } + withUnsafeBytes(of: a.address.sin6_port) { Array($0) }
+        case .unixDomainSocket: Array(description.utf8)
+        }
+    }
+
+    public var rateLimitKey: [UInt8] {
+        switch self {
+        case .v4(let a): withUnsafeBytes(of: a.address.sin_addr) { Array($0) }
+        case .v6(let a): withUnsafeBytes(of: a.address.sin6_addr) { Array($0.prefix(8)) }
+        case .unixDomainSocket: Array(description.utf8)
+        }
     }
 }

@@ -2,6 +2,12 @@ import Foundation
 import MeshIdentity
 import MeshLink
 
+/// The rogue's endpoints are loopback ports.
+extension UInt16: LinkEndpoint {
+    public var cookieBytes: [UInt8] { withUnsafeBytes(of: self.bigEndian, Array.init) }
+    public var rateLimitKey: [UInt8] { [127, 0, 0, 1] }
+}
+
 /// A third party with its own key on a real UDP socket: it can link to a node like any neighbour, and it
 /// can also spray raw datagrams. Endpoints are loopback ports.
 final class RogueNode {
