@@ -30,14 +30,21 @@ def forged_init(fmt, node, ts_ms):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv = sys.argv[1:]
+    fmt = "v2"
+    if "--format" in argv:
+        i = argv.index("--format")
+        fmt = argv[i + 1] if i + 1 < len(argv) else ""
+        del argv[i:i + 2]
+    if fmt not in ("v1", "v2"):
+        sys.exit("--format: expected v1 or v2")
+    junk = "--junk" in argv
+    args = [a for a in argv if a != "--junk"]
     if len(args) != 4:
         sys.exit(__doc__)
     host, port = args[0].rsplit(":", 1)
     node = bytes.fromhex(args[1].removeprefix("0x"))
     rate, seconds = float(args[2]), float(args[3])
-    fmt = "v1" if "--format" in sys.argv and sys.argv[sys.argv.index("--format") + 1] == "v1" else "v2"
-    junk = "--junk" in sys.argv
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     target = (host, int(port))
