@@ -49,13 +49,16 @@ public enum LinkWire {
 /// A parsed handshake initiation: the initiator's ephemeral X25519 key and the node it is meant for, signed by
 /// its node key; then two cheap MACs (docs/links.md, "Before any signature work").
 struct HandshakeInit {
-    var senderIndex: UInt32
+    let senderIndex: UInt32
     /// The intended responder's node address, or `LinkWire.anyResponder`.
-    var responder: [UInt8]
-    var ephemeral: [UInt8]
-    var timestampMs: UInt64
-    var signature: [UInt8]
-    var mac1: [UInt8]
+    let responder: [UInt8]
+    let ephemeral: [UInt8]
+    let timestampMs: UInt64
+    let signature: [UInt8]
+    /// What the response signature and the session keys cover: the signed part and the signature (the MACs are
+    /// not part of it: mac2 may change). Kept as received, so the checks before signature work copy nothing.
+    let transcript: [UInt8]
+    let mac1: [UInt8]
     var mac2: [UInt8]
 
     static func signedPart(senderIndex: UInt32, responder: [UInt8], ephemeral: [UInt8], timestampMs: UInt64) -> [UInt8] {
@@ -78,16 +81,17 @@ struct HandshakeInit {
         let mac1 = HandshakeMAC.mac(key: HandshakeMAC.mac1Key(responder: responder), signed + signature)
         let mac2 = cookie.map { HandshakeMAC.mac(key: $0, signed + signature + mac1) } ?? [UInt8](repeating: 0, count: LinkWire.macBytes)
         self.init(senderIndex: senderIndex, responder: responder, ephemeral: ephemeral, timestampMs: timestampMs,
-                  signature: signature, mac1: mac1, mac2: mac2)
+                  signature: signature, transcript: signed + signature, mac1: mac1, mac2: mac2)
     }
 
     private init(senderIndex: UInt32, responder: [UInt8], ephemeral: [UInt8], timestampMs: UInt64, signature: [UInt8],
-                 mac1: [UInt8], mac2: [UInt8]) {
+                 transcript: [UInt8], mac1: [UInt8], mac2: [UInt8]) {
         self.senderIndex = senderIndex
         self.responder = responder
         self.ephemeral = ephemeral
         self.timestampMs = timestampMs
         self.signature = signature
+        self.transcript = transcript
         self.mac1 = mac1
         self.mac2 = mac2
     }
@@ -103,12 +107,11 @@ struct HandshakeInit {
               let sig = r.readBytes(LinkWire.signatureBytes),
               let mac1 = r.readBytes(LinkWire.macBytes),
               let mac2 = r.readBytes(LinkWire.macBytes) else { return nil }
-        self.init(senderIndex: index, responder: responder, ephemeral: eph, timestampMs: ts, signature: sig, mac1: mac1, mac2: mac2)
+        self.init(senderIndex: index, responder: responder, ephemeral: eph, timestampMs: ts, signature: sig,
+                  transcript: Array(bytes[..<LinkWire.initTranscriptBytes]), mac1: mac1, mac2: mac2)
     }
 
-    var signedPart: [UInt8] { Self.signedPart(senderIndex: senderIndex, responder: responder, ephemeral: ephemeral, timestampMs: timestampMs) }
-    /// What the response signature and the session keys cover (the MACs are not part of it: mac2 may change).
-    var transcript: [UInt8] { signedPart + signature }
+    var signedPart: [UInt8] { Array(transcript[..<LinkWire.initSignedBytes]) }
     var serialized: [UInt8] { transcript + mac1 + mac2 }
     var isForAnyResponder: Bool { responder == LinkWire.anyResponder }
 
