@@ -83,8 +83,20 @@ extension NodeRuntime: ControlService {
             "linkCounters": linkCounters,
             "nodeCounters": nodeCounters,
             "controlCounters": controlCounters,
+            "socket": socketJSON(),
             "callMalformed": .number(Double(calls.malformed)),
             "version": .string(MeshVersion.string),
+        ])
+    }
+
+    /// The UDP socket's buffers as granted and the datagrams the kernel dropped for a full receive buffer.
+    private func socketJSON() -> JSONValue {
+        guard let status = udpSocket?.status() else { return .null }
+        return .object([
+            "bufferAskedBytes": .number(Double(config.socketBuffer)),
+            "receiveBufferBytes": .number(Double(status.receiveBufferBytes)),
+            "sendBufferBytes": .number(Double(status.sendBufferBytes)),
+            "kernelDrops": .number(Double(status.kernelDrops)),
         ])
     }
 

@@ -100,6 +100,8 @@ public struct NodeConfig: Sendable {
     public var denoise = false
     /// Redundant copies against burst loss: auto (while the peer reports it), on, off.
     public var redundancy: RedundancyMode = .auto
+    /// Bytes of UDP socket buffer asked for each way (docs/links.md, "The socket").
+    public var socketBuffer = 4 << 20
 
     public init() {}
 
@@ -112,7 +114,7 @@ public struct NodeConfig: Sendable {
 
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
-        "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy",
+        "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -189,6 +191,10 @@ public struct NodeConfig: Sendable {
             config[keyPath: setting] = flag
         }
         if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
+        if let value = table["socket_buffer"] {
+            guard let b = value.int else { throw ConfigError("config \(file): socket_buffer must be an integer") }
+            config.socketBuffer = try checkSocketBuffer(b, what: "config \(file): socket_buffer")
+        }
         return config
     }
 
@@ -262,6 +268,11 @@ public struct NodeConfig: Sendable {
             throw ConfigError("\(what): expected auto, on or off, got \"\(text)\"")
         }
         return mode
+    }
+
+    public static func checkSocketBuffer(_ value: Int, what: String) throws(ConfigError) -> Int {
+        guard (65_536...(1 << 30)).contains(value) else { throw ConfigError("\(what): must be 65536–1073741824 bytes, got \(value)") }
+        return value
     }
 
     public static func checkBitrate(_ value: Int, what: String) throws(ConfigError) -> Int {

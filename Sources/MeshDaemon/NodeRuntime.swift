@@ -135,10 +135,14 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind(_ endpoints: Endpoints) throws {
         let listenAddress = endpoints.listen
         do {
-            let socket = try UDPSocket(binding: listenAddress)
+            let socket = try UDPSocket(binding: listenAddress, bufferBytes: config.socketBuffer)
             let channel: Channel
             do {
                 channel = try DatagramBootstrap(group: group)
+                    // Batches of datagrams per system call (recvmmsg), each up to `maxDatagramBytes`.
+                    .channelOption(ChannelOptions.datagramVectorReadMessageCount, value: Self.readBatch)
+                    .channelOption(ChannelOptions.recvAllocator,
+                                   value: FixedSizeRecvByteBufferAllocator(capacity: Self.readBatch * Self.maxDatagramBytes))
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
@@ -151,6 +155,7 @@ public final class NodeRuntime: @unchecked Sendable {
             }
             udp = channel
             udpSocket = socket
+            logSocketBuffers(socket)
             // SwiftNIO owns the descriptor and closes it with the channel (also on a fatal read error): from
             // then on nothing may be sent through it, and the node says so.
             channel.closeFuture.whenComplete { _ in
@@ -187,6 +192,23 @@ public final class NodeRuntime: @unchecked Sendable {
             self.scheduleLinkTick()
             self.scheduleMediaTick(deadline: .now())
         }.wait()
+    }
+
+    /// Datagrams read per recvmmsg call, and the largest datagram read whole.
+    static let readBatch = 32
+    static let maxDatagramBytes = 2_048
+
+    private func logSocketBuffers(_ socket: UDPSocket) {
+        guard let status = socket.status() else { return }
+        // The kernel reports twice the size set (its bookkeeping overhead); less than that means it capped the request.
+        let granted = status.receiveBufferBytes >= 2 * config.socketBuffer
+        let metadata: Logger.Metadata = ["receive": "\(status.receiveBufferBytes)", "send": "\(status.sendBufferBytes)",
+                                         "asked": "\(config.socketBuffer)"]
+        if granted {
+            logger.info("UDP socket buffers", metadata: metadata)
+        } else {
+            logger.warning("UDP socket buffers smaller than asked (run as root or raise net.core.rmem_max)", metadata: metadata)
+        }
     }
 
     public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }

@@ -20,6 +20,23 @@ public struct LinkConfig: Sendable {
     public var initClockSkewMs: Int64 = 120_000
     /// How many ping outcomes the loss estimate looks at.
     public var lossWindow = 20
+    /// Above this many initiations (with a valid mac1) per second, each must carry a valid mac2: a cookie the
+    /// node gave the source's endpoint, which proves the source receives at that address.
+    public var handshakesPerSecondUnderLoad = 32
+    /// The secret cookies are made from is drawn anew this often (cookies of the previous one stay valid).
+    public var cookieSecretLifetimeMs: Int64 = 120_000
+    /// Handshake work (signature recovery and more) granted to one source host: a token bucket. Loopback and
+    /// private addresses are counted too; the burst lets dozens of nodes on one host start at once.
+    public var handshakesPerSecondPerSource: Double = 20
+    public var handshakeBurstPerSource = 60
+    /// How many source hosts the rate limit tracks at most; a new host beyond that is refused until some refill.
+    public var rateLimitSources = 4_096
+    /// A handshake the responder answered must be completed (an authentic transport datagram) within this time;
+    /// until then the responder keeps only a bounded, half-open entry and no peer.
+    public var halfOpenTimeoutMs: Int64 = 5_000
+    public var halfOpenLimit = 1_024
+    /// A clock-skew refusal is logged at most this often per endpoint (on both sides).
+    public var refusalLogIntervalMs: Int64 = 60_000
 
     public init() {}
 }
@@ -41,6 +58,18 @@ public struct LinkCounters: Sendable, Codable, Equatable {
     public var replayed = 0
     public var handshakeRefused = 0
     public var pinMismatch = 0
+    /// Initiations whose mac1 is wrong (made without knowing this node's address): dropped before any other work.
+    public var macFailed = 0
+    /// Initiations naming another node as their responder (replayed or misdirected).
+    public var wrongResponder = 0
+    /// Initiations answered with a cookie instead of a response (under load, or not naming this node).
+    public var cookieRequired = 0
+    /// Initiations over their source's handshake rate, or beyond the half-open limit.
+    public var rateLimited = 0
+    /// Initiations refused for their timestamp (answered with a clock-skew refusal).
+    public var clockSkew = 0
+    /// Signature recoveries done for initiations (the expensive work the checks above protect).
+    public var signatureRecoveries = 0
     public var packetsIn = 0
     public var packetsOut = 0
     public var bytesIn = 0
@@ -48,7 +77,10 @@ public struct LinkCounters: Sendable, Codable, Equatable {
     public init() {}
 
     /// Every datagram dropped for any reason.
-    public var dropped: Int { malformed + unknownSession + authFailed + replayed + handshakeRefused + pinMismatch }
+    public var dropped: Int {
+        malformed + unknownSession + authFailed + replayed + handshakeRefused + pinMismatch + macFailed + wrongResponder
+            + cookieRequired + rateLimited + clockSkew
+    }
 }
 
 /// One neighbour as `node-ctl peers` shows it.
@@ -66,6 +98,8 @@ public struct PeerInfo: Sendable, Codable, Equatable {
     public var lastSeenMsAgo: Int64?
     public var sessionAgeMs: Int64?
     public var pinned: Bool
+    /// Why the last handshake to this endpoint was refused (for example the clock skew the peer measured).
+    public var refusal: String?
 }
 
 struct Session {
@@ -79,12 +113,30 @@ struct Session {
     var replay = ReplayWindow()
 }
 
+/// An initiation this node sent and awaits a response to.
 struct PendingInit<Address: Hashable & Sendable> {
     let endpoint: Address
     let expected: WalletAddress?
     let secret: [UInt8]
-    let message: [UInt8]
+    var message: HandshakeInit
     let expiresAt: Int64
+    /// An initiation is re-sent with a cookie once at most, so two nodes cannot bounce cookies forever.
+    var cookieTaken = false
+}
+
+/// A handshake this node answered as responder and the initiator has not completed yet: no peer exists for it.
+struct HalfOpen<Address: Hashable & Sendable> {
+    let initiatorKey: PublicKey
+    let endpoint: Address
+    let initTimestamp: UInt64
+    var session: Session
+    let expiresAt: Int64
+}
+
+/// The last refusal of a handshake to an endpoint, for `node-ctl peers` and a rate-limited log line.
+struct Refusal {
+    let text: String
+    let at: Int64
 }
 
 struct Peer<Address: Hashable & Sendable> {
@@ -93,7 +145,6 @@ struct Peer<Address: Hashable & Sendable> {
     let publicKey: PublicKey
     var endpoint: Address
     var current: Session?
-    var unconfirmed: Session?
     var previous: Session?
     var lastInitTimestamp: UInt64 = 0
     var lastReceivedAt: Int64
@@ -117,7 +168,7 @@ struct Peer<Address: Hashable & Sendable> {
         self.lastReceivedAt = now
     }
 
-    var sessions: [Session] { [current, unconfirmed, previous].compactMap { $0 } }
+    var sessions: [Session] { [current, previous].compactMap { $0 } }
 }
 
 struct Dial<Address: Hashable & Sendable> {
@@ -133,7 +184,7 @@ struct Dial<Address: Hashable & Sendable> {
 /// The link layer of one node, sans-IO: authenticated, encrypted links to neighbours over one UDP port.
 /// Inputs are datagrams, application payloads and ticks with `now` (wall-clock milliseconds, used for the
 /// handshake's replay timestamps); outputs are `LinkAction`s. See docs/links.md for the protocol.
-public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible>: Sendable {
+public struct LinkManager<Address: LinkEndpoint>: Sendable {
     public let identity: PrivateKey
     public let localAddress: WalletAddress
     public let config: LinkConfig
@@ -142,12 +193,24 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     private var peers: [WalletAddress: Peer<Address>] = [:]
     private var sessionOwners: [UInt32: WalletAddress] = [:]
     private var pending: [UInt32: PendingInit<Address>] = [:]
+    private var halfOpen: [UInt32: HalfOpen<Address>] = [:]
+    private var halfOpenByInitiator: [WalletAddress: UInt32] = [:]
     private var dials: [Address: Dial<Address>] = [:]
+    private var guardian: HandshakeGuard
+    /// mac1's key for initiations to this node.
+    private let ownMac1Key: [UInt8]
+    /// Refusals this node received, by the endpoint that refused.
+    private var refusals: [Address: Refusal] = [:]
+    /// When this node last logged a clock-skew refusal it gave, by endpoint (bounded: `refusalLogLimit`).
+    private var refusalsLogged: [Address: Int64] = [:]
+    private static var refusalLogLimit: Int { 256 }
 
-    public init(identity: PrivateKey, config: LinkConfig = LinkConfig()) {
+    public init(identity: PrivateKey, config: LinkConfig = LinkConfig(), random: LinkRandom = .secure) {
         self.identity = identity
         self.localAddress = identity.address
         self.config = config
+        guardian = HandshakeGuard(config: config, random: random)
+        ownMac1Key = HandshakeMAC.mac1Key(responder: identity.address.bytes)
     }
 
     // MARK: inputs
@@ -193,6 +256,8 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         case .handshakeInit: return receiveInit(datagram, from: source, now: now)
         case .handshakeResponse: return receiveResponse(datagram, from: source, now: now)
         case .transport: return receiveTransport(datagram, from: source, now: now)
+        case .cookieReply: return receiveCookieReply(datagram, from: source, now: now)
+        case .refusal: return receiveRefusal(datagram, from: source, now: now)
         case nil:
             counters.malformed += 1
             return []
@@ -205,12 +270,16 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         for (index, p) in pending where p.expiresAt <= now {
             pending[index] = nil
         }
+        for (index, h) in halfOpen where h.expiresAt <= now {
+            dropHalfOpen(index)
+        }
+        guardian.prune(now: now)
+        refusals = refusals.filter { now - $0.value.at < config.rejectAfterMs }
+        refusalsLogged = refusalsLogged.filter { now - $0.value < config.refusalLogIntervalMs }
         for address in Array(peers.keys) {
             guard var peer = peers[address] else { continue }
             tickPeer(&peer, now: now, actions: &actions)
-            // A peer that is down with no session left is forgotten after `rejectAfterMs`: nodes that only
-            // sent an initiation must not accumulate. (Replays of its initiation are then older than the
-            // accepted clock skew, which is shorter.)
+            // A peer that is down with no session left is forgotten after `rejectAfterMs`.
             let idle = !peer.up && peer.sessions.isEmpty && now - peer.lastReceivedAt >= config.rejectAfterMs
             peers[address] = idle ? nil : peer
         }
@@ -220,7 +289,8 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             let connected = dial.peer.map { peers[$0]?.up ?? false } ?? false
             if connected {
                 dial.attempts = 0
-            } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt {
+            } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt || dial.nextAttemptAt - now > config.handshakeBackoffMaxMs {
+                // (The second case: the wall clock was set back, for example after a refusal for its skew.)
                 let backoff = min(config.handshakeRetryMs << Int64(min(dial.attempts, 16)), config.handshakeBackoffMaxMs)
                 dial.attempts += 1
                 dial.nextAttemptAt = now + backoff
@@ -238,6 +308,11 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     public func isUp(_ address: WalletAddress) -> Bool { peers[address]?.up ?? false }
 
     public var upPeers: [WalletAddress] { peers.values.filter(\.up).map(\.address).sorted() }
+
+    /// How many nodes this manager keeps a peer entry for (up or recently down), and how many handshakes it
+    /// answered that are not complete yet.
+    public var peerCount: Int { peers.count }
+    public var halfOpenCount: Int { halfOpen.count }
 
     /// Smoothed RTT (nil before the first pong) and ping loss of a neighbour whose link is up.
     public func quality(_ address: WalletAddress) -> (rttMs: Double?, lossPercent: Double)? {
@@ -260,34 +335,71 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
                 lossPercent: Self.lossPercent(peer.pingOutcomes),
                 packetsIn: peer.packetsIn, packetsOut: peer.packetsOut, bytesIn: peer.bytesIn, bytesOut: peer.bytesOut,
                 lastSeenMsAgo: now - peer.lastReceivedAt, sessionAgeMs: peer.current.map { now - $0.createdAt },
-                pinned: dials.values.contains { $0.pinned == peer.address })
+                pinned: dials.values.contains { $0.pinned == peer.address },
+                refusal: peer.up ? nil : refusals[peer.endpoint]?.text)
         }
         for dial in dials.values where dial.peer.map({ peers[$0] == nil }) ?? true {
             infos.append(PeerInfo(
                 address: dial.pinned?.checksummed ?? "?", endpoint: describe(dial.endpoint), state: "connecting",
-                lossPercent: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, pinned: dial.pinned != nil))
+                lossPercent: 0, packetsIn: 0, packetsOut: 0, bytesIn: 0, bytesOut: 0, pinned: dial.pinned != nil,
+                refusal: refusals[dial.endpoint]?.text))
         }
         return infos
     }
 
     // MARK: handshake
 
+    /// Sends an initiation naming `expected` (or any node, for an unpinned dial: that one is answered with a
+    /// cookie reply carrying the responder's address, and re-sent naming it).
     private mutating func startHandshake(to endpoint: Address, expected: WalletAddress?, now: Int64, lifetime: Int64)
         -> (UInt32, LinkAction<Address>)
     {
         let index = freshIndex()
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
-        let signed = HandshakeInit.signedPart(senderIndex: index, ephemeral: ephemeral, timestampMs: UInt64(max(now, 0)))
-        let signature = identity.sign(digest: HandshakeInit.digest(signedPart: signed))
-        let message = signed + signature.bytes
+        let message = HandshakeInit(senderIndex: index, responder: expected?.bytes ?? LinkWire.anyResponder, ephemeral: ephemeral,
+                                    timestampMs: UInt64(max(now, 0)), signer: identity, cookie: nil)
         pending[index] = PendingInit(endpoint: endpoint, expected: expected, secret: secret, message: message,
                                      expiresAt: now + max(lifetime, config.handshakeRetryMs))
-        return (index, outbound(message, to: endpoint))
+        return (index, outbound(message.serialized, to: endpoint))
     }
 
+    /// An initiation, checked cheapest first (docs/links.md, "Before any signature work"): its mac1 and named
+    /// responder, the load (cookie) and the source's rate, its timestamp; only then the signature. The answer
+    /// creates a half-open entry, not a peer: the peer exists once the initiator's first transport datagram
+    /// authenticates.
     private mutating func receiveInit(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
-        guard let message = HandshakeInit(parsing: datagram),
-              let initiatorKey = message.signature.recoverPublicKey(digest: HandshakeInit.digest(signedPart: message.signedPart))
+        guard let message = HandshakeInit(parsing: datagram) else {
+            counters.malformed += 1
+            return []
+        }
+        let forUs = message.responder == localAddress.bytes
+        let mac1Key = forUs ? ownMac1Key : HandshakeMAC.mac1Key(responder: message.responder)
+        guard HandshakeMAC.equal(message.mac1, HandshakeMAC.mac(key: mac1Key, message.transcript)) else {
+            counters.macFailed += 1
+            return []
+        }
+        let underLoad = guardian.countHandshake(now: now)
+        // An initiation for any node learns who this is; one for another node (a stale pin, a replay) is told
+        // too, so a misdirected dial can say so. Neither gets signature work.
+        if !forUs || (underLoad && !guardian.validMac2(message, from: source, now: now)) {
+            if !message.isForAnyResponder {
+                if forUs { counters.cookieRequired += 1 } else { counters.wrongResponder += 1 }
+            }
+            let reply = CookieReply(receiverIndex: message.senderIndex, responder: localAddress.bytes,
+                                    cookie: guardian.cookie(for: source, now: now))
+            return [outbound(reply.serialized(initMac1: message.mac1), to: source)]
+        }
+        guard halfOpen.count < config.halfOpenLimit, guardian.allow(source, now: now) else {
+            counters.rateLimited += 1
+            return []
+        }
+        let skew = Int64(clamping: message.timestampMs) - now
+        guard abs(skew) <= config.initClockSkewMs else {
+            return refuseClock(message, skew: skew, from: source, now: now)
+        }
+        counters.signatureRecoveries += 1
+        guard let signature = Signature(bytes: message.signature),
+              let initiatorKey = signature.recoverPublicKey(digest: HandshakeInit.digest(signedPart: message.signedPart))
         else {
             counters.malformed += 1
             return []
@@ -297,31 +409,56 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             counters.pinMismatch += 1
             return [.refused(source, reason: "pinned to \(pin) but \(initiator) answered")]
         }
-        let skew = Int64(clamping: message.timestampMs) - now
-        guard initiator != localAddress, abs(skew) <= config.initClockSkewMs,
-              message.timestampMs > (peers[initiator]?.lastInitTimestamp ?? 0)
+        let lastTimestamp = max(peers[initiator]?.lastInitTimestamp ?? 0, halfOpenByInitiator[initiator].flatMap { halfOpen[$0]?.initTimestamp } ?? 0)
+        guard initiator != localAddress, message.timestampMs > lastTimestamp,
+              let (response, session) = respond(to: message, now: now)
         else {
             counters.handshakeRefused += 1
             return []
         }
+        if let old = halfOpenByInitiator[initiator] { dropHalfOpen(old) }
+        halfOpen[session.localIndex] = HalfOpen(initiatorKey: initiatorKey, endpoint: source, initTimestamp: message.timestampMs,
+                                                session: session, expiresAt: now + config.halfOpenTimeoutMs)
+        halfOpenByInitiator[initiator] = session.localIndex
+        return [outbound(response, to: source)]
+    }
+
+    /// The response to an initiation and the session it opens (nil for a low-order ephemeral key).
+    private mutating func respond(to message: HandshakeInit, now: Int64) -> ([UInt8], Session)? {
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
-        guard let shared = LinkCrypto.sharedSecret(secret: secret, peerPublic: message.ephemeral) else {
-            counters.handshakeRefused += 1
-            return []
-        }
+        guard let shared = LinkCrypto.sharedSecret(secret: secret, peerPublic: message.ephemeral) else { return nil }
         let index = freshIndex()
+        let transcript = message.transcript
         let signed = HandshakeResponse.signedPart(senderIndex: index, receiverIndex: message.senderIndex, ephemeral: ephemeral)
-        let signature = identity.sign(digest: HandshakeResponse.digest(initMessage: datagram, signedPart: signed))
-        let keys = Self.sessionKeys(shared: shared, initMessage: datagram, responseSignedPart: signed)
-        var peer = peers[initiator] ?? Peer(publicKey: initiatorKey, endpoint: source, now: now)
-        peer.lastInitTimestamp = message.timestampMs
-        if let old = peer.unconfirmed { sessionOwners[old.localIndex] = nil }
-        peer.unconfirmed = Session(localIndex: index, remoteIndex: message.senderIndex, sendKey: keys.responderToInitiator,
-                                   receiveKey: keys.initiatorToResponder, createdAt: now, isInitiator: false)
-        sessionOwners[index] = initiator
-        peer.endpoint = source
-        peers[initiator] = peer
-        return [outbound(signed + signature.bytes, to: source)]
+        let signature = identity.sign(digest: HandshakeResponse.digest(initTranscript: transcript, signedPart: signed))
+        let keys = Self.sessionKeys(shared: shared, initTranscript: transcript, responseSignedPart: signed)
+        let session = Session(localIndex: index, remoteIndex: message.senderIndex, sendKey: keys.responderToInitiator,
+                              receiveKey: keys.initiatorToResponder, createdAt: now, isInitiator: false)
+        return (signed + signature.bytes, session)
+    }
+
+    /// Answers an initiation whose timestamp is out of the window with this node's clock (no state, fewer
+    /// bytes than the initiation), and logs it at most once per `refusalLogIntervalMs` per endpoint.
+    private mutating func refuseClock(_ message: HandshakeInit, skew: Int64, from source: Address, now: Int64) -> [LinkAction<Address>] {
+        counters.clockSkew += 1
+        let refusal = HandshakeRefusal(receiverIndex: message.senderIndex, reason: .clock, responderClockMs: UInt64(max(now, 0)))
+        var actions = [outbound(refusal.serialized(initMac1: message.mac1), to: source)]
+        if refusalsLogged[source] == nil, refusalsLogged.count < Self.refusalLogLimit {
+            refusalsLogged[source] = now
+            // Only for the log line, so at most once per endpoint and interval: who sent it.
+            counters.signatureRecoveries += 1
+            let who = Signature(bytes: message.signature)?
+                .recoverPublicKey(digest: HandshakeInit.digest(signedPart: message.signedPart))?.address.checksummed ?? "?"
+            actions.append(.refused(source, reason: "handshake from \(who) refused: its clock is \(Self.describeSkew(skew)) ours"
+                + " (accepted: ±\(config.initClockSkewMs / 1000) s)"))
+        }
+        return actions
+    }
+
+    /// "150 s ahead of" / "90 s behind".
+    static func describeSkew(_ skewMs: Int64) -> String {
+        let seconds = (Double(abs(skewMs)) / 1000).rounded()
+        return "\(Int(seconds)) s \(skewMs >= 0 ? "ahead of" : "behind")"
     }
 
     private mutating func receiveResponse(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
@@ -333,7 +470,8 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             counters.unknownSession += 1
             return []
         }
-        let digest = HandshakeResponse.digest(initMessage: initState.message, signedPart: message.signedPart)
+        let transcript = initState.message.transcript
+        let digest = HandshakeResponse.digest(initTranscript: transcript, signedPart: message.signedPart)
         guard let responderKey = message.signature.recoverPublicKey(digest: digest), responderKey.address != localAddress,
               let shared = LinkCrypto.sharedSecret(secret: initState.secret, peerPublic: message.ephemeral)
         else {
@@ -347,8 +485,9 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             return [.refused(source, reason: "pinned to \(expected) but \(responder) answered")]
         }
         pending[message.receiverIndex] = nil
+        refusals[initState.endpoint] = nil
         if dials[initState.endpoint]?.pendingIndex == message.receiverIndex { dials[initState.endpoint]?.peer = responder }
-        let keys = Self.sessionKeys(shared: shared, initMessage: initState.message, responseSignedPart: message.signedPart)
+        let keys = Self.sessionKeys(shared: shared, initTranscript: transcript, responseSignedPart: message.signedPart)
         var peer = peers[responder] ?? Peer(publicKey: responderKey, endpoint: source, now: now)
         let session = Session(localIndex: message.receiverIndex, remoteIndex: message.senderIndex,
                               sendKey: keys.initiatorToResponder, receiveKey: keys.responderToInitiator,
@@ -359,16 +498,65 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         peer.lastReceivedAt = now
         var actions: [LinkAction<Address>] = []
         install(session, in: &peer, now: now, actions: &actions)
-        // The first transport packet confirms the session to the responder.
+        // The first transport packet completes the handshake for the responder.
         if let confirm = seal(&peer, inner: .keepalive, body: [], now: now) { actions.append(confirm) }
         peers[responder] = peer
         return actions
     }
 
-    private static func sessionKeys(shared: [UInt8], initMessage: [UInt8], responseSignedPart: [UInt8])
+    /// A cookie reply to one of our initiations: re-send it once with mac2 (naming the responder, if it went to any node).
+    private mutating func receiveCookieReply(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
+        guard datagram.count == LinkWire.cookieReplyBytes else {
+            counters.malformed += 1
+            return []
+        }
+        guard let reply = CookieReply(parsing: datagram, mac1For: { self.pending[$0]?.message.mac1 }),
+              var initState = pending[reply.receiverIndex]
+        else {
+            counters.unknownSession += 1
+            return []
+        }
+        let named = initState.message.isForAnyResponder ? reply.responder : initState.message.responder
+        guard !initState.cookieTaken, named != localAddress.bytes else {
+            counters.handshakeRefused += 1
+            return []
+        }
+        guard reply.responder == named else {
+            counters.pinMismatch += 1
+            pending[reply.receiverIndex] = nil
+            let expected = WalletAddress(bytes: named)?.checksummed ?? "?"
+            return [.refused(initState.endpoint, reason: "pinned to \(expected) but \(WalletAddress(bytes: reply.responder)?.checksummed ?? "?") answered")]
+        }
+        initState.cookieTaken = true
+        initState.message = initState.message.retried(responder: named, cookie: reply.cookie, signer: identity)
+        pending[reply.receiverIndex] = initState
+        return [outbound(initState.message.serialized, to: initState.endpoint)]
+    }
+
+    /// A refusal of one of our initiations: remembered for `node-ctl peers`, logged once per interval.
+    private mutating func receiveRefusal(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
+        guard datagram.count == LinkWire.refusalBytes else {
+            counters.malformed += 1
+            return []
+        }
+        guard let refusal = HandshakeRefusal(parsing: datagram, mac1For: { self.pending[$0]?.message.mac1 }),
+              let initState = pending.removeValue(forKey: refusal.receiverIndex)
+        else {
+            counters.unknownSession += 1
+            return []
+        }
+        let skew = Int64(clamping: initState.message.timestampMs) - Int64(clamping: refusal.responderClockMs)
+        let peer = WalletAddress(bytes: initState.message.responder)?.checksummed ?? "?"
+        let text = "peer \(peer) refused our handshake: our clock is \(Self.describeSkew(skew)) its clock"
+        let logged = refusals[initState.endpoint].map { now - $0.at < config.refusalLogIntervalMs } ?? false
+        if !logged { refusals[initState.endpoint] = Refusal(text: text, at: now) }
+        return logged ? [] : [.refused(initState.endpoint, reason: text)]
+    }
+
+    private static func sessionKeys(shared: [UInt8], initTranscript: [UInt8], responseSignedPart: [UInt8])
         -> (initiatorToResponder: [UInt8], responderToInitiator: [UInt8])
     {
-        let material = LinkCrypto.hash(LinkWire.keysLabel + initMessage + responseSignedPart, key: shared, length: 64)
+        let material = LinkCrypto.hash(LinkWire.keysLabel + initTranscript + responseSignedPart, key: shared, length: 64)
         return (Array(material[0..<32]), Array(material[32..<64]))
     }
 
@@ -383,6 +571,12 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         }
     }
 
+    private mutating func dropHalfOpen(_ index: UInt32) {
+        guard let entry = halfOpen.removeValue(forKey: index) else { return }
+        let initiator = entry.initiatorKey.address
+        if halfOpenByInitiator[initiator] == index { halfOpenByInitiator[initiator] = nil }
+    }
+
     // MARK: transport
 
     private mutating func receiveTransport(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
@@ -395,6 +589,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
             counters.malformed += 1
             return []
         }
+        if let entry = halfOpen[index] { return completeHandshake(entry, datagram: datagram, counter: counter, from: source, now: now) }
         guard let owner = sessionOwners[index], var peer = peers[owner] else {
             counters.unknownSession += 1
             return []
@@ -402,44 +597,64 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
         let slot: WritableKeyPath<Peer<Address>, Session?>
         if peer.current?.localIndex == index {
             slot = \.current
-        } else if peer.unconfirmed?.localIndex == index {
-            slot = \.unconfirmed
         } else if peer.previous?.localIndex == index {
             slot = \.previous
         } else {
             counters.unknownSession += 1
             return []
         }
-        guard var session = peer[keyPath: slot], now - session.createdAt < config.rejectAfterMs else {
-            counters.unknownSession += 1
-            return []
-        }
+        guard var session = peer[keyPath: slot], now - session.createdAt < config.rejectAfterMs,
+              let plaintext = open(datagram, counter: counter, session: &session)
+        else { return [] }
+        peer[keyPath: slot] = session
+        var actions: [LinkAction<Address>] = []
+        accept(plaintext, datagram: datagram, peer: &peer, from: source, now: now, actions: &actions)
+        peers[owner] = peer
+        return actions
+    }
+
+    /// The initiator's first authentic transport datagram on a half-open session: it proved its key and that
+    /// it receives at its address. Only now does the responder keep a peer for it.
+    private mutating func completeHandshake(_ entry: HalfOpen<Address>, datagram: [UInt8], counter: UInt64, from source: Address,
+                                            now: Int64) -> [LinkAction<Address>] {
+        var session = entry.session
+        guard let plaintext = open(datagram, counter: counter, session: &session) else { return [] }
+        dropHalfOpen(session.localIndex)
+        let initiator = entry.initiatorKey.address
+        var peer = peers[initiator] ?? Peer(publicKey: entry.initiatorKey, endpoint: source, now: now)
+        peer.lastInitTimestamp = max(peer.lastInitTimestamp, entry.initTimestamp)
+        sessionOwners[session.localIndex] = initiator
+        var actions: [LinkAction<Address>] = []
+        install(session, in: &peer, now: now, actions: &actions)
+        accept(plaintext, datagram: datagram, peer: &peer, from: source, now: now, actions: &actions)
+        peers[initiator] = peer
+        return actions
+    }
+
+    /// Checks the counter against the replay window and authenticates; counts the failure and returns nil.
+    private mutating func open(_ datagram: [UInt8], counter: UInt64, session: inout Session) -> [UInt8]? {
         guard counter < LinkWire.counterLimit, session.replay.wouldAccept(counter) else {
             counters.replayed += 1
-            return []
+            return nil
         }
         let header = datagram[0..<LinkWire.transportHeaderBytes]
         guard let plaintext = LinkCrypto.open(key: session.receiveKey, counter: counter, header: header,
                                               ciphertext: datagram[LinkWire.transportHeaderBytes...])
         else {
             counters.authFailed += 1
-            return []
+            return nil
         }
         _ = session.replay.accept(counter)
-        var actions: [LinkAction<Address>] = []
-        if slot == \.unconfirmed {
-            peer.unconfirmed = nil
-            install(session, in: &peer, now: now, actions: &actions)
-        } else {
-            peer[keyPath: slot] = session
-        }
+        return plaintext
+    }
+
+    private mutating func accept(_ plaintext: [UInt8], datagram: [UInt8], peer: inout Peer<Address>, from source: Address, now: Int64,
+                                 actions: inout [LinkAction<Address>]) {
         peer.endpoint = source
         peer.lastReceivedAt = now
         peer.packetsIn += 1
         peer.bytesIn += datagram.count
         handleInner(plaintext, peer: &peer, now: now, actions: &actions)
-        peers[owner] = peer
-        return actions
     }
 
     private mutating func handleInner(_ plaintext: [UInt8], peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
@@ -504,9 +719,9 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     // MARK: timers
 
     private mutating func tickPeer(_ peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
-        for s in [peer.previous, peer.unconfirmed].compactMap({ $0 }) where now - s.createdAt >= config.rejectAfterMs {
-            sessionOwners[s.localIndex] = nil
-            if peer.previous?.localIndex == s.localIndex { peer.previous = nil } else { peer.unconfirmed = nil }
+        if let previous = peer.previous, now - previous.createdAt >= config.rejectAfterMs {
+            sessionOwners[previous.localIndex] = nil
+            peer.previous = nil
         }
         guard peer.up, let current = peer.current else { return }
         let age = now - current.createdAt
@@ -541,7 +756,6 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     private mutating func markDown(_ peer: inout Peer<Address>, reason: String, actions: inout [LinkAction<Address>]) {
         for s in peer.sessions { sessionOwners[s.localIndex] = nil }
         peer.current = nil
-        peer.unconfirmed = nil
         peer.previous = nil
         peer.up = false
         peer.outstandingPings = [:]
@@ -561,7 +775,7 @@ public struct LinkManager<Address: Hashable & Sendable & CustomStringConvertible
     private func freshIndex() -> UInt32 {
         while true {
             let index = SecureRandom.uint32()
-            if index != 0, sessionOwners[index] == nil, pending[index] == nil { return index }
+            if index != 0, sessionOwners[index] == nil, pending[index] == nil, halfOpen[index] == nil { return index }
         }
     }
 }

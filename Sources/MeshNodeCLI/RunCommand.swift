@@ -30,6 +30,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "The speexdsp VAD drives DTX for the audio this node sends (default: Opus's own DTX).") var vad = false
     @Flag(help: "speexdsp noise suppression on the audio this node sends.") var denoise = false
     @Option(help: "Redundant copies against burst loss: auto (default), on, off.") var redundancy: String?
+    @Option(help: "UDP socket buffer asked for each way, bytes (default 4194304).") var socketBuffer: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
@@ -82,6 +83,7 @@ struct RunCommand: ParsableCommand {
             if vad { c.vad = true }
             if denoise { c.denoise = true }
             if let redundancy { c.redundancy = try NodeConfig.parseRedundancy(redundancy, what: "--redundancy") }
+            if let socketBuffer { c.socketBuffer = try NodeConfig.checkSocketBuffer(socketBuffer, what: "--socket-buffer") }
             return c
         } catch {
             throw CLIError(error.description)

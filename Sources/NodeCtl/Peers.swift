@@ -19,5 +19,6 @@ struct Peers: ParsableCommand {
         }
         print(Table.render(rows, header: ["PEER", "ENDPOINT", "STATE", "RTT", "LOSS", "PKTS IN/OUT", "BYTES IN/OUT", "LAST SEEN"]))
         print("\(peers.filter { $0["state"]?.stringValue == "up" }.count) of \(peers.count) links up")
+        for p in peers { if let refusal = p["refusal"]?.stringValue { print("\(text(p["endpoint"])): \(refusal)") } }
     }
 }

@@ -222,7 +222,8 @@ import Testing
         var dropped = 0
         for node in [a, b] {
             let counters = try node.ctlJSON(["info"])["linkCounters"] ?? .null
-            dropped += ["malformed", "unknownSession", "authFailed", "replayed", "handshakeRefused", "pinMismatch"]
+            dropped += ["malformed", "unknownSession", "authFailed", "replayed", "handshakeRefused", "pinMismatch", "macFailed",
+                        "wrongResponder", "cookieRequired", "rateLimited", "clockSkew"]
                 .map { counters[$0]?.intValue ?? 0 }.reduce(0, +)
         }
         #expect(dropped >= sent - 10, "every garbage datagram is counted (\(dropped) of \(sent))")

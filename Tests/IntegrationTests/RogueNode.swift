@@ -1,6 +1,13 @@
 import Foundation
 import MeshIdentity
-import MeshLink
+@testable import MeshLink
+import MeshTestKit
+
+/// The rogue's endpoints are loopback ports.
+extension UInt16: LinkEndpoint {
+    public var cookieBytes: [UInt8] { withUnsafeBytes(of: self.bigEndian, Array.init) }
+    public var rateLimitKey: [UInt8] { [127, 0, 0, 1] }
+}
 
 /// A third party with its own key on a real UDP socket: it can link to a node like any neighbour, and it
 /// can also spray raw datagrams. Endpoints are loopback ports.
@@ -73,5 +80,17 @@ final class RogueNode {
         run(links.connect(to: port, pinned: node, now: Self.now))
         pump(seconds: 5) { links.isUp(node) }
         guard links.isUp(node) else { throw HarnessError("rogue could not link to \(node)") }
+    }
+
+    /// A handshake initiation with a random 65-byte signature (it recovers some key no one holds), as a sender
+    /// with no key makes them. With `knowingAddress`, mac1 is keyed by `node`'s address, as an attacker who
+    /// looked the address up makes it; otherwise mac1 is random.
+    static func forgedInitiation(to node: WalletAddress, knowingAddress: Bool, rng: inout SplitMix64) -> [UInt8] {
+        let signed = HandshakeInit.signedPart(senderIndex: UInt32(truncatingIfNeeded: rng.next()), responder: node.bytes,
+                                              ephemeral: rng.bytes(32), timestampMs: UInt64(now))
+        var signature = rng.bytes(65)
+        signature[64] = UInt8(rng.next() % 2)
+        let mac1 = knowingAddress ? HandshakeMAC.mac(key: HandshakeMAC.mac1Key(responder: node.bytes), signed + signature) : rng.bytes(16)
+        return signed + signature + mac1 + [UInt8](repeating: 0, count: LinkWire.macBytes)
     }
 }

@@ -26,6 +26,7 @@ import Testing
             vad = true
             denoise = true
             redundancy = "off"
+            socket_buffer = 8388608
             """) { path in
             let c = try NodeConfig.load(file: path)
             let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -41,6 +42,7 @@ import Testing
             #expect(c.resolvedRecordDir == base + "/rec")
             #expect(c.bitrate == 32_000)
             #expect(c.vad && c.denoise && c.redundancy == .off)
+            #expect(c.socketBuffer == 8 << 20)
         }
     }
 
@@ -55,6 +57,7 @@ import Testing
         ("bitrate = 1", "bitrate: must be 6000–128000"),
         ("vad = \"yes\"", "vad must be true or false"),
         ("redundancy = \"sometimes\"", "redundancy: expected auto, on or off"),
+        ("socket_buffer = 1024", "socket_buffer: must be 65536–1073741824 bytes"),
         ("listen = [", "line 1"),
         // What toml++ asserts on instead of reporting (found by the `config` fuzz target), and what it reports.
         ("[/bootstrap]", "line 1: a table header must begin with a key"),

@@ -105,9 +105,10 @@ import Testing
     @Test func replayedHandshakeInitiationIsRefused() {
         var net = LinkTestNet(count: 2)
         net.connect(0, to: 1)
-        let initiation = net.wire.first { $0.bytes.first == LinkMessageType.handshakeInit.rawValue }!.bytes
+        let initiation = net.wire.last { HandshakeInit(parsing: $0.bytes).map { !$0.isForAnyResponder } ?? false }!.bytes
         net.inject(initiation, from: 0, to: 1)
         #expect(net.nodes[1].counters.handshakeRefused == 1)
+        #expect(net.nodes[1].halfOpenCount == 0)
     }
 
     @Test func pingsEstimateRTTAndLoss() {
@@ -156,7 +157,9 @@ import Testing
         config.rejectAfterMs = 6_000
         var net = LinkTestNet(count: 2, config: config)
         net.connect(0, to: 1)
-        let initiations = { (net: LinkTestNet) in net.wire.filter { $0.bytes.first == LinkMessageType.handshakeInit.rawValue }.count }
+        let initiations = { (net: LinkTestNet) in
+            net.wire.filter { HandshakeInit(parsing: $0.bytes).map { !$0.isForAnyResponder } ?? false }.count
+        }
         #expect(initiations(net) == 1)
         for round in 0..<10 {
             net.advance(1_000)

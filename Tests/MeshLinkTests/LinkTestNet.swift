@@ -1,5 +1,12 @@
 import MeshIdentity
 @testable import MeshLink
+import MeshTestKit
+
+/// Test endpoints are small integers; each is its own host for the rate limit.
+extension Int: LinkEndpoint {
+    public var cookieBytes: [UInt8] { withUnsafeBytes(of: self.bigEndian, Array.init) }
+    public var rateLimitKey: [UInt8] { cookieBytes }
+}
 
 /// Two (or more) link managers on a virtual network: endpoint = index, time passed in.
 struct LinkTestNet {
@@ -13,12 +20,21 @@ struct LinkTestNet {
     var wire: [(from: Int, to: Int, bytes: [UInt8])] = []
     /// Datagrams to drop (by predicate on sender and receiver).
     var drop: (Int, Int) -> Bool = { _, _ in false }
+    /// How far a node's wall clock is off the network's (ms).
+    var clockOffset: [Int: Int64] = [:]
 
     init(count: Int, config: LinkConfig = LinkConfig()) {
-        nodes = (0..<count).map { _ in LinkManager<Int>(identity: PrivateKey(), config: config) }
+        var seed = SplitMix64(seed: 42)
+        nodes = (0..<count).map { _ in
+            let secret = seed.bytes(32)
+            return LinkManager<Int>(identity: PrivateKey(), config: config, random: LinkRandom { Array(secret.prefix($0)) })
+        }
     }
 
     func address(_ i: Int) -> WalletAddress { nodes[i].localAddress }
+
+    /// Node `i`'s wall clock.
+    func clock(_ i: Int) -> Int64 { now + clockOffset[i, default: 0] }
 
     /// Runs the actions node `i` produced, delivering datagrams synchronously (zero latency) until quiet.
     mutating func run(_ actions: [LinkAction<Int>], at i: Int) {
@@ -28,8 +44,8 @@ struct LinkTestNet {
             switch action {
             case .send(let bytes, let to):
                 wire.append((node, to, bytes))
-                if drop(node, to) { continue }
-                let out = nodes[to].receive(bytes, from: node, now: now)
+                if drop(node, to) || !nodes.indices.contains(to) { continue }
+                let out = nodes[to].receive(bytes, from: node, now: clock(to))
                 queue += out.map { (to, $0) }
             case .deliver(let payload, let from):
                 delivered[node, default: []].append((payload, from))
@@ -44,12 +60,12 @@ struct LinkTestNet {
     }
 
     mutating func connect(_ i: Int, to j: Int, pinned: WalletAddress? = nil) {
-        let actions = nodes[i].connect(to: j, pinned: pinned, now: now)
+        let actions = nodes[i].connect(to: j, pinned: pinned, now: clock(i))
         run(actions, at: i)
     }
 
     mutating func send(_ payload: [UInt8], from i: Int, to j: Int) {
-        let actions = nodes[i].send(payload, to: address(j), now: now)
+        let actions = nodes[i].send(payload, to: address(j), now: clock(i))
         run(actions, at: i)
     }
 
@@ -61,7 +77,7 @@ struct LinkTestNet {
             now += d
             left -= d
             for i in nodes.indices {
-                let actions = nodes[i].tick(now: now)
+                let actions = nodes[i].tick(now: clock(i))
                 run(actions, at: i)
             }
         }
@@ -69,7 +85,7 @@ struct LinkTestNet {
 
     /// Feeds raw bytes to node `to` as if they came from endpoint `from`.
     mutating func inject(_ bytes: [UInt8], from: Int, to: Int) {
-        let actions = nodes[to].receive(bytes, from: from, now: now)
+        let actions = nodes[to].receive(bytes, from: from, now: clock(to))
         run(actions, at: to)
     }
 }

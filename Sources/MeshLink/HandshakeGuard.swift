@@ -1,0 +1,115 @@
+import MeshIdentity
+
+/// What the link layer needs to know of an endpoint to defend its handshake (docs/links.md).
+public protocol LinkEndpoint: Hashable, Sendable, CustomStringConvertible {
+    /// The endpoint as bytes (address and port): a cookie is a MAC of these.
+    var cookieBytes: [UInt8] { get }
+    /// The source a rate limit counts against: the host without its port (for IPv6 its /64), so one host
+    /// cannot get more handshake work done by using many ports.
+    var rateLimitKey: [UInt8] { get }
+}
+
+/// The randomness the link layer's defences draw on (injected, so tests are deterministic).
+public struct LinkRandom: Sendable {
+    public let bytes: @Sendable (Int) -> [UInt8]
+    public init(bytes: @escaping @Sendable (Int) -> [UInt8]) { self.bytes = bytes }
+    public static let secure = LinkRandom(bytes: SecureRandom.bytes)
+}
+
+/// The cheap MACs of the handshake: keyed BLAKE2b with a 16-byte output.
+enum HandshakeMAC {
+    static func mac(key: [UInt8], _ message: [UInt8]) -> [UInt8] { LinkCrypto.hash(message, key: key, length: LinkWire.macBytes) }
+
+    /// mac1's key: a hash of the responder's node address (what every dialler of a named node knows).
+    static func mac1Key(responder: [UInt8]) -> [UInt8] { LinkCrypto.hash(LinkWire.mac1Label + responder) }
+
+    /// Constant-time comparison of two MACs.
+    static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var diff: UInt8 = 0
+        for i in a.indices { diff |= a[i] ^ b[i] }
+        return diff == 0
+    }
+}
+
+/// The responder's stateless defences before any signature work: the load meter, cookies bound to the
+/// source endpoint (a rotating secret, WireGuard's mac2), and a token bucket per source host.
+struct HandshakeGuard: Sendable {
+    let config: LinkConfig
+    let random: LinkRandom
+    private var secret: [UInt8] = []
+    private var previousSecret: [UInt8]?
+    private var secretCreatedAt: Int64?
+    private var windowStart: Int64?
+    private var inWindow = 0
+    private var inLastWindow = 0
+    private var buckets: [[UInt8]: Bucket] = [:]
+
+    struct Bucket {
+        var tokens: Double
+        var updatedAt: Int64
+    }
+
+    init(config: LinkConfig, random: LinkRandom) {
+        self.config = config
+        self.random = random
+    }
+
+    /// Counts one initiation that passed mac1; returns whether the node is under load (a cookie is required).
+    mutating func countHandshake(now: Int64) -> Bool {
+        let sinceStart = windowStart.map { now - $0 } ?? .max
+        if sinceStart >= 1_000 {
+            inLastWindow = sinceStart >= 2_000 ? 0 : inWindow
+            inWindow = 0
+            windowStart = now
+        }
+        inWindow += 1
+        return max(inWindow, inLastWindow) > config.handshakesPerSecondUnderLoad
+    }
+
+    /// The cookie for `source` under the current secret (drawn anew every `cookieSecretLifetimeMs`).
+    mutating func cookie(for source: some LinkEndpoint, now: Int64) -> [UInt8] {
+        rotate(now: now)
+        return HandshakeMAC.mac(key: secret, source.cookieBytes)
+    }
+
+    /// Whether an initiation's mac2 was made with a cookie this node gave `source` (current or previous secret).
+    mutating func validMac2(_ initiation: HandshakeInit, from source: some LinkEndpoint, now: Int64) -> Bool {
+        rotate(now: now)
+        let covered = initiation.transcript + initiation.mac1
+        return [secret, previousSecret].contains { key in
+            key.map { HandshakeMAC.equal(initiation.mac2, HandshakeMAC.mac(key: HandshakeMAC.mac(key: $0, source.cookieBytes), covered)) } ?? false
+        }
+    }
+
+    /// Takes a token from `source`'s bucket; false when it is empty (or the table of buckets is full).
+    mutating func allow(_ source: some LinkEndpoint, now: Int64) -> Bool {
+        let key = source.rateLimitKey
+        let burst = Double(config.handshakeBurstPerSource)
+        var bucket = buckets[key] ?? Bucket(tokens: burst, updatedAt: now)
+        if buckets[key] == nil, buckets.count >= config.rateLimitSources { return false }
+        bucket.tokens = min(burst, bucket.tokens + Double(now - bucket.updatedAt) * config.handshakesPerSecondPerSource / 1_000)
+        bucket.updatedAt = now
+        guard bucket.tokens >= 1 else {
+            buckets[key] = bucket
+            return false
+        }
+        bucket.tokens -= 1
+        buckets[key] = bucket
+        return true
+    }
+
+    /// Forgets buckets that have refilled (they would start full anyway).
+    mutating func prune(now: Int64) {
+        let refillMs = Double(config.handshakeBurstPerSource) / config.handshakesPerSecondPerSource * 1_000
+        buckets = buckets.filter { Double(now - $0.value.updatedAt) < refillMs }
+    }
+
+    private mutating func rotate(now: Int64) {
+        let age = secretCreatedAt.map { now - $0 } ?? .max
+        guard age >= config.cookieSecretLifetimeMs else { return }
+        previousSecret = age >= 2 * config.cookieSecretLifetimeMs ? nil : secret
+        secret = random.bytes(32)
+        secretCreatedAt = now
+    }
+}
