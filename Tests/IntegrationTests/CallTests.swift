@@ -38,9 +38,13 @@ import Testing
     }
 
     private func match(_ reference: String, _ recorded: String) throws -> JSONValue {
-        let result = try runCommand(Binaries.meshNode, ["audio-match", "--reference", reference, "--recorded", recorded, "--json"])
-        guard result.status == 0 else { throw HarnessError("audio-match failed: \(result.stderr)") }
-        return try decodeJSON(result.stdout)
+        try speechMatch(reference, recorded)
+    }
+
+    /// Both ends' media figures of the (latest) call, for a failure message or the log.
+    private func figures(_ a: NodeProcess, _ b: NodeProcess) -> String {
+        let media = { (node: NodeProcess) in (try? node.ctlJSON(["calls"]))?["calls"]?.arrayValue?.last?["media"] }
+        return "caller: \(mediaFigures(media(a))); callee: \(mediaFigures(media(b)))"
     }
 
     @Test func burstLossOnThePathSwitchesRedundancyOn() throws {
@@ -84,7 +88,7 @@ import Testing
         let (result, _) = try placing.wait()
         #expect(result.status == 0, "call failed: \(result.stderr)")
         let correlation = try match(speech, scratch.file("reply.wav"))["correlation"]?.doubleValue ?? 0
-        #expect(correlation > 0.6, "round-trip audio over the lossy leg should still match, got \(correlation)")
+        #expect(correlation > speechMatchFloor, "round-trip audio over the lossy leg should still match, got \(correlation); \(figures(a, b))")
         print("lossy leg: B lost \(callee?["packetsLost"]?.intValue ?? 0) packets, played \(callee?["redundancyRecovered"]?.intValue ?? 0) copies, "
               + "FEC \(callee?["fecRecovered"]?.intValue ?? 0), concealment \(callee?["concealmentPercent"]?.doubleValue ?? 0) %; "
               + "A saw burst loss \(caller?["peerBurstLossPercent"]?.doubleValue ?? 0) %; round-trip match \(correlation)")
@@ -129,7 +133,8 @@ import Testing
         let m = try match(speech, scratch.file("reply.wav"))
         let correlation = m["correlation"]?.doubleValue ?? 0
         let lag = m["lagMs"]?.doubleValue ?? 0
-        #expect(correlation > 0.7, "round-trip audio should match the sent speech, got \(correlation)")
+        #expect(correlation > speechMatchFloor, "round-trip audio should match the sent speech, got \(correlation); \(figures(a, b))")
+        print("echo call: match \(correlation) at \(lag) ms; \(figures(a, b))")
         #expect(lag > 40 && lag < 800, "echo delay \(lag) ms")
 
         let calls = try b.ctlJSON(["calls"])["calls"]?.arrayValue ?? []
@@ -185,7 +190,7 @@ import Testing
         #expect(result.status == 0, "call failed: \(result.stderr)")
         #expect(summary?["reason"]?.stringValue == "hangup")
         let m = try match(speech, scratch.file("reply.wav"))
-        #expect((m["correlation"]?.doubleValue ?? 0) > 0.7)
+        #expect((m["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(m); \(figures(a, b))")
         // B refused every injected packet, and sent the rogue no media of the call.
         let info = try b.ctlJSON(["info"])
         #expect((info["nodeCounters"]?["mediaWrongNeighbour"]?.intValue ?? 0) == 200)
@@ -218,7 +223,8 @@ import Testing
         let (result, summary) = try placing.wait()
         #expect(result.status == 0, "call failed: \(result.stderr)")
         #expect((summary?["packetsLost"]?.intValue ?? 99) <= 2)
-        #expect((try match(speech, scratch.file("reply.wav"))["correlation"]?.doubleValue ?? 0) > 0.7)
+        let m = try match(speech, scratch.file("reply.wav"))
+        #expect((m["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(m); \(figures(a, b))")
         var dropped = 0
         for node in [a, b] {
             let counters = try node.ctlJSON(["info"])["linkCounters"] ?? .null
@@ -299,7 +305,8 @@ import Testing
         #expect(files.count == 1)
         if let file = files.first {
             #expect(file.hasSuffix("-\(a.address).wav"))
-            #expect((try match(speech, scratch.file("rec/" + file))["correlation"]?.doubleValue ?? 0) > 0.8)
+            let m = try match(speech, scratch.file("rec/" + file))
+            #expect((m["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(m); \(figures(a, b))")
         }
         a.stop()
         b.stop()

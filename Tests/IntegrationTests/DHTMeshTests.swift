@@ -37,11 +37,15 @@ import Testing
         let clients = try nodes.map { try ControlClient(path: $0.socket) }
         defer { clients.forEach { $0.close() } }
 
-        // Every node finds every hosted wallet (each node hosts its own address); retried for up to 10 s.
+        // Every node finds every hosted wallet (each node hosts its own address). The lookups still missing are
+        // retried until 30 s after the last node started: one pass of 400 lookups alone can take over 10 s on a
+        // loaded machine, and the first pass asks for the last nodes' wallets right after they started.
         var missing: [(Int, Int)] = (0..<Self.count).flatMap { i in (0..<Self.count).map { (i, $0) } }
-        let deadline = Date().addingTimeInterval(10)
+        let started = Date()
+        var passes = 0
         var maxRounds = 0
-        while !missing.isEmpty && Date() < deadline {
+        while !missing.isEmpty && Date().timeIntervalSince(started) < 30 {
+            passes += 1
             missing = missing.filter { i, j in
                 guard let result = lookup(clients[i], nodes[j].address), result["record"]?["homeNode"]?.stringValue == nodes[j].address
                 else { return true }
@@ -50,6 +54,7 @@ import Testing
             }
             if !missing.isEmpty { usleep(200_000) }
         }
+        print("every node found every wallet: \(missing.isEmpty) after \(String(format: "%.2f", Date().timeIntervalSince(started))) s in \(passes) passes")
         #expect(missing.isEmpty, "lookups that never succeeded: \(missing.prefix(10)); \(missing.prefix(3).map { (try? nodes[$0.0].ctlJSON(["routes"])["counters"]) ?? .null })")
         #expect(maxRounds <= 6)
 
@@ -109,12 +114,12 @@ import Testing
         #expect((flooded["counters"]?["rateLimited"]?.intValue ?? 0) > 0)
         usleep(2_000_000)
 
-        // A new wallet comes online: findable from all twenty nodes.
+        // A new wallet comes online: findable from all twenty nodes (retried for up to 30 s, as above).
         let late = try NodeProcess("late", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(nodes[3].port)", "--auto-answer", "echo"])
         defer { late.stop() }
         let onlineAt = Date()
         var unseen = Set(0..<Self.count)
-        while !unseen.isEmpty && Date().timeIntervalSince(onlineAt) < 10 {
+        while !unseen.isEmpty && Date().timeIntervalSince(onlineAt) < 30 {
             unseen = unseen.filter { lookup(clients[$0], late.address)?["record"]?["homeNode"]?.stringValue != late.address }
             if !unseen.isEmpty { usleep(100_000) }
         }
@@ -127,8 +132,11 @@ import Testing
                                                       "--record", scratch.file("reply.wav"), "--json"], timeout: 60)
         #expect(call.status == 0, "call failed: \(call.stderr)")
         #expect(try decodeJSON(call.stdout)["via"]?.stringValue == late.address)
-        let match = try runCommand(Binaries.meshNode, ["audio-match", "--reference", speech, "--recorded", scratch.file("reply.wav"), "--json"])
-        #expect((try decodeJSON(match.stdout)["correlation"]?.doubleValue ?? 0) > 0.7, "\(match.stdout) \(call.stdout)")
+        let match = try speechMatch(speech, scratch.file("reply.wav"))
+        let callerMedia = (try? nodes[2].ctlJSON(["calls"]))?["calls"]?.arrayValue?.last?["media"]
+        let calleeMedia = (try? late.ctlJSON(["calls"]))?["calls"]?.arrayValue?.last?["media"]
+        #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor,
+                "\(match); caller: \(mediaFigures(callerMedia)); callee: \(mediaFigures(calleeMedia))")
 
         // SIGKILL a node and restart it alone (no bootstrap): it serves its stored table and records at once.
         let victim = nodes[7]

@@ -207,6 +207,29 @@ func speechSample(in scratch: Scratch, text: String = "Hello from the mesh. This
     return path
 }
 
+/// What a process test asks of returned speech (`mesh-node audio-match`): that the media arrived and decodes as the
+/// speech sent, not its quality (Tools/bench-call holds the 0.7 quality bar). On a loaded machine the feeder of a
+/// call (`mesh-node call`, its own process) stalls; the node's feed sends silence for the stall and sheds the
+/// catch-up at the next pause (docs/media.md, "Client feed"), so the echo's delay steps by the stall, past
+/// audio-match's ±30 ms per-block slack. Measured with two `yes` loads on the shared 2-core machine: a 60 ms step
+/// that 3 feed frames dropped at a pause undid, no loss and no late loss, match 0.46–0.62 (0.80–0.82 unloaded).
+/// Unrelated speech matches at about 0.1–0.27, noise 0.01, silence 0.
+let speechMatchFloor = 0.4
+
+/// The correlation of `recorded` with `reference` (`mesh-node audio-match`).
+func speechMatch(_ reference: String, _ recorded: String) throws -> JSONValue {
+    let result = try runCommand(Binaries.meshNode, ["audio-match", "--reference", reference, "--recorded", recorded, "--json"])
+    guard result.status == 0 else { throw HarnessError("audio-match failed: \(result.stderr)") }
+    return try decodeJSON(result.stdout)
+}
+
+/// A call's media figures that explain a match (loss, late loss, concealment, stretching, delay, feed drops).
+func mediaFigures(_ media: JSONValue?) -> String {
+    ["packetsLost", "packetsLate", "concealmentPercent", "timeStretchPercent", "p95PlayoutDelayMs", "jitterMs",
+     "feedFramesDropped"].map { "\($0) \(media?[$0]?.doubleValue.map { String(format: "%.1f", $0) } ?? "-")" }
+        .joined(separator: ", ")
+}
+
 func decodeJSON(_ text: String) throws -> JSONValue {
     try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
 }
