@@ -13,12 +13,6 @@ import Testing
         return (result, try? decodeJSON(result.stdout))
     }
 
-    private static func correlation(_ reference: String, _ recorded: String) throws -> Double {
-        let result = try runCommand(Binaries.meshNode, ["audio-match", "--reference", reference, "--recorded", recorded, "--json"])
-        guard result.status == 0 else { throw HarnessError("audio-match failed: \(result.stderr)") }
-        return try decodeJSON(result.stdout)["correlation"]?.doubleValue ?? 0
-    }
-
     @Test func aFloodOfForgedInitiationsLeavesNoPeersAndTheCallsIntact() throws {
         let scratch = Scratch()
         defer { scratch.remove() }
@@ -52,8 +46,8 @@ import Testing
         let received = summary?["packetsReceived"]?.intValue ?? 0
         #expect(received > 150)
         #expect((summary?["packetsLost"]?.intValue ?? 99) <= received / 20)
-        let duringMatch = try Self.correlation(speech, scratch.file("during.wav"))
-        #expect(duringMatch > 0.7, "audio match during the flood: \(duringMatch)")
+        let duringMatch = try speechMatch(speech, scratch.file("during.wav"))["correlation"]?.doubleValue ?? 0
+        #expect(duringMatch > speechMatchFloor, "audio match during the flood: \(duringMatch); \(mediaFigures(summary))")
 
         // B did a bounded amount of signature work, kept no peer for any forged sender, and refused the rest.
         let counters = try b.ctlJSON(["info"])["linkCounters"] ?? .null
@@ -68,8 +62,8 @@ import Testing
         let (after, afterSummary) = try Self.call(socket: socket, callee: callee, play: speech, record: scratch.file("after.wav"))
         #expect(after.status == 0, "call after the flood failed: \(after.stderr)")
         #expect((afterSummary?["packetsLost"]?.intValue ?? 99) <= 2)
-        let afterMatch = try Self.correlation(speech, scratch.file("after.wav"))
-        #expect(afterMatch > 0.7, "audio match after the flood: \(afterMatch)")
+        let afterMatch = try speechMatch(speech, scratch.file("after.wav"))["correlation"]?.doubleValue ?? 0
+        #expect(afterMatch > speechMatchFloor, "audio match after the flood: \(afterMatch); \(mediaFigures(afterSummary))")
     }
 }
 
