@@ -39,7 +39,7 @@ enum DHTFuzz {
                                             relays: [peer], sequence: 3, expiresAtMs: Fuzz.nowMs + 3_600_000)
 
     /// Every message type, sealed by the peer: requests, and answers to the node's own request. Each one twice:
-    /// the whole datagram, and its signed part (which `run` re-signs).
+    /// the whole datagram, and its signed part (which `run` re-signs). And a clock notice for that request.
     static func seeds() -> [[UInt8]] {
         let txid = nodeLookingUp().1?.txid ?? 0
         let messages: [(UInt64, DHTMessage)] = [
@@ -50,6 +50,6 @@ enum DHTFuzz {
         return messages.flatMap { txid, message -> [[UInt8]] in
             let datagram = DHTWire.seal(DHTPacket(txid: txid, message: message), timestampMs: Fuzz.nowMs, identity: Fuzz.peerKey)
             return [Fuzz.framed([datagram]), Fuzz.framed([Array(datagram.dropLast(Signature.byteCount))])]
-        }
+        } + [Fuzz.framed([DHTWire.ClockNotice(txid: txid, clockMs: Fuzz.nowMs - 150_000).serialized()])]
     }
 }

@@ -52,12 +52,13 @@ public struct DHTConfig: Sendable {
     public var maxFailures = 3
     /// Housekeeping interval of `tick`: bucket refresh, republish, renewal, expiry.
     public var maintenanceIntervalMs: Int64 = 60_000
-    /// Messages whose signed timestamp is further than this from `now` are dropped (replay bound); the
-    /// envelope layer also remembers request ids this long.
-    public var maxClockSkewMs: Int64 = 60_000
+    /// Messages whose signed timestamp is further than this from `now` are refused (replay bound; requests get
+    /// a clock notice); the envelope layer also remembers request ids this long. The link layer's tolerance
+    /// for initiations, so links and the DHT accept the same clocks (docs/dht.md, "Clock skew").
+    public var maxClockSkewMs: Int64 = 120_000
     /// Bound on the remembered requests (replay cache); when full, requests stamped at or before the oldest
     /// forgotten one are refused (docs/dht.md, "Replay cache").
-    public var replayCacheSize = 65_536
+    public var replayCacheSize = 131_072
     /// Requests per source, before any signature work (token buckets: a sustained rate and a burst); every
     /// address counts, loopback and private included (docs/dht.md, "Rate limits").
     public var requestsPerSecondPerAddress = 200.0
@@ -106,6 +107,11 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     public var badSignature = 0
     /// Signed timestamps further than `maxClockSkewMs` from now.
     public var staleTimestamp = 0
+    /// Requests refused for their timestamp and answered with a clock notice (docs/dht.md, "Clock skew").
+    public var clockNoticesSent = 0
+    /// Clock notices for a request of this node in flight: another node refused it for this node's clock.
+    /// (A notice matching no such request counts as `unexpectedResponse`.)
+    public var clockNoticesReceived = 0
     /// Requests seen before (same request id and signature), or stamped at or before the replay cache's
     /// watermark.
     public var replayed = 0

@@ -9,6 +9,42 @@ public enum DHTAction: Sendable {
     /// Forget the record under this key (expired or withdrawn).
     case recordDropped(NodeID)
     case lookupFinished(LookupID, LookupOutcome)
+    /// A clock-skew refusal to log (at most once a minute per endpoint and direction).
+    case clockSkew(ClockSkewReport)
+}
+
+/// A DHT request refused because the clocks of two nodes differ by more than `maxClockSkewMs`
+/// (docs/dht.md, "Clock skew"); its description is the log line.
+public struct ClockSkewReport: Sendable, Equatable, CustomStringConvertible {
+    public enum Direction: Sendable, Equatable {
+        /// This node refused a request from `endpoint`; `skewMs` is the request's timestamp minus this node's
+        /// clock (positive: the sender's clock is ahead).
+        case refusedTheirs
+        /// `endpoint` refused a request of this node; `skewMs` is this node's clock minus the clock its notice
+        /// carried (positive: this node's clock is ahead; includes the one-way delay).
+        case refusedOurs
+    }
+    public var direction: Direction
+    public var endpoint: DHTEndpoint
+    /// The other node, when known (the request's signer, or the node a request of ours was meant for).
+    public var node: NodeID?
+    public var skewMs: Int64
+    public var toleranceMs: Int64
+
+    public var description: String {
+        let who = node.map { "\($0.address.checksummed) at \(endpoint)" } ?? "at \(endpoint)"
+        switch direction {
+        case .refusedTheirs:
+            return "DHT request from \(who) refused: its clock is \(Self.describe(skewMs)) ours (accepted: ±\(toleranceMs / 1000) s)"
+        case .refusedOurs:
+            return "DHT node \(who) refused our request: our clock is \(Self.describe(skewMs)) its clock"
+        }
+    }
+
+    /// "92 s ahead of" / "90 s behind".
+    static func describe(_ skewMs: Int64) -> String {
+        "\((skewMs.magnitude + 500) / 1000) s \(skewMs >= 0 ? "ahead of" : "behind")"
+    }
 }
 
 /// The DHT of one node, sans-IO: the message-level core (`DHTProtocol`) behind the authenticated envelope.
@@ -22,6 +58,15 @@ public struct DHTNode: Sendable {
     public private(set) var core: DHTProtocol
     private var replays: ReplayCache
     private var limits: SourceLimits
+    /// When a clock-skew refusal was last logged, per endpoint and direction (bounded: `skewLogLimit`).
+    private var skewLogged: [SkewLogKey: Int64] = [:]
+    private static let skewLogLimit = 1_024
+    private static let skewLogIntervalMs: Int64 = 60_000
+
+    private struct SkewLogKey: Hashable, Sendable {
+        let endpoint: DHTEndpoint
+        let ours: Bool
+    }
 
     public init(identity: PrivateKey, config: DHTConfig, seed: UInt64) {
         self.identity = identity
@@ -47,9 +92,10 @@ public struct DHTNode: Sendable {
     }
 
     /// One datagram (first byte `DHTWire.marker`) from `source`. Anything malformed, unsigned, stale or
-    /// replayed is dropped and counted.
+    /// replayed is dropped and counted; a request refused for its timestamp is answered with a clock notice.
     public mutating func receive(_ datagram: [UInt8], from source: DHTEndpoint, nowMs: Int64) -> [DHTAction] {
         core.counters.bytesIn += datagram.count
+        if let notice = DHTWire.ClockNotice(parsing: datagram) { return receive(notice, from: source, nowMs: nowMs) }
         guard let opened = DHTWire.open(datagram) else {
             core.counters.malformed += 1
             return []
@@ -57,8 +103,12 @@ public struct DHTNode: Sendable {
         // Overflow-checked, and `magnitude` not `abs`: a timestamp 2^63 ms before `nowMs` has a skew of Int64.min.
         let skew = opened.timestampMs.subtractingReportingOverflow(nowMs)
         guard !skew.overflow, skew.partialValue.magnitude <= core.config.maxClockSkewMs.magnitude else {
-            core.counters.staleTimestamp += 1
-            return []
+            if opened.packet.message.isResponse {
+                core.counters.staleTimestamp += 1
+                return []
+            }
+            return refuseClock(opened, skewMs: skew.overflow ? (nowMs < 0 ? .max : .min) : skew.partialValue,
+                               from: source, nowMs: nowMs)
         }
         if opened.packet.message.isResponse {
             guard core.awaits(opened.packet.txid, from: source) else {
@@ -86,6 +136,7 @@ public struct DHTNode: Sendable {
     public mutating func tick(nowMs: Int64) -> [DHTAction] {
         replays.expire(before: nowMs - core.config.maxClockSkewMs)
         limits.prune(nowMs: nowMs)
+        skewLogged = skewLogged.filter { nowMs - $0.value < Self.skewLogIntervalMs }
         return seal(core.tick(nowMs: nowMs), nowMs: nowMs)
     }
 
@@ -121,6 +172,46 @@ public struct DHTNode: Sendable {
     public var publishedRecords: [PresenceRecord] { core.publishedRecords }
     public func bucketSnapshot(nowMs: Int64) -> [BucketInfo] { core.bucketSnapshot(nowMs: nowMs) }
     public var counters: DHTCounters { core.counters }
+
+    // MARK: clock skew
+
+    /// A request stamped too far from this node's clock: within its source's rate limits, answered with this
+    /// node's clock (19 bytes, no state, no signature work); logged at most once a minute per endpoint (the
+    /// signer is recovered for that line only).
+    private mutating func refuseClock(_ opened: DHTWire.Opened, skewMs: Int64, from source: DHTEndpoint,
+                                      nowMs: Int64) -> [DHTAction] {
+        guard limits.admit(source, nowMs: nowMs) else {
+            core.counters.rateLimited += 1
+            return []
+        }
+        core.counters.staleTimestamp += 1
+        core.counters.clockNoticesSent += 1
+        let notice = DHTWire.ClockNotice(txid: opened.packet.txid, clockMs: nowMs).serialized()
+        core.counters.bytesOut += notice.count
+        var actions: [DHTAction] = [.send(notice, to: source)]
+        if shouldLogSkew(SkewLogKey(endpoint: source, ours: false), nowMs: nowMs) {
+            actions.append(.clockSkew(ClockSkewReport(direction: .refusedTheirs, endpoint: source, node: opened.sender(),
+                                                      skewMs: skewMs, toleranceMs: config.maxClockSkewMs)))
+        }
+        return actions
+    }
+
+    /// A clock notice: counted and remembered by the core when it answers a request of ours in flight to
+    /// `source` (anything else is an unexpected response); logged at most once a minute per endpoint.
+    private mutating func receive(_ notice: DHTWire.ClockNotice, from source: DHTEndpoint, nowMs: Int64) -> [DHTAction] {
+        guard let refusal = core.clockRefused(notice.txid, from: source, theirClockMs: notice.clockMs, nowMs: nowMs),
+              shouldLogSkew(SkewLogKey(endpoint: source, ours: true), nowMs: nowMs)
+        else { return [] }
+        return [.clockSkew(ClockSkewReport(direction: .refusedOurs, endpoint: source, node: refusal.node,
+                                           skewMs: refusal.skewMs, toleranceMs: config.maxClockSkewMs))]
+    }
+
+    private mutating func shouldLogSkew(_ key: SkewLogKey, nowMs: Int64) -> Bool {
+        if let last = skewLogged[key], nowMs - last < Self.skewLogIntervalMs { return false }
+        guard skewLogged[key] != nil || skewLogged.count < Self.skewLogLimit else { return false }
+        skewLogged[key] = nowMs
+        return true
+    }
 
     // MARK: envelope
 

@@ -57,6 +57,11 @@ public struct DHTProtocol: Sendable {
     /// When the node started (refresh ages count from here, not from the epoch).
     private var startedMs: Int64 = 0
     private var join = JoinState()
+    /// Endpoints that refused a request of this node for its clock: the skew measured and when (bounded:
+    /// `clockRefusalLimit`; forgotten after `clockRefusalMemoryMs` or when the endpoint answers).
+    private var clockRefusals: [DHTEndpoint: (skewMs: Int64, atMs: Int64)] = [:]
+    static let clockRefusalLimit = 256
+    static let clockRefusalMemoryMs: Int64 = 600_000
 
     /// Where the node joins from and how far the join got (docs/dht.md, "Joining").
     struct JoinState: Sendable {
@@ -95,6 +100,15 @@ public struct DHTProtocol: Sendable {
         let sentMs: Int64
         let deadlineMs: Int64
         let purpose: Purpose
+        /// A clock notice for this request was counted (one per request).
+        var refusedForClock = false
+    }
+
+    /// A request of this node refused for its clock: the node it was meant for (when known) and the skew.
+    public struct ClockRefusal: Sendable, Equatable {
+        public var node: NodeID?
+        /// This node's clock minus the refusing node's.
+        public var skewMs: Int64
     }
 
     public init(localID: NodeID, config: DHTConfig, seed: UInt64) {
@@ -186,6 +200,26 @@ public struct DHTProtocol: Sendable {
 
     /// A request with this txid is in flight to `endpoint` (checked before a response's signature is).
     public func awaits(_ txid: UInt64, from endpoint: DHTEndpoint) -> Bool { pending[txid]?.to == endpoint }
+
+    /// A clock notice from `endpoint` (docs/dht.md, "Clock skew"): when it echoes a request of ours in flight
+    /// there, counted once and remembered for lookup outcomes; otherwise an unexpected response, nil. The
+    /// request itself stays in flight (the notice is unsigned: it may only be logged and counted).
+    public mutating func clockRefused(_ txid: UInt64, from endpoint: DHTEndpoint, theirClockMs: Int64,
+                                      nowMs: Int64) -> ClockRefusal? {
+        guard var request = pending[txid], request.to == endpoint, !request.refusedForClock else {
+            counters.unexpectedResponse += 1
+            return nil
+        }
+        request.refusedForClock = true
+        pending[txid] = request
+        counters.clockNoticesReceived += 1
+        let skew = nowMs.subtractingReportingOverflow(theirClockMs)
+        let skewMs = skew.overflow ? (theirClockMs < 0 ? .max : .min) : skew.partialValue
+        if clockRefusals[endpoint] != nil || clockRefusals.count < Self.clockRefusalLimit {
+            clockRefusals[endpoint] = (skewMs, nowMs)
+        }
+        return ClockRefusal(node: request.expectedID, skewMs: skewMs)
+    }
 
     /// Looks up the record stored under `key` (answered at once when this node holds it).
     public mutating func findValue(_ key: NodeID, nowMs: Int64) -> (LookupID, [DHTProtocolAction]) {
@@ -414,6 +448,7 @@ public struct DHTProtocol: Sendable {
             return
         }
         pending[packet.txid] = nil
+        clockRefusals[sender.endpoint] = nil
         heard(sender, confirmed: true, rttMs: Double(nowMs - request.sentMs), nowMs: nowMs, actions: &actions)
         switch request.purpose {
         case .verification:
@@ -513,7 +548,10 @@ public struct DHTProtocol: Sendable {
             return
         }
         counters.lookupsFinished += 1
-        let outcome = lookup.outcome(nowMs: nowMs)
+        var outcome = lookup.outcome(nowMs: nowMs)
+        let refusals = clockRefusals.values.filter { nowMs - $0.atMs < Self.clockRefusalMemoryMs }
+        outcome.clockRefusals = refusals.count
+        outcome.clockSkewMs = refusals.max { ($0.atMs, $0.skewMs) < ($1.atMs, $1.skewMs) }?.skewMs
         switch lookup.kind {
         case .findNode, .findValue:
             if outcome.closest.isEmpty, outcome.record == nil { lookupStalled(nowMs: nowMs) }
@@ -614,6 +652,7 @@ public struct DHTProtocol: Sendable {
             dropRecord(key, tombstone: nil, actions: &actions)
         }
         tombstones = tombstones.filter { $0.value.expiresAtMs > nowMs }
+        clockRefusals = clockRefusals.filter { nowMs - $0.value.atMs < Self.clockRefusalMemoryMs }
         for key in own.keys.sorted() {
             guard let entry = own[key] else { continue }
             if let signer = entry.signer, entry.record.expiresAtMs - nowMs <= config.renewBeforeMs {

@@ -160,6 +160,41 @@ public enum DHTWire {
                       signedPart: datagram[..<signedCount], signature: signature)
     }
 
+    /// The answer to a request refused for its timestamp (docs/dht.md, "Clock skew"): marker, version, type 10,
+    /// the request's txid, the refusing node's clock (u64 ms); 19 bytes, unsigned. Smaller than any request (84
+    /// bytes at least), so it amplifies nothing; a node acts on one only when it echoes the txid of a request
+    /// of its own in flight to the endpoint it came from, and then only logs and counts it.
+    public struct ClockNotice: Sendable, Equatable {
+        static let type: UInt8 = 10
+        public static let byteCount = 1 + 1 + 1 + 8 + 8
+        public var txid: UInt64
+        public var clockMs: Int64
+
+        public init(txid: UInt64, clockMs: Int64) {
+            self.txid = txid
+            self.clockMs = clockMs
+        }
+
+        public init?(parsing datagram: [UInt8]) {
+            guard datagram.count == Self.byteCount else { return nil }
+            var r = ByteReader(datagram)
+            guard r.readUInt8() == marker, r.readUInt8() == version, r.readUInt8() == Self.type,
+                  let txid = r.readUInt64(), let clock = r.readUInt64()
+            else { return nil }
+            self.init(txid: txid, clockMs: Int64(bitPattern: clock))
+        }
+
+        public func serialized() -> [UInt8] {
+            var w = ByteWriter(capacity: Self.byteCount)
+            w.write(marker)
+            w.write(version)
+            w.write(Self.type)
+            w.write(txid)
+            w.write(UInt64(bitPattern: clockMs))
+            return w.bytes
+        }
+    }
+
     static func writeBody(_ message: DHTMessage, to w: inout ByteWriter) {
         switch message {
         case .ping: break

@@ -21,6 +21,17 @@ public struct LookupOutcome: Sendable, Equatable {
     /// Nodes the lookup sent a request to: one request each, so the same as `messages`.
     public var queried: Int { messages }
     public var elapsedMs: Int64
+    /// Endpoints that refused requests of this node for its clock in the last ten minutes (docs/dht.md,
+    /// "Clock skew"), and the skew the latest of them measured (this node's clock minus theirs).
+    public var clockRefusals = 0
+    public var clockSkewMs: Int64?
+
+    /// "3 DHT nodes refused our requests because our clock is 92 s ahead of theirs", nil when none did.
+    public var clockSkewNote: String? {
+        guard clockRefusals > 0, let skew = clockSkewMs else { return nil }
+        let nodes = clockRefusals == 1 ? "1 DHT node" : "\(clockRefusals) DHT nodes"
+        return "\(nodes) refused our requests because our clock is \(ClockSkewReport.describe(skew)) theirs"
+    }
 }
 
 /// An iterative Kademlia lookup as a state machine (rust-libp2p's ClosestPeersIter shape): candidates sorted

@@ -209,7 +209,8 @@ extension NodeRuntime: ControlService {
         lookup(address).flatMap { outcome in
             guard let record = outcome.record, !record.isWithdrawal else {
                 return self.loop.makeFailedFuture(RPCError.failed(
-                    "\(address) is not online: gossip has no confirmed route and the DHT has no record (\(outcome.queried) nodes asked)"))
+                    "\(address) is not online: gossip has no confirmed route and the DHT has no record (\(outcome.queried) nodes asked"
+                        + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
             }
             let home = record.homeNode.address
             if self.links.isUp(home) { return self.loop.makeSucceededFuture(home) }

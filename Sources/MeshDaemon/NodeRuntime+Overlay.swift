@@ -99,6 +99,8 @@ extension NodeRuntime {
                 persist { try self.store.deleteRecord(key: key) }
             case .lookupFinished(let id, let outcome):
                 lookups.removeValue(forKey: id)?.succeed(outcome)
+            case .clockSkew(let report):
+                logger.warning("\(report)")
             }
         }
     }
@@ -154,6 +156,9 @@ extension NodeRuntime {
             "rounds": .number(Double(outcome.rounds)),
             "messages": .number(Double(outcome.messages)),
             "elapsedMs": .number(Double(outcome.elapsedMs)),
+            "clockRefusals": .number(Double(outcome.clockRefusals)),
+            "clockSkewMs": outcome.clockSkewMs.map { .number(Double($0)) } ?? .null,
+            "clockSkew": outcome.clockSkewNote.map(JSONValue.string) ?? .null,
         ])
     }
 }

@@ -50,7 +50,8 @@ struct DHT: ParsableCommand {
                 ]
                 print(Table.render(rows, header: nil))
             } else {
-                print("not found: \(address) (\(text(result["queried"])) nodes queried, \(text(result["rounds"])) rounds, \(text(result["elapsedMs"])) ms)")
+                let skew = result["clockSkew"]?.stringValue.map { "; \($0)" } ?? ""
+                print("not found: \(address) (\(text(result["queried"])) nodes queried, \(text(result["rounds"])) rounds, \(text(result["elapsedMs"])) ms\(skew))")
             }
             if result["record"] == nil || result["record"] == .null { throw ExitCode(1) }
         }

@@ -113,8 +113,8 @@ import Testing
         let replays = net.nodes[victim].counters.replayed
         net.inject(requests[0].bytes, from: requests[0].from, to: victim)
         #expect(net.nodes[victim].counters.replayed == replays + 1)
-        // A datagram signed more than a minute ago is dropped.
-        net.now += 61_000
+        // A datagram signed more than two minutes ago is refused.
+        net.now += 121_000
         let stale = net.nodes[victim].counters.staleTimestamp
         net.inject(samples[0], from: 0, to: victim)
         #expect(net.nodes[victim].counters.staleTimestamp == stale + 1)
@@ -130,9 +130,13 @@ import Testing
         let timestamps = [Int64.min &+ now, Int64.min, Int64.max, now &- Int64.max]
         for (txid, timestamp) in timestamps.enumerated() {
             let datagram = DHTWire.seal(DHTPacket(txid: UInt64(txid), message: .ping), timestampMs: timestamp, identity: sender)
-            #expect(node.receive(datagram, from: endpoint("10.0.0.2:4460"), nowMs: now).isEmpty)
+            let answer = node.receive(datagram, from: endpoint("10.0.0.2:4460"), nowMs: now).compactMap { action in
+                if case .send(let bytes, _) = action { DHTWire.ClockNotice(parsing: bytes) } else { nil }
+            }
+            #expect(answer == [DHTWire.ClockNotice(txid: UInt64(txid), clockMs: now)])
         }
         #expect(node.counters.staleTimestamp == timestamps.count)
+        #expect(node.counters.clockNoticesSent == timestamps.count)
     }
 
     @Test func aForgedRecordIsRefusedAndCounted() {

@@ -29,6 +29,10 @@ struct NodeNet {
     /// The order in which each node's actions came out, as labels ("stored", "send").
     var actionLog: [Int: [String]] = [:]
     var drop: (Int, Int) -> Bool = { _, _ in false }
+    /// How far each node's clock is from `now` (clock-skew tests).
+    var clockOffsetMs: [Int: Int64] = [:]
+    /// Clock-skew refusals each node reported for its log.
+    var skewReports: [Int: [ClockSkewReport]] = [:]
 
     init(count: Int, seed: UInt64 = 1, config: DHTConfig = DHTConfig()) {
         var random = TestRandom(seed: seed)
@@ -39,6 +43,9 @@ struct NodeNet {
     static func index(_ e: DHTEndpoint) -> Int? { e.ip.count == 4 && e.ip[0] == 10 ? Int(e.ip[3]) - 1 : nil }
 
     func contact(_ i: Int) -> Contact { Contact(id: nodes[i].localID, endpoint: Self.endpoint(i)) }
+
+    /// Node i's clock.
+    func clock(_ i: Int) -> Int64 { now + clockOffsetMs[i, default: 0] }
 
     /// Delivers datagrams synchronously until quiet.
     mutating func run(_ actions: [DHTAction], at i: Int) {
@@ -51,7 +58,7 @@ struct NodeNet {
                 guard let target = Self.index(to), target < nodes.count else { continue }
                 wire.append((node, target, bytes))
                 if drop(node, target) { continue }
-                queue += nodes[target].receive(bytes, from: Self.endpoint(node), nowMs: now).map { (target, $0) }
+                queue += nodes[target].receive(bytes, from: Self.endpoint(node), nowMs: clock(target)).map { (target, $0) }
             case .recordStored(let record):
                 actionLog[node, default: []].append("stored")
                 stored[node, default: []].append(record)
@@ -59,12 +66,14 @@ struct NodeNet {
                 dropped[node, default: []].append(key)
             case .lookupFinished(let id, let outcome):
                 finished[node, default: []].append((id, outcome))
+            case .clockSkew(let report):
+                skewReports[node, default: []].append(report)
             }
         }
     }
 
     mutating func inject(_ bytes: [UInt8], from i: Int, to j: Int) {
-        run(nodes[j].receive(bytes, from: Self.endpoint(i), nowMs: now), at: j)
+        run(nodes[j].receive(bytes, from: Self.endpoint(i), nowMs: clock(j)), at: j)
     }
 
     /// Advances the clock in steps, ticking every node.
@@ -74,17 +83,17 @@ struct NodeNet {
             let d = min(step, left)
             now += d
             left -= d
-            for i in nodes.indices { run(nodes[i].tick(nowMs: now), at: i) }
+            for i in nodes.indices { run(nodes[i].tick(nowMs: clock(i)), at: i) }
         }
     }
 
     /// Every node joins through node 0.
     mutating func joinAll() {
-        for i in 1..<nodes.count { run(nodes[i].bootstrap([Self.endpoint(0)], nowMs: now), at: i) }
+        for i in 1..<nodes.count { run(nodes[i].bootstrap([Self.endpoint(0)], nowMs: clock(i)), at: i) }
     }
 
     mutating func lookup(_ key: NodeID, from i: Int) -> LookupOutcome? {
-        let (id, actions) = nodes[i].findValue(key, nowMs: now)
+        let (id, actions) = nodes[i].findValue(key, nowMs: clock(i))
         run(actions, at: i)
         return finished[i]?.last { $0.0 == id }?.1
     }
