@@ -17,6 +17,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
@@ -32,10 +33,14 @@ let package = Package(
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
         .target(name: "MeshWire", swiftSettings: strict),
-        .target(name: "MeshTestKit", dependencies: ["MeshDHT", "MeshIdentity"], swiftSettings: strict),
+        .target(name: "MeshTestKit", dependencies: [
+            "MeshDHT", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
+        ], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
-        .target(name: "MeshDHT", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: strict),
+        .target(name: "MeshDHT", dependencies: [
+            "MeshWire", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
+        ], swiftSettings: strict),
         .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: strict),
         .target(name: "MeshStore", dependencies: [
             "MeshDHT", "MeshIdentity", .product(name: "GRDB", package: "GRDB.swift"),

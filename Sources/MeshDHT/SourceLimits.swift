@@ -1,3 +1,5 @@
+import HeapModule
+
 /// Token buckets for requests per source address and per /24 (IPv4) or /64 (IPv6) prefix, checked before any
 /// signature work (docs/dht.md, "Hostile peers"). Every address counts, loopback and private ones included.
 /// At most `maxTracked` sources of each kind are remembered; beyond that, new ones share one bucket.
@@ -72,15 +74,17 @@ struct ReplayCache: Sendable {
         let tag: UInt64
     }
 
-    private struct Entry: Sendable {
+    /// Ordered by timestamp, so the heap gives the oldest first.
+    private struct Entry: Comparable, Sendable {
         let timestampMs: Int64
         let key: Key
+        static func < (a: Entry, b: Entry) -> Bool { a.timestampMs < b.timestampMs }
+        static func == (a: Entry, b: Entry) -> Bool { a.timestampMs == b.timestampMs && a.key == b.key }
     }
 
     let capacity: Int
     private var seen: Set<Key> = []
-    /// A binary min-heap by timestamp.
-    private var heap: [Entry] = []
+    private var heap = Heap<Entry>()
     private(set) var watermarkMs = Int64.min
 
     init(capacity: Int) { self.capacity = max(capacity, 1) }
@@ -90,8 +94,8 @@ struct ReplayCache: Sendable {
     /// Remembers a request; false when it was seen, or is stamped at or before the watermark.
     mutating func insert(_ key: Key, timestampMs: Int64) -> Bool {
         guard timestampMs > watermarkMs, seen.insert(key).inserted else { return false }
-        push(Entry(timestampMs: timestampMs, key: key))
-        if seen.count > capacity, let oldest = popOldest() {
+        heap.insert(Entry(timestampMs: timestampMs, key: key))
+        if seen.count > capacity, let oldest = heap.popMin() {
             seen.remove(oldest.key)
             watermarkMs = max(watermarkMs, oldest.timestampMs)
         }
@@ -100,35 +104,9 @@ struct ReplayCache: Sendable {
 
     /// Forgets requests stamped before `cutoffMs` (the timestamp check refuses them anyway).
     mutating func expire(before cutoffMs: Int64) {
-        while let first = heap.first, first.timestampMs < cutoffMs, let oldest = popOldest() { seen.remove(oldest.key) }
-    }
-
-    private mutating func push(_ entry: Entry) {
-        heap.append(entry)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].timestampMs < heap[parent].timestampMs else { break }
-            heap.swapAt(child, parent)
-            child = parent
+        while let oldest = heap.min, oldest.timestampMs < cutoffMs {
+            heap.removeMin()
+            seen.remove(oldest.key)
         }
-    }
-
-    private mutating func popOldest() -> Entry? {
-        guard let first = heap.first else { return nil }
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return first }
-        heap[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1, right = left + 1
-            var least = parent
-            if left < heap.count, heap[left].timestampMs < heap[least].timestampMs { least = left }
-            if right < heap.count, heap[right].timestampMs < heap[least].timestampMs { least = right }
-            if least == parent { break }
-            heap.swapAt(parent, least)
-            parent = least
-        }
-        return first
     }
 }

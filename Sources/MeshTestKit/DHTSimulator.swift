@@ -1,3 +1,4 @@
+import HeapModule
 import MeshDHT
 import MeshIdentity
 
@@ -298,7 +299,7 @@ public struct DHTSimulator {
     }
 }
 
-/// Pending simulator events, earliest first; ties in insertion order (a binary heap keyed by time and sequence).
+/// Pending simulator events, earliest first; ties in insertion order (a heap keyed by time and sequence).
 struct EventQueue {
     /// Boxed, so sifting the heap moves a pointer rather than a packet.
     indirect enum Kind {
@@ -306,47 +307,26 @@ struct EventQueue {
         case tick(Int)
     }
 
-    struct Event {
+    struct Event: Comparable {
         let timeMs: Int64
         let sequence: UInt64
         let kind: Kind
 
-        func precedes(_ other: Event) -> Bool {
-            timeMs != other.timeMs ? timeMs < other.timeMs : sequence < other.sequence
-        }
+        static func < (a: Event, b: Event) -> Bool { (a.timeMs, a.sequence) < (b.timeMs, b.sequence) }
+        static func == (a: Event, b: Event) -> Bool { a.sequence == b.sequence }
     }
 
-    private var heap: [Event] = []
+    private var heap = Heap<Event>()
     private var nextSequence: UInt64 = 0
 
     mutating func push(timeMs: Int64, _ kind: Kind) {
-        heap.append(Event(timeMs: timeMs, sequence: nextSequence, kind: kind))
+        heap.insert(Event(timeMs: timeMs, sequence: nextSequence, kind: kind))
         nextSequence += 1
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].precedes(heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
     }
 
     /// Removes and returns the earliest event if it is due by `timeMs`.
     mutating func popFirst(notAfter timeMs: Int64) -> Event? {
-        guard let first = heap.first, first.timeMs <= timeMs else { return nil }
-        let last = heap.removeLast()
-        guard !heap.isEmpty else { return first }
-        heap[0] = last
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1, right = left + 1
-            var best = parent
-            if left < heap.count, heap[left].precedes(heap[best]) { best = left }
-            if right < heap.count, heap[right].precedes(heap[best]) { best = right }
-            if best == parent { break }
-            heap.swapAt(parent, best)
-            parent = best
-        }
-        return first
+        guard let first = heap.min, first.timeMs <= timeMs else { return nil }
+        return heap.removeMin()
     }
 }
