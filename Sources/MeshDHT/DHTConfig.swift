@@ -115,6 +115,9 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     /// Requests seen before (same request id and signature), or stamped at or before the replay cache's
     /// watermark.
     public var replayed = 0
+    /// Requests stamped more than 2 s ahead of this node's clock, refused because the replay cache's budget for
+    /// such requests was spent (docs/dht.md, "Replay cache").
+    public var futureStampedRefused = 0
     /// Requests over their source's rate limits (dropped before signature work).
     public var rateLimited = 0
     /// Responses nobody asked for, from the wrong node or endpoint, or of the wrong type.
@@ -144,5 +147,5 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     public init() {}
 
     /// Every datagram dropped before the protocol saw it.
-    public var dropped: Int { malformed + badSignature + staleTimestamp + replayed + rateLimited }
+    public var dropped: Int { malformed + badSignature + staleTimestamp + replayed + futureStampedRefused + rateLimited }
 }

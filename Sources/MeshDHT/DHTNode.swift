@@ -121,8 +121,14 @@ public struct DHTNode: Sendable {
                 return []
             }
             let key = ReplayCache.Key(txid: opened.packet.txid, tag: opened.replayTag)
-            guard replays.insert(key, timestampMs: opened.timestampMs) else {
+            switch replays.insert(key, timestampMs: opened.timestampMs, nowMs: nowMs) {
+            case .fresh:
+                break
+            case .replayed:
                 core.counters.replayed += 1
+                return []
+            case .futureBudgetSpent:
+                core.counters.futureStampedRefused += 1
                 return []
             }
         }

@@ -67,46 +67,79 @@ struct SourceLimits: Sendable {
 /// cache"). Keyed by txid and signature, so a replay is caught before any signature work. Bounded: when full,
 /// the entry with the oldest timestamp goes and its timestamp becomes the watermark; requests stamped at or
 /// before the watermark are refused from then on, so flooding the cache cannot make it forget a request
-/// that would still be accepted.
+/// that would still be accepted. Requests stamped more than `futureSlackMs` ahead of the receiver's clock
+/// share a budget of `futureCapacity` entries and are refused (never evicting) when it is spent: entries
+/// stamped in the future would otherwise outlive the honest ones and push the watermark past "now".
 struct ReplayCache: Sendable {
     struct Key: Hashable, Sendable {
         let txid: UInt64
         let tag: UInt64
     }
 
+    enum Verdict: Equatable, Sendable {
+        case fresh
+        /// Seen before, or stamped at or before the watermark.
+        case replayed
+        /// Stamped ahead of the receiver's clock while the budget for such requests is spent.
+        case futureBudgetSpent
+    }
+
     /// Ordered by timestamp, so the heap gives the oldest first.
     private struct Entry: Comparable, Sendable {
         let timestampMs: Int64
         let key: Key
+        let future: Bool
         static func < (a: Entry, b: Entry) -> Bool { a.timestampMs < b.timestampMs }
         static func == (a: Entry, b: Entry) -> Bool { a.timestampMs == b.timestampMs && a.key == b.key }
     }
 
+    static let futureSlackMs: Int64 = 2_000
+
     let capacity: Int
+    let futureCapacity: Int
     private var seen: Set<Key> = []
     private var heap = Heap<Entry>()
+    private var futureCount = 0
     private(set) var watermarkMs = Int64.min
 
-    init(capacity: Int) { self.capacity = max(capacity, 1) }
+    /// A sixteenth of the cache for requests stamped in the future (honest ones come from nodes whose clocks
+    /// run ahead, a minority).
+    init(capacity: Int) {
+        self.capacity = max(capacity, 2)
+        futureCapacity = max(self.capacity / 16, 1)
+    }
 
     var count: Int { seen.count }
 
-    /// Remembers a request; false when it was seen, or is stamped at or before the watermark.
-    mutating func insert(_ key: Key, timestampMs: Int64) -> Bool {
-        guard timestampMs > watermarkMs, seen.insert(key).inserted else { return false }
-        heap.insert(Entry(timestampMs: timestampMs, key: key))
+    /// Remembers a request stamped `timestampMs` that arrived at `nowMs`.
+    mutating func insert(_ key: Key, timestampMs: Int64, nowMs: Int64) -> Verdict {
+        guard timestampMs > watermarkMs, !seen.contains(key) else { return .replayed }
+        let future = timestampMs > nowMs + Self.futureSlackMs
+        if future {
+            guard futureCount < futureCapacity else { return .futureBudgetSpent }
+            futureCount += 1
+        }
+        seen.insert(key)
+        heap.insert(Entry(timestampMs: timestampMs, key: key, future: future))
+        // At least capacity − futureCapacity entries were stamped no later than their arrival + slack, so the
+        // oldest is never ahead of now + slack: the watermark cannot pass the present.
         if seen.count > capacity, let oldest = heap.popMin() {
-            seen.remove(oldest.key)
+            forget(oldest)
             watermarkMs = max(watermarkMs, oldest.timestampMs)
         }
-        return true
+        return .fresh
     }
 
     /// Forgets requests stamped before `cutoffMs` (the timestamp check refuses them anyway).
     mutating func expire(before cutoffMs: Int64) {
         while let oldest = heap.min, oldest.timestampMs < cutoffMs {
             heap.removeMin()
-            seen.remove(oldest.key)
+            forget(oldest)
         }
+    }
+
+    private mutating func forget(_ entry: Entry) {
+        seen.remove(entry.key)
+        if entry.future { futureCount -= 1 }
     }
 }

@@ -188,6 +188,28 @@ import Testing
         #expect(answered(node.receive(fresh, from: source, nowMs: t0 + 3)))
     }
 
+    /// A flood stamped as far in the future as the skew check allows cannot push the watermark past the present:
+    /// such requests get a budget of their own and are refused once it is spent, so honest requests stamped
+    /// "now" are still answered (issue 8 review: before, 256 entries stamped +119 s raised the watermark there).
+    @Test func aFloodStampedInTheFutureDoesNotLockOutRequestsStampedNow() {
+        var config = DHTConfig()
+        config.replayCacheSize = 256
+        var random = TestRandom(seed: 23)
+        var node = DHTNode(identity: random.key(), config: config, seed: 1)
+        let attacker = random.key()
+        func answered(_ actions: [DHTAction]) -> Bool { actions.contains { if case .send = $0 { true } else { false } } }
+        for i in 0..<1_000 {
+            let flood = DHTWire.seal(DHTPacket(txid: UInt64(1_000 + i), message: .ping), timestampMs: t0 + 119_000, identity: attacker)
+            _ = node.receive(flood, from: DHTEndpoint(ip: [46, UInt8(i >> 8), UInt8(i & 0xff), 1], port: 1)!, nowMs: t0)
+        }
+        #expect(node.counters.futureStampedRefused >= 1_000 - 256 / 16)
+        for i in 0..<50 {
+            let honest = DHTWire.seal(DHTPacket(txid: UInt64(i), message: .findNode(target: random.id())), timestampMs: t0 + Int64(i),
+                                      identity: random.key())
+            #expect(answered(node.receive(honest, from: DHTEndpoint(ip: [47, 0, UInt8(i), 1], port: 1)!, nowMs: t0 + Int64(i))))
+        }
+    }
+
     /// Requests over their source's limits (per address, per /24) are dropped before any signature work,
     /// loopback included; other prefixes are not affected and the budget refills.
     @Test func requestsOverTheSourceLimitsAreDroppedBeforeSignatureWork() {
