@@ -682,7 +682,8 @@ struct Holdings: Sendable {
     }
 
     /// Records restored from storage and this node's own copies: one group, evicted like any source.
-    static let unattributed = Origin(node: nil, prefix: SourceKey(high: 0, low: 0, isIPv4: false))
+    /// A prefix key no address produces (IPv4 prefixes have high = 0), so no real source shares its quota.
+    static let unattributed = Origin(node: nil, prefix: SourceKey(high: .max, low: .max, isIPv4: true))
 
     private var origins: [NodeID: Origin] = [:]
     private var byNode: [NodeID: Int] = [:]

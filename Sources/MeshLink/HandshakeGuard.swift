@@ -88,7 +88,7 @@ struct HandshakeGuard: Sendable {
         let burst = Double(config.handshakeBurstPerSource)
         var bucket = buckets[key] ?? Bucket(tokens: burst, updatedAt: now)
         if buckets[key] == nil, buckets.count >= config.rateLimitSources { return false }
-        bucket.tokens = min(burst, bucket.tokens + Double(now - bucket.updatedAt) * config.handshakesPerSecondPerSource / 1_000)
+        bucket.tokens = min(burst, bucket.tokens + Double(max(0, now - bucket.updatedAt)) * config.handshakesPerSecondPerSource / 1_000)
         bucket.updatedAt = now
         guard bucket.tokens >= 1 else {
             buckets[key] = bucket

@@ -191,11 +191,18 @@ public struct GossipEngine: Sendable {
                     neighbour.learned[entry.wallet] = nil
                 } else if neighbour.learned[entry.wallet] == nil && neighbour.learned.count >= config.maxRoutesPerNeighbour {
                     counters.refusedRoutes += 1
-                } else if accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
-                    neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
                 } else {
-                    // What the neighbour said before is superseded by what it says now, which we refuse.
-                    neighbour.learned[entry.wallet] = nil
+                    switch accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
+                    case .accepted:
+                        neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
+                    case .refused:
+                        // What the neighbour said before is superseded by what it says now, which we refuse.
+                        neighbour.learned[entry.wallet] = nil
+                    case .deferred:
+                        // Not judged yet (the neighbour's budget is spent; its full table is asked for later):
+                        // what it said before stands until then.
+                        break
+                    }
                 }
             }
             neighbours[node] = neighbour
@@ -276,33 +283,35 @@ public struct GossipEngine: Sendable {
 
     /// Whether an announcement from a neighbour may be used: cheap checks first (expiry, replay of an older
     /// sequence, refuted), then the wallet's signature, once per announcement and within the neighbour's budget.
-    private mutating func accept(_ a: HostAnnouncement, from neighbour: inout Neighbour, nowMs: Int64) -> Bool {
+    private enum Judgement { case accepted, refused, deferred }
+
+    private mutating func accept(_ a: HostAnnouncement, from neighbour: inout Neighbour, nowMs: Int64) -> Judgement {
         guard a.expiresAtMs > nowMs, a.expiresAtMs <= nowMs + config.announcementLifetimeMs + config.maxClockSkewMs else {
             counters.expired += 1
-            return false
+            return .refused
         }
         if newest[a.wallet].map({ Self.newer($0.sequence, than: a.sequence) }) ?? false || refuted(a) {
             counters.outdated += 1
-            return false
+            return .refused
         }
         if verified[a] == nil {
             guard refill(&neighbour, nowMs: nowMs) >= 1 else {
                 counters.deferred += 1
                 neighbour.owesFull = true
-                return false
+                return .deferred
             }
             neighbour.tokens -= 1
             counters.verifications += 1
             guard a.isAuthentic else {
                 counters.forged += 1
-                return false
+                return .refused
             }
             if verified.count < config.maxVerified { verified[a] = a.expiresAtMs }
         }
         if newest[a.wallet].map({ Self.newer(a.sequence, than: $0.sequence) }) ?? (newest.count < config.maxVerified) {
             newest[a.wallet] = Newest(sequence: a.sequence, expiresAtMs: a.expiresAtMs)
         }
-        return true
+        return .accepted
     }
 
     private func refuted(_ a: HostAnnouncement) -> Bool {

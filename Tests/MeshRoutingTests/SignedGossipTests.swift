@@ -186,6 +186,27 @@ import Testing
         #expect(net.nodes[1].counters.verifications == 300)
     }
 
+    /// A re-signed announcement that has to wait for the neighbour's budget does not take away the route the
+    /// neighbour gave before (review finding: a deferral dropped it and withdrew it downstream).
+    @Test func aDeferredReannouncementKeepsTheRouteItWouldReplace() {
+        var config = GossipConfig()
+        config.verificationsPerSecond = 1
+        config.verificationBurst = 1
+        var engine = GossipEngine(local: PrivateKey().address, hosted: [], sequence: 1, config: config, nowMs: 0)
+        let neighbour = PrivateKey(), bob = PrivateKey()
+        _ = engine.neighbourUp(neighbour.address, cost: 1, nowMs: 0)
+        func announce(_ sequence: UInt32, at now: Int64) {
+            let a = HostAnnouncement.sign(wallet: bob, origin: neighbour.address, sequence: sequence, expiresAtS: 600)
+            _ = engine.receive(GossipMessage.update([GossipEntry(a, hops: 0, metric: 0)], reset: false).serialize(),
+                               from: neighbour.address, nowMs: now)
+        }
+        announce(1, at: 0)
+        #expect(engine.route(to: bob.address)?.sequence == 1)
+        announce(2, at: 10)
+        #expect(engine.counters.deferred == 1)
+        #expect(engine.route(to: bob.address)?.sequence == 1, "the verified route stands while its successor waits")
+    }
+
     @Test func hostedWalletsAreSignedAgainBeforeTheyExpire() {
         var net = GossipNet(count: 2)
         net.link(0, 1)
