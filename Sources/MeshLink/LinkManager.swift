@@ -125,7 +125,7 @@ struct PendingInit<Address: Hashable & Sendable> {
 }
 
 /// A handshake this node answered as responder and the initiator has not completed yet: no peer exists for it.
-struct HalfOpen<Address: Hashable & Sendable> {
+struct HalfOpen<Address: LinkEndpoint> {
     let initiatorKey: PublicKey
     let endpoint: Address
     let initTimestamp: UInt64
@@ -195,6 +195,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private var pending: [UInt32: PendingInit<Address>] = [:]
     private var halfOpen: [UInt32: HalfOpen<Address>] = [:]
     private var halfOpenByInitiator: [WalletAddress: UInt32] = [:]
+    /// Half-open handshakes per source host (`rateLimitKey`), so a full table evicts from the host holding most.
+    private var halfOpenPerSource: [[UInt8]: Int] = [:]
     private var dials: [Address: Dial<Address>] = [:]
     private var guardian: HandshakeGuard
     /// mac1's key for initiations to this node.
@@ -389,7 +391,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
                                     cookie: guardian.cookie(for: source, now: now))
             return [outbound(reply.serialized(initMac1: message.mac1), to: source)]
         }
-        guard halfOpen.count < config.halfOpenLimit, guardian.allow(source, now: now) else {
+        guard makeRoomForHalfOpen(from: source), guardian.allow(source, now: now) else {
             counters.rateLimited += 1
             return []
         }
@@ -420,7 +422,20 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         halfOpen[session.localIndex] = HalfOpen(initiatorKey: initiatorKey, endpoint: source, initTimestamp: message.timestampMs,
                                                 session: session, expiresAt: now + config.halfOpenTimeoutMs)
         halfOpenByInitiator[initiator] = session.localIndex
+        halfOpenPerSource[source.rateLimitKey, default: 0] += 1
         return [outbound(response, to: source)]
+    }
+
+    /// Whether a handshake from `source` may become half-open: yes while the table has room; when it is full,
+    /// the oldest entry of the host holding the most makes room, unless that host is `source`'s own (so a few
+    /// hosts filling the table cannot lock everyone else out; docs/links.md).
+    private mutating func makeRoomForHalfOpen(from source: Address) -> Bool {
+        guard halfOpen.count >= config.halfOpenLimit else { return true }
+        guard let heaviest = halfOpenPerSource.max(by: { $0.value < $1.value })?.key, heaviest != source.rateLimitKey,
+              let oldest = halfOpen.filter({ $0.value.endpoint.rateLimitKey == heaviest }).min(by: { $0.value.expiresAt < $1.value.expiresAt })
+        else { return false }
+        dropHalfOpen(oldest.key)
+        return true
     }
 
     /// The response to an initiation and the session it opens (nil for a low-order ephemeral key).
@@ -575,6 +590,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         guard let entry = halfOpen.removeValue(forKey: index) else { return }
         let initiator = entry.initiatorKey.address
         if halfOpenByInitiator[initiator] == index { halfOpenByInitiator[initiator] = nil }
+        let source = entry.endpoint.rateLimitKey
+        if let held = halfOpenPerSource[source], held > 1 { halfOpenPerSource[source] = held - 1 } else { halfOpenPerSource[source] = nil }
     }
 
     // MARK: transport

@@ -167,6 +167,24 @@ import Testing
         #expect(net.nodes[1].isUp(net.address(0)))
     }
 
+    /// A host that fills the half-open table does not lock other hosts out: its oldest entry makes room
+    /// (review finding: a few hosts holding all 1,024 slots refused every honest initiation).
+    @Test func aFullHalfOpenTableStillTakesAnotherHostsHandshake() {
+        var config = LinkConfig()
+        config.halfOpenLimit = 20
+        var net = LinkTestNet(count: 2, config: config)
+        var rng = SplitMix64(seed: 6)
+        for i in 0..<20 {
+            let initiation = HandshakeInit(senderIndex: UInt32(i + 1), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
+                                           timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
+            net.inject(initiation.serialized, from: 9, to: 1)
+        }
+        #expect(net.nodes[1].halfOpenCount == 20)
+        net.connect(0, to: 1, pinned: net.address(1))
+        #expect(net.nodes[1].isUp(net.address(0)), "the honest host got in while the table was full")
+        #expect(net.nodes[1].halfOpenCount == 19, "one of the flooding host's entries made room")
+    }
+
     @Test func anUnpinnedDialLearnsTheResponderFromItsCookieReply() {
         var net = LinkTestNet(count: 2)
         net.connect(0, to: 1)
