@@ -63,15 +63,28 @@ struct RandomSignatures {
 /// them and checked against these offsets at start-up, so a format change stops the flooder with a clear
 /// message instead of sending stale bytes).
 enum Layout {
-    /// Handshake initiation: type, version, sender index (u32), ephemeral, timestamp (u64 ms), signature.
+    /// Handshake initiation (links v2): type, version, sender index (u32), responder address, ephemeral,
+    /// timestamp (u64 ms), signature; then mac1 over all of that (the transcript) and mac2.
     static let initIndex = 2
-    static let initEphemeral = initIndex + 4
+    static let initResponder = initIndex + 4
+    static let initEphemeral = initResponder + WalletAddress.byteCount
     static let initTimestamp = initEphemeral + LinkWire.ephemeralBytes
     static let initSignature = initTimestamp + 8
+    static let initMac1 = initSignature + LinkWire.signatureBytes
+    static let initMac2 = initMac1 + LinkWire.macBytes
     /// DHT datagram: marker, version, type, txid (u64), timestamp (u64 ms), body, signature (last 65 bytes).
     static let dhtTxid = 3
     static let dhtTimestamp = dhtTxid + 8
     static let dhtBody = DHTWire.headerBytes
+}
+
+/// The flooder's view of the node it floods, for the link layer that builds its template initiation.
+struct FloodEndpoint: LinkEndpoint {
+    let ip: [UInt8]
+    let port: UInt16
+    var cookieBytes: [UInt8] { ip + [UInt8(port >> 8), UInt8(port & 0xFF)] }
+    var rateLimitKey: [UInt8] { ip }
+    var description: String { ip.map(String.init).joined(separator: ".") + ":\(port)" }
 }
 
 struct FloodError: Error, CustomStringConvertible { let description: String }
@@ -86,8 +99,17 @@ struct Flood {
         case junk
     }
 
+    /// How link-init floods fill mac1.
+    enum Mac1 {
+        /// Right for the named node (the attacker looked its address up): the initiation reaches the cookie
+        /// and rate-limit stages.
+        case valid
+        /// Random bytes (an attacker who does not know the address): stopped at mac1.
+        case random
+    }
+
     private enum Source {
-        case linkInit(template: [UInt8])
+        case linkInit(template: [UInt8], mac1Key: [UInt8]?)
         case dhtRequest(template: [UInt8])
         case store(pool: [[UInt8]], next: Int)
         case junk(noise: [UInt8], maxBytes: Int)
@@ -97,17 +119,28 @@ struct Flood {
     private let signatures: RandomSignatures
 
     /// `poolSize` STORE datagrams (each a record of its own throw-away wallet) are made before the flood.
-    init(kind: Kind, targetPort: UInt16, poolSize: Int, junkMaxBytes: Int, nowMs: Int64, rng: inout FastRandom) throws {
+    /// Link initiations name `targetNode` (the all-zero "any node" address when nil, which only `.random` mac1 allows).
+    init(kind: Kind, target: FloodEndpoint, targetNode: WalletAddress?, mac1: Mac1 = .valid, poolSize: Int, junkMaxBytes: Int,
+         nowMs: Int64, rng: inout FastRandom) throws {
         signatures = RandomSignatures()
         switch kind {
         case .linkInit:
-            var links = LinkManager<UInt16>(identity: PrivateKey())
-            let actions = links.dialOnce(targetPort, pinned: PrivateKey().address, now: nowMs)
+            guard targetNode != nil || mac1 == .random else {
+                throw FloodError(description: "link-init with a valid mac1 needs the target's node address (--target-node)")
+            }
+            let responder = targetNode ?? WalletAddress(bytes: LinkWire.anyResponder)!
+            var links = LinkManager<FloodEndpoint>(identity: PrivateKey())
+            let actions = links.dialOnce(target, pinned: responder, now: nowMs)
             guard case .send(let template, _)? = actions.first, template.count == LinkWire.initBytes,
-                  Layout.initSignature + LinkWire.signatureBytes == LinkWire.initBytes,
-                  template.first == LinkMessageType.handshakeInit.rawValue
+                  Layout.initMac2 + LinkWire.macBytes == LinkWire.initBytes,
+                  Layout.initMac1 == LinkWire.initTranscriptBytes,
+                  template.first == LinkMessageType.handshakeInit.rawValue,
+                  Array(template[Layout.initResponder..<Layout.initEphemeral]) == responder.bytes,
+                  template[Layout.initMac1...].elementsEqual(
+                      HandshakeMAC.mac(key: HandshakeMAC.mac1Key(responder: responder.bytes), Array(template[..<Layout.initMac1]))
+                      + [UInt8](repeating: 0, count: LinkWire.macBytes))
             else { throw FloodError(description: "the link handshake initiation changed; update Layout in MeshFlood") }
-            source = .linkInit(template: template)
+            source = .linkInit(template: template, mac1Key: mac1 == .valid ? HandshakeMAC.mac1Key(responder: responder.bytes) : nil)
         case .dhtRequest:
             let packet = DHTPacket(txid: 0, message: .findNode(target: NodeID.random(using: &rng)))
             let template = DHTWire.seal(packet, timestampMs: nowMs, identity: PrivateKey())
@@ -136,12 +169,18 @@ struct Flood {
     mutating func next(nowMs: Int64, rng: inout FastRandom) -> [UInt8] {
         let stamp = UInt64(max(nowMs, 0))
         switch source {
-        case .linkInit(let template):
+        case .linkInit(let template, let mac1Key):
             var bytes = template
             rng.write(UInt32(truncatingIfNeeded: rng.next()), into: &bytes, at: Layout.initIndex)
             rng.fill(&bytes, from: Layout.initEphemeral, count: LinkWire.ephemeralBytes)
             rng.write(stamp, into: &bytes, at: Layout.initTimestamp)
             signatures.write(into: &bytes, at: Layout.initSignature, rng: &rng)
+            if let mac1Key {
+                let mac1 = HandshakeMAC.mac(key: mac1Key, Array(bytes[..<Layout.initMac1]))
+                bytes.replaceSubrange(Layout.initMac1..<Layout.initMac2, with: mac1)
+            } else {
+                rng.fill(&bytes, from: Layout.initMac1, count: LinkWire.macBytes)
+            }
             return bytes
         case .dhtRequest(let template):
             var bytes = template

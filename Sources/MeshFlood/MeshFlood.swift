@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MeshIdentity
 
 /// `mesh-flood`: sends one kind of hostile traffic at a node at a paced rate, for benchmarks of how a node
 /// and its calls hold up (Tools/bench-flood, docs/hardening.md). Loopback or a lab network only.
@@ -9,13 +10,18 @@ struct MeshFlood: ParsableCommand {
         commandName: "mesh-flood",
         abstract: "Flood a mesh node with hostile datagrams at a paced rate (benchmarks; docs/hardening.md).",
         discussion: """
-            Kinds: link-init (handshake initiations, a random signature and so a new identity each), dht-request \
+            Kinds: link-init (links v2 handshake initiations naming --target-node with a right mac1 and a random \
+            signature, so a new identity each: they reach the node's cookie and rate-limit stages), dht-request \
             (FIND_NODE, a random signature and so a new node id each), store (STOREs of presence records from \
             throw-away wallets, signed for real before the flood), junk (random datagrams of 1 to --junk-max-bytes).
             """)
 
     @Option(help: "The node's UDP endpoint, IPv4 HOST:PORT.") var target: String
     @Option(help: "link-init, dht-request, store or junk.") var kind: String
+    @Option(help: "The node's address (0x…), which link-init names and keys mac1 with (`node-ctl info --json`: node).")
+    var targetNode: String?
+    @Flag(help: "link-init: random mac1 bytes, as an attacker who does not know the node's address (stopped at mac1).")
+    var randomMac1 = false
     @Option(help: "Datagrams per second.") var rate: Int
     @Option(help: "How long to flood, seconds.") var seconds: Double
     @Option(help: "Source addresses, one per /24 prefix of 127/8 (loopback targets only; default 256 for dht-request and store, else 1).")
@@ -36,6 +42,10 @@ struct MeshFlood: ParsableCommand {
         guard (pool ?? 1) > 0 else { throw ValidationError("--pool must be positive") }
         guard (1...65_507).contains(junkMaxBytes) else { throw ValidationError("--junk-max-bytes must be 1 to 65,507") }
         _ = try parseTarget()
+        _ = try parseTargetNode()
+        if kind == Flood.Kind.linkInit.rawValue, targetNode == nil, !randomMac1 {
+            throw ValidationError("--kind link-init needs --target-node 0xADDR (or --random-mac1)")
+        }
     }
 
     func run() throws {
@@ -50,7 +60,9 @@ struct MeshFlood: ParsableCommand {
 
         var rng = FastRandom(seed: UInt64.random(in: .min ... .max))
         let prepared = Date()
-        var flood = try Flood(kind: kind, targetPort: port, poolSize: pool ?? min(Int(Double(rate) * seconds) + 1, 100_000),
+        let endpoint = FloodEndpoint(ip: withUnsafeBytes(of: address.sin_addr) { Array($0) }, port: port)
+        var flood = try Flood(kind: kind, target: endpoint, targetNode: try parseTargetNode(), mac1: randomMac1 ? .random : .valid,
+                              poolSize: pool ?? min(Int(Double(rate) * seconds) + 1, 100_000),
                               junkMaxBytes: junkMaxBytes, nowMs: Self.wallMs(), rng: &rng)
         let prepareSeconds = Date().timeIntervalSince(prepared)
         if let startAt { Thread.sleep(forTimeInterval: max(0, startAt - Date().timeIntervalSince1970)) }
@@ -99,6 +111,10 @@ struct MeshFlood: ParsableCommand {
                          kind.rawValue, sent, duration, Double(sent) / duration, rate, Double(bytes) * 8 / duration / 1e6,
                          failed, sourceCount, prepareSeconds, cpuPercent))
         }
+    }
+
+    private func parseTargetNode() throws -> WalletAddress? {
+        do { return try targetNode.map { try WalletAddress(parsing: $0) } } catch { throw ValidationError("--target-node: \(error)") }
     }
 
     private func parseTarget() throws -> (sockaddr_in, UInt16) {
