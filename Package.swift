@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "mesh-node", targets: ["MeshNodeCLI"]),
         .executable(name: "node-ctl", targets: ["NodeCtl"]),
+        .executable(name: "mesh-flood", targets: ["MeshFlood"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -70,6 +71,10 @@ let package = Package(
         ], swiftSettings: strict),
 
         .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
+        .executableTarget(name: "MeshFlood", dependencies: [
+            "MeshDHT", "MeshIdentity", "MeshLink",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
@@ -84,6 +89,7 @@ let package = Package(
         .testTarget(name: "FuzzTests", dependencies: [
             "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",
         ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
+        .testTarget(name: "MeshFloodTests", dependencies: ["MeshFlood", "MeshDHT", "MeshIdentity", "MeshLink"], swiftSettings: strict),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit"], swiftSettings: strict),
     ]
 )

@@ -16,12 +16,13 @@ public struct LinkRandom: Sendable {
     public static let secure = LinkRandom(bytes: SecureRandom.bytes)
 }
 
-/// The cheap MACs of the handshake: keyed BLAKE2b with a 16-byte output.
-enum HandshakeMAC {
-    static func mac(key: [UInt8], _ message: [UInt8]) -> [UInt8] { LinkCrypto.hash(message, key: key, length: LinkWire.macBytes) }
+/// The cheap MACs of the handshake: keyed BLAKE2b with a 16-byte output. Public for `mesh-flood`, which makes
+/// initiations the way an attacker who looked the node's address up would (docs/hardening.md).
+public enum HandshakeMAC {
+    public static func mac(key: [UInt8], _ message: [UInt8]) -> [UInt8] { LinkCrypto.hash(message, key: key, length: LinkWire.macBytes) }
 
     /// mac1's key: a hash of the responder's node address (what every dialler of a named node knows).
-    static func mac1Key(responder: [UInt8]) -> [UInt8] { LinkCrypto.hash(LinkWire.mac1Label + responder) }
+    public static func mac1Key(responder: [UInt8]) -> [UInt8] { LinkCrypto.hash(LinkWire.mac1Label + responder) }
 
     /// Constant-time comparison of two MACs.
     static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
