@@ -84,7 +84,9 @@ let package = Package(
         .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
-        .testTarget(name: "MeshDaemonTests", dependencies: ["MeshDaemon", "MeshControl"], swiftSettings: strict),
+        .testTarget(name: "MeshDaemonTests", dependencies: [
+            "MeshDaemon", "MeshControl", "MeshLink", .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: strict),
         // The libFuzzer targets (docs/fuzzing.md; Tools/fuzz builds them): as tests, their seeds and crash regressions.
         .testTarget(name: "FuzzTests", dependencies: [
             "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",

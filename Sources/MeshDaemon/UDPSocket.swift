@@ -79,7 +79,11 @@ extension SocketAddress: LinkEndpoint {
     public var rateLimitKey: [UInt8] {
         switch self {
         case .v4(let a): withUnsafeBytes(of: a.address.sin_addr) { Array($0) }
-        case .v6(let a): withUnsafeBytes(of: a.address.sin6_addr) { Array($0.prefix(8)) }
+        case .v6(let a):
+            withUnsafeBytes(of: a.address.sin6_addr) { raw in
+                // An IPv4 peer on a dual-stack socket (::ffff:a.b.c.d) counts as its IPv4 address, not as ::ffff:0:0/64.
+                raw.prefix(12).elementsEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]) ? Array(raw.suffix(4)) : Array(raw.prefix(8))
+            }
         case .unixDomainSocket: Array(description.utf8)
         }
     }

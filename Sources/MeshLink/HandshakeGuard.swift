@@ -83,12 +83,16 @@ struct HandshakeGuard: Sendable {
         }
     }
 
-    /// Takes a token from `source`'s bucket; false when it is empty (or the table of buckets is full).
+    /// The bucket hosts share once `rateLimitSources` hosts are tracked (no host's key is empty).
+    static let overflowKey: [UInt8] = []
+
+    /// Takes a token from `source`'s bucket; false when it is empty. Once the table of buckets is full, new hosts
+    /// share one bucket, so filling the table throttles newcomers instead of locking them out.
     mutating func allow(_ source: some LinkEndpoint, now: Int64) -> Bool {
-        let key = source.rateLimitKey
+        let own = source.rateLimitKey
+        let key = buckets[own] != nil || buckets.count < config.rateLimitSources ? own : Self.overflowKey
         let burst = Double(config.handshakeBurstPerSource)
         var bucket = buckets[key] ?? Bucket(tokens: burst, updatedAt: now)
-        if buckets[key] == nil, buckets.count >= config.rateLimitSources { return false }
         bucket.tokens = min(burst, bucket.tokens + Double(max(0, now - bucket.updatedAt)) * config.handshakesPerSecondPerSource / 1_000)
         bucket.updatedAt = now
         guard bucket.tokens >= 1 else {

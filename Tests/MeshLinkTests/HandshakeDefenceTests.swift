@@ -185,6 +185,23 @@ import Testing
         #expect(net.nodes[1].halfOpenCount == 19, "one of the flooding host's entries made room")
     }
 
+    /// Hosts beyond the tracked ones share one bucket: a table of buckets filled by other hosts throttles a
+    /// newcomer but does not refuse it (review finding: a full table locked every new host out).
+    @Test func aFullTableOfRateLimitBucketsStillAdmitsANewHost() {
+        var config = LinkConfig()
+        config.rateLimitSources = 4
+        var net = LinkTestNet(count: 2, config: config)
+        var rng = SplitMix64(seed: 7)
+        for host in 10..<14 {
+            let initiation = HandshakeInit(senderIndex: UInt32(host), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
+                                           timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
+            net.inject(initiation.serialized, from: host, to: 1)
+        }
+        #expect(net.nodes[1].counters.rateLimited == 0)
+        net.connect(0, to: 1, pinned: net.address(1))
+        #expect(net.nodes[1].isUp(net.address(0)), "a fifth host got its handshake through the shared bucket")
+    }
+
     @Test func anUnpinnedDialLearnsTheResponderFromItsCookieReply() {
         var net = LinkTestNet(count: 2)
         net.connect(0, to: 1)
