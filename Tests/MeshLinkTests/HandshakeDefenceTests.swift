@@ -20,6 +20,14 @@ import Testing
     }
 
     /// What the test network sent to endpoint `to` of type `type`.
+    /// A well-formed initiation to node 1 signed by a throw-away key (so it is answered but never finishes),
+    /// injected from `host`.
+    static func injectThrowAwayInit(_ net: inout LinkTestNet, index: Int, from host: Int, rng: inout SplitMix64) {
+        let initiation = HandshakeInit(senderIndex: UInt32(index), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
+                                       timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
+        net.inject(initiation.serialized, from: host, to: 1)
+    }
+
     static func sent(_ net: LinkTestNet, type: LinkMessageType, to: Int) -> [[UInt8]] {
         net.wire.filter { $0.to == to && $0.bytes.first == type.rawValue }.map(\.bytes)
     }
@@ -150,11 +158,7 @@ import Testing
         var net = LinkTestNet(count: 2, config: config)
         var rng = SplitMix64(seed: 5)
         // Throw-away keys (a forged signature recovers some key too): each is answered, yet none finishes.
-        for i in 0..<30 {
-            let initiation = HandshakeInit(senderIndex: UInt32(i + 1), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
-                                           timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
-            net.inject(initiation.serialized, from: 9, to: 1)
-        }
+        for i in 0..<30 { Self.injectThrowAwayInit(&net, index: i + 1, from: 9, rng: &rng) }
         #expect(net.nodes[1].peerCount == 0)
         #expect(net.nodes[1].peerInfos(now: net.now).isEmpty)
         #expect(net.nodes[1].halfOpenCount == 20, "half-open entries are bounded")
@@ -174,11 +178,7 @@ import Testing
         config.halfOpenLimit = 20
         var net = LinkTestNet(count: 2, config: config)
         var rng = SplitMix64(seed: 6)
-        for i in 0..<20 {
-            let initiation = HandshakeInit(senderIndex: UInt32(i + 1), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
-                                           timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
-            net.inject(initiation.serialized, from: 9, to: 1)
-        }
+        for i in 0..<20 { Self.injectThrowAwayInit(&net, index: i + 1, from: 9, rng: &rng) }
         #expect(net.nodes[1].halfOpenCount == 20)
         net.connect(0, to: 1, pinned: net.address(1))
         #expect(net.nodes[1].isUp(net.address(0)), "the honest host got in while the table was full")
@@ -192,11 +192,7 @@ import Testing
         config.rateLimitSources = 4
         var net = LinkTestNet(count: 2, config: config)
         var rng = SplitMix64(seed: 7)
-        for host in 10..<14 {
-            let initiation = HandshakeInit(senderIndex: UInt32(host), responder: net.address(1).bytes, ephemeral: rng.bytes(32),
-                                           timestampMs: UInt64(net.now), signer: PrivateKey(), cookie: nil)
-            net.inject(initiation.serialized, from: host, to: 1)
-        }
+        for host in 10..<14 { Self.injectThrowAwayInit(&net, index: host, from: host, rng: &rng) }
         #expect(net.nodes[1].counters.rateLimited == 0)
         net.connect(0, to: 1, pinned: net.address(1))
         #expect(net.nodes[1].isUp(net.address(0)), "a fifth host got its handshake through the shared bucket")
