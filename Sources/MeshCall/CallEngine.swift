@@ -15,7 +15,7 @@ public struct CallConfig: Sendable {
     public var endedMemoryMs: Int64 = 30_000
     /// An offer is taken only while its signed timestamp is within this much of the callee's clock, and the
     /// ids of offers taken are remembered for twice as long: a recorded offer replayed later never rings again.
-    public var offerMaxSkewMs: Int64 = 60_000
+    public var offerMaxSkewMs: Int64 = 120_000
     public init() {}
 }
 

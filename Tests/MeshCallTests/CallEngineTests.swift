@@ -209,8 +209,8 @@ struct CallPair {
             Issue.record("no offer sent")
             return
         }
-        // Delivered 61 s after it was signed (or to a callee whose clock is 61 s ahead): refused, nothing rings.
-        let late = pair.b.receive(offer, from: pair.nodeA, now: pair.now + 61_000)
+        // Delivered 121 s after it was signed (or to a callee whose clock is 121 s ahead): refused, nothing rings.
+        let late = pair.b.receive(offer, from: pair.nodeA, now: pair.now + 121_000)
         #expect(late == [.send(CallMessage.reject(id, .staleOffer).serialize(), to: pair.nodeA)])
         #expect(pair.b.calls.isEmpty && pair.b.staleOffers == 1)
         #expect(CallEndReason.staleOffer.description.contains("clocks"))
@@ -223,8 +223,8 @@ struct CallPair {
         _ = pair.b.tick(now: pair.now + 40_000)
         #expect(pair.b.calls[id] == nil)
         #expect(pair.b.receive(offer, from: pair.nodeA, now: pair.now + 45_000).isEmpty)
-        _ = pair.b.tick(now: pair.now + 130_000)
-        #expect(pair.b.receive(offer, from: pair.nodeA, now: pair.now + 130_000)
+        _ = pair.b.tick(now: pair.now + 250_000)
+        #expect(pair.b.receive(offer, from: pair.nodeA, now: pair.now + 250_000)
             == [.send(CallMessage.reject(id, .staleOffer).serialize(), to: pair.nodeA)])
         #expect(pair.b.calls[id] == nil)
     }
