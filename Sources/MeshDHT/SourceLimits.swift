@@ -1,28 +1,19 @@
 import HeapModule
+import MeshWire
 
 /// Token buckets for requests per source address and per /24 (IPv4) or /64 (IPv6) prefix, checked before any
 /// signature work (docs/dht.md, "Hostile peers"). Every address counts, loopback and private ones included.
 /// At most `maxTracked` sources of each kind are remembered; beyond that, new ones share one bucket.
 struct SourceLimits: Sendable {
-    struct Rate: Sendable {
-        var perSecond: Double
-        var burst: Double
-    }
-
-    private struct Bucket: Sendable {
-        var tokens: Double
-        var lastMs: Int64
-    }
-
-    let address: Rate
-    let prefix: Rate
+    let address: TokenBucket.Rate
+    let prefix: TokenBucket.Rate
     let maxTracked: Int
-    private var addresses: [SourceKey: Bucket] = [:]
-    private var prefixes: [SourceKey: Bucket] = [:]
+    private var addresses: [SourceKey: TokenBucket] = [:]
+    private var prefixes: [SourceKey: TokenBucket] = [:]
     private var nextPruneMs = Int64.min
     private static let overflow = SourceKey(high: .max, low: .max, isIPv4: false)
 
-    init(address: Rate, prefix: Rate, maxTracked: Int) {
+    init(address: TokenBucket.Rate, prefix: TokenBucket.Rate, maxTracked: Int) {
         self.address = address
         self.prefix = prefix
         self.maxTracked = maxTracked
@@ -32,12 +23,12 @@ struct SourceLimits: Sendable {
     mutating func admit(_ source: DHTEndpoint, nowMs: Int64) -> Bool {
         let addressKey = Self.key(source.hostKey, in: addresses, maxTracked)
         let prefixKey = Self.key(source.prefixKey, in: prefixes, maxTracked)
-        var a = Self.refilled(addresses[addressKey], address, nowMs)
-        var p = Self.refilled(prefixes[prefixKey], prefix, nowMs)
-        let allowed = a.tokens >= 1 && p.tokens >= 1
+        var a = addresses[addressKey] ?? TokenBucket(address, nowMs: nowMs)
+        var p = prefixes[prefixKey] ?? TokenBucket(prefix, nowMs: nowMs)
+        let allowed = a.refill(address, nowMs: nowMs) >= 1 && p.refill(prefix, nowMs: nowMs) >= 1
         if allowed {
-            a.tokens -= 1
-            p.tokens -= 1
+            a.spend()
+            p.spend()
         }
         addresses[addressKey] = a
         prefixes[prefixKey] = p
@@ -48,18 +39,12 @@ struct SourceLimits: Sendable {
     mutating func prune(nowMs: Int64) {
         guard nowMs >= nextPruneMs else { return }
         nextPruneMs = nowMs + 1_000
-        addresses = addresses.filter { Self.refilled($0.value, address, nowMs).tokens < address.burst }
-        prefixes = prefixes.filter { Self.refilled($0.value, prefix, nowMs).tokens < prefix.burst }
+        addresses = addresses.filter { var b = $0.value; return b.refill(address, nowMs: nowMs) < address.burst }
+        prefixes = prefixes.filter { var b = $0.value; return b.refill(prefix, nowMs: nowMs) < prefix.burst }
     }
 
-    private static func key(_ key: SourceKey, in table: [SourceKey: Bucket], _ maxTracked: Int) -> SourceKey {
+    private static func key(_ key: SourceKey, in table: [SourceKey: TokenBucket], _ maxTracked: Int) -> SourceKey {
         table[key] != nil || table.count < maxTracked ? key : overflow
-    }
-
-    private static func refilled(_ bucket: Bucket?, _ rate: Rate, _ nowMs: Int64) -> Bucket {
-        guard let bucket else { return Bucket(tokens: rate.burst, lastMs: nowMs) }
-        let elapsed = Double(max(nowMs - bucket.lastMs, 0)) / 1000
-        return Bucket(tokens: min(rate.burst, bucket.tokens + elapsed * rate.perSecond), lastMs: max(nowMs, bucket.lastMs))
     }
 }
 

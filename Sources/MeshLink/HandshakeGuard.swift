@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshWire
 
 /// What the link layer needs to know of an endpoint to defend its handshake (docs/links.md).
 public protocol LinkEndpoint: Hashable, Sendable, CustomStringConvertible {
@@ -44,11 +45,9 @@ struct HandshakeGuard: Sendable {
     private var windowStart: Int64?
     private var inWindow = 0
     private var inLastWindow = 0
-    private var buckets: [[UInt8]: Bucket] = [:]
-
-    struct Bucket {
-        var tokens: Double
-        var updatedAt: Int64
+    private var buckets: [[UInt8]: TokenBucket] = [:]
+    private var rate: TokenBucket.Rate {
+        TokenBucket.Rate(perSecond: config.handshakesPerSecondPerSource, burst: Double(config.handshakeBurstPerSource))
     }
 
     init(config: LinkConfig, random: LinkRandom) {
@@ -91,23 +90,16 @@ struct HandshakeGuard: Sendable {
     mutating func allow(_ source: some LinkEndpoint, now: Int64) -> Bool {
         let own = source.rateLimitKey
         let key = buckets[own] != nil || buckets.count < config.rateLimitSources ? own : Self.overflowKey
-        let burst = Double(config.handshakeBurstPerSource)
-        var bucket = buckets[key] ?? Bucket(tokens: burst, updatedAt: now)
-        bucket.tokens = min(burst, bucket.tokens + Double(max(0, now - bucket.updatedAt)) * config.handshakesPerSecondPerSource / 1_000)
-        bucket.updatedAt = now
-        guard bucket.tokens >= 1 else {
-            buckets[key] = bucket
-            return false
-        }
-        bucket.tokens -= 1
+        var bucket = buckets[key] ?? TokenBucket(rate, nowMs: now)
+        let allowed = bucket.take(rate, nowMs: now)
         buckets[key] = bucket
-        return true
+        return allowed
     }
 
     /// Forgets buckets that have refilled (they would start full anyway).
     mutating func prune(now: Int64) {
-        let refillMs = Double(config.handshakeBurstPerSource) / config.handshakesPerSecondPerSource * 1_000
-        buckets = buckets.filter { Double(now - $0.value.updatedAt) < refillMs }
+        let rate = rate
+        buckets = buckets.filter { var b = $0.value; return b.refill(rate, nowMs: now) < rate.burst }
     }
 
     private mutating func rotate(now: Int64) {

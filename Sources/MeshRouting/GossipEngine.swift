@@ -22,6 +22,7 @@ public struct GossipConfig: Sendable {
     /// node spend more than `verificationsPerSecond` secp256k1 recoveries a second.
     public var verificationsPerSecond = 100.0
     public var verificationBurst = 100.0
+    var verificationRate: TokenBucket.Rate { TokenBucket.Rate(perSecond: verificationsPerSecond, burst: verificationBurst) }
     /// Verified announcements remembered (until they expire), so a refresh or the same announcement from
     /// another neighbour costs no second signature check.
     public var maxVerified = 8_192
@@ -86,9 +87,8 @@ public struct GossipEngine: Sendable {
         /// What we last told this neighbour, per wallet (withdrawals removed once sent).
         var told: [WalletAddress: GossipEntry] = [:]
         var nextDigestAt: Int64
-        /// Signature checks this neighbour may still cause (token bucket), as of `tokensAt`.
-        var tokens: Double
-        var tokensAt: Int64
+        /// Signature checks this neighbour may still cause.
+        var budget: TokenBucket
         /// Entries were deferred for lack of tokens: ask for the full table again once the bucket is full.
         var owesFull = false
     }
@@ -154,7 +154,7 @@ public struct GossipEngine: Sendable {
     /// A link came up: tell the neighbour everything.
     public mutating func neighbourUp(_ node: WalletAddress, cost: UInt16, nowMs: Int64) -> [GossipAction] {
         neighbours[node] = Neighbour(cost: max(cost, 1), nextDigestAt: nowMs + config.digestIntervalMs,
-                                     tokens: config.verificationBurst, tokensAt: nowMs)
+                                     budget: TokenBucket(config.verificationRate, nowMs: nowMs))
         return fullTable(to: node)
     }
 
@@ -252,7 +252,7 @@ public struct GossipEngine: Sendable {
                 neighbour.nextDigestAt = nowMs + config.digestIntervalMs
                 actions.append(.send(GossipMessage.digest(Self.digest(Array(neighbour.told.values))).serialize(), to: node))
             }
-            if neighbour.owesFull, refill(&neighbour, nowMs: nowMs) >= config.verificationBurst {
+            if neighbour.owesFull, neighbour.budget.refill(config.verificationRate, nowMs: nowMs) >= config.verificationBurst {
                 neighbour.owesFull = false
                 actions.append(.send(GossipMessage.requestFull.serialize(), to: node))
             }
@@ -295,12 +295,12 @@ public struct GossipEngine: Sendable {
             return .refused
         }
         if verified[a] == nil {
-            guard refill(&neighbour, nowMs: nowMs) >= 1 else {
+            guard neighbour.budget.refill(config.verificationRate, nowMs: nowMs) >= 1 else {
                 counters.deferred += 1
                 neighbour.owesFull = true
                 return .deferred
             }
-            neighbour.tokens -= 1
+            neighbour.budget.spend()
             counters.verifications += 1
             guard a.isAuthentic else {
                 counters.forged += 1
@@ -317,14 +317,6 @@ public struct GossipEngine: Sendable {
     private func refuted(_ a: HostAnnouncement) -> Bool {
         guard let r = refutations[a.wallet] else { return false }
         return r.origin == a.origin && !Self.newer(a.sequence, than: r.sequence)
-    }
-
-    /// Tops up the neighbour's signature-check tokens for the time passed; returns how many it has.
-    private func refill(_ neighbour: inout Neighbour, nowMs: Int64) -> Double {
-        let earned = Double(max(nowMs - neighbour.tokensAt, 0)) * config.verificationsPerSecond / 1000
-        neighbour.tokens = min(config.verificationBurst, neighbour.tokens + earned)
-        neighbour.tokensAt = nowMs
-        return neighbour.tokens
     }
 
     // MARK: queries
