@@ -35,7 +35,7 @@ let package = Package(
 
         .target(name: "MeshWire", swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
-            "MeshDHT", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
+            "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),

@@ -4,6 +4,10 @@ import MeshWire
 public struct GossipConfig: Sendable {
     /// Routes travel this many hops from the node that hosts the wallet.
     public var radius: UInt8 = 2
+    /// Nodes announce themselves too (wallet = origin = the node's address, signed by the node key), so every
+    /// node knows its next hops toward the nodes this many links away: the chain set-up is routed by them
+    /// (docs/routing.md). The relay hop limit.
+    public var nodeRadius: UInt8 = 6
     /// How often each neighbour gets a digest of what it should have heard from us.
     public var digestIntervalMs: Int64 = 10_000
     /// A route not refreshed (by an update or a matching digest) for this long is dropped.
@@ -60,6 +64,8 @@ public struct GossipRoute: Sendable, Equatable, Codable {
     public var metric: Int
     public var sequence: UInt32
     public var ageMs: Int64
+    /// "wallet", or "node" for a node's own announcement (its reachability).
+    public var kind: String
 }
 
 public enum GossipAction: Sendable, Equatable {
@@ -135,10 +141,13 @@ public struct GossipEngine: Sendable {
     private var nextPruneAt: Int64 = 0
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
-    public init(local: WalletAddress, hosted: [PrivateKey], sequence: UInt32, config: GossipConfig = GossipConfig(), nowMs: Int64) {
+    /// With `nodeKey` (whose address is `local`) the node also announces itself, for routing chains.
+    public init(local: WalletAddress, hosted: [PrivateKey], nodeKey: PrivateKey? = nil, sequence: UInt32,
+                config: GossipConfig = GossipConfig(), nowMs: Int64) {
         self.local = local
         self.config = config
-        self.hosted = Dictionary(hosted.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
+        let keys = hosted + (nodeKey.map { [$0] } ?? [])
+        self.hosted = Dictionary(keys.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         for key in self.hosted.values { announce(key, sequence: sequence, nowMs: nowMs) }
     }
 
@@ -327,11 +336,26 @@ public struct GossipEngine: Sendable {
     /// The neighbour a route goes through (nil for hosted wallets).
     public func nextHop(to wallet: WalletAddress) -> WalletAddress? { selected[wallet]?.via }
 
+    /// How far an entry travels: a node's own announcement to `nodeRadius`, a wallet's to `radius`.
+    private func radius(_ entry: GossipEntry) -> UInt8 { entry.wallet == entry.origin ? config.nodeRadius : config.radius }
+
+    /// Every neighbour's route to `wallet` (a node address for node routes), with the links through it and the
+    /// metric, best first: the choices a chain set-up has at this node (docs/routing.md). Unlike `route(to:)`
+    /// this includes routes the feasibility condition keeps out of selection; the set-up's path check rules
+    /// out loops instead.
+    public func neighbourRoutes(to wallet: WalletAddress) -> [(via: WalletAddress, links: Int, metric: Int)] {
+        neighbours.compactMap { node, neighbour in
+            guard let learned = neighbour.learned[wallet]?.entry, learned.hops < radius(learned) else { return nil }
+            return (node, Int(learned.hops) + 1, Int(learned.metric) + Int(neighbour.cost))
+        }.sorted { ($0.metric, $0.links, $0.via) < ($1.metric, $1.links, $1.via) }
+    }
+
     public func routes(nowMs: Int64) -> [GossipRoute] {
         selected.values.sorted { ($0.entry.hops, $0.entry.wallet) < ($1.entry.hops, $1.entry.wallet) }.map {
             GossipRoute(wallet: $0.entry.wallet.checksummed, origin: $0.entry.origin.checksummed,
                         via: $0.via?.checksummed ?? "self", hops: Int($0.entry.hops), metric: Int($0.entry.metric),
-                        sequence: $0.entry.sequence, ageMs: nowMs - $0.since)
+                        sequence: $0.entry.sequence, ageMs: nowMs - $0.since,
+                        kind: $0.entry.wallet == $0.entry.origin ? "node" : "wallet")
         }
     }
 
@@ -355,7 +379,7 @@ public struct GossipEngine: Sendable {
             }
         }
         for wallet in wallets {
-            guard let s = selected[wallet], s.entry.hops < config.radius else { continue }
+            guard let s = selected[wallet], s.entry.hops < radius(s.entry) else { continue }
             let f = feasibility[wallet]
             if f == nil || Self.newer(s.entry.sequence, than: f!.sequence) {
                 feasibility[wallet] = Feasibility(sequence: s.entry.sequence, metric: s.entry.metric)
@@ -369,7 +393,7 @@ public struct GossipEngine: Sendable {
     private func bestRoute(for wallet: WalletAddress) -> (entry: GossipEntry, via: WalletAddress)? {
         var best: (entry: GossipEntry, via: WalletAddress)?
         for (node, neighbour) in neighbours {
-            guard let learned = neighbour.learned[wallet]?.entry, learned.hops < config.radius else { continue }
+            guard let learned = neighbour.learned[wallet]?.entry, learned.hops < radius(learned) else { continue }
             // Babel's feasibility condition guards switching to another neighbour; the current next hop's
             // updates are always taken. Any transient loop dies out: each pass adds a hop and the radius caps hops.
             if selected[wallet]?.via != node, let f = feasibility[wallet] {
@@ -427,7 +451,7 @@ public struct GossipEngine: Sendable {
     }
 
     private func advertised(_ wallet: WalletAddress, to node: WalletAddress) -> GossipEntry? {
-        guard let s = selected[wallet], s.entry.hops < config.radius, s.via != node else { return nil }
+        guard let s = selected[wallet], s.entry.hops < radius(s.entry), s.via != node else { return nil }
         return s.entry
     }
 

@@ -104,11 +104,22 @@ public enum GossipMessage: Sendable, Equatable {
     }
 
     static func write(_ e: GossipEntry, to w: inout ByteWriter) {
-        let a = e.announcement
-        w.write(bytes: HostAnnouncement.signedPart(wallet: a.wallet, origin: a.origin, sequence: a.sequence, expiresAtS: a.expiresAtS))
-        w.write(bytes: a.signature.bytes)
+        write(e.announcement, to: &w)
         w.write(e.hops)
         w.write(e.metric)
+    }
+
+    static func write(_ a: HostAnnouncement, to w: inout ByteWriter) {
+        w.write(bytes: HostAnnouncement.signedPart(wallet: a.wallet, origin: a.origin, sequence: a.sequence, expiresAtS: a.expiresAtS))
+        w.write(bytes: a.signature.bytes)
+    }
+
+    static func readAnnouncement(_ r: inout ByteReader) -> HostAnnouncement? {
+        guard let wallet = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
+              let origin = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
+              let seq = r.readUInt32(), let expires = r.readUInt32(),
+              let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)) else { return nil }
+        return HostAnnouncement(wallet: wallet, origin: origin, sequence: seq, expiresAtS: expires, signature: signature)
     }
 
     public init?(parsing bytes: [UInt8]) {
@@ -121,12 +132,9 @@ public enum GossipMessage: Sendable, Equatable {
             }
             var entries: [GossipEntry] = []
             for _ in 0..<count {
-                guard let wallet = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
-                      let origin = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
-                      let seq = r.readUInt32(), let expires = r.readUInt32(),
-                      let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)),
-                      let hops = r.readUInt8(), let metric = r.readUInt16() else { return nil }
-                let announcement = HostAnnouncement(wallet: wallet, origin: origin, sequence: seq, expiresAtS: expires, signature: signature)
+                guard let announcement = Self.readAnnouncement(&r), let hops = r.readUInt8(), let metric = r.readUInt16() else {
+                    return nil
+                }
                 entries.append(GossipEntry(announcement, hops: hops, metric: metric))
             }
             self = .update(entries, reset: tag == .resetUpdate)

@@ -1,24 +1,10 @@
 import MeshIdentity
+import MeshWire
 
-/// A seeded generator (SplitMix64), so randomised tests and simulations repeat exactly.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+/// The seeded generator of the cores (MeshWire), under the name the tests use.
+public typealias SplitMix64 = MeshWire.SplitMix64
 
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-
-    /// `count` random bytes.
-    public mutating func bytes(_ count: Int) -> [UInt8] {
-        (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) }
-    }
-
+extension MeshWire.SplitMix64 {
     /// A secp256k1 key from the generator (32 random bytes, drawn again in the rare case they are not a key).
     public mutating func privateKey() -> PrivateKey {
         while true {

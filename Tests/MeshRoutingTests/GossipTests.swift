@@ -13,13 +13,18 @@ struct GossipNet {
     var now: Int64 = 0
     var messages = 0
 
-    init(count: Int, radius: UInt8 = 2) {
-        addresses = (0..<count).map { _ in PrivateKey().address }
+    /// With `announceNodes` every node also announces itself (its node key's address is its address).
+    init(count: Int, radius: UInt8 = 2, announceNodes: Bool = false) {
+        let nodeKeys = (0..<count).map { _ in PrivateKey() }
+        addresses = nodeKeys.map(\.address)
         walletKeys = (0..<count).map { _ in PrivateKey() }
         var config = GossipConfig()
         config.radius = radius
         let (addresses, walletKeys) = (addresses, walletKeys)
-        nodes = (0..<count).map { GossipEngine(local: addresses[$0], hosted: [walletKeys[$0]], sequence: 1, config: config, nowMs: 0) }
+        nodes = (0..<count).map {
+            GossipEngine(local: addresses[$0], hosted: [walletKeys[$0]], nodeKey: announceNodes ? nodeKeys[$0] : nil, sequence: 1,
+                         config: config, nowMs: 0)
+        }
     }
 
     func index(of address: WalletAddress) -> Int { addresses.firstIndex(of: address)! }
@@ -73,6 +78,59 @@ struct GossipNet {
         #expect(net.nodes[0].route(to: net.wallets[0])?.hops == 0)
         #expect(net.nodes[2].route(to: net.wallets[0])?.origin == net.addresses[0])
         #expect(net.nodes[2].route(to: net.wallets[0])?.metric == 20)
+    }
+
+    @Test func nodesAreKnownToNodeRadiusWalletsToRadius() {
+        // A line 0 – 1 – … – 7, node routes to 6 links (the default node radius), wallets to 2.
+        var net = GossipNet(count: 8, announceNodes: true)
+        #expect(net.nodes[0].config.nodeRadius == 6)
+        for i in 1..<8 { net.link(i - 1, i) }
+        for i in 0..<8 {
+            for j in 0..<8 where j != i {
+                let distance = abs(i - j)
+                let towardJ = net.addresses[j > i ? i + 1 : i - 1]
+                let routes = net.nodes[i].neighbourRoutes(to: net.addresses[j])
+                if distance <= 6 {
+                    #expect(routes.map(\.via) == [towardJ], "node \(i) to node \(j)")
+                    #expect(routes.map(\.links) == [distance], "node \(i) to node \(j)")
+                    #expect(routes.map(\.metric) == [10 * distance], "node \(i) to node \(j)")
+                    #expect(net.nodes[i].route(to: net.addresses[j])?.hops == UInt8(distance))
+                    #expect(net.nodes[i].nextHop(to: net.addresses[j]) == towardJ)
+                } else {
+                    #expect(routes.isEmpty, "node \(i) to node \(j), 7 links away")
+                    #expect(net.nodes[i].route(to: net.addresses[j]) == nil)
+                }
+                // Wallets still travel two links only.
+                #expect((net.nodes[i].route(to: net.wallets[j]) != nil) == (distance <= 2), "node \(i) to wallet \(j)")
+                #expect(net.nodes[i].neighbourRoutes(to: net.wallets[j]).isEmpty == (distance > 2), "node \(i) to wallet \(j)")
+            }
+        }
+        #expect(net.nodes[0].routes(nowMs: net.now).filter { $0.kind == "node" }.count == 1 + 6, "itself and the 6 others in reach")
+        #expect(net.nodes[3].routes(nowMs: net.now).filter { $0.kind == "node" }.count == 8)
+        // A cut withdraws node routes beyond it.
+        net.unlink(3, 4)
+        #expect(net.nodes[0].neighbourRoutes(to: net.addresses[4]).isEmpty)
+        #expect(net.nodes[7].neighbourRoutes(to: net.addresses[3]).isEmpty)
+        #expect(net.nodes[0].neighbourRoutes(to: net.addresses[3]).map(\.links) == [3])
+    }
+
+    @Test func neighbourRoutesListEveryNeighboursWayBestFirst() {
+        // A ring of 6: every node reaches the opposite node both ways, 3 links each; the cheaper side first.
+        var net = GossipNet(count: 6, announceNodes: true)
+        for i in 0..<6 { net.link(i, (i + 1) % 6, cost: i == 0 ? 5 : 10) }
+        let routes = net.nodes[0].neighbourRoutes(to: net.addresses[3])
+        #expect(routes.map(\.via) == [net.addresses[1], net.addresses[5]])
+        #expect(routes.map(\.links) == [3, 3])
+        #expect(routes.map(\.metric) == [25, 30])
+        // Node 2: node 5's own best way goes through node 0 (split horizon: not offered back to it).
+        let toTwo = net.nodes[0].neighbourRoutes(to: net.addresses[2])
+        #expect(toTwo.map(\.via) == [net.addresses[1]])
+        #expect(toTwo.map(\.links) == [2])
+        // Node 4 reaches node 1 three links either way: both choices, the cheaper (through the cheap link) first.
+        let fourToOne = net.nodes[4].neighbourRoutes(to: net.addresses[1])
+        #expect(fourToOne.map(\.via) == [net.addresses[5], net.addresses[3]])
+        #expect(fourToOne.map(\.links) == [3, 3])
+        #expect(fourToOne.map(\.metric) == [25, 30])
     }
 
     @Test func cheaperPathWinsAndFailoverWorks() {

@@ -1,0 +1,796 @@
+import MeshIdentity
+import MeshWire
+
+public struct RelayConfig: Sendable {
+    /// Links a chain may have at most (`--hop-limit`).
+    public var hopLimit = 6
+    /// Sessions this node relays at once (`--max-sessions`); a set-up beyond it is refused.
+    public var maxSessions = 10_000
+    /// Sessions one neighbour may ask this node to relay (`--max-sessions-per-neighbour`).
+    public var maxSessionsPerNeighbour = 1_000
+    /// A signed set-up is valid this long after the caller signed it.
+    public var setupLifetimeMs: Int64 = 30_000
+    /// Set-ups expiring further ahead than the lifetime plus this are refused (clocks within two minutes).
+    public var maxClockSkewMs: Int64 = 120_000
+    /// A hop waits this long per link of hop budget left for the rest of the chain to answer, then tries its next
+    /// candidate (the budget shrinks downstream, so the deadlines nest).
+    public var hopWaitMs: Int64 = 700
+    /// A set-up not answered is sent again this often.
+    public var setupRetryMs: Int64 = 300
+    /// A session with no traffic either way for this long is removed (the ends' probes keep live ones fresh).
+    public var idleTimeoutMs: Int64 = 30_000
+    /// The caller probes the active chain this often, the standby chain every `standbyProbeMs`.
+    public var probeMs: Int64 = 100
+    public var standbyProbeMs: Int64 = 1_000
+    /// The active chain is given up when nothing came back over it for this long (probes are answered at once,
+    /// so silence of the callee's audio, DTX included, does not count).
+    public var deadAfterMs: Int64 = 300
+    /// The caller asks the chain for every hop's live figures this often.
+    public var reportMs: Int64 = 1_000
+    /// A missing standby chain is tried again this often.
+    public var standbyRetryMs: Int64 = 3_000
+    /// A chain that keeps losing packets: when at least this share of the active chain's recent probes (the last
+    /// `lossWindow`, those older than `lossGraceMs`) went unanswered while the standby lost at most half as many,
+    /// the call moves to the standby; and not again for `lossHoldMs` (no flapping between two lossy chains).
+    public var lossSwitchPercent = 20.0
+    public var lossWindow = 20
+    public var lossGraceMs: Int64 = 300
+    public var lossHoldMs: Int64 = 10_000
+    /// A call left without any chain is given up after this long.
+    public var repairGiveUpMs: Int64 = 10_000
+    /// Set-ups a neighbour may send a second (each costs a signature recovery), and the burst.
+    public var setupsPerSecond = 50.0
+    public var setupBurst = 100.0
+    var setupRate: TokenBucket.Rate { TokenBucket.Rate(perSecond: setupsPerSecond, burst: setupBurst) }
+    public init() {}
+}
+
+/// What the forwarding layer needs to know of the node's links and routes (the daemon answers from the link
+/// layer and gossip; tests from a fixed graph).
+public protocol RelayRoutes {
+    func isUp(_ node: WalletAddress) -> Bool
+    /// Linked neighbours through which `target` is at most `links` links away, best first; `target` itself first
+    /// when it is a linked neighbour.
+    func nextHops(toward target: WalletAddress, within links: Int) -> [WalletAddress]
+    /// This node's link to `neighbour` as it measures it.
+    func figures(_ neighbour: WalletAddress) -> HopFigures
+}
+
+public enum RelayAction: Sendable, Equatable {
+    /// A link payload for the neighbour `to`.
+    case send([UInt8], to: WalletAddress)
+    /// End-to-end call bytes that reached this end of a call's chain.
+    case deliver(call: UInt64, [UInt8])
+    /// The caller's first chain is up: the call can be offered.
+    case chainUp(call: UInt64)
+    /// No chain could be built (the reason names the node that refused, when one did).
+    case chainFailed(call: UInt64, String)
+    /// The call moved to another chain (the chain's nodes after the caller's, before and after).
+    case chainSwitched(call: UInt64, from: [WalletAddress], to: [WalletAddress], why: String)
+}
+
+/// Counters of the forwarding layer (`node-ctl sessions --json`).
+public struct RelayCounters: Sendable, Codable, Equatable {
+    public var malformed = 0
+    /// Data for a label this node never gave out (forged, or a session already gone).
+    public var unknownLabel = 0
+    /// Data for a known label that came from another neighbour than the session's.
+    public var wrongNeighbour = 0
+    public var forwardedPackets = 0
+    public var forwardedBytes = 0
+    public var setupsRelayed = 0
+    public var setupsRefused = 0
+    public var setupsRateLimited = 0
+    public var failovers = 0
+    public init() {}
+}
+
+/// A session as `node-ctl sessions` shows it.
+public struct SessionInfo: Sendable, Codable, Equatable {
+    public var call: String
+    public var chain: String
+    /// caller, relay or callee.
+    public var role: String
+    public var state: String
+    public var upstream: String?
+    public var upstreamLabel: UInt32?
+    public var downstream: String?
+    public var downstreamLabel: UInt32?
+    /// Packets and bytes toward the callee and back toward the caller, and packets dropped.
+    public var packetsForward: Int
+    public var bytesForward: Int
+    public var packetsBack: Int
+    public var bytesBack: Int
+    public var drops: Int
+    public var idleMs: Int64
+}
+
+/// A chain as the caller knows it (`node-ctl calls`, `trace`).
+public struct ChainInfo: Sendable, Codable, Equatable {
+    public var chain: String
+    /// active, standby or building.
+    public var role: String
+    /// The nodes after the caller's, the home node last.
+    public var nodes: [String]
+    /// Each link's figures, the caller's own first, as the last report brought them.
+    public var hops: [HopFigures]
+    /// End-to-end round trip of the chain's probes.
+    public var rttMs: Double?
+    public var lastHeardMsAgo: Int64?
+}
+
+/// Per-session forwarding, hop by hop, along chains of relays (docs/forwarding.md). Pure: events and `now` in,
+/// actions out; labels and chain ids come from a seeded generator.
+public struct RelayEngine: Sendable {
+    public let local: WalletAddress
+    public let config: RelayConfig
+    private var rng: SplitMix64
+
+    enum Role: String { case caller, relay, callee }
+
+    struct Hop {
+        var node: WalletAddress
+        /// The label that node takes our packets with (0 until its accept arrives).
+        var label: UInt32
+    }
+
+    /// A set-up this node is pushing downstream: candidates in order, one at a time.
+    struct Pending {
+        var request: ChainMessage.Setup
+        var candidates: [WalletAddress]
+        var deadline: Int64 = 0
+        var nextRetry: Int64 = 0
+        var best: (reason: ChainRefusal, by: WalletAddress)?
+    }
+
+    struct Session {
+        let key: ChainKey
+        let role: Role
+        var up: Hop?
+        var down: Hop?
+        /// Our labels: packets from upstream carry `upLabel`, packets from downstream `downLabel`.
+        var upLabel: UInt32 = 0
+        var downLabel: UInt32 = 0
+        var pending: Pending?
+        var lastActivity: Int64
+        var packetsForward = 0, bytesForward = 0, packetsBack = 0, bytesBack = 0, drops = 0
+    }
+
+    /// The caller's view of one chain of its call.
+    struct CallerChain {
+        var nodes: [WalletAddress] = []
+        var hops: [HopFigures] = []
+        var established: Int64?
+        var lastHeard: Int64 = 0
+        /// When a standby became the active chain: its silence counts from then (it was probed once a second).
+        var activeSince: Int64 = 0
+        var nextProbe: Int64 = 0
+        var nextReport: Int64 = 0
+        var probeSequence: UInt32 = 0
+        var rttMs: Double?
+        /// The last probes: sequence, when sent, whether answered.
+        var probes: [(sequence: UInt32, at: Int64, answered: Bool)] = []
+
+        /// Unanswered share (%) of the probes old enough to have been answered; nil with fewer than `minimum`.
+        func lossPercent(now: Int64, grace: Int64, minimum: Int) -> Double? {
+            let judged = probes.filter { now - $0.at >= grace }
+            guard judged.count >= minimum else { return nil }
+            return Double(judged.filter { !$0.answered }.count) * 100 / Double(judged.count)
+        }
+    }
+
+    struct CallerEnd {
+        let wallet: PrivateKey
+        let target: WalletAddress
+        /// Linked neighbours said to reach the target (its presence record's relays), tried after routed ones.
+        var hints: [WalletAddress]
+        var chains: [UInt32: CallerChain] = [:]
+        var active: UInt32?
+        var standby: UInt32?
+        var wasUp = false
+        /// Since when the call has had no working chain (nil while it has one).
+        var lostSince: Int64?
+        var nextStandbyTry: Int64 = 0
+        var standbyAttempts = 0
+        var lastRefusal: String?
+        /// The last move away from a lossy chain.
+        var lossSwitchAt: Int64?
+    }
+
+    private var sessions: [ChainKey: Session] = [:]
+    /// The sessions with a set-up in progress (the tick's work every 50 ms; idle sessions are swept once a second).
+    private var pendingKeys: Set<ChainKey> = []
+    private var nextIdleSweep: Int64 = 0
+    static let idleSweepMs: Int64 = 1_000
+    /// Label → session and whether the label is for packets from downstream.
+    private var labels: [UInt32: (key: ChainKey, fromDown: Bool)] = [:]
+    private var callers: [UInt64: CallerEnd] = [:]
+    /// The callee's end: the chain of each call its replies go on (the one the caller's traffic came over last).
+    private var callees: [UInt64: UInt32] = [:]
+    /// The caller's node of each call that ends here (the first node of its set-up's path).
+    private var callerNodes: [UInt64: WalletAddress] = [:]
+    private var setupBudgets: [WalletAddress: TokenBucket] = [:]
+    private var relayedPerNeighbour: [WalletAddress: Int] = [:]
+    private var relayed = 0
+    public private(set) var counters = RelayCounters()
+
+    public init(local: WalletAddress, config: RelayConfig = RelayConfig(), seed: UInt64) {
+        self.local = local
+        self.config = config
+        rng = SplitMix64(seed: seed)
+    }
+
+    // MARK: the caller's end
+
+    /// Builds a chain for `call` from `wallet` to the node `target`; `.chainUp` when it stands. A standby chain
+    /// follows by itself, and the call is kept on a working chain until `close`.
+    public mutating func open(call: UInt64, wallet: PrivateKey, target: WalletAddress, hints: [WalletAddress],
+                              routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard callers[call] == nil else { return [] }
+        callers[call] = CallerEnd(wallet: wallet, target: target, hints: hints)
+        return build(call, standby: false, routes: routes, now: now)
+    }
+
+    /// Ends every chain of a call at this end (caller or callee), telling the relays.
+    public mutating func close(call: UInt64) -> [RelayAction] {
+        callers[call] = nil
+        callees[call] = nil
+        callerNodes[call] = nil
+        var actions: [RelayAction] = []
+        for key in sessions.keys.filter({ $0.call == call }).sorted() {
+            actions += remove(key, reason: .closed, notify: [.up, .down])
+        }
+        return actions
+    }
+
+    /// Sends end-to-end call bytes on the call's current chain.
+    public mutating func send(call: UInt64, _ bytes: [UInt8]) -> [RelayAction] {
+        guard let chain = callers[call]?.active ?? callees[call] else { return [] }
+        return sendInner(ChainKey(call: call, chain: chain), bytes)
+    }
+
+    private mutating func sendInner(_ key: ChainKey, _ inner: [UInt8]) -> [RelayAction] {
+        guard let session = sessions[key] else { return [] }
+        let hop = session.role == .caller ? session.down : session.up
+        guard let hop, hop.label != 0 else { return [] }
+        return [.send(ChainMessage.data(label: hop.label, inner), to: hop.node)]
+    }
+
+    /// The node at the other end of a call's chains: the callee's home node, or the caller's node.
+    public func farEnd(call: UInt64) -> WalletAddress? { callers[call]?.target ?? callerNodes[call] }
+
+    private mutating func build(_ call: UInt64, standby: Bool, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard let end = callers[call] else { return [] }
+        var chainID: UInt32 = 0
+        while chainID == 0 || sessions[ChainKey(call: call, chain: chainID)] != nil { chainID = UInt32(truncatingIfNeeded: rng.next()) }
+        let key = ChainKey(call: call, chain: chainID)
+        var avoid: [WalletAddress] = []
+        var firstHops = routes.nextHops(toward: end.target, within: config.hopLimit)
+        for hint in end.hints where routes.isUp(hint) && !firstHops.contains(hint) { firstHops.append(hint) }
+        if standby, let active = end.active.flatMap({ end.chains[$0] }) {
+            // Another first hop, and on the first try none of the active chain's relays either.
+            if let first = active.nodes.first, first != end.target || firstHops.count > 1 { firstHops.removeAll { $0 == first } }
+            if end.standbyAttempts % 2 == 0 { avoid = active.nodes.filter { $0 != end.target } }
+        }
+        firstHops.removeAll { avoid.contains($0) && $0 != end.target }
+        let downLabel = allocateLabel(key, fromDown: true)
+        let expires = UInt64(max(now + config.setupLifetimeMs, 0))
+        let request = ChainMessage.Setup.sign(key: key, wallet: end.wallet, target: end.target, expiresAtMs: expires,
+                                              hopLimit: UInt8(clamping: config.hopLimit), backLabel: downLabel, path: [local],
+                                              avoid: avoid)
+        var session = Session(key: key, role: .caller, lastActivity: now)
+        session.downLabel = downLabel
+        session.pending = Pending(request: request, candidates: firstHops)
+        sessions[key] = session
+        pendingKeys.insert(key)
+        callers[call]?.chains[chainID] = CallerChain()
+        if standby { callers[call]?.standby = chainID }
+        return advance(key, routes: routes, now: now)
+    }
+
+    // MARK: inputs
+
+    /// A link payload of this layer (`ChainMessage.claims`) from the neighbour `node`.
+    public mutating func receive(_ payload: [UInt8], from node: WalletAddress, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        if ChainMessage.isData(payload) { return forward(payload, from: node, now: now) }
+        guard let message = ChainMessage(parsing: payload) else {
+            counters.malformed += 1
+            return []
+        }
+        switch message {
+        case .setup(let setup): return receiveSetup(setup, from: node, routes: routes, now: now)
+        case .accept(let key, let label, let figures): return receiveAccept(key, label: label, figures: figures, from: node, routes: routes, now: now)
+        case .refuse(let key, let reason, let by): return receiveRefuse(key, reason: reason, by: by, from: node, routes: routes, now: now)
+        case .teardown(let key, let reason): return receiveTeardown(key, reason: reason, from: node, routes: routes, now: now)
+        case .data: return []
+        case .report(let label, let figures): return receiveReport(label, figures, back: false, from: node, routes: routes, now: now)
+        case .reportBack(let label, let figures): return receiveReport(label, figures, back: true, from: node, routes: routes, now: now)
+        }
+    }
+
+    /// The hot path, for data messages (`ChainMessage.isData`): look the label up, check the neighbour, rewrite the
+    /// label, pass the payload on (or up, at an end of the chain).
+    public mutating func forward(_ payload: [UInt8], from node: WalletAddress, now: Int64) -> [RelayAction] {
+        guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
+              var session = sessions[key] else {
+            counters.unknownLabel += 1
+            return []
+        }
+        let from = fromDown ? session.down : session.up
+        guard from?.node == node else {
+            counters.wrongNeighbour += 1
+            sessions[key]?.drops += 1
+            return []
+        }
+        session.lastActivity = now
+        if fromDown {
+            session.packetsBack += 1
+            session.bytesBack += payload.count
+        } else {
+            session.packetsForward += 1
+            session.bytesForward += payload.count
+        }
+        switch session.role {
+        case .relay:
+            guard let to = fromDown ? session.up : session.down, to.label != 0 else {
+                session.drops += 1
+                sessions[key] = session
+                return []
+            }
+            sessions[key] = session
+            var out = payload
+            ChainMessage.setLabel(to.label, in: &out)
+            counters.forwardedPackets += 1
+            counters.forwardedBytes += out.count
+            return [.send(out, to: to.node)]
+        case .caller, .callee:
+            sessions[key] = session
+            return receiveAtEnd(key, role: session.role, payload[5...], now: now)
+        }
+    }
+
+    private mutating func receiveAtEnd(_ key: ChainKey, role: Role, _ bytes: ArraySlice<UInt8>, now: Int64) -> [RelayAction] {
+        guard let inner = ChainInner(parsing: bytes) else {
+            counters.malformed += 1
+            return []
+        }
+        if role == .caller { callers[key.call]?.chains[key.chain]?.lastHeard = now }
+        switch inner {
+        case .probe(let seq, let at):
+            return role == .callee ? sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at).serialize()) : []
+        case .pong(let seq, let at):
+            guard role == .caller, var chain = callers[key.call]?.chains[key.chain] else { return [] }
+            chain.rttMs = Double(max(now - Int64(clamping: at), 0))
+            if let i = chain.probes.lastIndex(where: { $0.sequence == seq }) { chain.probes[i].answered = true }
+            callers[key.call]?.chains[key.chain] = chain
+            return []
+        case .call(let bytes):
+            // The callee answers over the chain the caller's traffic came over last (the caller moved to it).
+            if role == .callee { callees[key.call] = key.chain }
+            return [.deliver(call: key.call, bytes)]
+        }
+    }
+
+    private mutating func receiveSetup(_ setup: ChainMessage.Setup, from node: WalletAddress, routes: some RelayRoutes,
+                                       now: Int64) -> [RelayAction] {
+        let key = setup.key
+        func refuse(_ reason: ChainRefusal) -> [RelayAction] {
+            counters.setupsRefused += 1
+            return [.send(ChainMessage.refuse(key, reason, by: local).serialize(), to: node)]
+        }
+        if let existing = sessions[key] {
+            guard existing.up?.node == node else { return refuse(.duplicate) }
+            // A retransmission: answer again once installed; while pending, the hop is busy further on.
+            guard existing.pending == nil, existing.upLabel != 0 else { return [] }
+            return [.send(ChainMessage.accept(key, label: existing.upLabel, figures: acceptFigures(existing, routes: routes)).serialize(), to: node)]
+        }
+        guard setup.path.last == node, !setup.path.contains(local) else { return refuse(.duplicate) }
+        var budget = setupBudgets[node] ?? TokenBucket(config.setupRate, nowMs: now)
+        let allowed = budget.take(config.setupRate, nowMs: now)
+        setupBudgets[node] = budget
+        guard allowed else {
+            counters.setupsRateLimited += 1
+            return []
+        }
+        let expires = Int64(clamping: setup.expiresAtMs)
+        guard expires > now, expires <= now + config.setupLifetimeMs + config.maxClockSkewMs else { return refuse(.expired) }
+        guard setup.isAuthentic else { return refuse(.badSignature) }
+        if setup.target == local {
+            let label = allocateLabel(key, fromDown: false)
+            var session = Session(key: key, role: .callee, up: Hop(node: node, label: setup.backLabel), lastActivity: now)
+            session.upLabel = label
+            sessions[key] = session
+            if callees[key.call] == nil { callees[key.call] = key.chain }
+            callerNodes[key.call] = setup.path[0]
+            return [.send(ChainMessage.accept(key, label: label, figures: []).serialize(), to: node)]
+        }
+        let linksSoFar = setup.path.count
+        let budgetLeft = min(Int(setup.hopLimit), ChainMessage.maxNodes) - linksSoFar
+        guard budgetLeft > 0 else { return refuse(.hopLimit) }
+        guard relayed < config.maxSessions else { return refuse(.sessionLimit) }
+        guard relayedPerNeighbour[node, default: 0] < config.maxSessionsPerNeighbour else { return refuse(.neighbourLimit) }
+        let excluded = Set(setup.path + setup.avoid.filter { $0 != setup.target })
+        let candidates = routes.nextHops(toward: setup.target, within: budgetLeft).filter { !excluded.contains($0) && $0 != local }
+        guard !candidates.isEmpty else { return refuse(.noRoute) }
+        var request = setup
+        let downLabel = allocateLabel(key, fromDown: true)
+        request.backLabel = downLabel
+        request.path.append(local)
+        var session = Session(key: key, role: .relay, up: Hop(node: node, label: setup.backLabel), lastActivity: now)
+        session.downLabel = downLabel
+        session.pending = Pending(request: request, candidates: candidates)
+        sessions[key] = session
+        pendingKeys.insert(key)
+        relayed += 1
+        relayedPerNeighbour[node, default: 0] += 1
+        counters.setupsRelayed += 1
+        return advance(key, routes: routes, now: now)
+    }
+
+    /// Sends the set-up to the next candidate, or refuses upstream (or fails the caller's chain) when none is left.
+    private mutating func advance(_ key: ChainKey, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard var session = sessions[key], var pending = session.pending else { return [] }
+        while let next = pending.candidates.first {
+            pending.candidates.removeFirst()
+            guard routes.isUp(next) else { continue }
+            let budgetLeft = Int(pending.request.hopLimit) - (pending.request.path.count - 1)
+            pending.deadline = now + config.hopWaitMs * Int64(max(budgetLeft, 1))
+            pending.nextRetry = now + config.setupRetryMs
+            session.down = Hop(node: next, label: 0)
+            session.pending = pending
+            sessions[key] = session
+            return [.send(ChainMessage.setup(pending.request).serialize(), to: next)]
+        }
+        let reason = pending.best ?? (.noRoute, local)
+        if session.role == .caller {
+            return chainFailed(key, why: "\(reason.reason) (at \(reason.by))", now: now)
+        }
+        var actions: [RelayAction] = []
+        if let up = session.up {
+            counters.setupsRefused += 1
+            actions.append(.send(ChainMessage.refuse(key, reason.reason, by: reason.by).serialize(), to: up.node))
+        }
+        return actions + remove(key, reason: reason.reason, notify: [])
+    }
+
+    private mutating func receiveAccept(_ key: ChainKey, label: UInt32, figures: [HopFigures], from node: WalletAddress,
+                                        routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard var session = sessions[key], session.pending != nil, session.down?.node == node else { return [] }
+        session.pending = nil
+        pendingKeys.remove(key)
+        session.down?.label = label
+        session.lastActivity = now
+        sessions[key] = session
+        let all = [routes.figures(node)] + figures
+        switch session.role {
+        case .relay:
+            guard let up = session.up else { return [] }
+            let upLabel = allocateLabel(key, fromDown: false)
+            sessions[key]?.upLabel = upLabel
+            return [.send(ChainMessage.accept(key, label: upLabel, figures: all).serialize(), to: up.node)]
+        case .caller:
+            return chainEstablished(key, figures: all, routes: routes, now: now)
+        case .callee:
+            return []
+        }
+    }
+
+    private func acceptFigures(_ session: Session, routes: some RelayRoutes) -> [HopFigures] {
+        guard let down = session.down else { return [] }
+        return [routes.figures(down.node)]
+    }
+
+    private mutating func receiveRefuse(_ key: ChainKey, reason: ChainRefusal, by: WalletAddress, from node: WalletAddress,
+                                        routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard var session = sessions[key], var pending = session.pending, session.down?.node == node else { return [] }
+        if pending.best.map({ reason.rank > $0.reason.rank }) ?? true { pending.best = (reason, by) }
+        session.pending = pending
+        session.down = nil
+        sessions[key] = session
+        return advance(key, routes: routes, now: now)
+    }
+
+    private mutating func receiveTeardown(_ key: ChainKey, reason: ChainRefusal, from node: WalletAddress,
+                                          routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard let session = sessions[key] else { return [] }
+        if session.up?.node == node { return remove(key, reason: reason, notify: [.down]) + lost(key, why: "\(reason)", routes: routes, now: now) }
+        guard session.down?.node == node else { return [] }
+        if session.pending != nil {
+            // The hop being tried gave up (its own timeout): try the next candidate.
+            return receiveRefuse(key, reason: reason == .closed ? .timeout : reason, by: node, from: node, routes: routes, now: now)
+        }
+        return remove(key, reason: reason, notify: [.up]) + lost(key, why: "\(reason) at \(node)", routes: routes, now: now)
+    }
+
+    private mutating func receiveReport(_ label: UInt32, _ figures: [HopFigures], back: Bool, from node: WalletAddress,
+                                        routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard let (key, fromDown) = labels[label], fromDown == back, let session = sessions[key],
+              (back ? session.down : session.up)?.node == node, figures.count < ChainMessage.maxNodes else {
+            counters.unknownLabel += 1
+            return []
+        }
+        sessions[key]?.lastActivity = now
+        switch (session.role, back) {
+        case (.relay, false):
+            guard let down = session.down, down.label != 0 else { return [] }
+            return [.send(ChainMessage.report(label: down.label, figures + [routes.figures(down.node)]).serialize(), to: down.node)]
+        case (.relay, true):
+            guard let up = session.up else { return [] }
+            return [.send(ChainMessage.reportBack(label: up.label, figures).serialize(), to: up.node)]
+        case (.callee, false):
+            guard let up = session.up else { return [] }
+            return [.send(ChainMessage.reportBack(label: up.label, figures).serialize(), to: up.node)]
+        case (.caller, true):
+            callers[key.call]?.chains[key.chain]?.hops = figures
+            callers[key.call]?.chains[key.chain]?.lastHeard = now
+            return []
+        default:
+            return []
+        }
+    }
+
+    /// A link went down: every session through it goes, and the other side is told.
+    public mutating func linkDown(_ node: WalletAddress, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        var actions: [RelayAction] = []
+        for key in sessions.keys.sorted() {
+            guard let session = sessions[key] else { continue }
+            if session.up?.node == node {
+                actions += remove(key, reason: .linkDown, notify: [.down]) + lost(key, why: "link to \(node) down", routes: routes, now: now)
+            } else if session.down?.node == node {
+                if session.pending != nil {
+                    actions += receiveRefuse(key, reason: .linkDown, by: node, from: node, routes: routes, now: now)
+                } else {
+                    actions += remove(key, reason: .linkDown, notify: [.up]) + lost(key, why: "link to \(node) down", routes: routes, now: now)
+                }
+            }
+        }
+        setupBudgets[node] = nil
+        return actions
+    }
+
+    // MARK: time
+
+    public mutating func tick(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        var actions: [RelayAction] = []
+        for key in pendingKeys.sorted() {
+            guard let session = sessions[key], let pending = session.pending, let down = session.down else { continue }
+            if now >= pending.deadline {
+                actions.append(.send(ChainMessage.teardown(key, .timeout).serialize(), to: down.node))
+                actions += receiveRefuse(key, reason: .timeout, by: down.node, from: down.node, routes: routes, now: now)
+            } else if now >= pending.nextRetry {
+                sessions[key]?.pending?.nextRetry = now + config.setupRetryMs
+                actions.append(.send(ChainMessage.setup(pending.request).serialize(), to: down.node))
+            }
+        }
+        if now >= nextIdleSweep {
+            nextIdleSweep = now + Self.idleSweepMs
+            for (key, session) in sessions.sorted(by: { $0.key < $1.key })
+            where session.pending == nil && session.role != .caller && now - session.lastActivity >= config.idleTimeoutMs {
+                actions += remove(key, reason: .idle, notify: [.up, .down]) + lost(key, why: "idle", routes: routes, now: now)
+            }
+        }
+        for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
+        return actions
+    }
+
+    /// The caller's upkeep of a call's chains: probes and reports, failover when the active chain goes quiet,
+    /// a standby chain built when missing.
+    private mutating func maintain(_ call: UInt64, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard var end = callers[call] else { return [] }
+        var actions: [RelayAction] = []
+        // Each chain is read afresh: a failover earlier in the loop changes the chain it promotes.
+        for id in end.chains.keys.sorted() {
+            guard let chain = end.chains[id], let established = chain.established else { continue }
+            let key = ChainKey(call: call, chain: id)
+            let isActive = end.active == id
+            // The active chain is given up after deadAfterMs of silence; the standby when two of its probes went
+            // unanswered (it could not be switched to anyway: `lost` wants it heard within one probe interval
+            // plus deadAfterMs), so a new standby is built instead of a dead one being kept.
+            let deadAfter = isActive ? config.deadAfterMs : 2 * config.standbyProbeMs + config.deadAfterMs
+            if now - max(chain.lastHeard, established, chain.activeSince) >= deadAfter {
+                callers[call] = end
+                actions += remove(key, reason: .timeout, notify: [.down])
+                actions += lost(key, why: "nothing back for \(deadAfter) ms", routes: routes, now: now)
+                guard let updated = callers[call] else { return actions }
+                end = updated
+                continue
+            }
+            var c = chain
+            if now >= c.nextProbe {
+                c.nextProbe = now + (isActive ? config.probeMs : config.standbyProbeMs)
+                c.probeSequence &+= 1
+                c.probes.append((sequence: c.probeSequence, at: now, answered: false))
+                if c.probes.count > config.lossWindow { c.probes.removeFirst(c.probes.count - config.lossWindow) }
+                callers[call] = end
+                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0))).serialize())
+            }
+            if isActive, now >= c.nextReport, let session = sessions[key], let down = session.down {
+                c.nextReport = now + config.reportMs
+                actions.append(.send(ChainMessage.report(label: down.label, [routes.figures(down.node)]).serialize(), to: down.node))
+            }
+            end.chains[id] = c
+        }
+        callers[call] = end
+        actions += leaveLossyChain(call, now: now)
+        guard let end = callers[call] else { return actions }
+        if end.active != nil, end.standby == nil, now >= end.nextStandbyTry {
+            callers[call]?.nextStandbyTry = now + config.standbyRetryMs
+            actions += build(call, standby: true, routes: routes, now: now)
+        }
+        if end.active == nil, end.lostSince != nil, !end.chains.values.contains(where: { $0.established == nil }),
+           now >= end.nextStandbyTry {
+            callers[call]?.nextStandbyTry = now + config.setupRetryMs
+            actions += build(call, standby: false, routes: routes, now: now)
+        }
+        if let since = end.lostSince, end.active == nil, now - since >= config.repairGiveUpMs {
+            actions += close(call: call)
+            actions.append(.chainFailed(call: call, "no working chain for \(config.repairGiveUpMs / 1000) s"
+                                        + (end.lastRefusal.map { ": \($0)" } ?? "")))
+        }
+        return actions
+    }
+
+    /// Moves the call to its standby when the active chain keeps losing probes and the standby does not; the lossy
+    /// chain is torn down and a new standby built as usual.
+    private mutating func leaveLossyChain(_ call: UInt64, now: Int64) -> [RelayAction] {
+        guard var end = callers[call], end.lossSwitchAt.map({ now - $0 >= config.lossHoldMs }) ?? true, let activeID = end.active,
+              let standbyID = end.standby, let active = end.chains[activeID], let standby = end.chains[standbyID],
+              standby.established != nil,
+              let loss = active.lossPercent(now: now, grace: config.lossGraceMs, minimum: config.lossWindow / 2),
+              loss >= config.lossSwitchPercent,
+              let standbyLoss = standby.lossPercent(now: now, grace: config.lossGraceMs, minimum: 3),
+              standbyLoss <= loss / 2 else { return [] }
+        end.active = standbyID
+        end.standby = nil
+        end.chains[activeID] = nil
+        end.chains[standbyID]?.nextProbe = now
+        end.chains[standbyID]?.activeSince = now
+        end.lossSwitchAt = now
+        end.nextStandbyTry = now + config.standbyRetryMs
+        callers[call] = end
+        counters.failovers += 1
+        let why = "\(Int(loss.rounded())) % of probes lost on the active chain, \(Int(standbyLoss.rounded())) % on the standby"
+        return remove(ChainKey(call: call, chain: activeID), reason: .replaced, notify: [.down])
+            + [.chainSwitched(call: call, from: active.nodes, to: standby.nodes, why: why)]
+    }
+
+    // MARK: the caller's chain events
+
+    private mutating func chainEstablished(_ key: ChainKey, figures: [HopFigures], routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        guard var end = callers[key.call] else { return remove(key, reason: .closed, notify: [.down]) }
+        let nodes = Array(figures.dropFirst().map(\.node)) + [end.target]
+        end.chains[key.chain] = CallerChain(nodes: nodes, hops: figures, established: now, lastHeard: now)
+        var actions: [RelayAction] = []
+        if end.active == nil {
+            let previous = end.lostSince != nil
+            end.active = key.chain
+            if end.standby == key.chain { end.standby = nil }
+            end.lostSince = nil
+            end.nextStandbyTry = now + config.probeMs
+            if !end.wasUp {
+                end.wasUp = true
+                actions.append(.chainUp(call: key.call))
+            } else if previous {
+                counters.failovers += 1
+                actions.append(.chainSwitched(call: key.call, from: [], to: nodes, why: "rebuilt"))
+            }
+        } else if end.standby != key.chain {
+            end.standby = key.chain
+        }
+        end.standbyAttempts = 0
+        callers[key.call] = end
+        return actions
+    }
+
+    private mutating func chainFailed(_ key: ChainKey, why: String, now: Int64) -> [RelayAction] {
+        _ = remove(key, reason: .closed, notify: [])
+        guard var end = callers[key.call] else { return [] }
+        end.chains[key.chain] = nil
+        end.lastRefusal = why
+        if end.standby == key.chain {
+            end.standby = nil
+            end.standbyAttempts += 1
+            end.nextStandbyTry = now + (end.standbyAttempts % 2 == 1 ? 0 : config.standbyRetryMs)
+            callers[key.call] = end
+            return []
+        }
+        callers[key.call] = end
+        if !end.wasUp {
+            callers[key.call] = nil
+            return [.chainFailed(call: key.call, why)]
+        }
+        return []
+    }
+
+    /// A chain of this node's is gone (torn down, timed out, a link down): the caller moves the call to its standby
+    /// or builds a new chain.
+    private mutating func lost(_ key: ChainKey, why: String, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        if callees[key.call] == key.chain {
+            let other = sessions.keys.filter { $0.call == key.call }.map(\.chain).min()
+            callees[key.call] = other
+        }
+        guard var end = callers[key.call], let chain = end.chains.removeValue(forKey: key.chain) else { return [] }
+        var actions: [RelayAction] = []
+        if end.standby == key.chain { end.standby = nil }
+        if end.active == key.chain {
+            end.active = nil
+            if let standby = end.standby, let next = end.chains[standby], next.established != nil,
+               now - next.lastHeard < config.standbyProbeMs + config.deadAfterMs {
+                end.active = standby
+                end.standby = nil
+                end.chains[standby]?.nextProbe = now
+                end.chains[standby]?.activeSince = now
+                end.nextStandbyTry = now
+                counters.failovers += 1
+                actions.append(.chainSwitched(call: key.call, from: chain.nodes, to: next.nodes, why: why))
+            } else {
+                end.lostSince = end.lostSince ?? now
+            }
+        }
+        callers[key.call] = end
+        if end.active == nil, !end.chains.values.contains(where: { $0.established == nil }) {
+            actions += build(key.call, standby: false, routes: routes, now: now)
+        }
+        return actions
+    }
+
+    // MARK: state
+
+    private enum Side { case up, down }
+
+    /// Removes a session and its labels, telling the neighbours on `notify` sides.
+    private mutating func remove(_ key: ChainKey, reason: ChainRefusal, notify: Set<Side>) -> [RelayAction] {
+        guard let session = sessions.removeValue(forKey: key) else { return [] }
+        pendingKeys.remove(key)
+        if session.upLabel != 0 { labels[session.upLabel] = nil }
+        if session.downLabel != 0 { labels[session.downLabel] = nil }
+        if session.role == .relay, let up = session.up {
+            relayed -= 1
+            relayedPerNeighbour[up.node, default: 1] -= 1
+            if relayedPerNeighbour[up.node] == 0 { relayedPerNeighbour[up.node] = nil }
+        }
+        if session.role == .callee, !sessions.keys.contains(where: { $0.call == key.call }) { callerNodes[key.call] = nil }
+        var actions: [RelayAction] = []
+        let message = ChainMessage.teardown(key, reason).serialize()
+        if notify.contains(.up), let up = session.up { actions.append(.send(message, to: up.node)) }
+        if notify.contains(.down), let down = session.down { actions.append(.send(message, to: down.node)) }
+        return actions
+    }
+
+    private mutating func allocateLabel(_ key: ChainKey, fromDown: Bool) -> UInt32 {
+        var label: UInt32 = 0
+        while label == 0 || labels[label] != nil { label = UInt32(truncatingIfNeeded: rng.next()) }
+        labels[label] = (key, fromDown)
+        return label
+    }
+
+    // MARK: queries
+
+    public func sessions(now: Int64) -> [SessionInfo] {
+        sessions.values.sorted { $0.key < $1.key }.map { s in
+            SessionInfo(call: Self.hex(s.key.call), chain: s.key.description, role: s.role.rawValue,
+                        state: s.pending != nil ? "setting up" : "up",
+                        upstream: s.up?.node.checksummed, upstreamLabel: s.role == .caller ? nil : s.upLabel,
+                        downstream: s.down?.node.checksummed, downstreamLabel: s.role == .callee ? nil : s.downLabel,
+                        packetsForward: s.packetsForward, bytesForward: s.bytesForward, packetsBack: s.packetsBack,
+                        bytesBack: s.bytesBack, drops: s.drops, idleMs: now - s.lastActivity)
+        }
+    }
+
+    /// The caller's chains of a call: active first, then standby, then those being built.
+    public func chains(call: UInt64, now: Int64) -> [ChainInfo] {
+        guard let end = callers[call] else { return [] }
+        return end.chains.sorted { $0.key < $1.key }.map { id, c in
+            let role = end.active == id ? "active" : end.standby == id && c.established != nil ? "standby" : "building"
+            return ChainInfo(chain: ChainKey(call: call, chain: id).description, role: role, nodes: c.nodes.map(\.checksummed),
+                             hops: c.hops, rttMs: c.rttMs, lastHeardMsAgo: c.established.map { _ in now - c.lastHeard })
+        }.sorted { ["active", "standby", "building"].firstIndex(of: $0.role)! < ["active", "standby", "building"].firstIndex(of: $1.role)! }
+    }
+
+    public var sessionCount: Int { sessions.count }
+
+    static func hex(_ raw: UInt64) -> String {
+        let hex = String(raw, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

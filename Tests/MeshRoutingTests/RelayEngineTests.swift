@@ -1,0 +1,969 @@
+import MeshIdentity
+@testable import MeshRouting
+import MeshTestKit
+import Testing
+
+/// An undirected link between two nodes of a `RelayNet`.
+struct Edge: Hashable {
+    let a: Int, b: Int
+    init(_ i: Int, _ j: Int) {
+        a = min(i, j)
+        b = max(i, j)
+    }
+}
+
+/// A node's routes in a `RelayNet`: the links in the graph are the links up; next hops by BFS distance in the
+/// whole graph (avoiding nothing), nearest first, then by address; fixed figures.
+struct GraphRoutes: RelayRoutes {
+    let local: Int
+    let addresses: [WalletAddress]
+    let index: [WalletAddress: Int]
+    let neighbours: [Int]
+    let distances: [[Int]]
+    var rttMs: Double = 10
+
+    func isUp(_ node: WalletAddress) -> Bool { index[node].map { neighbours.contains($0) } ?? false }
+
+    func nextHops(toward target: WalletAddress, within links: Int) -> [WalletAddress] {
+        guard let t = index[target] else { return [] }
+        return neighbours.filter { distances[$0][t] <= links - 1 }
+            .sorted { (distances[$0][t], $0) < (distances[$1][t], $1) }
+            .map { addresses[$0] }
+    }
+
+    func figures(_ neighbour: WalletAddress) -> HopFigures { HopFigures(node: addresses[local], rttMs: rttMs, lossPercent: 0) }
+}
+
+/// `RelayEngine`s on a graph with a virtual clock: every `.send` is delivered at once (in order) to the
+/// neighbour's engine unless the link is gone, cut or loses it, or either end is killed; ticks every 50 ms.
+/// Node indices are in address order, so ties between next hops go to the lower index.
+struct RelayNet {
+    static let tickMs: Int64 = 50
+    static let unreachable = 1_000_000
+
+    struct Delivery: Equatable {
+        var call: UInt64
+        var bytes: [UInt8]
+    }
+    struct Failure {
+        var call: UInt64
+        var why: String
+        var at: Int64
+    }
+    struct Switch {
+        var call: UInt64
+        var from: [WalletAddress]
+        var to: [WalletAddress]
+        var why: String
+        var at: Int64
+    }
+    struct Logged {
+        var from: Int
+        var to: Int
+        var message: ChainMessage?
+    }
+
+    var engines: [RelayEngine]
+    let addresses: [WalletAddress]
+    let index: [WalletAddress: Int]
+    private(set) var edges: Set<Edge> = []
+    private(set) var distances: [[Int]] = []
+    private var adjacency: [[Int]] = []
+    /// Nodes whose messages (both ways) vanish; their neighbours are not told.
+    var killed: Set<Int> = []
+    /// Links that lose everything while still up.
+    var cut: Set<Edge> = []
+    /// Links that lose each message with this probability.
+    var loss: [Edge: Double] = [:]
+    var rng: SplitMix64
+    /// What every node measures of each of its links.
+    var rttMs: Double = 10
+    var now: Int64 = 1_000_000
+    let wallet: PrivateKey
+    var delivered: [[Delivery]]
+    var ups: [[UInt64]]
+    var failures: [[Failure]]
+    var switches: [[Switch]]
+    /// Every control message delivered, parsed.
+    var control: [Logged] = []
+    var dataDelivered = 0
+    var dropped = 0
+
+    init(count: Int, edges: [(Int, Int)], seed: UInt64 = 1, config: (Int) -> RelayConfig = { _ in RelayConfig() }) {
+        var rng = SplitMix64(seed: seed)
+        wallet = rng.privateKey()
+        let addresses = (0..<count).map { _ in WalletAddress(bytes: rng.bytes(20))! }.sorted()
+        self.addresses = addresses
+        index = Dictionary(uniqueKeysWithValues: addresses.enumerated().map { ($1, $0) })
+        engines = (0..<count).map { RelayEngine(local: addresses[$0], config: config($0), seed: rng.next()) }
+        self.rng = rng
+        delivered = Array(repeating: [], count: count)
+        ups = Array(repeating: [], count: count)
+        failures = Array(repeating: [], count: count)
+        switches = Array(repeating: [], count: count)
+        self.edges = Set(edges.map { Edge($0.0, $0.1) })
+        recompute()
+    }
+
+    /// 0 – 1 – … – (count-1).
+    static func line(_ count: Int, seed: UInt64 = 1, config: (Int) -> RelayConfig = { _ in RelayConfig() }) -> RelayNet {
+        RelayNet(count: count, edges: (1..<count).map { ($0 - 1, $0) }, seed: seed, config: config)
+    }
+
+    /// 0 – 1 – 3 and 0 – 2 – 3.
+    static func diamond(seed: UInt64 = 1, config: (Int) -> RelayConfig = { _ in RelayConfig() }) -> RelayNet {
+        RelayNet(count: 4, edges: [(0, 1), (1, 3), (0, 2), (2, 3)], seed: seed, config: config)
+    }
+
+    private mutating func recompute() {
+        let n = addresses.count
+        adjacency = Array(repeating: [], count: n)
+        for e in edges {
+            adjacency[e.a].append(e.b)
+            adjacency[e.b].append(e.a)
+        }
+        for i in 0..<n { adjacency[i].sort() }
+        distances = (0..<n).map { bfs(from: $0) }
+    }
+
+    /// Shortest distances from `source` (through `through` nodes only, the ends excepted).
+    func bfs(from source: Int, through: (Int) -> Bool = { _ in true }) -> [Int] {
+        var d = Array(repeating: Self.unreachable, count: addresses.count)
+        d[source] = 0
+        var queue = [source], head = 0
+        while head < queue.count {
+            let u = queue[head]
+            head += 1
+            guard u == source || through(u) else { continue }
+            for v in adjacency[u] where d[v] == Self.unreachable {
+                d[v] = d[u] + 1
+                queue.append(v)
+            }
+        }
+        return d
+    }
+
+    func routes(_ i: Int) -> GraphRoutes {
+        GraphRoutes(local: i, addresses: addresses, index: index, neighbours: adjacency[i], distances: distances, rttMs: rttMs)
+    }
+
+    func address(_ i: Int) -> WalletAddress { addresses[i] }
+    func node(_ checksummed: String) -> Int? { addresses.firstIndex { $0.checksummed == checksummed } }
+
+    /// Removes a link from the graph (and the routes); the ends are told only with `tell`.
+    mutating func unlink(_ i: Int, _ j: Int, tell: [Int]) {
+        edges.remove(Edge(i, j))
+        recompute()
+        for end in tell {
+            let other = end == i ? j : i
+            process(engines[end].linkDown(addresses[other], routes: routes(end), now: now), at: end)
+        }
+    }
+
+    /// Adds a link to the graph (and the routes).
+    mutating func link(_ i: Int, _ j: Int) {
+        edges.insert(Edge(i, j))
+        recompute()
+    }
+
+    // MARK: driving
+
+    mutating func open(_ call: UInt64, from i: Int, to j: Int, hints: [Int] = []) {
+        process(engines[i].open(call: call, wallet: wallet, target: addresses[j], hints: hints.map { addresses[$0] },
+                                routes: routes(i), now: now), at: i)
+    }
+
+    mutating func send(_ call: UInt64, from i: Int, _ bytes: [UInt8]) { process(engines[i].send(call: call, bytes), at: i) }
+
+    mutating func close(_ call: UInt64, at i: Int) { process(engines[i].close(call: call), at: i) }
+
+    /// What node `j` answers to `payload` from `i`, not passed on.
+    mutating func receive(_ payload: [UInt8], at j: Int, from i: Int) -> [RelayAction] {
+        ChainMessage.isData(payload) ? engines[j].forward(payload, from: addresses[i], now: now)
+            : engines[j].receive(payload, from: addresses[i], routes: routes(j), now: now)
+    }
+
+    mutating func process(_ actions: [RelayAction], at origin: Int) {
+        var queue = actions.map { (origin, $0) }
+        var head = 0
+        while head < queue.count {
+            let (from, action) = queue[head]
+            head += 1
+            if head > 1_000_000 {
+                Issue.record("message storm")
+                return
+            }
+            switch action {
+            case .send(let payload, let to):
+                guard let j = index[to], edges.contains(Edge(from, j)), !killed.contains(from), !killed.contains(j),
+                      !cut.contains(Edge(from, j)) else {
+                    dropped += 1
+                    continue
+                }
+                if let p = loss[Edge(from, j)], Double.random(in: 0..<1, using: &rng) < p {
+                    dropped += 1
+                    continue
+                }
+                if ChainMessage.isData(payload) {
+                    dataDelivered += 1
+                } else {
+                    control.append(Logged(from: from, to: j, message: ChainMessage(parsing: payload)))
+                }
+                queue += receive(payload, at: j, from: from).map { (j, $0) }
+            case .deliver(let call, let bytes):
+                delivered[from].append(Delivery(call: call, bytes: bytes))
+            case .chainUp(let call):
+                ups[from].append(call)
+            case .chainFailed(let call, let why):
+                failures[from].append(Failure(call: call, why: why, at: now))
+            case .chainSwitched(let call, let old, let new, let why):
+                switches[from].append(Switch(call: call, from: old, to: new, why: why, at: now))
+            }
+        }
+    }
+
+    mutating func step() {
+        now += Self.tickMs
+        for i in engines.indices where !killed.contains(i) {
+            process(engines[i].tick(routes: routes(i), now: now), at: i)
+        }
+    }
+
+    mutating func advance(_ ms: Int64) {
+        let end = now + ms
+        while now < end { step() }
+    }
+
+    /// Ticks until `done` holds (checked before each tick) or `ms` passed; whether it held.
+    mutating func run(for ms: Int64, until done: (RelayNet) -> Bool) -> Bool {
+        let end = now + ms
+        while !done(self) {
+            guard now < end else { return false }
+            step()
+        }
+        return true
+    }
+
+    // MARK: looking
+
+    /// The caller's chain of `call` with `role`, as node indices after the caller's.
+    func chain(_ call: UInt64, at i: Int, role: String = "active") -> [Int]? {
+        engines[i].chains(call: call, now: now).first { $0.role == role }.map { $0.nodes.map { node($0) ?? -1 } }
+    }
+
+    func sessions(_ i: Int, role: String? = nil) -> [SessionInfo] {
+        engines[i].sessions(now: now).filter { role == nil || $0.role == role }
+    }
+
+    /// The refusals node `i` sent.
+    func refusals(by i: Int) -> [ChainRefusal] {
+        control.compactMap {
+            guard $0.from == i, case .refuse(_, let reason, _)? = $0.message else { return nil }
+            return reason
+        }
+    }
+}
+
+@Suite struct RelayEngineTests {
+    // MARK: 1. a chain along a line
+
+    @Test func lineCarriesCallBytesBothWays() {
+        var net = RelayNet.line(5)
+        net.open(1, from: 0, to: 4)
+        #expect(net.ups[0] == [1])
+        #expect(net.failures[0].isEmpty)
+        for r in 1...3 {
+            let s = net.sessions(r)
+            #expect(s.count == 1)
+            #expect(s.first?.role == "relay")
+            #expect(s.first?.state == "up")
+            #expect(s.first?.upstream == net.address(r - 1).checksummed)
+            #expect(s.first?.downstream == net.address(r + 1).checksummed)
+        }
+        #expect(net.sessions(4).map(\.role) == ["callee"])
+        let info = net.engines[0].chains(call: 1, now: net.now)
+        #expect(info.count == 1)
+        #expect(info.first?.role == "active")
+        #expect(info.first?.nodes == [1, 2, 3, 4].map { net.address($0).checksummed })
+        #expect(info.first?.hops.map(\.node) == [0, 1, 2, 3].map { net.address($0) }, "each hop's figures, caller's first")
+        #expect(net.engines[0].farEnd(call: 1) == net.address(4))
+        #expect(net.engines[4].farEnd(call: 1) == net.address(0))
+
+        // Probes, reports and (impossible on a line) standby attempts for a while: still one session per relay.
+        net.advance(2_000)
+        for r in 1...3 { #expect(net.sessions(r).count == 1) }
+        #expect(net.engines[0].chains(call: 1, now: net.now).first?.rttMs != nil, "probes were answered")
+        #expect(net.engines[0].chains(call: 1, now: net.now).first.map { $0.lastHeardMsAgo! < 100 } == true)
+        #expect(net.switches[0].isEmpty)
+
+        let before = (1...3).map { net.engines[$0].counters.forwardedPackets }
+        let bytes: [UInt8] = [0x01] + (0..<200).map { UInt8($0) }
+        net.send(1, from: 0, bytes)
+        #expect(net.delivered[4] == [.init(call: 1, bytes: bytes)])
+        #expect(net.delivered[0].isEmpty)
+        net.send(1, from: 4, [0x02, 0xFE, 0x35])
+        #expect(net.delivered[0] == [.init(call: 1, bytes: [0x02, 0xFE, 0x35])])
+        #expect(net.delivered[4].count == 1)
+        for r in 1...3 {
+            #expect(net.engines[r].counters.forwardedPackets == before[r - 1] + 2)
+            #expect(net.engines[r].counters.unknownLabel == 0)
+            #expect(net.engines[r].counters.wrongNeighbour == 0)
+        }
+    }
+
+    // MARK: 2. hop limit
+
+    @Test func hopLimitBoundsTheChain() {
+        for (limit, expectUp) in [(6, false), (7, true)] {
+            var net = RelayNet.line(8) { _ in
+                var c = RelayConfig()
+                c.hopLimit = limit
+                return c
+            }
+            net.open(1, from: 0, to: 7)
+            let done1 = net.run(for: 20_000) { !$0.ups[0].isEmpty || !$0.failures[0].isEmpty }
+            #expect(done1)
+            if expectUp {
+                #expect(net.ups[0] == [1])
+                #expect(net.chain(1, at: 0) == [1, 2, 3, 4, 5, 6, 7])
+            } else {
+                #expect(net.ups[0].isEmpty)
+                #expect(net.failures[0].count == 1)
+                let why = net.failures[0].first?.why ?? ""
+                #expect(why.contains(ChainRefusal.noRoute.description) || why.contains(ChainRefusal.hopLimit.description), "\(why)")
+                #expect(net.engines.allSatisfy { $0.sessionCount == 0 }, "nothing left behind")
+            }
+        }
+        // A hint beyond the hop limit is tried and refused, with nothing left behind either.
+        var net = RelayNet.line(8) { _ in
+            var c = RelayConfig()
+            c.hopLimit = 6
+            return c
+        }
+        net.open(1, from: 0, to: 7, hints: [1])
+        #expect(net.failures[0].count == 1)
+        #expect(net.engines.allSatisfy { $0.sessionCount == 0 })
+        #expect(net.control.allSatisfy {
+            guard case .setup(let s)? = $0.message else { return true }
+            return s.path.count <= 6
+        })
+    }
+
+    // MARK: 3. property: no loops, and a chain whenever one exists
+
+    @Test func findsAChainIffOneExistsWithinTheHopLimitAndNeverLoops() {
+        var rng = SplitMix64(seed: 42)
+        var ups = 0, fails = 0, backtracked = 0
+        for trial in 0..<1_000 {
+            let n = Int.random(in: 6...20, using: &rng)
+            // A random spanning tree over a random order, plus random extra edges.
+            let order = Array(0..<n).shuffled(using: &rng)
+            var edges: [(Int, Int)] = []
+            for k in 1..<n { edges.append((order[k], order[Int.random(in: 0..<k, using: &rng)])) }
+            for _ in 0..<Int.random(in: 0...n, using: &rng) {
+                let i = Int.random(in: 0..<n, using: &rng), j = Int.random(in: 0..<n, using: &rng)
+                if i != j { edges.append((i, j)) }
+            }
+            let src = Int.random(in: 0..<n, using: &rng)
+            var dst = Int.random(in: 0..<n - 1, using: &rng)
+            if dst >= src { dst += 1 }
+            let hopLimit = Int.random(in: 2...7, using: &rng)
+            // In two trials of three some relays are full (they refuse every set-up): the set-up must back off and
+            // go around them.
+            var full: Set<Int> = []
+            if trial % 3 != 0 {
+                for i in 0..<n where i != src && i != dst && Double.random(in: 0..<1, using: &rng) < 0.3 { full.insert(i) }
+            }
+            var net = RelayNet(count: n, edges: edges, seed: rng.next()) { i in
+                var c = RelayConfig()
+                c.hopLimit = hopLimit
+                if full.contains(i) { c.maxSessions = 0 }
+                return c
+            }
+            let reachable = net.bfs(from: src) { !full.contains($0) }[dst] <= hopLimit
+            net.open(1, from: src, to: dst)
+            let decided = net.run(for: 60_000) { !$0.ups[src].isEmpty || !$0.failures[src].isEmpty }
+            let context = "trial \(trial): n \(n), \(src) → \(dst), hop limit \(hopLimit), full \(full.sorted()), edges \(edges)"
+            #expect(decided, "\(context)")
+            #expect(net.ups[src].isEmpty != reachable, "\(context): \(net.failures[src].first?.why ?? "up")")
+            // Never a loop: every set-up's path is simple, within the hop limit, and never comes back to a node on it.
+            for logged in net.control {
+                guard case .setup(let s)? = logged.message else { continue }
+                #expect(Set(s.path).count == s.path.count, "\(context)")
+                #expect(!s.path.contains(net.address(logged.to)), "\(context)")
+                #expect(s.path.count <= hopLimit, "\(context)")
+            }
+            let refused = net.control.contains { if case .refuse? = $0.message { true } else { false } }
+            #expect(net.engines.allSatisfy { $0.counters.setupsRateLimited == 0 }, "\(context)")
+            if reachable, let nodes = net.chain(1, at: src) {
+                ups += 1
+                if refused { backtracked += 1 }
+                let path = [src] + nodes
+                #expect(Set(path).count == path.count, "\(context): chain \(path)")
+                #expect(path.last == dst, "\(context): chain \(path)")
+                #expect(nodes.count <= hopLimit, "\(context): chain \(path)")
+                #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(Edge($0, $1)) }, "\(context): chain \(path)")
+                #expect(nodes.dropLast().allSatisfy { !full.contains($0) }, "\(context): chain \(path)")
+                // Exactly the chain's relays hold a session, one each.
+                for i in 0..<n where i != src && i != dst {
+                    #expect(net.engines[i].sessionCount == (nodes.contains(i) ? 1 : 0), "\(context): chain \(path), node \(i)")
+                }
+            } else if !reachable {
+                fails += 1
+                #expect(net.engines.allSatisfy { $0.sessionCount == 0 }, "\(context): state left behind after a failure")
+            }
+        }
+        // The trials cover both outcomes, and chains found only after a refusal sent the set-up back.
+        #expect(ups > 500 && fails > 150 && backtracked > 25, "\(ups) up, \(fails) failed, \(backtracked) up after backing off")
+    }
+
+    @Test func aDeadEndTwoHopsOnSendsTheSetUpBackToTheCallersNextCandidate() {
+        // 0 – 1 – 2(full) – 5 and 0 – 3 – 4 – 5: node 1 is the caller's first choice (lower address, same
+        // distance), its only way on refuses, so 1 refuses too and the caller takes 3.
+        var net = RelayNet(count: 6, edges: [(0, 1), (1, 2), (2, 5), (0, 3), (3, 4), (4, 5)]) { i in
+            var c = RelayConfig()
+            if i == 2 { c.maxSessions = 0 }
+            return c
+        }
+        net.open(1, from: 0, to: 5)
+        #expect(net.ups[0] == [1])
+        #expect(net.chain(1, at: 0) == [3, 4, 5])
+        #expect(net.refusals(by: 2) == [.sessionLimit])
+        #expect(net.refusals(by: 1) == [.sessionLimit], "the most telling reason travels back")
+        #expect(net.engines[1].sessionCount == 0 && net.engines[2].sessionCount == 0)
+        // With no other way the failure names the full relay, two hops away.
+        var blocked = RelayNet(count: 4, edges: [(0, 1), (1, 2), (2, 3)]) { i in
+            var c = RelayConfig()
+            if i == 2 { c.maxSessions = 0 }
+            return c
+        }
+        blocked.open(1, from: 0, to: 3)
+        #expect(blocked.failures[0].first?.why.contains(blocked.address(2).description) == true)
+        #expect(blocked.engines.allSatisfy { $0.sessionCount == 0 })
+    }
+
+    // MARK: 4. session limits
+
+    @Test func fullRelayIsAvoidedOrNamed() {
+        // Diamond: B (1) takes one session; call 1 goes through it, call 2 goes around through C (2).
+        var net = RelayNet.diamond { i in
+            var c = RelayConfig()
+            if i == 1 { c.maxSessions = 1 }
+            return c
+        }
+        net.open(1, from: 0, to: 3)
+        #expect(net.chain(1, at: 0) == [1, 3])
+        net.advance(500)
+        #expect(net.chain(1, at: 0, role: "standby") == [2, 3], "the standby takes the other relay")
+        net.open(2, from: 0, to: 3)
+        #expect(net.ups[0] == [1, 2])
+        #expect(net.refusals(by: 1) == [.sessionLimit])
+        #expect(net.chain(2, at: 0) == [2, 3])
+        #expect(net.sessions(1).count == 1)
+        #expect(net.engines[1].counters.setupsRefused == 1)
+
+        // A line: no way around the full relay; the failure names the limit and the relay.
+        var line = RelayNet.line(3) { i in
+            var c = RelayConfig()
+            if i == 1 { c.maxSessions = 1 }
+            return c
+        }
+        line.open(1, from: 0, to: 2)
+        line.open(2, from: 0, to: 2)
+        #expect(line.ups[0] == [1])
+        #expect(line.failures[0].map(\.call) == [2])
+        let why = line.failures[0].first?.why ?? ""
+        #expect(why.contains(ChainRefusal.sessionLimit.description) && why.contains(line.address(1).description), "\(why)")
+        #expect(line.sessions(1).count == 1)
+
+        // Per neighbour: 0 – 1 – 2 and 3 – 1; node 1 takes one session from each neighbour.
+        var star = RelayNet(count: 4, edges: [(0, 1), (1, 2), (3, 1)]) { i in
+            var c = RelayConfig()
+            if i == 1 { c.maxSessionsPerNeighbour = 1 }
+            return c
+        }
+        star.open(1, from: 0, to: 2)
+        star.open(2, from: 0, to: 2)
+        star.open(3, from: 3, to: 2)
+        #expect(star.ups[0] == [1])
+        #expect(star.failures[0].map(\.call) == [2])
+        #expect(star.failures[0].first?.why.contains(ChainRefusal.neighbourLimit.description) == true)
+        #expect(star.refusals(by: 1) == [.neighbourLimit])
+        #expect(star.ups[3] == [3], "another neighbour's call still goes through")
+        #expect(star.sessions(1, role: "relay").count == 2)
+    }
+
+    // MARK: 5. forged and unknown labels
+
+    @Test func unknownLabelsAndWrongNeighboursAreDropped() throws {
+        var net = RelayNet.line(4)
+        net.open(1, from: 0, to: 3)
+        let session = try #require(net.sessions(1).first)
+        let fromUp = try #require(session.upstreamLabel), fromDown = try #require(session.downstreamLabel)
+        var rng = SplitMix64(seed: 9)
+        var forged: [UInt32] = []
+        while forged.count < 20 {
+            let label = UInt32(truncatingIfNeeded: rng.next())
+            if label != fromUp && label != fromDown { forged.append(label) }
+        }
+        for label in forged {
+            let r1 = net.receive(ChainMessage.data(label: label, [0x01, 2, 3]), at: 1, from: 0)
+            #expect(r1.isEmpty)
+        }
+        let r2 = net.receive([0x34, 1, 2], at: 1, from: 0)
+        #expect(r2.isEmpty, "too short for a label")
+        #expect(net.engines[1].counters.unknownLabel == 21)
+        // The right label from the wrong side, or from a stranger.
+        let r3 = net.receive(ChainMessage.data(label: fromUp, [0x01]), at: 1, from: 2)
+        #expect(r3.isEmpty)
+        let r4 = net.receive(ChainMessage.data(label: fromDown, [0x01]), at: 1, from: 0)
+        #expect(r4.isEmpty)
+        let r5 = net.receive(ChainMessage.data(label: fromUp, [0x01]), at: 1, from: 3)
+        #expect(r5.isEmpty)
+        #expect(net.engines[1].counters.wrongNeighbour == 3)
+        #expect(net.sessions(1).first?.drops == 3)
+        #expect(net.engines[1].counters.forwardedPackets == 0)
+        // The callee too drops a label it does not know.
+        let r6 = net.receive(ChainMessage.data(label: forged[0], [0x01]), at: 3, from: 2)
+        #expect(r6.isEmpty)
+        #expect(net.engines[3].counters.unknownLabel == 1)
+        #expect(net.delivered[3].isEmpty)
+        // The right label from the right neighbour is forwarded to the next hop, relabelled (control).
+        let out = net.receive(ChainMessage.data(label: fromUp, [0x01, 7]), at: 1, from: 0)
+        let downLabel = try #require(net.sessions(2).first?.upstreamLabel)
+        #expect(out == [.send(ChainMessage.data(label: downLabel, [0x01, 7]), to: net.address(2))])
+        #expect(net.engines[1].counters.forwardedPackets == 1)
+    }
+
+    // MARK: 6. bad set-ups
+
+    @Test func badSetUpsAreRefused() throws {
+        // 0 – 1 – 2 and 3 – 1: node 1 relays toward 2.
+        var net = RelayNet(count: 4, edges: [(0, 1), (1, 2), (3, 1)])
+        let relay = net.address(1)
+        func setup(_ chain: UInt32, expires: Int64? = nil, hopLimit: UInt8 = 6, path: [Int] = [0]) -> ChainMessage.Setup {
+            .sign(key: ChainKey(call: 7, chain: chain), wallet: net.wallet, target: net.address(2),
+                  expiresAtMs: UInt64(expires ?? net.now + 30_000), hopLimit: hopLimit, backLabel: 99,
+                  path: path.map { net.address($0) }, avoid: [])
+        }
+        func refused(_ s: ChainMessage.Setup, _ reason: ChainRefusal, from sender: Int = 0) -> Bool {
+            net.receive(ChainMessage.setup(s).serialize(), at: 1, from: sender)
+                == [.send(ChainMessage.refuse(s.key, reason, by: relay).serialize(), to: net.address(sender))]
+        }
+
+        var forged = setup(1)
+        var signature = forged.signature.bytes
+        signature[10] ^= 0x01
+        forged.signature = try #require(Signature(bytes: signature))
+        #expect(refused(forged, .badSignature))
+        var otherTarget = setup(2)
+        otherTarget.target = net.address(3)
+        #expect(refused(otherTarget, .badSignature), "the target is signed")
+        var longer = setup(3)
+        longer.hopLimit = 16
+        #expect(refused(longer, .badSignature), "the hop limit is signed")
+        #expect(refused(setup(4, expires: net.now - 1), .expired))
+        #expect(refused(setup(5, expires: net.now + 30_000 + 120_000 + 1), .expired), "too far ahead")
+        #expect(refused(setup(6, hopLimit: 1), .hopLimit))
+        #expect(refused(setup(7, path: [3]), .duplicate), "the path must end at the sender")
+        #expect(refused(setup(8, path: [1, 0]), .duplicate), "the path already holds this node: a loop")
+        #expect(net.engines[1].counters.setupsRefused == 8)
+        #expect(net.engines[1].sessionCount == 0)
+
+        // A genuine set-up is relayed; the same one replayed through another neighbour is refused, while a
+        // retransmission from the same neighbour is answered again.
+        let good = setup(9)
+        net.process(net.receive(ChainMessage.setup(good).serialize(), at: 1, from: 0), at: 1)
+        #expect(net.sessions(1).map(\.state) == ["up"])
+        var replay = good
+        replay.path = [net.address(3)]
+        #expect(refused(replay, .duplicate, from: 3))
+        let again = net.receive(ChainMessage.setup(good).serialize(), at: 1, from: 0)
+        guard case .send(let bytes, let to)? = again.first, case .accept(let key, _, _)? = ChainMessage(parsing: bytes) else {
+            Issue.record("no accept for the retransmission: \(again)")
+            return
+        }
+        #expect(again.count == 1 && to == net.address(0) && key == good.key)
+        #expect(net.sessions(1).count == 1)
+
+        // Malformed payloads of every control tag, and an unknown tag.
+        var rng = SplitMix64(seed: 4)
+        var sent = 0
+        for tag: UInt8 in [0x30, 0x31, 0x32, 0x33, 0x37, 0x38, 0x39, 0x3F] {
+            for length in 0..<13 {
+                _ = net.receive([tag] + rng.bytes(length), at: 1, from: 0)
+                sent += 1
+            }
+        }
+        #expect(net.engines[1].counters.malformed == sent)
+        #expect(net.sessions(1).count == 1)
+    }
+
+    @Test func setUpFloodFromOneNeighbourIsRateLimited() {
+        var net = RelayNet(count: 4, edges: [(0, 1), (1, 2), (3, 1)])
+        for chain in UInt32(1)...120 {
+            let s = ChainMessage.Setup.sign(key: ChainKey(call: 1, chain: chain), wallet: net.wallet, target: net.address(2),
+                                            expiresAtMs: UInt64(net.now + 30_000), hopLimit: 6, backLabel: 5,
+                                            path: [net.address(0)], avoid: [])
+            _ = net.receive(ChainMessage.setup(s).serialize(), at: 1, from: 0)
+        }
+        #expect(net.engines[1].counters.setupsRateLimited == 20, "a burst of 100")
+        #expect(net.engines[1].sessionCount == 100)
+        // Another neighbour has its own budget.
+        let s = ChainMessage.Setup.sign(key: ChainKey(call: 2, chain: 1), wallet: net.wallet, target: net.address(2),
+                                        expiresAtMs: UInt64(net.now + 30_000), hopLimit: 6, backLabel: 5,
+                                        path: [net.address(3)], avoid: [])
+        let r7 = net.receive(ChainMessage.setup(s).serialize(), at: 1, from: 3)
+        #expect(!r7.isEmpty)
+        #expect(net.engines[1].counters.setupsRateLimited == 20)
+    }
+
+    @Test func lostSetUpsAndAcceptsAreSentAgain() {
+        var net = RelayNet.line(4)
+        net.loss[Edge(1, 2)] = 0.3
+        net.loss[Edge(2, 3)] = 0.3
+        net.open(1, from: 0, to: 3)
+        let done2 = net.run(for: 4_000) { !$0.ups[0].isEmpty }
+        #expect(done2)
+        #expect(net.failures[0].isEmpty)
+        #expect(net.chain(1, at: 0) == [1, 2, 3])
+        #expect(net.sessions(1, role: "relay").count == 1 && net.sessions(2, role: "relay").count == 1)
+    }
+
+    // MARK: 7. failover
+
+    /// For several seeds (chain ids in either order) and every phase of the standby's once-a-second probe.
+    @Test func deadActiveRelayFailsOverToTheStandby() {
+        var chainOrders: Set<Bool> = []
+        for seed: UInt64 in 1...4 {
+            for phase in stride(from: Int64(0), to: 1_000, by: 100) {
+                let context = "seed \(seed), killed \(phase) ms after the standby's probe"
+                var net = RelayNet.diamond(seed: seed)
+                net.open(1, from: 0, to: 3)
+                let built = net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil }
+                #expect(built, "\(context)")
+                #expect(net.chain(1, at: 0) == [1, 3], "\(context)")
+                #expect(net.chain(1, at: 0, role: "standby") == [2, 3], "\(context)")
+                let ids = net.engines[0].chains(call: 1, now: net.now).map(\.chain)
+                chainOrders.insert(ids[0] < ids[1])
+                net.advance(300)
+                net.send(1, from: 0, [0x01])
+                #expect(net.delivered[3].map(\.bytes) == [[0x01]], "\(context)")
+                let aligned = net.run(for: 2_000) {
+                    $0.engines[0].chains(call: 1, now: $0.now).first { $0.role == "standby" }?.lastHeardMsAgo == phase
+                }
+                #expect(aligned, "\(context)")
+
+                // The active relay dies; nobody tells the caller (no link-down): its probes go unanswered.
+                net.killed.insert(1)
+                let killedAt = net.now
+                let switched = net.run(for: 1_000) { !$0.switches[0].isEmpty }
+                #expect(switched, "\(context): switched within 1 s")
+                let s = net.switches[0].first
+                #expect(s.map { $0.at - killedAt <= RelayConfig().deadAfterMs + RelayNet.tickMs } == true, "\(context)")
+                #expect(s?.from == [net.address(1), net.address(3)], "\(context)")
+                #expect(s?.to == [net.address(2), net.address(3)], "\(context)")
+                #expect(net.chain(1, at: 0) == [2, 3], "\(context)")
+                #expect(net.engines[0].counters.failovers == 1, "\(context)")
+
+                // The new active chain is probed and answered from then on: never silent for long, not given up.
+                var silences: [Int64] = []
+                for _ in 0..<60 {
+                    net.step()
+                    silences.append(net.engines[0].chains(call: 1, now: net.now).first { $0.role == "active" }?.lastHeardMsAgo ?? -1)
+                }
+                #expect(silences.allSatisfy { (0..<RelayConfig().deadAfterMs).contains($0) }, "\(context): \(silences)")
+                #expect(net.switches[0].count == 1, "\(context): \(net.switches[0].map { "\($0.why) \($0.to)" })")
+                #expect(net.failures[0].isEmpty, "\(context)")
+                #expect(net.chain(1, at: 0) == [2, 3], "\(context)")
+                // Data both ways over the new chain: the callee answers over the chain the caller's bytes came on.
+                let relayed = net.engines[2].counters.forwardedPackets
+                net.send(1, from: 0, [0x01, 2])
+                #expect(net.delivered[3].map(\.bytes) == [[0x01], [0x01, 2]], "\(context)")
+                net.send(1, from: 3, [0x03, 4])
+                #expect(net.delivered[0].map(\.bytes) == [[0x03, 4]], "\(context)")
+                #expect(net.engines[2].counters.forwardedPackets == relayed + 2, "\(context)")
+            }
+        }
+        #expect(chainOrders == [true, false], "the seeds put the active chain's id before and after the standby's")
+    }
+
+    /// A chain that keeps losing packets (15 % on one link, each way) is left for the standby within the loss window;
+    /// two chains losing alike do not make the call flap between them.
+    @Test func aLossyChainIsLeftForTheStandbyWithoutFlapping() {
+        // Silence detection slowed down, so what moves the call is the loss rule, not three probes lost in a row.
+        var config = RelayConfig()
+        config.deadAfterMs = 2_000
+        var net = RelayNet.diamond(seed: 3) { _ in config }
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        #expect(net.chain(1, at: 0) == [1, 3])
+        net.advance(3_000)
+        #expect(net.switches[0].isEmpty, "no loss, no move")
+        net.loss[Edge(1, 3)] = 0.15
+        let lossFrom = net.now
+        #expect(net.run(for: 4_000) { !$0.switches[0].isEmpty }, "moved off the lossy chain")
+        #expect(net.switches[0].first?.why.contains("probes lost") == true, "\(net.switches[0].map(\.why))")
+        #expect((net.switches[0].first?.at ?? .max) - lossFrom <= 3_000)
+        #expect(net.chain(1, at: 0) == [2, 3])
+        #expect(net.failures[0].isEmpty)
+
+        var flap = RelayNet.diamond(seed: 4) { _ in config }
+        flap.open(1, from: 0, to: 3)
+        #expect(flap.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        flap.loss[Edge(1, 3)] = 0.25
+        flap.loss[Edge(2, 3)] = 0.25
+        flap.advance(30_000)
+        let moves = flap.switches[0].filter { $0.why.contains("probes lost") }
+        #expect(moves.count <= 3, "at most one loss move per 10 s: \(moves.map(\.at))")
+    }
+
+    @Test func deadRelayWithoutStandbyEndsInChainFailed() {
+        var net = RelayNet.line(3)
+        net.open(1, from: 0, to: 2)
+        net.advance(1_000)
+        #expect(net.chain(1, at: 0, role: "standby") == nil)
+        net.killed.insert(1)
+        let killedAt = net.now
+        let config = RelayConfig()
+        let done5 = net.run(for: 15_000) { !$0.failures[0].isEmpty }
+        #expect(done5)
+        let failure = net.failures[0].first
+        #expect(failure.map { $0.at - killedAt >= config.repairGiveUpMs } == true)
+        #expect(failure.map { $0.at - killedAt <= config.repairGiveUpMs + config.deadAfterMs + 2 * RelayNet.tickMs } == true,
+                "\(failure.map { $0.at - killedAt } ?? -1)")
+        #expect(failure?.why.contains("no working chain") == true)
+        #expect(net.switches[0].isEmpty)
+        #expect(net.engines[0].sessionCount == 0)
+        #expect(net.engines[0].chains(call: 1, now: net.now).isEmpty)
+    }
+
+    // MARK: 8. teardown
+
+    @Test func closeRemovesEverySessionAlongTheChain() {
+        var net = RelayNet.diamond()
+        net.open(1, from: 0, to: 3)
+        net.advance(500)
+        #expect(net.chain(1, at: 0, role: "standby") != nil)
+        #expect(net.engines[3].sessionCount == 2)
+        net.close(1, at: 0)
+        for i in 0..<4 { #expect(net.engines[i].sessionCount == 0, "node \(i)") }
+        #expect(net.engines[0].chains(call: 1, now: net.now).isEmpty)
+        net.advance(5_000)
+        #expect(net.engines.allSatisfy { $0.sessionCount == 0 }, "and nothing is rebuilt")
+        #expect(net.failures[0].isEmpty && net.switches[0].isEmpty)
+    }
+
+    @Test func idleSessionsGoWhenTheCallerVanishes() {
+        var net = RelayNet.line(4)
+        net.open(1, from: 0, to: 3)
+        net.advance(1_000)
+        net.killed.insert(0)
+        let idle = RelayConfig().idleTimeoutMs
+        net.advance(idle - 1_000)
+        #expect((1...3).allSatisfy { net.engines[$0].sessionCount == 1 }, "not before the idle timeout")
+        net.advance(1_000 + RelayNet.tickMs)
+        #expect((1...3).allSatisfy { net.engines[$0].sessionCount == 0 })
+    }
+
+    // MARK: 9. soft state
+
+    @Test func downstreamLinkDownTearsDownUpstreamAndTheCallerRebuilds() throws {
+        // 0 – 1, 1 – 2 – 4 and 1 – 3 – 4.
+        var net = RelayNet(count: 5, edges: [(0, 1), (1, 2), (2, 4), (1, 3), (3, 4)])
+        net.open(1, from: 0, to: 4)
+        net.advance(500)
+        #expect(net.chain(1, at: 0) == [1, 2, 4])
+        #expect(net.chain(1, at: 0, role: "standby") == nil, "every chain starts at node 1")
+        net.unlink(2, 4, tell: [2])
+        #expect(net.engines[2].sessionCount == 0)
+        #expect(net.sessions(1).allSatisfy { $0.downstream == net.address(3).checksummed }, "the old session at 1 is gone")
+        let s = try #require(net.switches[0].first)
+        #expect(s.why == "rebuilt" && s.to == [1, 3, 4].map { net.address($0) })
+        #expect(net.chain(1, at: 0) == [1, 3, 4])
+        net.send(1, from: 0, [0x01])
+        #expect(net.delivered[4].map(\.bytes) == [[0x01]])
+        net.send(1, from: 4, [0x02])
+        #expect(net.delivered[0].map(\.bytes) == [[0x02]])
+        // The callee's end of the old chain goes with its own link-down.
+        net.unlink(2, 4, tell: [4])
+        #expect(net.engines[4].sessionCount == 1)
+    }
+
+    // MARK: more
+
+    @Test func closeWhileBuildingClearsEveryPendingHop() {
+        var net = RelayNet.line(4)
+        net.cut.insert(Edge(2, 3))
+        net.open(1, from: 0, to: 3)
+        #expect(net.sessions(1).map(\.state) == ["setting up"])
+        #expect(net.sessions(2).map(\.state) == ["setting up"])
+        net.advance(1_000)
+        net.close(1, at: 0)
+        #expect(net.engines.allSatisfy { $0.sessionCount == 0 })
+        net.advance(10_000)
+        #expect(net.engines.allSatisfy { $0.sessionCount == 0 })
+        #expect(net.ups[0].isEmpty && net.failures[0].isEmpty, "a closed call reports nothing more")
+    }
+
+    @Test func aDeadRelayOnTheWayCostsOneHopsWait() {
+        // 0 – 1, then 1 – 2(dead) – 4 and 1 – 3 – 4: node 1 tries 2 first and gives up on it before the caller
+        // gives up on node 1 (the deadlines nest by hop budget).
+        var net = RelayNet(count: 5, edges: [(0, 1), (1, 2), (2, 4), (1, 3), (3, 4)])
+        net.killed.insert(2)
+        let start = net.now
+        net.open(1, from: 0, to: 4)
+        let up = net.run(for: 10_000) { !$0.ups[0].isEmpty || !$0.failures[0].isEmpty }
+        #expect(up && net.ups[0] == [1])
+        #expect(net.chain(1, at: 0) == [1, 3, 4])
+        let config = RelayConfig()
+        let waited = net.now - start
+        #expect(waited >= config.hopWaitMs * Int64(config.hopLimit - 1) && waited < config.hopWaitMs * Int64(config.hopLimit),
+                "node 1 waited its own budget, not the caller's: \(waited) ms")
+        #expect(net.sessions(1, role: "relay").count == 1)
+    }
+
+    @Test func callerLinkDownFailsOverAtOnce() {
+        var net = RelayNet.diamond()
+        net.open(1, from: 0, to: 3)
+        net.advance(500)
+        #expect(net.chain(1, at: 0, role: "standby") == [2, 3])
+        net.unlink(0, 1, tell: [0, 1])
+        #expect(net.switches[0].count == 1)
+        #expect(net.switches[0].first?.to == [net.address(2), net.address(3)])
+        #expect(net.switches[0].first?.why.contains("down") == true)
+        #expect(net.chain(1, at: 0) == [2, 3])
+        #expect(net.engines[1].sessionCount == 0, "the relay's end goes with its own link-down")
+        net.send(1, from: 0, [0x01])
+        #expect(net.delivered[3].map(\.bytes) == [[0x01]])
+    }
+
+    @Test func reportsRefreshEveryHopsFigures() {
+        var net = RelayNet.line(5)
+        net.open(1, from: 0, to: 4)
+        #expect(net.engines[0].chains(call: 1, now: net.now).first?.hops.map(\.rttMs) == [10, 10, 10, 10])
+        net.rttMs = 37.5
+        net.advance(RelayConfig().reportMs + 100)
+        let hops = net.engines[0].chains(call: 1, now: net.now).first?.hops
+        #expect(hops?.map(\.rttMs) == [37.5, 37.5, 37.5, 37.5])
+        #expect(hops?.map(\.node) == [0, 1, 2, 3].map { net.address($0) })
+        // A report under a label nobody gave out is dropped and counted.
+        #expect(net.receive(ChainMessage.report(label: 12345, []).serialize(), at: 1, from: 0).isEmpty)
+        #expect(net.engines[1].counters.unknownLabel == 1)
+    }
+
+    @Test func strangersCannotTearDownOrAnswerForAChain() throws {
+        // 0 – 1 – 2 – 3 and 4 – 1: node 4 is a neighbour of relay 1 but not on the chain.
+        var net = RelayNet(count: 5, edges: [(0, 1), (1, 2), (2, 3), (4, 1)])
+        net.open(1, from: 0, to: 3)
+        let info = try #require(net.engines[0].chains(call: 1, now: net.now).first)
+        #expect(info.role == "active")
+        let key = ChainKey(call: 1, chain: UInt32(info.chain, radix: 16)!)
+        for reason in [ChainRefusal.closed, .linkDown, .idle] {
+            #expect(net.receive(ChainMessage.teardown(key, reason).serialize(), at: 1, from: 4).isEmpty)
+        }
+        #expect(net.receive(ChainMessage.refuse(key, .noRoute, by: net.address(4)).serialize(), at: 1, from: 4).isEmpty)
+        #expect(net.receive(ChainMessage.accept(key, label: 5, figures: []).serialize(), at: 1, from: 4).isEmpty)
+        #expect(net.sessions(1).map(\.state) == ["up"])
+        #expect(net.receive(ChainMessage.teardown(key, .closed).serialize(), at: 0, from: 4).isEmpty)
+        #expect(net.chain(1, at: 0) == [1, 2, 3])
+        // The real neighbour's teardown is taken, and passed on.
+        net.process(net.receive(ChainMessage.teardown(key, .closed).serialize(), at: 1, from: 0), at: 1)
+        #expect(net.engines[1].sessionCount == 0 && net.engines[2].sessionCount == 0 && net.engines[3].sessionCount == 0)
+    }
+
+    @Test func aStandbyThatDiesSilentlyIsReplaced() {
+        // Three ways from 0 to 4: through 1, 2 and 3. Active through 1, standby through 2.
+        var net = RelayNet(count: 5, edges: [(0, 1), (1, 4), (0, 2), (2, 4), (0, 3), (3, 4)])
+        net.open(1, from: 0, to: 4)
+        net.advance(500)
+        #expect(net.chain(1, at: 0) == [1, 4])
+        #expect(net.chain(1, at: 0, role: "standby") == [2, 4])
+        // The standby's relay dies; nobody says so.
+        net.killed.insert(2)
+        let replaced = net.run(for: 15_000) { $0.chain(1, at: 0, role: "standby") == [3, 4] }
+        #expect(replaced, "a new standby through node 3: \(net.engines[0].chains(call: 1, now: net.now))")
+        #expect(net.engines[0].chains(call: 1, now: net.now).count == 2, "the dead standby is gone")
+        // Now the active relay dies too: the call fails over to the new standby within a second.
+        net.killed.insert(1)
+        let killedAt = net.now
+        let switched = net.run(for: 1_000) { !$0.switches[0].isEmpty }
+        #expect(switched)
+        #expect(net.switches[0].first.map { $0.at - killedAt <= RelayConfig().deadAfterMs + RelayNet.tickMs } == true)
+        #expect(net.switches[0].first?.to == [net.address(3), net.address(4)])
+        // The callee's ends of the dead chains go when they idle out (their relays cannot tell it).
+        net.advance(RelayConfig().idleTimeoutMs + 1_000)
+        #expect(net.chain(1, at: 0) == [3, 4])
+        #expect(net.sessions(4).count == net.engines[0].chains(call: 1, now: net.now).filter { $0.role != "building" }.count)
+    }
+
+    /// Links come and go (both ends told): whenever a way within the hop limit exists the call has a working
+    /// chain along links that are up, carrying bytes both ways; no relay keeps a session of a chain the caller
+    /// no longer has; with no way left the call fails after repairGiveUpMs.
+    @Test func churnKeepsTheCallOnAWorkingChainAndLeavesNothingBehind() {
+        var rng = SplitMix64(seed: 77)
+        var checks = 0, failed = 0
+        for trial in 0..<40 {
+            let n = Int.random(in: 6...12, using: &rng)
+            let order = Array(0..<n).shuffled(using: &rng)
+            var edges: [(Int, Int)] = []
+            for k in 1..<n { edges.append((order[k], order[Int.random(in: 0..<k, using: &rng)])) }
+            for _ in 0..<n {
+                let i = Int.random(in: 0..<n, using: &rng), j = Int.random(in: 0..<n, using: &rng)
+                if i != j { edges.append((i, j)) }
+            }
+            var net = RelayNet(count: n, edges: edges, seed: rng.next())
+            let (src, dst) = (order[0], order[n - 1])
+            net.open(1, from: src, to: dst)
+            let hopLimit = RelayConfig().hopLimit
+            var message: UInt8 = 0
+            for event in 0..<12 {
+                let context = "trial \(trial) event \(event): \(src) → \(dst), edges \(net.edges.map { [$0.a, $0.b] })"
+                net.advance(2_000)
+                #expect(net.failures[src].isEmpty, "\(context): \(net.failures[src].map(\.why))")
+                if !net.failures[src].isEmpty { break }
+                let reachable = net.distances[src][dst] <= hopLimit
+                guard reachable else {
+                    // No way left: the call ends after repairGiveUpMs.
+                    let ended = net.run(for: RelayConfig().repairGiveUpMs + 1_000) { !$0.failures[src].isEmpty }
+                    #expect(ended || net.distances[src][dst] <= hopLimit, "\(context)")
+                    failed += 1
+                    break
+                }
+                checks += 1
+                let nodes = net.chain(1, at: src)
+                #expect(nodes != nil, "\(context): no active chain")
+                if let nodes {
+                    let path = [src] + nodes
+                    #expect(path.last == dst && Set(path).count == path.count, "\(context): \(path)")
+                    #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(Edge($0, $1)) }, "\(context): \(path)")
+                }
+                message &+= 1
+                net.send(1, from: src, [0x01, message])
+                #expect(net.delivered[dst].last?.bytes == [0x01, message], "\(context)")
+                net.send(1, from: dst, [0x02, message])
+                #expect(net.delivered[src].last?.bytes == [0x02, message], "\(context)")
+                // Every relay session belongs to a chain the caller still has.
+                let known = Set(net.engines[src].chains(call: 1, now: net.now).map(\.chain))
+                for i in 0..<n where i != src && i != dst {
+                    let orphans = net.sessions(i).filter { !known.contains($0.chain) }
+                    #expect(orphans.isEmpty, "\(context): node \(i) keeps \(orphans.map(\.chain)), caller has \(known)")
+                }
+                // Change the graph: drop a link (both ends told) or add one.
+                let present = net.edges.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
+                if Double.random(in: 0..<1, using: &rng) < 0.65 || present.count == n * (n - 1) / 2 {
+                    let e = present[Int.random(in: 0..<present.count, using: &rng)]
+                    net.unlink(e.a, e.b, tell: [e.a, e.b])
+                } else {
+                    var i = 0, j = 0
+                    repeat {
+                        i = Int.random(in: 0..<n, using: &rng)
+                        j = Int.random(in: 0..<n, using: &rng)
+                    } while i == j || net.edges.contains(Edge(i, j))
+                    net.link(i, j)
+                }
+            }
+        }
+        #expect(checks > 250 && failed > 8, "\(checks) checks, \(failed) calls left without a way")
+    }
+}

@@ -1,0 +1,201 @@
+import MeshIdentity
+@testable import MeshRouting
+import MeshTestKit
+import Testing
+
+/// Wallet finders on a graph of links, messages delivered in order; `known` is what each node's gossip knows.
+struct FinderNet {
+    var finders: [WalletFinder]
+    let addresses: [WalletAddress]
+    var edges: Set<Edge>
+    var known: [[WalletAddress: HostAnnouncement]]
+    var now: Int64 = 1_000_000
+    var found: [[WalletFinder.Action]]
+    /// Find and found messages each node sent (that were delivered).
+    var finds: [Int]
+    var answers: [Int]
+
+    init(count: Int, edges: [(Int, Int)], seed: UInt64 = 1, config: WalletFinder.Config = .init()) {
+        var rng = SplitMix64(seed: seed)
+        addresses = (0..<count).map { _ in WalletAddress(bytes: rng.bytes(20))! }
+        finders = Array(repeating: WalletFinder(config: config), count: count)
+        self.edges = Set(edges.map { Edge($0.0, $0.1) })
+        known = Array(repeating: [:], count: count)
+        found = Array(repeating: [], count: count)
+        finds = Array(repeating: 0, count: count)
+        answers = Array(repeating: 0, count: count)
+    }
+
+    func neighbours(_ i: Int) -> [WalletAddress] {
+        addresses.indices.filter { edges.contains(Edge(i, $0)) && $0 != i }.map { addresses[$0] }
+    }
+
+    mutating func find(_ wallet: WalletAddress, query: UInt64, ttl: UInt8, from i: Int) {
+        process(finders[i].find(wallet, query: query, ttl: ttl, neighbours: neighbours(i), now: now), at: i)
+    }
+
+    mutating func receive(_ payload: [UInt8], at j: Int, from i: Int) -> [WalletFinder.Action] {
+        let known = self.known[j]
+        return finders[j].receive(payload, from: addresses[i], neighbours: neighbours(j), known: { known[$0] }, now: now)
+    }
+
+    mutating func process(_ actions: [WalletFinder.Action], at origin: Int) {
+        var queue = actions.map { (origin, $0) }
+        var head = 0
+        while head < queue.count {
+            let (from, action) = queue[head]
+            head += 1
+            switch action {
+            case .send(let payload, let to):
+                guard let j = addresses.firstIndex(of: to), edges.contains(Edge(from, j)) else { continue }
+                if WalletFinder.Message(parsing: payload).map({ if case .find = $0 { true } else { false } }) == true {
+                    finds[from] += 1
+                } else {
+                    answers[from] += 1
+                }
+                queue += receive(payload, at: j, from: from).map { (j, $0) }
+            case .found:
+                found[from].append(action)
+            }
+        }
+    }
+
+    static func line(_ count: Int) -> FinderNet { FinderNet(count: count, edges: (1..<count).map { ($0 - 1, $0) }) }
+    static func ring(_ count: Int) -> FinderNet { FinderNet(count: count, edges: (0..<count).map { ($0, ($0 + 1) % count) }) }
+}
+
+@Suite struct WalletFinderTests {
+    /// Bob's wallet, hosted at `home`, announced until 2,000 s (the nets start at 1,000 s).
+    static func bob(home: WalletAddress, key: PrivateKey) -> HostAnnouncement {
+        HostAnnouncement.sign(wallet: key, origin: home, sequence: 3, expiresAtS: 2_000)
+    }
+
+    @Test func findsTheWalletWithinTheTTLAndNotBeyond() {
+        var rng = SplitMix64(seed: 1)
+        let bobKey = rng.privateKey()
+        for (ttl, reaches) in [(UInt8(3), false), (4, true), (10, true)] {
+            // A line 0 … 5; only node 4 (the last but one) knows Bob.
+            var net = FinderNet.line(6)
+            let announcement = Self.bob(home: net.addresses[5], key: bobKey)
+            net.known[4][bobKey.address] = announcement
+            net.find(bobKey.address, query: 42, ttl: ttl, from: 0)
+            if reaches {
+                #expect(net.found[0] == [.found(query: 42, announcement)], "ttl \(ttl)")
+                #expect(net.finders[4].counters.answered == 1)
+                #expect(net.answers[4] == 1 && net.answers[3] == 1 && net.answers[2] == 1 && net.answers[1] == 1)
+                #expect(net.finds[4] == 0 && net.finds[5] == 0, "the answering node does not ask on")
+            } else {
+                #expect(net.found[0].isEmpty, "ttl \(ttl)")
+                #expect(net.finders[4].counters.answered == 0)
+                #expect(net.finds == [1, 1, 1, 0, 0, 0], "the query went 3 links")
+            }
+            #expect(net.finders.allSatisfy { $0.counters.forged == 0 && $0.counters.malformed == 0 })
+        }
+    }
+
+    @Test func eachNodePassesAQueryOnOnceAndTheAskerHearsOneAnswer() {
+        var rng = SplitMix64(seed: 2)
+        let bobKey = rng.privateKey()
+        // Nobody knows: the query goes round the ring both ways; each node passes it on once.
+        var net = FinderNet.ring(6)
+        net.find(bobKey.address, query: 7, ttl: 20, from: 0)
+        #expect(net.finds == [2, 1, 1, 1, 1, 1])
+        let duplicates = net.finders.map(\.counters.duplicates).reduce(0, +)
+        #expect(duplicates == net.finds.reduce(0, +) - 5, "every copy after a node's first is dropped")
+        #expect(duplicates == 2)
+        // The node opposite knows Bob: both copies reach it and are answered, one answer reaches the asker.
+        var known = FinderNet.ring(6)
+        let announcement = Self.bob(home: known.addresses[3], key: bobKey)
+        known.known[3][bobKey.address] = announcement
+        known.find(bobKey.address, query: 8, ttl: 20, from: 0)
+        #expect(known.found[0] == [.found(query: 8, announcement)])
+        #expect(known.found.dropFirst().allSatisfy { $0.isEmpty })
+        #expect(known.finds[3] == 0)
+        // The same query id again (from any neighbour) is a duplicate: the id is remembered.
+        let again = net.receive(WalletFinder.Message.find(query: 7, wallet: bobKey.address, ttl: 5).serialize(), at: 2, from: 1)
+        #expect(again.isEmpty)
+        #expect(net.finders[2].counters.duplicates == 1)
+    }
+
+    @Test func forgedOrExpiredAnswersAreDroppedAndCounted() {
+        var rng = SplitMix64(seed: 3)
+        let bobKey = rng.privateKey(), mallory = rng.privateKey()
+        var net = FinderNet.line(6)
+        // Node 4 is lying: "Bob is at my place", signed with a key that is not Bob's.
+        var forged = HostAnnouncement.sign(wallet: mallory, origin: net.addresses[4], sequence: 99, expiresAtS: 2_000)
+        forged.wallet = bobKey.address
+        net.known[4][bobKey.address] = forged
+        net.find(bobKey.address, query: 1, ttl: 6, from: 0)
+        #expect(net.found[0].isEmpty)
+        #expect(net.finders[3].counters.forged == 1, "the first node back drops it")
+        #expect(net.answers[3] == 0)
+        // An announcement that expired.
+        var stale = FinderNet.line(6)
+        stale.known[4][bobKey.address] = HostAnnouncement.sign(wallet: bobKey, origin: stale.addresses[4], sequence: 1, expiresAtS: 999)
+        stale.find(bobKey.address, query: 2, ttl: 6, from: 0)
+        #expect(stale.found[0].isEmpty)
+        #expect(stale.finders[3].counters.forged == 1)
+    }
+
+    @Test func answersNobodyAskedForAreDropped() {
+        var rng = SplitMix64(seed: 4)
+        let bobKey = rng.privateKey(), carolKey = rng.privateKey()
+        var net = FinderNet.line(4)
+        let bob = Self.bob(home: net.addresses[3], key: bobKey)
+        // No query at all.
+        #expect(net.receive(WalletFinder.Message.found(query: 5, bob).serialize(), at: 1, from: 2).isEmpty)
+        #expect(net.finders[1].counters.duplicates == 1)
+        // A live query for Carol (nobody knows her), answered with Bob's genuine announcement.
+        net.find(carolKey.address, query: 6, ttl: 3, from: 0)
+        #expect(net.receive(WalletFinder.Message.found(query: 6, bob).serialize(), at: 1, from: 2).isEmpty)
+        #expect(net.finders[1].counters.duplicates == 2)
+        #expect(net.receive(WalletFinder.Message.found(query: 6, bob).serialize(), at: 0, from: 1).isEmpty)
+        #expect(net.found[0].isEmpty)
+        // Her real answer goes through, once.
+        let carol = Self.bob(home: net.addresses[3], key: carolKey)
+        let first = net.receive(WalletFinder.Message.found(query: 6, carol).serialize(), at: 1, from: 2)
+        #expect(first == [.send(WalletFinder.Message.found(query: 6, carol).serialize(), to: net.addresses[0])])
+        #expect(net.receive(WalletFinder.Message.found(query: 6, carol).serialize(), at: 1, from: 2).isEmpty)
+        // Malformed.
+        for bytes: [UInt8] in [[], [0x04], [0x05, 1, 2], [0x06] + rng.bytes(40), [0x04] + rng.bytes(28)] {
+            #expect(net.receive(bytes, at: 1, from: 0).isEmpty)
+        }
+        #expect(net.finders[1].counters.malformed == 5)
+    }
+
+    @Test func queriesAreRateLimitedPerNeighbour() {
+        var rng = SplitMix64(seed: 5)
+        let wallet = rng.privateKey().address
+        // 0 – 1 – 2 and 3 – 1: node 0 floods node 1.
+        var net = FinderNet(count: 4, edges: [(0, 1), (1, 2), (3, 1)])
+        var passedOn = 0
+        for query in UInt64(1)...50 {
+            passedOn += net.receive(WalletFinder.Message.find(query: query, wallet: wallet, ttl: 4).serialize(), at: 1, from: 0).count
+        }
+        #expect(net.finders[1].counters.rateLimited == 10, "a burst of 40")
+        #expect(passedOn == 80, "the 40 taken went on to nodes 2 and 3")
+        // Node 3 has its own budget.
+        #expect(net.receive(WalletFinder.Message.find(query: 100, wallet: wallet, ttl: 4).serialize(), at: 1, from: 3).count == 2)
+        // A second later node 0 has 20 more.
+        net.now += 1_000
+        var taken = 0
+        for query in UInt64(200)..<230 {
+            taken += net.receive(WalletFinder.Message.find(query: query, wallet: wallet, ttl: 4).serialize(), at: 1, from: 0).isEmpty ? 0 : 1
+        }
+        #expect(taken == 20)
+        #expect(net.finders[1].counters.rateLimited == 20)
+    }
+
+    @Test func messagesRoundTrip() {
+        var rng = SplitMix64(seed: 6)
+        let key = rng.privateKey()
+        let announcement = Self.bob(home: WalletAddress(bytes: rng.bytes(20))!, key: key)
+        for m in [WalletFinder.Message.find(query: .max, wallet: key.address, ttl: 6), .found(query: 1, announcement)] {
+            let bytes = m.serialize()
+            #expect(WalletFinder.Message(parsing: bytes) == m)
+            #expect(WalletFinder.Message.claims(bytes))
+            #expect(WalletFinder.Message(parsing: bytes + [0]) == nil)
+            for cut in 0..<bytes.count { #expect(WalletFinder.Message(parsing: Array(bytes.prefix(cut))) == nil) }
+        }
+    }
+}
