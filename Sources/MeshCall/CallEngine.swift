@@ -34,7 +34,7 @@ public struct CallRecord: Sendable {
     public let role: CallRole
     public let local: WalletAddress
     public let remote: WalletAddress
-    /// The neighbour node the signalling and media go through.
+    /// The node at the far end of the call's chain: the callee's home node, or the caller's node.
     public let via: WalletAddress
     public let bitrate: Int
     public internal(set) var state: CallState
@@ -50,7 +50,7 @@ public struct CallRecord: Sendable {
 }
 
 public enum CallAction: Sendable, Equatable {
-    /// A signalling message for the neighbour node `to`.
+    /// A signalling message for the call's chain, whose far end is the node `to`.
     case send([UInt8], to: WalletAddress)
     case incoming(CallID, caller: WalletAddress, callee: WalletAddress)
     case ringing(CallID)
@@ -80,12 +80,12 @@ public struct CallEngine: Sendable {
 
     // MARK: commands
 
-    /// Starts a call from a hosted wallet to `remote`, whose home node is the neighbour `via`. Nil when the
-    /// wallet is not hosted here or is already in a call (one call per wallet).
-    public mutating func place(from local: WalletAddress, to remote: WalletAddress, via: WalletAddress, bitrate: Int,
-                               now: Int64) -> (CallID, [CallAction])? {
-        guard let key = wallets[local], !inCall(local) else { return nil }
-        let id = CallID(raw: UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
+    /// Starts a call from a hosted wallet to `remote`, whose home node is `via` (the far end of the call's chain),
+    /// with the id the chain was built for. Nil when the wallet is not hosted here or is already in a call (one
+    /// call per wallet).
+    public mutating func place(id: CallID = .random(), from local: WalletAddress, to remote: WalletAddress, via: WalletAddress,
+                               bitrate: Int, now: Int64) -> (CallID, [CallAction])? {
+        guard let key = wallets[local], !inCall(local), calls[id] == nil else { return nil }
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let timestamp = UInt64(max(now, 0))
         let signed = CallMessage.Offer.signedPart(callID: id, caller: local, callee: remote, ephemeral: ephemeral,
@@ -128,10 +128,9 @@ public struct CallEngine: Sendable {
         calls[id]?.lastMediaAt = now
     }
 
-    /// The link to a neighbour went down: calls through it end.
-    public mutating func linkDown(_ node: WalletAddress, now: Int64) -> [CallAction] {
-        calls.values.filter { $0.via == node && $0.state != .ended }.map(\.id).sorted()
-            .flatMap { end($0, reason: .linkLost, notify: false, now: now) }
+    /// The call's chain is lost for good (no relay chain could be rebuilt): the call ends without a goodbye.
+    public mutating func chainLost(_ id: CallID, now: Int64) -> [CallAction] {
+        end(id, reason: .linkLost, notify: false, now: now)
     }
 
     // MARK: inputs
@@ -188,7 +187,7 @@ public struct CallEngine: Sendable {
     // MARK: internals
 
     /// A hosted wallet has one call at a time.
-    private func inCall(_ wallet: WalletAddress) -> Bool {
+    public func inCall(_ wallet: WalletAddress) -> Bool {
         calls.values.contains { $0.local == wallet && $0.state != .ended }
     }
 

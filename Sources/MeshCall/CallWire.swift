@@ -14,6 +14,8 @@ public struct CallID: Hashable, Sendable, Comparable, CustomStringConvertible {
         raw = value
     }
     public static func < (a: CallID, b: CallID) -> Bool { a.raw < b.raw }
+    /// A fresh id from the system's CSPRNG.
+    public static func random() -> CallID { CallID(raw: UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32())) }
 }
 
 /// Why a call ended or was refused; one byte on the wire.

@@ -34,6 +34,12 @@ extension NodeRuntime: ControlService {
                     let records = self.calls.calls.values.sorted { $0.startedAt < $1.startedAt }
                     return self.loop.makeSucceededFuture(.object(["calls": .array(records.map(self.callJSON))]))
                 case "call.hangup": return self.loop.makeSucceededFuture(try self.hangup(params))
+                case "sessions.list":
+                    return self.loop.makeSucceededFuture(.object([
+                        "sessions": try JSONValue(encoding: self.relay.sessions(now: Self.now())),
+                        "counters": try JSONValue(encoding: self.relay.counters),
+                    ]))
+                case "route.explain": return try self.explainRoute(params)
                 case "call.profile": return self.loop.makeSucceededFuture(try self.setProfile(params))
                 case "call.place": return try self.place(params, connection: connection)
                 default: throw RPCError.methodNotFound(method)
@@ -80,6 +86,7 @@ extension NodeRuntime: ControlService {
             "uptimeS": .number(Double((now - startedAt) / 1000)),
             "peersUp": .number(Double(links.upPeers.count)),
             "callsActive": .number(Double(active)),
+            "sessions": .number(Double(relay.sessionCount)),
             "linkCounters": linkCounters,
             "nodeCounters": nodeCounters,
             "controlCounters": controlCounters,
@@ -109,15 +116,31 @@ extension NodeRuntime: ControlService {
             "local": .string(record.local.checksummed),
             "remote": .string(record.remote.checksummed),
             "via": .string(record.via.checksummed),
-            "path": .string("neighbour \(record.via.checksummed)"),
+            "path": .string(pathText(record)),
             "state": .string(record.state.rawValue),
             "durationS": .number(Double(end - (record.answeredAt ?? end)) / 1000),
         ]
         if let reason = record.endReason { object["endReason"] = .string(reason.description) }
+        let chains = relay.chains(call: record.id.raw, now: now)
+        let history = chainHistory[record.id]
+        if let chains = try? JSONValue(encoding: chains.isEmpty ? history?.chains ?? [] : chains), chains != .array([]) {
+            object["chains"] = chains
+        }
+        if let switches = history?.switches, !switches.isEmpty, let json = try? JSONValue(encoding: switches) {
+            object["chainSwitches"] = json
+        }
         if let stats = media[record.id]?.stats ?? finished[record.id], let json = try? JSONValue(encoding: stats) {
             object["media"] = json
         }
         return .object(object)
+    }
+
+    /// "chain A > B > C" (the active chain's nodes after this one) at the caller, "chain from NODE" at the callee.
+    private func pathText(_ record: CallRecord) -> String {
+        let chains = relay.chains(call: record.id.raw, now: Self.now())
+        let chain = chains.first ?? chainHistory[record.id]?.chains.first
+        guard record.role == .caller, let chain else { return "chain from \(record.via.checksummed)" }
+        return "chain " + chain.nodes.joined(separator: " > ")
     }
 
     /// The active call whose id starts with `params.call`.
@@ -166,80 +189,200 @@ extension NodeRuntime: ControlService {
         guard !calls.hosts(to) else { throw RPCError.failed("\(to) is hosted by this node; call it from another node") }
         let bitrate = params["bitrate"]?.intValue ?? config.bitrate
         guard (6_000...128_000).contains(bitrate) else { throw RPCError.invalidParams("bitrate must be 6000–128000 bit/s") }
+        guard !calls.inCall(from), let key = wallets.first(where: { $0.address == from }) else {
+            throw RPCError.failed("\(from) is already in a call (busy)")
+        }
         let started = Self.now()
-        return resolve(to).flatMapThrowing { via in
-            let now = Self.now()
+        let id = CallID.random()
+        var resolved = Self.now()
+        return resolve(to).flatMap { home in
+            self.reach(home, started: Self.now(), nextTry: 0)
+        }.flatMap { home -> EventLoopFuture<Home> in
+            resolved = Self.now()
             // The client may have gone while the callee was being resolved: then there is nobody to talk.
-            guard connection.isOpen else { throw RPCError.failed("the client closed the connection") }
-            guard let (id, actions) = self.calls.place(from: from, to: to, via: via, bitrate: bitrate, now: now) else {
+            guard connection.isOpen else { return self.loop.makeFailedFuture(RPCError.failed("the client closed the connection")) }
+            let promise = self.loop.makePromise(of: Void.self)
+            self.chainWaiters[id] = promise
+            self.runRelay(self.relay.open(call: id.raw, wallet: key, target: home.node, hints: home.hints, routes: self.routes,
+                                          now: Self.now()))
+            return promise.futureResult.map { home }
+        }.flatMapThrowing { home in
+            let now = Self.now()
+            guard connection.isOpen else {
+                self.runRelay(self.relay.close(call: id.raw))
+                throw RPCError.failed("the client closed the connection")
+            }
+            guard let (_, actions) = self.calls.place(id: id, from: from, to: to, via: home.node, bitrate: bitrate, now: now) else {
+                self.runRelay(self.relay.close(call: id.raw))
                 throw RPCError.failed("\(from) is already in a call (busy)")
             }
             self.owners[id] = connection
             self.setupStarted[id] = started
             self.runCall(actions)
-            self.logger.info("placing call", metadata: ["call": "\(id)", "from": "\(from)", "to": "\(to)", "via": "\(via)"])
+            let chain = self.relay.chains(call: id.raw, now: now).first
+            self.logger.info("placing call", metadata: ["call": "\(id)", "from": "\(from)", "to": "\(to)", "home": "\(home.node)",
+                                                      "chain": "\(chain?.nodes.joined(separator: ">") ?? "-")"])
             return .object(["call": .string(id.description), "from": .string(from.checksummed), "to": .string(to.checksummed),
-                            "via": .string(via.checksummed), "resolveMs": .number(Double(now - started))])
+                            "via": .string(home.node.checksummed), "home": .string(home.node.checksummed),
+                            "chain": chain.flatMap { try? JSONValue(encoding: $0) } ?? .null,
+                            "resolveMs": .number(Double(resolved - started)), "chainMs": .number(Double(now - resolved))])
         }
     }
 
-    /// The callee's home node: from gossip when its verified route names a linked neighbour and that node
-    /// confirms it hosts `address`, else from the DHT (the wallet-signed presence record). A gossip route its
-    /// home node does not confirm (a no, or silence) is refuted: dropped here and withdrawn from the neighbours,
-    /// and the call goes on through the DHT (docs/gossip.md).
-    private func resolve(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
-        guard let origin = gossip.route(to: address)?.origin, links.isUp(origin) else { return resolveThroughDHT(address) }
+    /// Where a callee is: its home node, how that was learned, and from its presence record the home node's relays
+    /// and the endpoints to dial (the home node's and its relays', each with the node key to pin).
+    struct Home {
+        var node: WalletAddress
+        var source: String
+        var hints: [WalletAddress] = []
+        var dial: [(SocketAddress, WalletAddress)] = []
+    }
+
+    /// The callee's home node: from gossip (a wallet-signed route; when its home node is a linked neighbour, that
+    /// node first confirms it hosts `address`), else from the DHT (the wallet-signed presence record). A gossip
+    /// route its home node does not confirm (a no, or silence) is refuted: dropped here and withdrawn from the
+    /// neighbours, and the call goes on through the DHT (docs/gossip.md).
+    private func resolve(_ address: WalletAddress) -> EventLoopFuture<Home> {
+        guard let origin = gossip.route(to: address)?.origin else { return resolveElsewhere(address) }
+        let source = "gossip"
+        guard links.isUp(origin) else { return loop.makeSucceededFuture(Home(node: origin, source: source)) }
         let now = Self.now()
         let query = SecureRandom.uint32()
         let promise = loop.makePromise(of: WalletAddress.self)
         resolves[query] = PendingResolve(promise: promise, address: address, home: origin, deadline: now + Self.resolveTimeoutMs)
         run(links.send(AppMessage.resolveRequest(query: query, address: address).serialize(), to: origin, now: now))
-        return promise.futureResult.flatMapError { error in
+        return promise.futureResult.map { Home(node: $0, source: source + ", confirmed by the home node") }.flatMapError { error in
             self.logger.warning("gossip route not confirmed; asking the DHT", metadata: [
                 "wallet": "\(address)", "home": "\(origin)", "error": "\(error)"])
             self.runGossip(self.gossip.refute(address, origin: origin, nowMs: Self.now()))
-            return self.resolveThroughDHT(address)
+            return self.resolveElsewhere(address)
         }
     }
 
-    /// Finds the wallet's home node in the DHT and opens a link to it (pinned to its node key) when there is
-    /// none yet. Calls go between linked nodes in this version: a home node reachable only through relays is
-    /// reported as such.
-    private func resolveThroughDHT(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
+    /// Beyond gossip's radius: the DHT and a query over links at once, the first answer wins (a node that reaches
+    /// only its neighbours cannot use the DHT's direct lookups; docs/routing.md). Both failing reports the DHT's.
+    private func resolveElsewhere(_ address: WalletAddress) -> EventLoopFuture<Home> {
+        let promise = loop.makePromise(of: Home.self)
+        let race = FirstAnswer(promise: promise)
+        resolveThroughDHT(address).whenComplete { race.settle($0, isFallback: false) }
+        findThroughLinks(address).map { Home(node: $0, source: "a query over links") }.whenComplete { race.settle($0, isFallback: true) }
+        return promise.futureResult
+    }
+
+    /// Asks the neighbours, and theirs up to the hop limit, who hosts `address` (WalletFinder).
+    private func findThroughLinks(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
+        let query = UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32())
+        let promise = loop.makePromise(of: WalletAddress.self)
+        finds[query] = promise
+        runFinder(finder.find(address, query: query, ttl: UInt8(config.hopLimit), neighbours: links.upPeers, now: Self.now()))
+        loop.scheduleTask(in: .milliseconds(Self.resolveTimeoutMs)) {
+            self.finds.removeValue(forKey: query)?.fail(RPCError.failed("no neighbour within \(self.config.hopLimit) links knows \(address)"))
+        }
+        return promise.futureResult
+    }
+
+    /// Finds the wallet's home node in the DHT, with what its presence record says about reaching it.
+    private func resolveThroughDHT(_ address: WalletAddress) -> EventLoopFuture<Home> {
         lookup(address).flatMap { outcome in
             guard let record = outcome.record, !record.isWithdrawal else {
                 return self.loop.makeFailedFuture(RPCError.failed(
-                    "\(address) is not online: gossip has no confirmed route and the DHT has no record (\(outcome.queried) nodes asked"
+                    "\(address) is not online: gossip has no route and the DHT has no record (\(outcome.queried) nodes asked"
                         + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
             }
-            let home = record.homeNode.address
-            if self.links.isUp(home) { return self.loop.makeSucceededFuture(home) }
-            let targets = record.endpoints.compactMap { try? SocketAddress(dhtEndpoint: $0) }
-            guard !targets.isEmpty else {
-                return self.loop.makeFailedFuture(RPCError.failed(
-                    "\(address) is hosted by \(home), which is reachable only through relays; relay chains are not supported yet"))
+            let node = record.homeNode.address
+            var dial: [(SocketAddress, WalletAddress)] = record.endpoints.compactMap { endpoint in
+                (try? SocketAddress(dhtEndpoint: endpoint)).map { ($0, node) }
             }
-            return self.openLink(to: home, at: targets, until: Self.now() + Self.resolveTimeoutMs, nextTry: 0)
+            dial += record.relays.compactMap { relay in (try? SocketAddress(dhtEndpoint: relay.endpoint)).map { ($0, relay.id.address) } }
+            return self.loop.makeSucceededFuture(Home(node: node, source: "DHT presence record", hints: record.relays.map(\.id.address),
+                                                      dial: dial))
         }
     }
 
-    /// Opens a link for a call (not kept up after it dies, unlike `--peer` links): a handshake to each
-    /// endpoint every 500 ms until the link is up or the deadline passes.
-    private func openLink(to node: WalletAddress, at targets: [SocketAddress], until deadline: Int64, nextTry: Int64)
-        -> EventLoopFuture<WalletAddress>
-    {
-        if links.isUp(node) { return loop.makeSucceededFuture(node) }
+    /// When no link or node route reaches the home node yet, links are opened (pinned to their node keys) to the
+    /// home node's endpoints and to the relays its record lists, at once, every 500 ms; the chain then goes straight
+    /// to the home node if it accepted, else (after a grace period for the home node) through a relay that did
+    /// (docs/routing.md). Gives up after `resolveTimeoutMs` with what there is: the chain set-up then says whether
+    /// any route exists.
+    private func reach(_ home: Home, started: Int64, nextTry: Int64) -> EventLoopFuture<Home> {
+        let targets = home.dial
         let now = Self.now()
-        guard now < deadline else {
-            return loop.makeFailedFuture(RPCError.failed("cannot open a link to \(node), the callee's home node"))
+        let direct = links.isUp(home.node) || !routes.nextHops(toward: home.node, within: config.hopLimit).isEmpty
+        let relayUp = home.hints.contains { links.isUp($0) }
+        let homeDialled = targets.contains { $0.1 == home.node }
+        if direct || targets.isEmpty || now - started >= Self.resolveTimeoutMs
+            || (relayUp && (!homeDialled || now - started >= Self.homeGraceMs)) {
+            return loop.makeSucceededFuture(home)
         }
         var retryAt = nextTry
         if now >= nextTry {
-            for target in targets { run(links.dialOnce(target, pinned: node, now: now)) }
+            for (target, node) in targets where !links.isUp(node) { run(links.dialOnce(target, pinned: node, now: now)) }
             retryAt = now + 500
         }
         return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap {
-            self.openLink(to: node, at: targets, until: deadline, nextTry: retryAt)
+            self.reach(home, started: started, nextTry: retryAt)
+        }
+    }
+
+    /// `node-ctl route 0xWALLET`: where the wallet is homed (gossip or the DHT) and the next hops a chain set-up
+    /// from here would try, in order, with their costs; nothing is dialled.
+    private func explainRoute(_ params: JSONValue) throws -> EventLoopFuture<JSONValue> {
+        guard let text = params["address"]?.stringValue else { throw RPCError.invalidParams("route.explain needs \"address\": a wallet address") }
+        let wallet: WalletAddress
+        do { wallet = try WalletAddress(parsing: text) } catch { throw RPCError.invalidParams("\(error)") }
+        if calls.hosts(wallet) {
+            return loop.makeSucceededFuture(.object(["wallet": .string(wallet.checksummed), "home": .string(nodeKey.address.checksummed),
+                                                     "source": .string("hosted here"), "candidates": .array([])]))
+        }
+        return resolve(wallet).map { home in
+            var candidates: [JSONValue] = []
+            if let q = self.links.quality(home.node), self.links.isUp(home.node) {
+                candidates.append(.object(["via": .string(home.node.checksummed), "links": .number(1),
+                                           "cost": .number(Double(Self.linkCost(rttMs: q.rttMs, lossPercent: q.lossPercent))),
+                                           "why": .string("the home node is a linked neighbour")]))
+            }
+            for route in self.gossip.neighbourRoutes(to: home.node)
+            where route.via != home.node && route.links <= self.config.hopLimit && self.links.isUp(route.via) {
+                candidates.append(.object(["via": .string(route.via.checksummed), "links": .number(Double(route.links)),
+                                           "cost": .number(Double(route.metric)), "why": .string("gossip node route")]))
+            }
+            for hint in home.hints where self.links.isUp(hint) && hint != home.node {
+                candidates.append(.object(["via": .string(hint.checksummed), "links": .number(2), "cost": .null,
+                                           "why": .string("a relay the home node's record lists")]))
+            }
+            return .object(["wallet": .string(wallet.checksummed), "home": .string(home.node.checksummed),
+                            "source": .string(home.source), "hopLimit": .number(Double(self.config.hopLimit)),
+                            "relays": .array(home.hints.map { .string($0.checksummed) }), "candidates": .array(candidates)])
+        }
+    }
+
+    /// How long a dialled home node gets to accept a link before a relay that already did is used instead.
+    static let homeGraceMs: Int64 = 800
+}
+
+/// The first success of two lookups; when both fail, the failure of the one that is not the fallback. Used on
+/// the node's event loop only.
+private final class FirstAnswer<Value: Sendable>: @unchecked Sendable {
+    let promise: EventLoopPromise<Value>
+    var done = false
+    var failures = 0
+    var mainFailure: Error?
+
+    init(promise: EventLoopPromise<Value>) { self.promise = promise }
+
+    func settle(_ result: Result<Value, Error>, isFallback: Bool) {
+        guard !done else { return }
+        switch result {
+        case .success(let value):
+            done = true
+            promise.succeed(value)
+        case .failure(let error):
+            failures += 1
+            if !isFallback { mainFailure = error }
+            if failures == 2 {
+                done = true
+                promise.fail(mainFailure ?? error)
+            }
         }
     }
 }

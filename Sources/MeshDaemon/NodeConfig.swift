@@ -1,6 +1,8 @@
 import Foundation
 import MeshIdentity
+import MeshLink
 import MeshMedia
+import MeshRouting
 import TOMLKit
 
 /// A configuration problem, reported as one line naming the key or flag.
@@ -102,8 +104,29 @@ public struct NodeConfig: Sendable {
     public var redundancy: RedundancyMode = .auto
     /// Bytes of UDP socket buffer asked for each way (docs/links.md, "The socket").
     public var socketBuffer = 4 << 20
+    /// Links a relay chain may have at most (docs/routing.md); also how far nodes announce themselves in gossip.
+    public var hopLimit = 6
+    /// Sessions this node relays at once, and per neighbour that asks (docs/forwarding.md).
+    public var maxSessions = 10_000
+    public var maxSessionsPerNeighbour = 1_000
+    /// When not empty, links form only with these node addresses (a private mesh; docs/links.md).
+    public var allowLinks: [WalletAddress] = []
 
     public init() {}
+
+    public var relayConfig: RelayConfig {
+        var c = RelayConfig()
+        c.hopLimit = hopLimit
+        c.maxSessions = maxSessions
+        c.maxSessionsPerNeighbour = maxSessionsPerNeighbour
+        return c
+    }
+
+    public var gossipConfig: GossipConfig {
+        var c = GossipConfig()
+        c.nodeRadius = UInt8(hopLimit)
+        return c
+    }
 
     public static var defaultDataDir: String {
         (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.mesh"
@@ -114,7 +137,8 @@ public struct NodeConfig: Sendable {
 
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
-        "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer",
+        "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
+        "max_sessions_per_neighbour", "allow_links",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -195,6 +219,13 @@ public struct NodeConfig: Sendable {
             guard let b = value.int else { throw ConfigError("config \(file): socket_buffer must be an integer") }
             config.socketBuffer = try checkSocketBuffer(b, what: "config \(file): socket_buffer")
         }
+        config.allowLinks = try strings("allow_links").map { (s) throws(ConfigError) in try parseNode(s, what: "config \(file): allow_links") }
+        for (key, setting, range) in [("hop_limit", \NodeConfig.hopLimit, hopLimits), ("max_sessions", \NodeConfig.maxSessions, sessionLimits),
+                                      ("max_sessions_per_neighbour", \NodeConfig.maxSessionsPerNeighbour, sessionLimits)] {
+            guard let value = table[key] else { continue }
+            guard let n = value.int else { throw ConfigError("config \(file): \(key) must be an integer") }
+            config[keyPath: setting] = try checkRange(n, range, what: "config \(file): \(key)")
+        }
         return config
     }
 
@@ -272,6 +303,27 @@ public struct NodeConfig: Sendable {
 
     public static func checkSocketBuffer(_ value: Int, what: String) throws(ConfigError) -> Int {
         guard (65_536...(1 << 30)).contains(value) else { throw ConfigError("\(what): must be 65536–1073741824 bytes, got \(value)") }
+        return value
+    }
+
+    public static func parseNode(_ text: String, what: String) throws(ConfigError) -> WalletAddress {
+        do { return try WalletAddress(parsing: text) } catch { throw ConfigError("\(what): \(error)") }
+    }
+
+    public var linkConfig: LinkConfig {
+        var c = LinkConfig()
+        if !allowLinks.isEmpty { c.allowedPeers = Set(allowLinks) }
+        return c
+    }
+
+    /// Hop limits a chain may have (a set-up carries at most 16 nodes).
+    public static let hopLimits = 1...15
+    public static let sessionLimits = 0...1_000_000
+
+    public static func checkRange(_ value: Int, _ range: ClosedRange<Int>, what: String) throws(ConfigError) -> Int {
+        guard range.contains(value) else {
+            throw ConfigError("\(what): must be \(range.lowerBound)–\(range.upperBound), got \(value)")
+        }
         return value
     }
 

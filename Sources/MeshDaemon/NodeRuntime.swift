@@ -15,7 +15,8 @@ import NIOPosix
 public struct NodeCounters: Sendable, Codable, Equatable {
     public var malformedApp = 0
     public var mediaUnknownCall = 0
-    public var mediaWrongNeighbour = 0
+    /// Call bytes over a chain that were malformed or named another call than the chain's.
+    public var callWrongChain = 0
     public var resolveUnsolicited = 0
     /// Datagrams the kernel refused to send (a firewall, no route, a full socket buffer); each is dropped alone.
     public var sendFailed = 0
@@ -33,6 +34,10 @@ public final class NodeRuntime: @unchecked Sendable {
     var links: LinkManager<SocketAddress>
     var calls: CallEngine
     var gossip: GossipEngine
+    var relay: RelayEngine
+    var finder = WalletFinder()
+    /// This node's own "who hosts this wallet?" queries over links, by query id.
+    var finds: [UInt64: EventLoopPromise<WalletAddress>] = [:]
     var dht: DHTNode
     let store: NodeStore
     let wallets: [PrivateKey]
@@ -50,6 +55,10 @@ public final class NodeRuntime: @unchecked Sendable {
     var finished: [CallID: CallMediaStats] = [:]
     var owners: [CallID: ControlConnection] = [:]
     var setupStarted: [CallID: Int64] = [:]
+    /// Calls waiting for their first chain (docs/forwarding.md).
+    var chainWaiters: [CallID: EventLoopPromise<Void>] = [:]
+    /// Each call's chains as last seen and the switches between them, kept while the call is remembered.
+    var chainHistory: [CallID: ChainHistory] = [:]
     var resolves: [UInt32: PendingResolve] = [:]
     var counters = NodeCounters()
     var udp: Channel?
@@ -83,13 +92,15 @@ public final class NodeRuntime: @unchecked Sendable {
         let now = Self.now()
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
-        links = LinkManager(identity: nodeKey)
+        links = LinkManager(identity: nodeKey, config: config.linkConfig)
         calls = CallEngine(wallets: wallets)
         dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
         dht.restore(contacts: try store.contacts(), records: try store.records(nowMs: now), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
-        gossip = GossipEngine(local: nodeKey.address, hosted: wallets, sequence: UInt32(truncatingIfNeeded: now / 1000),
-                              nowMs: now)
+        gossip = GossipEngine(local: nodeKey.address, hosted: wallets, nodeKey: nodeKey,
+                              sequence: UInt32(truncatingIfNeeded: now / 1000), config: config.gossipConfig, nowMs: now)
+        relay = RelayEngine(local: nodeKey.address, config: config.relayConfig,
+                            seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
         startedAt = now
         stopped = loop.makePromise()
     }
@@ -190,6 +201,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 "auto-answer": "\(self.config.autoAnswer.rawValue)",
             ])
             self.scheduleLinkTick()
+            self.scheduleRelayTick()
             self.scheduleMediaTick(deadline: .now())
         }.wait()
     }
@@ -255,6 +267,17 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
+    /// Chain upkeep (set-up retries, the caller's probes every 100 ms, failover) runs on its own 50 ms tick.
+    private func scheduleRelayTick() {
+        loop.scheduleTask(in: .milliseconds(Self.relayTickMs)) {
+            guard self.udp != nil else { return }
+            self.runRelay(self.relay.tick(routes: self.routes, now: Self.now()))
+            self.scheduleRelayTick()
+        }
+    }
+
+    static let relayTickMs: Int64 = 50
+
     /// Media runs on a fixed 20 ms grid (deadlines, not delays, so it does not drift).
     private func scheduleMediaTick(deadline: NIODeadline) {
         let next = deadline + .milliseconds(Int64(Audio.frameMs))
@@ -268,10 +291,9 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func mediaTick(nowMs: Int64) {
         for (id, m) in media {
-            guard let call = calls.calls[id] else { continue }
             do {
                 if let packet = try m.outbound() {
-                    run(links.send(AppMessage.media(id, packet).serialize(), to: call.via, now: nowMs))
+                    runRelay(relay.send(call: id.raw, CallInner.media(packet).serialize()))
                 }
             } catch {
                 logger.warning("media encode failed", metadata: ["call": "\(id)", "error": "\(error)"])
@@ -323,8 +345,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 runGossip(gossip.neighbourUp(peer, cost: Self.unknownLinkCost, nowMs: Self.now()))
             case .down(let peer, let reason):
                 logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
-                runCall(calls.linkDown(peer, now: Self.now()))
                 runGossip(gossip.neighbourDown(peer, nowMs: Self.now()))
+                runRelay(relay.linkDown(peer, routes: routes, now: Self.now()))
             case .refused(let endpoint, let reason):
                 logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
             }
@@ -332,6 +354,19 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func deliver(_ payload: [UInt8], from node: WalletAddress) {
+        if ChainMessage.isData(payload) {
+            runRelay(relay.forward(payload, from: node, now: Self.now()))
+            return
+        }
+        if ChainMessage.claims(payload) {
+            runRelay(relay.receive(payload, from: node, routes: routes, now: Self.now()))
+            return
+        }
+        if WalletFinder.Message.claims(payload) {
+            runFinder(finder.receive(payload, from: node, neighbours: links.upPeers, known: { self.gossip.route(to: $0)?.announcement },
+                                     now: Self.now()))
+            return
+        }
         guard let message = AppMessage(parsing: payload) else {
             counters.malformedApp += 1
             return
@@ -354,20 +389,82 @@ public final class NodeRuntime: @unchecked Sendable {
             }
         case .gossip(let body):
             runGossip(gossip.receive(body, from: node, nowMs: now))
-        case .call(let body):
-            runCall(calls.receive(body, from: node, now: now))
-        case .media(let id, let packet):
-            guard let m = media[id], let call = calls.calls[id] else {
+        }
+    }
+
+    /// End-to-end bytes of a call that reached this end of its chain.
+    private func deliverCall(_ raw: UInt64, _ bytes: [UInt8]) {
+        let id = CallID(raw: raw)
+        let now = Self.now()
+        switch CallInner(parsing: bytes) {
+        case .signal(let body)?:
+            // The chain was set up for one call: signalling for any other is refused here.
+            guard CallMessage(parsing: body)?.callID == id, let farEnd = relay.farEnd(call: raw) else {
+                counters.callWrongChain += 1
+                return
+            }
+            runCall(calls.receive(body, from: farEnd, now: now))
+        case .media(let packet)?:
+            guard let m = media[id] else {
                 counters.mediaUnknownCall += 1
                 return
             }
-            guard call.via == node else {
-                counters.mediaWrongNeighbour += 1
-                return
-            }
             if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
+        case nil:
+            counters.callWrongChain += 1
         }
     }
+
+    /// Runs forwarding actions: link payloads out, call bytes up, chain events to the waiting calls.
+    func runRelay(_ actions: [RelayAction]) {
+        let now = Self.now()
+        for action in actions {
+            switch action {
+            case .send(let bytes, let to):
+                run(links.send(bytes, to: to, now: now))
+            case .deliver(let call, let bytes):
+                deliverCall(call, bytes)
+            case .chainUp(let call):
+                noteChains(CallID(raw: call), now: now)
+                chainWaiters.removeValue(forKey: CallID(raw: call))?.succeed(())
+            case .chainFailed(let call, let why):
+                let id = CallID(raw: call)
+                if let waiter = chainWaiters.removeValue(forKey: id) {
+                    waiter.fail(RPCError.failed("no relay chain to the callee's home node: \(why)"))
+                } else {
+                    logger.warning("call lost its chain", metadata: ["call": "\(id)", "reason": "\(why)"])
+                    runCall(calls.chainLost(id, now: now))
+                }
+            case .chainSwitched(let call, let from, let to, let why):
+                let id = CallID(raw: call)
+                logger.info("call moved to another chain", metadata: [
+                    "call": "\(id)", "from": "\(from.map(\.description).joined(separator: ">"))",
+                    "to": "\(to.map(\.description).joined(separator: ">"))", "why": "\(why)"])
+                chainHistory[id, default: ChainHistory()].switches.append(
+                    ChainSwitch(atMs: now, from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
+                noteChains(id, now: now)
+            }
+        }
+    }
+
+    func runFinder(_ actions: [WalletFinder.Action]) {
+        let now = Self.now()
+        for action in actions {
+            switch action {
+            case .send(let bytes, let to): run(links.send(bytes, to: to, now: now))
+            case .found(let query, let announcement): finds.removeValue(forKey: query)?.succeed(announcement.origin)
+            }
+        }
+    }
+
+    /// Remembers a call's chains as they stand, so the summary names them after the call.
+    func noteChains(_ id: CallID, now: Int64) {
+        let chains = relay.chains(call: id.raw, now: now)
+        if !chains.isEmpty { chainHistory[id, default: ChainHistory()].chains = chains }
+    }
+
+    /// The link layer and gossip as the forwarding layer asks them.
+    var routes: LinkRoutes { LinkRoutes(runtime: self) }
 
     func runGossip(_ actions: [GossipAction]) {
         let now = Self.now()
@@ -379,13 +476,18 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Cost of a link before its first RTT sample.
     static let unknownLinkCost: UInt16 = 100
 
-    /// Link cost for gossip: smoothed RTT in ms (at least 1), doubled for every 10 % of ping loss.
+    /// Hands link costs to gossip (which weighs routes, node routes included, by them).
     private func refreshLinkCosts(now: Int64) {
         for address in links.upPeers {
-            guard let quality = links.quality(address), let rtt = quality.rttMs else { continue }
-            let cost = max(rtt, 1) * (1 + quality.lossPercent / 10)
-            runGossip(gossip.setCost(address, cost: UInt16(clamping: Int(cost.rounded())), nowMs: now))
+            guard let quality = links.quality(address), quality.rttMs != nil else { continue }
+            runGossip(gossip.setCost(address, cost: Self.linkCost(rttMs: quality.rttMs, lossPercent: quality.lossPercent), nowMs: now))
         }
+    }
+
+    /// Link cost: smoothed RTT in ms (at least 1), doubled for every 10 % of ping loss; 100 before the first sample.
+    static func linkCost(rttMs: Double?, lossPercent: Double) -> UInt16 {
+        guard let rttMs else { return unknownLinkCost }
+        return UInt16(clamping: Int((max(rttMs, 1) * (1 + lossPercent / 10)).rounded()))
     }
 
     /// Runs call actions: signalling out, auto-answer, media start and stop, client notifications.
@@ -393,8 +495,9 @@ public final class NodeRuntime: @unchecked Sendable {
         let now = Self.now()
         for action in actions {
             switch action {
-            case .send(let body, let to):
-                run(links.send(AppMessage.call(body).serialize(), to: to, now: now))
+            case .send(let body, _):
+                guard let id = CallMessage(parsing: body)?.callID else { continue }
+                runRelay(relay.send(call: id.raw, CallInner.signal(body).serialize()))
             case .incoming(let id, let caller, let callee):
                 logger.info("incoming call", metadata: ["call": "\(id)", "from": "\(caller)", "to": "\(callee)",
                                                         "auto-answer": "\(config.autoAnswer.rawValue)"])
@@ -407,6 +510,8 @@ public final class NodeRuntime: @unchecked Sendable {
             case .established(let id, let keys):
                 startMedia(id, keys: keys, now: now)
             case .ended(let id, let reason):
+                noteChains(id, now: now)
+                runRelay(relay.close(call: id.raw))
                 endMedia(id, reason: reason)
             }
         }
@@ -474,6 +579,7 @@ public final class NodeRuntime: @unchecked Sendable {
             pending.promise.fail(RPCError.failed("\(pending.home) did not answer for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
         finished = finished.filter { calls.calls[$0.key] != nil }
+        chainHistory = chainHistory.filter { calls.calls[$0.key] != nil || chainWaiters[$0.key] != nil }
     }
 
     static func resolve(_ endpoint: HostPort, what: String) throws(ConfigError) -> SocketAddress {
@@ -487,6 +593,40 @@ public final class NodeRuntime: @unchecked Sendable {
     static func describe(_ address: SocketAddress) -> String {
         guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
         return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
+/// A call's chains as last seen, and its moves between them (`node-ctl calls`, the call summary).
+struct ChainHistory {
+    var chains: [ChainInfo] = []
+    var switches: [ChainSwitch] = []
+}
+
+struct ChainSwitch: Codable {
+    var atMs: Int64
+    var from: [String]
+    var to: [String]
+    var why: String
+}
+
+/// The forwarding layer's view of the node: links that are up, gossip's node routes, link figures.
+struct LinkRoutes: RelayRoutes {
+    let runtime: NodeRuntime
+
+    func isUp(_ node: WalletAddress) -> Bool { runtime.links.isUp(node) }
+
+    func nextHops(toward target: WalletAddress, within links: Int) -> [WalletAddress] {
+        var hops: [WalletAddress] = runtime.links.isUp(target) ? [target] : []
+        for route in runtime.gossip.neighbourRoutes(to: target)
+        where route.links <= links && route.via != target && runtime.links.isUp(route.via) {
+            hops.append(route.via)
+        }
+        return hops
+    }
+
+    func figures(_ neighbour: WalletAddress) -> HopFigures {
+        let quality = runtime.links.quality(neighbour)
+        return HopFigures(node: runtime.nodeKey.address, rttMs: quality?.rttMs, lossPercent: quality?.lossPercent ?? 0)
     }
 }
 

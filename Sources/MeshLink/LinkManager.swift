@@ -37,6 +37,9 @@ public struct LinkConfig: Sendable {
     public var halfOpenLimit = 1_024
     /// A clock-skew refusal is logged at most this often per endpoint (on both sides).
     public var refusalLogIntervalMs: Int64 = 60_000
+    /// With a list, links form only with these node keys, both ways (a private mesh; `--allow-link`). Others'
+    /// initiations are dropped and counted (`notAllowed`), as a firewall would.
+    public var allowedPeers: Set<WalletAddress>?
 
     public init() {}
 }
@@ -58,6 +61,8 @@ public struct LinkCounters: Sendable, Codable, Equatable {
     public var replayed = 0
     public var handshakeRefused = 0
     public var pinMismatch = 0
+    /// Handshakes with nodes not on the link allow-list.
+    public var notAllowed = 0
     /// Initiations whose mac1 is wrong (made without knowing this node's address): dropped before any other work.
     public var macFailed = 0
     /// Initiations naming another node as their responder (replayed or misdirected).
@@ -79,7 +84,7 @@ public struct LinkCounters: Sendable, Codable, Equatable {
     /// Every datagram dropped for any reason.
     public var dropped: Int {
         malformed + unknownSession + authFailed + replayed + handshakeRefused + pinMismatch + macFailed + wrongResponder
-            + cookieRequired + rateLimited + clockSkew
+            + cookieRequired + rateLimited + clockSkew + notAllowed
     }
 }
 
@@ -407,6 +412,10 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return []
         }
         let initiator = initiatorKey.address
+        if let allowed = config.allowedPeers, !allowed.contains(initiator) {
+            counters.notAllowed += 1
+            return []
+        }
         if let pin = dials[source]?.pinned, pin != initiator {
             counters.pinMismatch += 1
             return [.refused(source, reason: "pinned to \(pin) but \(initiator) answered")]
@@ -494,6 +503,11 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return []
         }
         let responder = responderKey.address
+        if let allowed = config.allowedPeers, !allowed.contains(responder) {
+            counters.notAllowed += 1
+            pending[message.receiverIndex] = nil
+            return [.refused(source, reason: "\(responder) is not on the link allow-list")]
+        }
         if let expected = initState.expected, expected != responder {
             counters.pinMismatch += 1
             pending[message.receiverIndex] = nil

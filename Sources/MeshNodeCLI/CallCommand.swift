@@ -106,6 +106,11 @@ struct CallCommand: ParsableCommand {
         if due > now { usleep(UInt32((due - now) / 1000)) }
     }
 
+    private func switches(_ value: JSONValue?) -> String {
+        let count = value?.arrayValue?.count ?? 0
+        return count == 0 ? "" : " (moved \(count) time\(count == 1 ? "" : "s") during the call)"
+    }
+
     private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?) {
         let summary = ended["summary"] ?? .object([:])
         let media = summary["media"] ?? .object([:])
@@ -118,6 +123,11 @@ struct CallCommand: ParsableCommand {
             "meanPlayoutDelayMs": media["meanPlayoutDelayMs"] ?? .null, "jitterMs": media["jitterMs"] ?? .null,
         ]
         if let setupMs { out["setupMs"] = setupMs }
+        // The chain the call ended on (active first), its standby, and any moves between chains.
+        let chains = summary["chains"]?.arrayValue ?? []
+        out["chain"] = chains.first ?? .null
+        out["standby"] = chains.first { $0["role"]?.stringValue == "standby" } ?? .null
+        out["chainSwitches"] = summary["chainSwitches"] ?? .array([])
         let text: String
         if json {
             text = JSONValue.object(out).prettyText()
@@ -132,6 +142,7 @@ struct CallCommand: ParsableCommand {
             text = """
                 call        \(f("call"))  \(f("from")) → \(f("peer"))
                 path        \(f("path"))
+                chain       \(out["chain"].map(ChainText.describe) ?? "-")\(switches(out["chainSwitches"]))
                 ended       \(f("reason")) after \(f("durationS")) s (setup \(f("setupMs")) ms)
                 codec       \(f("codec")) at \(f("bitrate")) bit/s
                 packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))

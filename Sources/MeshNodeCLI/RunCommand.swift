@@ -31,6 +31,11 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "speexdsp noise suppression on the audio this node sends.") var denoise = false
     @Option(help: "Redundant copies against burst loss: auto (default), on, off.") var redundancy: String?
     @Option(help: "UDP socket buffer asked for each way, bytes (default 4194304).") var socketBuffer: Int?
+    @Option(help: "Most links a relay chain may have, 1–15 (default 6).") var hopLimit: Int?
+    @Option(help: ArgumentHelp("Form links only with this node (0xNODEADDR; repeat for each): a private mesh.", valueName: "node"))
+    var allowLink: [String] = []
+    @Option(help: "Sessions this node relays at once (default 10000); more set-ups are refused.") var maxSessions: Int?
+    @Option(help: "Sessions one neighbour may ask this node to relay (default 1000).") var maxSessionsPerNeighbour: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
@@ -84,6 +89,13 @@ struct RunCommand: ParsableCommand {
             if denoise { c.denoise = true }
             if let redundancy { c.redundancy = try NodeConfig.parseRedundancy(redundancy, what: "--redundancy") }
             if let socketBuffer { c.socketBuffer = try NodeConfig.checkSocketBuffer(socketBuffer, what: "--socket-buffer") }
+            if !allowLink.isEmpty { c.allowLinks = try allowLink.map { (s) throws(ConfigError) in try NodeConfig.parseNode(s, what: "--allow-link") } }
+            if let hopLimit { c.hopLimit = try NodeConfig.checkRange(hopLimit, NodeConfig.hopLimits, what: "--hop-limit") }
+            if let maxSessions { c.maxSessions = try NodeConfig.checkRange(maxSessions, NodeConfig.sessionLimits, what: "--max-sessions") }
+            if let maxSessionsPerNeighbour {
+                c.maxSessionsPerNeighbour = try NodeConfig.checkRange(maxSessionsPerNeighbour, NodeConfig.sessionLimits,
+                                                                      what: "--max-sessions-per-neighbour")
+            }
             return c
         } catch {
             throw CLIError(error.description)

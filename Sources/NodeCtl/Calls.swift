@@ -6,7 +6,7 @@ struct Calls: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: """
             Calls: path, codec, packets, loss, FEC/redundancy recoveries, jitter, playout delay (now/mean/p95), \
-            time-stretch, drift, DTX.
+            time-stretch, drift, DTX; then each call's relay chains (active, standby) with per-hop RTT and loss.
             """)
     @OptionGroup var connection: Connection
     @Flag(help: "Print JSON.") var json = false
@@ -38,6 +38,11 @@ struct Calls: ParsableCommand {
         print(Table.render(rows, header: ["CALL", "ROLE", "PEER", "STATE", "PATH", "CODEC", "SENT/RECV/LOST",
                                           "LATE/CONCEAL", "FEC/RED", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
                                           "DTX OUT/IN", "DURATION"]))
+        for c in calls {
+            for chain in c["chains"]?.arrayValue ?? [] {
+                print("\(text(c["id"])) \(text(chain["role"])) chain: \(ChainText.describe(chain))")
+            }
+        }
         print("\(calls.filter { $0["state"]?.stringValue != "ended" }.count) active, \(calls.count) listed")
     }
 }

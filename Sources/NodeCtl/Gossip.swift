@@ -3,7 +3,8 @@ import Foundation
 import MeshControl
 
 struct Gossip: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Wallets known from neighbour gossip: origin, via, hops, cost, age.")
+    static let configuration = CommandConfiguration(
+        abstract: "Wallets and nodes known from neighbour gossip: home node, via, hops, cost, age.")
     @OptionGroup var connection: Connection
     @Flag(help: "Print JSON.") var json = false
 
@@ -12,11 +13,13 @@ struct Gossip: ParsableCommand {
         if json { return print(result.prettyText()) }
         let routes = result["routes"]?.arrayValue ?? []
         let rows = routes.map { r in
-            [text(r["wallet"]), text(r["origin"]), text(r["via"]), text(r["hops"]), text(r["metric"]), text(r["sequence"]),
+            [text(r["kind"]), text(r["wallet"]), text(r["origin"]), text(r["via"]), text(r["hops"]), text(r["metric"]), text(r["sequence"]),
              r["ageMs"]?.doubleValue.map { String(format: "%.0f s", $0 / 1000) } ?? "-"]
         }
-        print(Table.render(rows, header: ["WALLET", "HOME NODE", "VIA", "HOPS", "COST", "SEQ", "AGE"]))
-        let hosted = routes.filter { $0["via"]?.stringValue == "self" }.count
-        print("\(routes.count) wallets: \(hosted) hosted here, \(routes.count - hosted) learned")
+        print(Table.render(rows, header: ["KIND", "WALLET/NODE", "HOME NODE", "VIA", "HOPS", "COST", "SEQ", "AGE"]))
+        let wallets = routes.filter { $0["kind"]?.stringValue == "wallet" }
+        let hosted = wallets.filter { $0["via"]?.stringValue == "self" }.count
+        print("\(wallets.count) wallets: \(hosted) hosted here, \(wallets.count - hosted) learned; "
+              + "\(routes.count - wallets.count) nodes (this one included)")
     }
 }

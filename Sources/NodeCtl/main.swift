@@ -25,7 +25,8 @@ struct NodeCtl: ParsableCommand {
         commandName: "node-ctl",
         abstract: "Inspect and steer a running mesh-node through its control socket.",
         version: "0.1.0",
-        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Routes.self, DHT.self, Gossip.self])
+        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Routes.self, DHT.self, Gossip.self,
+                      Sessions.self, Route.self, Trace.self])
 }
 
 struct Hangup: ParsableCommand {

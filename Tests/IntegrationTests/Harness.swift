@@ -31,11 +31,15 @@ struct Finished {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// The command outlived its timeout and was stopped.
+    var timedOut = false
 }
 
-/// Runs a command to completion (killed after `timeout` seconds).
+/// Runs a command to completion. After `timeout` seconds it gets SIGINT, and SIGKILL `stopGrace` seconds later;
+/// the timeout is recorded as a test issue unless the caller reports it itself (`recordTimeout: false`).
 @discardableResult
-func runCommand(_ executable: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Finished {
+func runCommand(_ executable: String, _ arguments: [String], timeout: TimeInterval = 60, stopGrace: TimeInterval = 0.5,
+                recordTimeout: Bool = true) throws -> Finished {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -49,15 +53,17 @@ func runCommand(_ executable: String, _ arguments: [String], timeout: TimeInterv
     let errData = ReadAll(err.fileHandleForReading)
     let deadline = Date().addingTimeInterval(timeout)
     while process.isRunning && Date() < deadline { usleep(20_000) }
-    if process.isRunning {
+    let timedOut = process.isRunning
+    if timedOut {
         process.interrupt()
-        usleep(500_000)
+        let grace = Date().addingTimeInterval(stopGrace)
+        while process.isRunning && Date() < grace { usleep(20_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        Issue.record("\(executable) \(arguments.joined(separator: " ")) timed out after \(timeout) s")
+        if recordTimeout { Issue.record("\(executable) \(arguments.joined(separator: " ")) timed out after \(timeout) s") }
     }
     process.waitUntilExit()
-    return Finished(status: process.terminationStatus, stdout: outData.text(), stderr: errData.text())
+    return Finished(status: process.terminationStatus, stdout: outData.text(), stderr: errData.text(), timedOut: timedOut)
 }
 
 /// Drains a pipe on a background thread so a chatty child never blocks.

@@ -87,7 +87,7 @@ import Testing
         #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
         #expect(summary?["via"]?.stringValue == bob)
         #expect(summary?["reason"]?.stringValue == "hangup")
-        #expect(!rogue.received.contains { AppMessage(parsing: $0).map { if case .call = $0 { true } else { false } } ?? false })
+        #expect(!rogue.received.contains { ChainMessage.claims($0) }, "no chain set-up or call bytes went to the rogue")
     }
 
     /// A route that is authentic but stale: Bob's key once announced him at another node (here the rogue, which

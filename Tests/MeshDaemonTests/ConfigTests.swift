@@ -27,6 +27,10 @@ import Testing
             denoise = true
             redundancy = "off"
             socket_buffer = 8388608
+            hop_limit = 4
+            max_sessions = 50
+            max_sessions_per_neighbour = 5
+            allow_links = ["\(pinned.checksummed)"]
             """) { path in
             let c = try NodeConfig.load(file: path)
             let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -43,6 +47,9 @@ import Testing
             #expect(c.bitrate == 32_000)
             #expect(c.vad && c.denoise && c.redundancy == .off)
             #expect(c.socketBuffer == 8 << 20)
+            #expect(c.relayConfig.hopLimit == 4 && c.gossipConfig.nodeRadius == 4)
+            #expect(c.relayConfig.maxSessions == 50 && c.relayConfig.maxSessionsPerNeighbour == 5)
+            #expect(c.linkConfig.allowedPeers == [pinned])
         }
     }
 
@@ -58,6 +65,11 @@ import Testing
         ("vad = \"yes\"", "vad must be true or false"),
         ("redundancy = \"sometimes\"", "redundancy: expected auto, on or off"),
         ("socket_buffer = 1024", "socket_buffer: must be 65536–1073741824 bytes"),
+        ("hop_limit = 0", "hop_limit: must be 1–15, got 0"),
+        ("hop_limit = \"6\"", "hop_limit must be an integer"),
+        ("max_sessions = -1", "max_sessions: must be 0–1000000"),
+        ("max_sessions_per_neighbour = 2000000", "max_sessions_per_neighbour: must be 0–1000000"),
+        ("allow_links = [\"0x12\"]", "allow_links:"),
         ("listen = [", "line 1"),
         // What toml++ asserts on instead of reporting (found by the `config` fuzz target), and what it reports.
         ("[/bootstrap]", "line 1: a table header must begin with a key"),
@@ -156,8 +168,7 @@ import Testing
         let messages: [AppMessage] = [
             .resolveRequest(query: 7, address: address),
             .resolveReply(query: 7, address: address, hosted: true),
-            .call([1, 2, 3]),
-            .media(.init(raw: 42), Array(repeating: 9, count: 100)),
+            .gossip([1, 2, 3]),
         ]
         for m in messages { #expect(AppMessage(parsing: m.serialize()) == m) }
         #expect(AppMessage(parsing: []) == nil)
@@ -165,7 +176,16 @@ import Testing
         #expect(AppMessage(parsing: Array(messages[0].serialize().dropLast())) == nil)
         #expect(AppMessage(parsing: messages[1].serialize().dropLast() + [2]) == nil)
         #expect(AppMessage(parsing: [0x20, 0, 0, 0, 0, 0, 0, 0, 1]) == nil)
-        #expect(AppMessage(parsing: [0x20] + Array(repeating: 0, count: 8) + Array(repeating: 1, count: 1_401)) == nil)
+    }
+
+    @Test func callBytesInsideAChainRoundTrip() {
+        for inner in [CallInner.signal([1, 2, 3]), .media(Array(repeating: 9, count: 100))] {
+            #expect(CallInner(parsing: inner.serialize()) == inner)
+        }
+        #expect(CallInner(parsing: []) == nil)
+        #expect(CallInner(parsing: [0x20]) == nil)
+        #expect(CallInner(parsing: [0x7f, 1]) == nil)
+        #expect(CallInner(parsing: [0x20] + Array(repeating: 1, count: 1_401)) == nil)
     }
 
     @Test func pcmBase64RoundTrip() {
