@@ -91,6 +91,7 @@ extension NodeRuntime: ControlService {
             "nodeCounters": nodeCounters,
             "controlCounters": controlCounters,
             "socket": socketJSON(),
+            "storeWriter": (try? JSONValue(encoding: writer.counters)) ?? .null,
             "callMalformed": .number(Double(calls.malformed)),
             "version": .string(MeshVersion.string),
         ])

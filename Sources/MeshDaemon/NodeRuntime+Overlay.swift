@@ -40,7 +40,7 @@ extension NodeRuntime {
         }
         if now >= nextContactSave {
             nextContactSave = now + Self.contactSaveMs
-            if Set(dht.contacts) != savedContacts { saveContacts(now: now) }
+            saveContacts(now: now)
         }
     }
 
@@ -60,7 +60,8 @@ extension NodeRuntime {
             runDHT(dht.publish(wallet: wallet, endpoints: reach.endpoints, relays: reach.relays, nowMs: now))
         }
         // The records' sequence numbers must survive a restart: keep our own records with the others.
-        for record in dht.publishedRecords { persist { try self.store.saveRecord(record) } }
+        let store = store
+        for record in dht.publishedRecords { persist { try store.saveRecord(record) } }
     }
 
     struct Reach: Equatable {
@@ -86,17 +87,30 @@ extension NodeRuntime {
         return Reach(endpoints, relays)
     }
 
-    /// Runs DHT actions: datagrams out, records persisted (before the acknowledgement goes out), lookups done.
+    /// Runs DHT actions: datagrams out, records persisted, lookups done. A stored record is written on the writer's
+    /// thread and the actions after it (the STORE's acknowledgement) run once it is on disk; a write that fails or
+    /// finds the writer's queue full drops them, so nothing unsaved is ever acknowledged (docs/storage.md).
     func runDHT(_ actions: [DHTAction]) {
-        for action in actions {
+        var rest = actions[...]
+        while let action = rest.popFirst() {
             switch action {
             case .send(let bytes, let to):
                 guard let address = try? SocketAddress(dhtEndpoint: to) else { continue }
                 sendDatagram(bytes, to: address)
             case .recordStored(let record):
-                persist { try self.store.saveRecord(record) }
+                let (store, logger, loop, after) = (store, logger, loop, Array(rest))
+                let queued = writer.submit({ try store.saveRecord(record) }, done: { error in
+                    if let error {
+                        logger.error("database write failed; the record is not acknowledged", metadata: ["error": "\(error)"])
+                        return
+                    }
+                    loop.execute { self.runDHT(after) }
+                })
+                if !queued { logger.warning("database writer busy: a STORE goes unacknowledged", metadata: ["wallet": "\(record.wallet)"]) }
+                return
             case .recordDropped(let key):
-                persist { try self.store.deleteRecord(key: key) }
+                let store = store
+                persist { try store.deleteRecord(key: key) }
             case .lookupFinished(let id, let outcome):
                 lookups.removeValue(forKey: id)?.succeed(outcome)
             case .clockSkew(let report):
@@ -114,14 +128,22 @@ extension NodeRuntime {
         return promise.futureResult
     }
 
+    /// Writes what changed in the routing table since the last save.
     private func saveContacts(now: Int64) {
-        let contacts = dht.contacts
-        persist { try self.store.replaceContacts(contacts, nowMs: now) }
-        savedContacts = Set(contacts)
+        let contacts = Set(dht.contacts)
+        let (added, removed, store) = (Array(contacts.subtracting(savedContacts)), Array(savedContacts.subtracting(contacts)), store)
+        guard !added.isEmpty || !removed.isEmpty else { return }
+        persist { try store.updateContacts(added: added, removed: removed, nowMs: now) }
+        savedContacts = contacts
     }
 
-    private func persist(_ write: () throws -> Void) {
-        do { try write() } catch { logger.error("database write failed", metadata: ["error": "\(error)"]) }
+    /// A write on the writer's thread; a failure, or a full queue, is logged.
+    private func persist(_ write: @escaping @Sendable () throws -> Void) {
+        let logger = logger
+        let queued = writer.submit(write, done: { error in
+            if let error { logger.error("database write failed", metadata: ["error": "\(error)"]) }
+        })
+        if !queued { logger.warning("database writer busy: a write was shed") }
     }
 
     // MARK: control

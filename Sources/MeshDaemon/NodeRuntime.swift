@@ -40,6 +40,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var finds: [UInt64: EventLoopPromise<WalletAddress>] = [:]
     var dht: DHTNode
     let store: NodeStore
+    /// Every database write and recording append runs here, off the event loop (docs/storage.md).
+    let writer = StoreWriter()
     let wallets: [PrivateKey]
     var lookups: [LookupID: EventLoopPromise<LookupOutcome>] = [:]
     /// The endpoints and relays of the records last published, to republish when they change.
@@ -225,10 +227,11 @@ public final class NodeRuntime: @unchecked Sendable {
 
     public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }
 
-    /// Blocks until `shutdown()` has finished.
+    /// Blocks until `shutdown()` has finished and every queued write is done.
     public func waitUntilStopped() {
         try? stopped.futureResult.wait()
         try? group.syncShutdownGracefully()
+        writer.drain()
     }
 
     /// Graceful stop: hang up every call (telling the peers), close the control socket and the port.
@@ -304,10 +307,11 @@ public final class NodeRuntime: @unchecked Sendable {
                 owners[id]?.notifyIfWritable(method: "audio.frame", params: .object([
                     "call": .string(id.description), "pcm": .string(PCM.base64(frame)),
                 ]))
-            case .recorder(let writer, _):
-                do { try writer.append(frame) } catch {
-                    logger.warning("recording failed", metadata: ["call": "\(id)", "error": "\(error)"])
-                }
+            case .recorder(let recording, _):
+                let logger = logger
+                writer.submit({ try recording.append(frame) }, done: { error in
+                    if let error { logger.warning("recording failed", metadata: ["call": "\(id)", "error": "\(error)"]) }
+                })
             case .echo:
                 break
             }
@@ -560,7 +564,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func endMedia(_ id: CallID, reason: CallEndReason) {
         let m = media.removeValue(forKey: id)
         if let m {
-            if case .recorder(let writer, _) = m.sink { try? writer.close() }
+            if case .recorder(let recording, _) = m.sink { writer.submit({ try recording.close() }) }
             finished[id] = m.stats
         }
         setupStarted[id] = nil

@@ -140,8 +140,9 @@ public enum WAV {
 
 /// Writes a 16-bit PCM WAV file as audio comes in. The header's sizes are rewritten after every second of
 /// audio and at `close`, and the file is flushed then, so a killed process leaves a playable file.
-/// Not thread-safe: one owner appends.
-public final class WAVWriter {
+/// Not thread-safe: one owner appends, on one thread at a time (the node hands its recordings to its database
+/// writer's serial thread, which runs every append and the close in order).
+public final class WAVWriter: @unchecked Sendable {
     public let path: String
     private let sampleRate: Int
     private let channels: Int

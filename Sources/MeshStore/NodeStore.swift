@@ -10,7 +10,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The node's durable state in SQLite (GRDB, WAL): routing-table contacts, records held for others, and
-/// the node's own sequence numbers. Writes are synchronous: when a call returns, the state survives a kill.
+/// the node's own sequence numbers. Writes are synchronous: when a call returns, the state survives a kill. The
+/// node makes them on a `StoreWriter`'s thread, never on its event loop.
 /// Schema and recovery: docs/storage.md.
 public final class NodeStore: Sendable {
     public let path: String
@@ -52,11 +53,14 @@ public final class NodeStore: Sendable {
 
     // MARK: contacts
 
-    /// Replaces the stored routing table with `contacts` (saved periodically and at shutdown).
-    public func replaceContacts(_ contacts: [Contact], nowMs: Int64) throws(StoreError) {
+    /// Changes the stored routing table by what changed since the last save: `added` contacts are written (or
+    /// their endpoint updated), `removed` ones deleted, in one transaction.
+    public func updateContacts(added: [Contact], removed: [Contact], nowMs: Int64) throws(StoreError) {
         try write { db in
-            try db.execute(sql: "DELETE FROM contacts")
-            for c in contacts {
+            for c in removed {
+                try db.execute(sql: "DELETE FROM contacts WHERE id = ? AND endpoint = ?", arguments: [Data(c.id.bytes), c.endpoint.description])
+            }
+            for c in added {
                 try db.execute(sql: "INSERT OR REPLACE INTO contacts (id, endpoint, last_seen_ms) VALUES (?, ?, ?)",
                                arguments: [Data(c.id.bytes), c.endpoint.description, nowMs])
             }

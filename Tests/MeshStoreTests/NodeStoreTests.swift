@@ -23,10 +23,12 @@ import Testing
             let contacts = (0..<5).map { i in
                 Contact(id: NodeID(publicKey: PrivateKey().publicKey), endpoint: DHTEndpoint(parsing: "127.0.0.\(i + 1):\(4000 + i)")!)
             }
+            let stale = Contact(id: NodeID(publicKey: PrivateKey().publicKey), endpoint: DHTEndpoint(parsing: "127.0.0.9:9")!)
             let wallet = PrivateKey()
             do {
                 let store = try NodeStore(path: path)
-                try store.replaceContacts(contacts, nowMs: 1_000)
+                try store.updateContacts(added: contacts + [stale], removed: [], nowMs: 1_000)
+                try store.updateContacts(added: [], removed: [stale], nowMs: 2_000)
                 try store.saveRecord(record(wallet, sequence: 2, expiresAtMs: 10_000))
                 #expect(try store.nextValue("x") == 1)
                 #expect(try store.nextValue("x") == 2)
@@ -68,4 +70,34 @@ import Testing
             }
         }
     }
+
+    /// Writes run in order on the writer's thread; a full queue refuses (and counts) instead of blocking, and
+    /// `drain` waits for what was accepted.
+    @Test func theWriterKeepsOrderAndShedsWhenFull() throws {
+        let writer = StoreWriter(capacity: 3)
+        let gate = DispatchSemaphore(value: 0)
+        let log = Log()
+        let first = writer.submit({ gate.wait(); log.add(0) })
+        let second = writer.submit({ log.add(1) })
+        let failing = writer.submit({ throw StoreError(message: "disk full") }, done: { error in log.add(error == nil ? 20 : 21) })
+        let fourth = writer.submit({ log.add(9) })
+        #expect(first && second && failing)
+        #expect(!fourth, "a fourth waiting write is refused")
+        #expect(writer.counters.shed == 1 && writer.counters.waiting == 3)
+        gate.signal()
+        writer.drain()
+        #expect(log.values == [0, 1, 21])
+        #expect(writer.counters == StoreWriter.Counters(waiting: 0, shed: 1, failed: 1))
+        let later = writer.submit({ log.add(3) })
+        #expect(later)
+        writer.drain()
+        #expect(log.values == [0, 1, 21, 3])
+    }
+}
+
+private final class Log: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [Int] = []
+    func add(_ value: Int) { lock.withLock { items.append(value) } }
+    var values: [Int] { lock.withLock { items } }
 }
