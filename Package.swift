@@ -34,6 +34,7 @@ let package = Package(
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
         .target(name: "MeshWire", swiftSettings: strict),
+        .target(name: "MeshMetrics", swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
@@ -55,7 +56,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "CNice",
+            "MeshStore", "MeshMetrics", "CNice",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -66,7 +67,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .executableTarget(name: "NodeCtl", dependencies: [
-            "MeshControl",
+            "MeshControl", "MeshMetrics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
@@ -85,7 +86,7 @@ let package = Package(
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshDaemonTests", dependencies: [
-            "MeshDaemon", "MeshControl", "MeshLink", .product(name: "NIOCore", package: "swift-nio"),
+            "MeshDaemon", "MeshControl", "MeshLink", "MeshMetrics", .product(name: "NIOCore", package: "swift-nio"),
         ], swiftSettings: strict),
         // The libFuzzer targets (docs/fuzzing.md; Tools/fuzz builds them): as tests, their seeds and crash regressions.
         .testTarget(name: "FuzzTests", dependencies: [

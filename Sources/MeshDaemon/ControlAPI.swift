@@ -15,6 +15,7 @@ extension NodeRuntime: ControlService {
             do {
                 switch method {
                 case "node.info": return self.loop.makeSucceededFuture(self.info())
+                case "node.metrics": return self.loop.makeSucceededFuture(try JSONValue(encoding: self.metricsSnapshot()))
                 case "node.peers":
                     return self.loop.makeSucceededFuture(try JSONValue(encoding: ["peers": self.links.peerInfos(now: Self.now(), describe: Self.describe)]))
                 case "dht.routes": return self.loop.makeSucceededFuture(try self.routesJSON())

@@ -55,6 +55,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var contactsAtLastPublish = 0
     var media: [CallID: CallMedia] = [:]
     var finished: [CallID: CallMediaStats] = [:]
+    /// The media figures of every call that ended, for the node-wide media counters (docs/metrics.md).
+    var endedMedia = MediaTotals()
     var owners: [CallID: ControlConnection] = [:]
     var setupStarted: [CallID: Int64] = [:]
     /// Calls waiting for their first chain (docs/forwarding.md).
@@ -565,7 +567,9 @@ public final class NodeRuntime: @unchecked Sendable {
         let m = media.removeValue(forKey: id)
         if let m {
             if case .recorder(let recording, _) = m.sink { writer.submit({ try recording.close() }) }
-            finished[id] = m.stats
+            let stats = m.stats
+            finished[id] = stats
+            endedMedia.add(stats)
         }
         setupStarted[id] = nil
         logger.info("call ended", metadata: ["call": "\(id)", "reason": "\(reason)"])

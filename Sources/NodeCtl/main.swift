@@ -26,7 +26,7 @@ struct NodeCtl: ParsableCommand {
         abstract: "Inspect and steer a running mesh-node through its control socket.",
         version: "0.1.0",
         subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Routes.self, DHT.self, Gossip.self,
-                      Sessions.self, Route.self, Trace.self])
+                      Sessions.self, Route.self, Trace.self, Metrics.self])
 }
 
 struct Hangup: ParsableCommand {
