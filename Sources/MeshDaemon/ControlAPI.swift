@@ -82,6 +82,7 @@ extension NodeRuntime: ControlService {
             "node": .string(nodeKey.address.checksummed),
             "listen": .string(localEndpoint),
             "controlSocket": .string(config.resolvedControlSocket),
+            "metrics": metricsAddress.map(JSONValue.string) ?? .null,
             "wallets": .array(calls.hostedWallets.map { .string($0.checksummed) }),
             "autoAnswer": .string(config.autoAnswer.rawValue),
             "uptimeS": .number(Double((now - startedAt) / 1000)),

@@ -111,6 +111,8 @@ public struct NodeConfig: Sendable {
     public var maxSessionsPerNeighbour = 1_000
     /// When not empty, links form only with these node addresses (a private mesh; docs/links.md).
     public var allowLinks: [WalletAddress] = []
+    /// Where to serve `GET /metrics` in the Prometheus text format (docs/metrics.md); nil: no endpoint.
+    public var metrics: HostPort?
 
     public init() {}
 
@@ -138,7 +140,7 @@ public struct NodeConfig: Sendable {
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
         "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
-        "max_sessions_per_neighbour", "allow_links",
+        "max_sessions_per_neighbour", "allow_links", "metrics",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -219,6 +221,7 @@ public struct NodeConfig: Sendable {
             guard let b = value.int else { throw ConfigError("config \(file): socket_buffer must be an integer") }
             config.socketBuffer = try checkSocketBuffer(b, what: "config \(file): socket_buffer")
         }
+        config.metrics = try string("metrics").map { (s) throws(ConfigError) in try HostPort(parsing: s, what: "config \(file): metrics") }
         config.allowLinks = try strings("allow_links").map { (s) throws(ConfigError) in try parseNode(s, what: "config \(file): allow_links") }
         for (key, setting, range) in [("hop_limit", \NodeConfig.hopLimit, hopLimits), ("max_sessions", \NodeConfig.maxSessions, sessionLimits),
                                       ("max_sessions_per_neighbour", \NodeConfig.maxSessionsPerNeighbour, sessionLimits)] {

@@ -68,6 +68,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var udp: Channel?
     var udpSocket: UDPSocket?
     var control: ControlServer?
+    /// The `--metrics` HTTP endpoint (docs/metrics.md), when asked for.
+    var metricsServer: Channel?
     let startedAt: Int64
     private let stopped: EventLoopPromise<Void>
 
@@ -87,14 +89,15 @@ public final class NodeRuntime: @unchecked Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], store: NodeStore, logger: Logger) throws {
+    init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], store: NodeStore, logger: Logger,
+         group: MultiThreadedEventLoopGroup) throws {
         self.config = config
         self.nodeKey = nodeKey
         self.wallets = wallets
         self.store = store
         self.logger = logger
         let now = Self.now()
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
         loop = group.next()
         links = LinkManager(identity: nodeKey, config: config.linkConfig)
         calls = CallEngine(wallets: wallets)
@@ -111,25 +114,48 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
     public static func start(config: NodeConfig, logger: Logger) throws -> NodeRuntime {
-        // Every input is checked before anything is created: a host that does not resolve leaves no key or db.
+        // Every input is checked before anything is created: a host that does not resolve, or a metrics port that
+        // cannot be bound, leaves no key or db.
         let endpoints = try Endpoints(config)
-        let (nodeKey, wallets) = try NodeKeys.load(config: config)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Scrapes that come before the node is up wait for it.
+        let started = group.next().makePromise(of: NodeRuntime.self)
+        var metricsServer: Channel?
         do {
-            try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
-                                                    attributes: [.posixPermissions: 0o700])
+            if let address = endpoints.metrics, let metrics = config.metrics {
+                do {
+                    metricsServer = try MetricsServer.bind(address, group: group) {
+                        started.futureResult.flatMap { runtime in runtime.loop.submit { runtime.metricsSnapshot() } }
+                    }
+                } catch {
+                    let why = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+                    throw ConfigError("metrics \(metrics): cannot bind TCP (\(why))")
+                }
+            }
+            let (nodeKey, wallets) = try NodeKeys.load(config: config)
+            do {
+                try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw ConfigError("data dir \(config.dataDir): cannot create (\(error.localizedDescription))")
+            }
+            let store = try NodeStore(path: config.dataDir + "/node.db")
+            let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, store: store, logger: logger, group: group)
+            runtime.metricsServer = metricsServer
+            do {
+                try runtime.bind(endpoints)
+            } catch {
+                runtime.stopped.succeed(())
+                throw error
+            }
+            started.succeed(runtime)
+            return runtime
         } catch {
-            throw ConfigError("data dir \(config.dataDir): cannot create (\(error.localizedDescription))")
-        }
-        let store = try NodeStore(path: config.dataDir + "/node.db")
-        let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, store: store, logger: logger)
-        do {
-            try runtime.bind(endpoints)
-        } catch {
-            runtime.stopped.succeed(())
-            try? runtime.group.syncShutdownGracefully()
+            started.fail(error)
+            try? metricsServer?.close().wait()
+            try? group.syncShutdownGracefully()
             throw error
         }
-        return runtime
     }
 
     /// The addresses the config names, resolved.
@@ -138,12 +164,14 @@ public final class NodeRuntime: @unchecked Sendable {
         let peers: [(address: SocketAddress, pinned: WalletAddress?)]
         let bootstrap: [SocketAddress]
         let advertise: [SocketAddress]
+        let metrics: SocketAddress?
 
         init(_ config: NodeConfig) throws(ConfigError) {
             listen = try NodeRuntime.resolve(config.listen, what: "listen \(config.listen)")
             peers = try config.peers.map { (peer) throws(ConfigError) in (try NodeRuntime.resolve(peer.endpoint, what: "peer \(peer)"), peer.pinned) }
             bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try NodeRuntime.resolve(b.endpoint, what: "bootstrap \(b)") }
             advertise = try config.advertise.map { (a) throws(ConfigError) in try NodeRuntime.resolve(a, what: "advertise \(a)") }
+            metrics = try config.metrics.map { (m) throws(ConfigError) in try NodeRuntime.resolve(m, what: "metrics \(m)") }
         }
     }
 
@@ -204,6 +232,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 "wallets": "\(self.calls.hostedWallets.map(\.checksummed).joined(separator: ","))",
                 "auto-answer": "\(self.config.autoAnswer.rawValue)",
             ])
+            if let address = self.metricsAddress { self.logger.info("metrics endpoint", metadata: ["address": "\(address)"]) }
             self.scheduleLinkTick()
             self.scheduleRelayTick()
             self.scheduleMediaTick(deadline: .now())
@@ -229,6 +258,9 @@ public final class NodeRuntime: @unchecked Sendable {
 
     public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }
 
+    /// Where the metrics endpoint listens (the port the kernel chose for port 0), when there is one.
+    var metricsAddress: String? { metricsServer?.localAddress.map(Self.describe) }
+
     /// Blocks until `shutdown()` has finished and every queued write is done.
     public func waitUntilStopped() {
         try? stopped.futureResult.wait()
@@ -246,6 +278,7 @@ public final class NodeRuntime: @unchecked Sendable {
             self.leaveOverlay(now: now)
             self.run(self.links.closeAll(now: now))
             self.control?.close()
+            self.metricsServer?.close(promise: nil)
             self.logger.info("node stopped")
             let udp = self.udp
             self.udp = nil

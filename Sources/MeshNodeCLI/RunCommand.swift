@@ -36,6 +36,9 @@ struct RunCommand: ParsableCommand {
     var allowLink: [String] = []
     @Option(help: "Sessions this node relays at once (default 10000); more set-ups are refused.") var maxSessions: Int?
     @Option(help: "Sessions one neighbour may ask this node to relay (default 1000).") var maxSessionsPerNeighbour: Int?
+    @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this TCP HOST:PORT (default: none).",
+                               valueName: "host:port"))
+    var metrics: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
@@ -90,6 +93,7 @@ struct RunCommand: ParsableCommand {
             if let redundancy { c.redundancy = try NodeConfig.parseRedundancy(redundancy, what: "--redundancy") }
             if let socketBuffer { c.socketBuffer = try NodeConfig.checkSocketBuffer(socketBuffer, what: "--socket-buffer") }
             if !allowLink.isEmpty { c.allowLinks = try allowLink.map { (s) throws(ConfigError) in try NodeConfig.parseNode(s, what: "--allow-link") } }
+            if let metrics { c.metrics = try HostPort(parsing: metrics, what: "--metrics") }
             if let hopLimit { c.hopLimit = try NodeConfig.checkRange(hopLimit, NodeConfig.hopLimits, what: "--hop-limit") }
             if let maxSessions { c.maxSessions = try NodeConfig.checkRange(maxSessions, NodeConfig.sessionLimits, what: "--max-sessions") }
             if let maxSessionsPerNeighbour {

@@ -15,6 +15,7 @@ struct Info: ParsableCommand {
             ["node", text(info["node"])],
             ["listen", text(info["listen"])],
             ["control", text(info["controlSocket"])],
+            ["metrics", info["metrics"]?.stringValue.map { "http://\($0)/metrics" } ?? "off"],
             ["wallets", wallets.joined(separator: " ")],
             ["auto-answer", text(info["autoAnswer"])],
             ["uptime", "\(text(info["uptimeS"])) s"],

@@ -31,6 +31,7 @@ import Testing
             max_sessions = 50
             max_sessions_per_neighbour = 5
             allow_links = ["\(pinned.checksummed)"]
+            metrics = "127.0.0.1:9100"
             """) { path in
             let c = try NodeConfig.load(file: path)
             let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -50,6 +51,7 @@ import Testing
             #expect(c.relayConfig.hopLimit == 4 && c.gossipConfig.nodeRadius == 4)
             #expect(c.relayConfig.maxSessions == 50 && c.relayConfig.maxSessionsPerNeighbour == 5)
             #expect(c.linkConfig.allowedPeers == [pinned])
+            #expect(c.metrics == HostPort(host: "127.0.0.1", port: 9100))
         }
     }
 
@@ -58,6 +60,7 @@ import Testing
         ("listen = 5", "listen must be a string"),
         ("listen = \"nohost\"", "expected HOST:PORT"),
         ("listen = \"1.2.3.4:70000\"", "port must be 0–65535"),
+        ("metrics = \"9100\"", "metrics: expected HOST:PORT"),
         ("auto_answer = \"sometimes\"", "auto_answer: expected off, record or echo"),
         ("peers = \"1.2.3.4:5\"", "peers must be an array of strings"),
         ("peers = [\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD@1.2.3.4:5\"]", "wrong EIP-55 checksum"),

@@ -43,6 +43,7 @@ import Testing
         var config = NodeConfig()
         config.listen = HostPort(host: "127.0.0.1", port: 0)
         config.dataDir = dir
+        config.metrics = HostPort(host: "127.0.0.1", port: 0)
         let runtime = try NodeRuntime.start(config: config, logger: Logger(label: "metrics-test"))
         defer {
             runtime.shutdown()
