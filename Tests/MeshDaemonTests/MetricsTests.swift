@@ -76,6 +76,15 @@ import Testing
         #expect(second.value("meshnode_link_packets_in_total") == 1)
         #expect(second.value("meshnode_relay_sessions") == 0)
 
+        // docs/metrics.md lists every family, with its type.
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/metrics.md")
+        let rows = try String(contentsOf: docs, encoding: .utf8).split(separator: "\n").filter { $0.hasPrefix("| `meshnode_") }
+        #expect(rows.map { $0.split(separator: "`")[1] } == second.families.map { Substring($0.name) })
+        for (row, family) in zip(rows, second.families) {
+            #expect(row.contains("` | \(family.type.rawValue) |"), "\(row)")
+        }
+
         let text = second.prometheusText()
         for family in second.families {
             #expect(text.contains("# HELP \(family.name) "))
