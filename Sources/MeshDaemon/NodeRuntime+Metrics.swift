@@ -138,6 +138,11 @@ extension NodeRuntime {
             m.add("meshnode_udp_send_buffer_bytes", .gauge, "The UDP send buffer as the kernel granted it.", status.sendBufferBytes)
         }
 
+        let store = writer.counters
+        m.add("meshnode_store_writes_waiting", .gauge, "Database writes and recording appends waiting for the writer thread.", store.waiting)
+        m.add("meshnode_store_writes_shed_total", .counter, "Writes refused because the writer's queue was full.", store.shed)
+        m.add("meshnode_store_writes_failed_total", .counter, "Writes that failed.", store.failed)
+
         if let c = control?.counters {
             m.add("meshnode_control_connections_accepted_total", .counter, "Control socket connections accepted.", c.connectionsAccepted)
             m.add("meshnode_control_oversized_requests_total", .counter, "Control requests over 64 KiB (the connection closed).",
