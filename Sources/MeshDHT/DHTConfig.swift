@@ -68,6 +68,16 @@ public struct DHTConfig: Sendable {
     public var requestBurstPerPrefix = 2_500.0
     /// Sources (addresses, prefixes) tracked by the rate limits; beyond it new sources share one budget.
     public var maxTrackedSources = 16_384
+    /// Signature recoveries a second (and burst) for requests from addresses that have not proven they receive
+    /// at their source (docs/dht.md, "Cookies"). Beyond them the node is under load: such requests get a cookie
+    /// reply instead and are handled when they come back with it. STOREs and WITHDRAWs always need a proven
+    /// address.
+    public var unprovenChecksPerSecond = 200.0
+    public var unprovenCheckBurst = 400.0
+    /// A cookie received is used for requests to that endpoint this long.
+    public var cookieReuseMs: Int64 = 60_000
+    /// Endpoints that answered a request of ours are proven this long (at most `maxTrackedSources`).
+    public var provenMemoryMs: Int64 = 10 * 60_000
     /// PINGs in flight to verify senders of requests before they may enter the table (docs/dht.md, "Who gets
     /// in"); beyond this, unknown requesters are answered but not verified.
     public var maxPendingVerifications = 32
@@ -120,6 +130,12 @@ public struct DHTCounters: Sendable, Codable, Equatable {
     public var futureStampedRefused = 0
     /// Requests over their source's rate limits (dropped before signature work).
     public var rateLimited = 0
+    /// Requests answered with a cookie (their address was not proven: under load, or a write).
+    public var cookiesSent = 0
+    /// Cookied requests whose cookie was not this node's for their source (dropped before signature work).
+    public var badCookies = 0
+    /// Cookies this node got for requests of its own (it sent them again with the cookie).
+    public var cookiesReceived = 0
     /// Responses nobody asked for, from the wrong node or endpoint, or of the wrong type.
     public var unexpectedResponse = 0
     /// Records refused, by reason (STOREs and FIND_VALUE answers; a record that does not parse makes its

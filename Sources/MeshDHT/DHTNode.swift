@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshWire
 
 /// What the shell must do after an input to `DHTNode`.
 public enum DHTAction: Sendable {
@@ -58,6 +59,15 @@ public struct DHTNode: Sendable {
     public private(set) var core: DHTProtocol
     private var replays: ReplayCache
     private var limits: SourceLimits
+    private let jar: CookieJar
+    /// Signature recoveries left for requests from unproven addresses without a cookie.
+    private var unprovenChecks: TokenBucket
+    /// Endpoints that answered a request of ours (they receive at their address), and when.
+    private var proven: [DHTEndpoint: Int64] = [:]
+    /// Cookies other nodes handed this node, by their endpoint.
+    private var cookies: [DHTEndpoint: (cookie: Cookie, atMs: Int64)] = [:]
+    /// Requests of ours in flight, sealed, so one can be sent again with a cookie.
+    private var sentRequests: [UInt64: (to: DHTEndpoint, datagram: [UInt8], atMs: Int64)] = [:]
     /// When a clock-skew refusal was last logged, per endpoint and direction (bounded: `skewLogLimit`).
     private var skewLogged: [SkewLogKey: Int64] = [:]
     private static let skewLogLimit = 1_024
@@ -76,6 +86,12 @@ public struct DHTNode: Sendable {
             address: .init(perSecond: config.requestsPerSecondPerAddress, burst: config.requestBurstPerAddress),
             prefix: .init(perSecond: config.requestsPerSecondPerPrefix, burst: config.requestBurstPerPrefix),
             maxTracked: config.maxTrackedSources)
+        jar = CookieJar(seed: seed ^ 0x636f_6f6b_6965_7321)
+        unprovenChecks = TokenBucket(Self.unprovenRate(config), nowMs: 0)
+    }
+
+    private static func unprovenRate(_ config: DHTConfig) -> TokenBucket.Rate {
+        TokenBucket.Rate(perSecond: config.unprovenChecksPerSecond, burst: config.unprovenCheckBurst)
     }
 
     public var localID: NodeID { core.localID }
@@ -96,7 +112,18 @@ public struct DHTNode: Sendable {
     public mutating func receive(_ datagram: [UInt8], from source: DHTEndpoint, nowMs: Int64) -> [DHTAction] {
         core.counters.bytesIn += datagram.count
         if let notice = DHTWire.ClockNotice(parsing: datagram) { return receive(notice, from: source, nowMs: nowMs) }
-        guard let opened = DHTWire.open(datagram) else {
+        if let reply = DHTWire.CookieReply(parsing: datagram) { return receive(reply, from: source, nowMs: nowMs) }
+        var signed = datagram
+        var cookied = false
+        if let (cookie, inner) = DHTWire.Cookied.unwrap(datagram) {
+            guard jar.isValid(cookie, for: source, nowMs: nowMs) else {
+                core.counters.badCookies += 1
+                return []
+            }
+            signed = inner
+            cookied = true
+        }
+        guard let opened = DHTWire.open(signed) else {
             core.counters.malformed += 1
             return []
         }
@@ -121,27 +148,69 @@ public struct DHTNode: Sendable {
                 return []
             }
             let key = ReplayCache.Key(txid: opened.packet.txid, tag: opened.replayTag)
-            switch replays.insert(key, timestampMs: opened.timestampMs, nowMs: nowMs) {
-            case .fresh:
-                break
-            case .replayed:
-                core.counters.replayed += 1
-                return []
-            case .futureBudgetSpent:
-                core.counters.futureStampedRefused += 1
-                return []
+            guard count(replays.verdict(key, timestampMs: opened.timestampMs, nowMs: nowMs)) else { return [] }
+            if !cookied && !isProven(source, nowMs: nowMs) {
+                let write: Bool
+                switch opened.packet.message {
+                case .store, .withdraw: write = true
+                default: write = false
+                }
+                // Writes always, and anything once the budget for unproven addresses is spent, wait for a cookie:
+                // 27 bytes back, no signature work, no state.
+                if write || !unprovenChecks.take(Self.unprovenRate(config), nowMs: nowMs) {
+                    core.counters.cookiesSent += 1
+                    let reply = DHTWire.CookieReply(txid: opened.packet.txid, cookie: jar.cookie(for: source, nowMs: nowMs)).serialized()
+                    core.counters.bytesOut += reply.count
+                    return [.send(reply, to: source)]
+                }
             }
+            guard count(replays.insert(key, timestampMs: opened.timestampMs, nowMs: nowMs)) else { return [] }
         }
         guard let sender = opened.sender(), sender != localID else {
             core.counters.badSignature += 1
             return []
         }
+        if opened.packet.message.isResponse {
+            sentRequests[opened.packet.txid] = nil
+            if proven[source] != nil || proven.count < config.maxTrackedSources { proven[source] = nowMs }
+        }
         return seal(core.handle(opened.packet, from: Contact(id: sender, endpoint: source), nowMs: nowMs), nowMs: nowMs)
+    }
+
+    /// Whether a request may go on after the replay cache's verdict; the refusals are counted.
+    private mutating func count(_ verdict: ReplayCache.Verdict) -> Bool {
+        switch verdict {
+        case .fresh: return true
+        case .replayed: core.counters.replayed += 1
+        case .futureBudgetSpent: core.counters.futureStampedRefused += 1
+        }
+        return false
+    }
+
+    private func isProven(_ endpoint: DHTEndpoint, nowMs: Int64) -> Bool {
+        proven[endpoint].map { nowMs - $0 < config.provenMemoryMs } ?? false
+    }
+
+    /// A cookie for a request of ours in flight to `source`: kept for the next requests there, and the request
+    /// sent again with it. Anything else is an unexpected response.
+    private mutating func receive(_ reply: DHTWire.CookieReply, from source: DHTEndpoint, nowMs: Int64) -> [DHTAction] {
+        guard core.awaits(reply.txid, from: source), let sent = sentRequests[reply.txid], sent.to == source else {
+            core.counters.unexpectedResponse += 1
+            return []
+        }
+        core.counters.cookiesReceived += 1
+        cookies[source] = (reply.cookie, nowMs)
+        let datagram = DHTWire.Cookied.wrap(sent.datagram, cookie: reply.cookie)
+        core.counters.bytesOut += datagram.count
+        return [.send(datagram, to: source)]
     }
 
     public mutating func tick(nowMs: Int64) -> [DHTAction] {
         replays.expire(before: nowMs - core.config.maxClockSkewMs)
         limits.prune(nowMs: nowMs)
+        sentRequests = sentRequests.filter { nowMs - $0.value.atMs < 2 * config.requestTimeoutMs }
+        cookies = cookies.filter { nowMs - $0.value.atMs < config.cookieReuseMs }
+        proven = proven.filter { nowMs - $0.value < config.provenMemoryMs }
         skewLogged = skewLogged.filter { nowMs - $0.value < Self.skewLogIntervalMs }
         return seal(core.tick(nowMs: nowMs), nowMs: nowMs)
     }
@@ -225,7 +294,13 @@ public struct DHTNode: Sendable {
         actions.map { action in
             switch action {
             case .send(let packet, let to):
-                let datagram = DHTWire.seal(packet, timestampMs: nowMs, identity: identity)
+                var datagram = DHTWire.seal(packet, timestampMs: nowMs, identity: identity)
+                if !packet.message.isResponse {
+                    sentRequests[packet.txid] = (to, datagram, nowMs)
+                    if let cookie = cookies[to], nowMs - cookie.atMs < config.cookieReuseMs {
+                        datagram = DHTWire.Cookied.wrap(datagram, cookie: cookie.cookie)
+                    }
+                }
                 core.counters.bytesOut += datagram.count
                 return .send(datagram, to: to)
             case .recordStored(let record): return .recordStored(record)

@@ -195,6 +195,56 @@ public enum DHTWire {
         }
     }
 
+    /// The answer to a request that must first prove its source address (docs/dht.md, "Cookies"): marker,
+    /// version, type 11, the request's txid, a 16-byte cookie (a MAC of the requester's endpoint); 27 bytes,
+    /// unsigned, smaller than any request. The requester sends the request again inside a `Cookied` wrapper.
+    public struct CookieReply: Sendable, Equatable {
+        static let type: UInt8 = 11
+        public static let byteCount = 1 + 1 + 1 + 8 + Cookie.byteCount
+        public var txid: UInt64
+        public var cookie: Cookie
+
+        public init(txid: UInt64, cookie: Cookie) {
+            self.txid = txid
+            self.cookie = cookie
+        }
+
+        public init?(parsing datagram: [UInt8]) {
+            guard datagram.count == Self.byteCount else { return nil }
+            var r = ByteReader(datagram)
+            guard r.readUInt8() == marker, r.readUInt8() == version, r.readUInt8() == Self.type, let txid = r.readUInt64(),
+                  let cookie = r.readBytes(Cookie.byteCount).map(Cookie.init(bytes:)) else { return nil }
+            self.init(txid: txid, cookie: cookie)
+        }
+
+        public func serialized() -> [UInt8] {
+            var w = ByteWriter(capacity: Self.byteCount)
+            w.write(marker)
+            w.write(version)
+            w.write(Self.type)
+            w.write(txid)
+            w.write(bytes: cookie.bytes)
+            return w.bytes
+        }
+    }
+
+    /// A request carrying the cookie its receiver handed out: marker, version, type 12, the cookie, then the
+    /// whole signed request datagram unchanged.
+    public enum Cookied {
+        static let type: UInt8 = 12
+        static let headerBytes = 1 + 1 + 1 + Cookie.byteCount
+
+        public static func wrap(_ datagram: [UInt8], cookie: Cookie) -> [UInt8] {
+            [marker, version, type] + cookie.bytes + datagram
+        }
+
+        /// The cookie and the request inside, nil when `datagram` is not a cookied request.
+        public static func unwrap(_ datagram: [UInt8]) -> (Cookie, [UInt8])? {
+            guard datagram.count > headerBytes, datagram[0] == marker, datagram[1] == version, datagram[2] == type else { return nil }
+            return (Cookie(bytes: Array(datagram[3..<headerBytes])), Array(datagram[headerBytes...]))
+        }
+    }
+
     static func writeBody(_ message: DHTMessage, to w: inout ByteWriter) {
         switch message {
         case .ping: break

@@ -96,14 +96,20 @@ struct ReplayCache: Sendable {
 
     var count: Int { seen.count }
 
+    /// What `insert` would say, without remembering anything (a request that must first come back with a cookie
+    /// is judged now and remembered when it is handled).
+    func verdict(_ key: Key, timestampMs: Int64, nowMs: Int64) -> Verdict {
+        guard timestampMs > watermarkMs, !seen.contains(key) else { return .replayed }
+        if timestampMs > nowMs + Self.futureSlackMs && futureCount >= futureCapacity { return .futureBudgetSpent }
+        return .fresh
+    }
+
     /// Remembers a request stamped `timestampMs` that arrived at `nowMs`.
     mutating func insert(_ key: Key, timestampMs: Int64, nowMs: Int64) -> Verdict {
-        guard timestampMs > watermarkMs, !seen.contains(key) else { return .replayed }
+        let verdict = verdict(key, timestampMs: timestampMs, nowMs: nowMs)
+        guard verdict == .fresh else { return verdict }
         let future = timestampMs > nowMs + Self.futureSlackMs
-        if future {
-            guard futureCount < futureCapacity else { return .futureBudgetSpent }
-            futureCount += 1
-        }
+        if future { futureCount += 1 }
         seen.insert(key)
         heap.insert(Entry(timestampMs: timestampMs, key: key, future: future))
         // At least capacity − futureCapacity entries were stamped no later than their arrival + slack, so the

@@ -66,7 +66,12 @@ extension NodeRuntime {
               by: "reason", [
                   "malformed": d.malformed, "bad_signature": d.badSignature, "stale_timestamp": d.staleTimestamp,
                   "replayed": d.replayed, "future_stamped": d.futureStampedRefused, "rate_limited": d.rateLimited,
+                  "bad_cookie": d.badCookies,
               ])
+        m.add("meshnode_dht_cookies_sent_total", .counter, "Requests from unproven addresses answered with a cookie (under load, or writes).",
+              d.cookiesSent)
+        m.add("meshnode_dht_cookies_received_total", .counter, "Cookies other nodes handed this node (its requests went again with them).",
+              d.cookiesReceived)
         m.add("meshnode_dht_unexpected_responses_total", .counter, "Responses nobody asked for, or from the wrong node.",
               d.unexpectedResponse)
         m.add("meshnode_dht_clock_notices_sent_total", .counter, "Requests refused for their timestamp, answered with a clock notice.",

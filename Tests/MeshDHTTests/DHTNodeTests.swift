@@ -35,6 +35,105 @@ import Testing
         }
     }
 
+    /// A mesh whose every node is under load from the start (no signature work at all for addresses that have not
+    /// proven themselves) still joins, publishes and finds everything: each first request to a node comes back
+    /// with a cookie and goes again with it; later ones carry the cookie at once.
+    @Test func aMeshUnderLoadWorksThroughCookies() throws {
+        var config = DHTConfig()
+        config.unprovenChecksPerSecond = 0
+        config.unprovenCheckBurst = 0
+        var net = NodeNet(count: 8, config: config)
+        net.joinAll()
+        var random = TestRandom(seed: 8)
+        let wallets = (0..<net.nodes.count).map { _ in random.key() }
+        for i in net.nodes.indices {
+            net.run(net.nodes[i].publish(wallet: wallets[i], endpoints: [NodeNet.endpoint(i)], relays: [], nowMs: net.now), at: i)
+        }
+        for i in net.nodes.indices {
+            for wallet in wallets {
+                let found = net.lookup(NodeID.key(for: wallet.address), from: i)
+                let outcome = try #require(found)
+                #expect(outcome.record?.wallet == wallet.address)
+            }
+        }
+        let sent = net.nodes.map(\.counters.cookiesSent).reduce(0, +)
+        let received = net.nodes.map(\.counters.cookiesReceived).reduce(0, +)
+        #expect(sent > 0 && received == sent, "every cookie handed out was used: \(sent) sent, \(received) received")
+        // A cookie is sent at most once per pair of nodes while it is reused (proven endpoints need none).
+        #expect(sent <= net.nodes.count * (net.nodes.count - 1))
+        #expect(net.nodes.allSatisfy { $0.counters.badCookies == 0 && $0.counters.dropped == 0 })
+        for datagram in net.wire where DHTWire.CookieReply(parsing: datagram.bytes) != nil {
+            #expect(datagram.bytes.count == DHTWire.CookieReply.byteCount)
+        }
+    }
+
+    /// Under load a request from an unproven address costs no signature recovery: it gets a 27-byte cookie reply
+    /// (nothing amplified, nothing remembered), and only the request that comes back with this node's cookie for
+    /// that address is handled. A cookie made for another address, or a forged one, is dropped and counted.
+    @Test func underLoadUnprovenRequestsNeedACookieBeforeAnySignatureWork() throws {
+        var config = DHTConfig()
+        config.unprovenChecksPerSecond = 0
+        config.unprovenCheckBurst = 0
+        var random = TestRandom(seed: 31)
+        var node = DHTNode(identity: random.key(), config: config, seed: 3)
+        let source = endpoint("45.1.2.3:4460")
+        // A signature that belongs to no request (one bit of r flipped): under load it is not even recovered.
+        var garbage = DHTWire.seal(DHTPacket(txid: 5, message: .findNode(target: random.id())), timestampMs: t0, identity: random.key())
+        garbage[garbage.count - 34] ^= 1
+        let toGarbage = node.receive(garbage, from: source, nowMs: t0)
+        #expect(node.counters.badSignature == 0 && node.counters.cookiesSent == 1)
+        guard case .send(let bytes, let to)? = toGarbage.first, let reply = DHTWire.CookieReply(parsing: bytes) else {
+            Issue.record("a cookie reply: \(toGarbage)")
+            return
+        }
+        #expect(to == source && reply.txid == 5 && bytes.count == 27)
+
+        let request = DHTWire.seal(DHTPacket(txid: 6, message: .findNode(target: random.id())), timestampMs: t0, identity: random.key())
+        guard case .send(let cookieBytes, _)? = node.receive(request, from: source, nowMs: t0).first,
+              let cookie = DHTWire.CookieReply(parsing: cookieBytes)?.cookie else {
+            Issue.record("a cookie reply")
+            return
+        }
+        let answer = node.receive(DHTWire.Cookied.wrap(request, cookie: cookie), from: source, nowMs: t0 + 10)
+        guard case .send(let nodesBytes, _)? = answer.first, case .nodes? = DHTWire.open(nodesBytes)?.packet.message else {
+            Issue.record("the cookied request is answered with NODES: \(answer)")
+            return
+        }
+        // The same cookie from another address, and a forged cookie, are refused before any signature work.
+        let other = DHTWire.seal(DHTPacket(txid: 7, message: .ping), timestampMs: t0, identity: random.key())
+        #expect(node.receive(DHTWire.Cookied.wrap(other, cookie: cookie), from: endpoint("45.1.2.4:4460"), nowMs: t0 + 20).isEmpty)
+        #expect(node.receive(DHTWire.Cookied.wrap(other, cookie: Cookie(bytes: Array(repeating: 1, count: 16))), from: source,
+                             nowMs: t0 + 20).isEmpty)
+        #expect(node.counters.badCookies == 2)
+        // A cookie lasts one to two epochs of 2 minutes, not longer.
+        let late = DHTWire.seal(DHTPacket(txid: 8, message: .ping), timestampMs: t0 + 250_000, identity: random.key())
+        #expect(node.receive(DHTWire.Cookied.wrap(late, cookie: cookie), from: source, nowMs: t0 + 250_000).isEmpty)
+        #expect(node.counters.badCookies == 3)
+    }
+
+    /// A STORE (or WITHDRAW) is taken only from an address that proved it receives there (it answered a request of
+    /// ours, or came back with our cookie), load or not: the per-prefix quotas are then keyed on real addresses,
+    /// and a spoofed flood cannot spend a victim's quota.
+    @Test func storesAreTakenOnlyFromProvenAddresses() throws {
+        var random = TestRandom(seed: 32)
+        var node = DHTNode(identity: random.key(), config: DHTConfig(), seed: 4)
+        let wallet = random.key()
+        let record = PresenceRecord.make(wallet: wallet, homeNode: random.id(), endpoints: [], relays: [], sequence: 1,
+                                         expiresAtMs: t0 + 3_600_000)
+        let store = DHTWire.seal(DHTPacket(txid: 9, message: .store(record)), timestampMs: t0, identity: random.key())
+        let source = endpoint("45.9.9.9:4460")
+        let first = node.receive(store, from: source, nowMs: t0)
+        #expect(!first.contains { if case .recordStored = $0 { true } else { false } })
+        guard case .send(let bytes, _)? = first.first, let cookie = DHTWire.CookieReply(parsing: bytes)?.cookie else {
+            Issue.record("a cookie reply to an unproven STORE: \(first)")
+            return
+        }
+        #expect(node.localRecord(record.key) == nil)
+        let second = node.receive(DHTWire.Cookied.wrap(store, cookie: cookie), from: source, nowMs: t0 + 10)
+        #expect(second.contains { if case .recordStored = $0 { true } else { false } })
+        #expect(node.localRecord(record.key)?.wallet == wallet.address)
+    }
+
     @Test func aRestartedNodeAnswersFromItsStoredTableAndRecords() throws {
         var net = NodeNet(count: 6)
         net.joinAll()
