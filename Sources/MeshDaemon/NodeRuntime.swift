@@ -114,9 +114,17 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
     public static func start(config: NodeConfig, logger: Logger) throws -> NodeRuntime {
-        // Every input is checked before anything is created: a host that does not resolve, or a metrics port that
-        // cannot be bound, leaves no key or db.
+        // Every input is checked before anything is created: a host that does not resolve, or a port that cannot be
+        // bound (the UDP port, then the metrics port; both stay bound), leaves no key, data dir or db.
         let endpoints = try Endpoints(config)
+        let socket: UDPSocket
+        do {
+            socket = try UDPSocket(binding: endpoints.listen, bufferBytes: config.socketBuffer)
+        } catch {
+            throw ConfigError("listen \(config.listen): cannot bind UDP (\(describeBindError(error)))")
+        }
+        // Closed here if start fails before SwiftNIO took the socket over (`bind`).
+        var socketHandedOver = false
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // Scrapes that come before the node is up wait for it.
         let started = group.next().makePromise(of: NodeRuntime.self)
@@ -128,8 +136,7 @@ public final class NodeRuntime: @unchecked Sendable {
                         started.futureResult.flatMap { runtime in runtime.loop.submit { runtime.metricsSnapshot() } }
                     }
                 } catch {
-                    let why = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
-                    throw ConfigError("metrics \(metrics): cannot bind TCP (\(why))")
+                    throw ConfigError("metrics \(metrics): cannot bind TCP (\(describeBindError(error)))")
                 }
             }
             let (nodeKey, wallets) = try NodeKeys.load(config: config)
@@ -143,7 +150,8 @@ public final class NodeRuntime: @unchecked Sendable {
             let runtime = try NodeRuntime(config: config, nodeKey: nodeKey, wallets: wallets, store: store, logger: logger, group: group)
             runtime.metricsServer = metricsServer
             do {
-                try runtime.bind(endpoints)
+                socketHandedOver = true
+                try runtime.bind(endpoints, socket: socket)
             } catch {
                 runtime.stopped.succeed(())
                 throw error
@@ -152,6 +160,7 @@ public final class NodeRuntime: @unchecked Sendable {
             return runtime
         } catch {
             started.fail(error)
+            if !socketHandedOver { socket.close() }
             try? metricsServer?.close().wait()
             try? group.syncShutdownGracefully()
             throw error
@@ -175,10 +184,15 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
-    private func bind(_ endpoints: Endpoints) throws {
-        let listenAddress = endpoints.listen
+    /// "Address already in use" for an `IOError`, else the error as it describes itself.
+    private static func describeBindError(_ error: any Error) -> String {
+        (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+    }
+
+    /// Hands the bound UDP socket to SwiftNIO (which closes it from then on, also when this fails), starts the
+    /// control socket and dials the configured peers.
+    private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
         do {
-            let socket = try UDPSocket(binding: listenAddress, bufferBytes: config.socketBuffer)
             let channel: Channel
             do {
                 channel = try DatagramBootstrap(group: group)
@@ -208,7 +222,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 self.logger.error("UDP socket closed; the node can no longer send or receive", metadata: [:])
             }
         } catch {
-            throw ConfigError("listen \(config.listen): cannot bind UDP (\(error))")
+            throw ConfigError("listen \(config.listen): cannot bind UDP (\(Self.describeBindError(error)))")
         }
         do {
             control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)

@@ -90,6 +90,16 @@ import Testing
         #expect(badPeer.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ==
             "Error: peer nohost.invalid:5: cannot resolve host nohost.invalid", "\(badPeer.stderr)")
         #expect(!FileManager.default.fileExists(atPath: data))
+
+        // A UDP port in use: the node binds it before it creates anything.
+        let squatter = try RogueNode()
+        let listen = "127.0.0.1:\(squatter.port)"
+        let portInUse = try runCommand(Binaries.meshNode, ["run", "--listen", listen, "--data-dir", data,
+                                                           "--control-socket", scratch.file("d2.sock")], timeout: 20)
+        let lines = portInUse.stderr.split(separator: "\n")
+        #expect(portInUse.status != 0 && lines.count == 1, "\(portInUse.stderr)")
+        #expect(lines.first?.hasPrefix("Error: listen \(listen): cannot bind UDP (Address already in use)") == true, "\(portInUse.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data))
     }
 
     @Test func nodeCtlWithoutANode() throws {
