@@ -208,8 +208,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private let ownMac1Key: [UInt8]
     /// Refusals this node received, by the endpoint that refused.
     private var refusals: [Address: Refusal] = [:]
-    /// When this node last logged a clock-skew refusal it gave, by endpoint (bounded: `refusalLogLimit`).
-    private var refusalsLogged: [Address: Int64] = [:]
+    /// The log lines of clock-skew refusals this node gave, and of "pinned to X but Y answered", by endpoint.
+    private var clockRefusalLog: RefusalLog<Address>
+    private var pinRefusalLog: RefusalLog<Address>
     private static var refusalLogLimit: Int { 256 }
 
     public init(identity: PrivateKey, config: LinkConfig = LinkConfig(), random: LinkRandom = .secure) {
@@ -218,6 +219,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         self.config = config
         guardian = HandshakeGuard(config: config, random: random)
         ownMac1Key = HandshakeMAC.mac1Key(responder: identity.address.bytes)
+        clockRefusalLog = RefusalLog(intervalMs: config.refusalLogIntervalMs, limit: Self.refusalLogLimit)
+        pinRefusalLog = RefusalLog(intervalMs: config.refusalLogIntervalMs, limit: Self.refusalLogLimit)
     }
 
     // MARK: inputs
@@ -282,7 +285,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         }
         guardian.prune(now: now)
         refusals = refusals.filter { now - $0.value.at < config.rejectAfterMs }
-        refusalsLogged = refusalsLogged.filter { now - $0.value < config.refusalLogIntervalMs }
+        for (endpoint, line) in clockRefusalLog.flush(now: now) + pinRefusalLog.flush(now: now) {
+            actions.append(.refused(endpoint, reason: line))
+        }
         for address in Array(peers.keys) {
             guard var peer = peers[address] else { continue }
             tickPeer(&peer, now: now, actions: &actions)
@@ -417,8 +422,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return []
         }
         if let pin = dials[source]?.pinned, pin != initiator {
-            counters.pinMismatch += 1
-            return [.refused(source, reason: "pinned to \(pin) but \(initiator) answered")]
+            return refusePin(source, expected: pin.checksummed, answered: initiator.checksummed, now: now)
         }
         let lastTimestamp = max(peers[initiator]?.lastInitTimestamp ?? 0, halfOpenByInitiator[initiator].flatMap { halfOpen[$0]?.initTimestamp } ?? 0)
         guard initiator != localAddress, message.timestampMs > lastTimestamp,
@@ -467,16 +471,25 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         counters.clockSkew += 1
         let refusal = HandshakeRefusal(receiverIndex: message.senderIndex, reason: .clock, responderClockMs: UInt64(max(now, 0)))
         var actions = [outbound(refusal.serialized(initMac1: message.mac1), to: source)]
-        if refusalsLogged[source] == nil, refusalsLogged.count < Self.refusalLogLimit {
-            refusalsLogged[source] = now
+        var reason = ""
+        if clockRefusalLog.logsNext(source) {
             // Only for the log line, so at most once per endpoint and interval: who sent it.
             counters.signatureRecoveries += 1
             let who = Signature(bytes: message.signature)?
                 .recoverPublicKey(digest: HandshakeInit.digest(signedPart: message.signedPart))?.address.checksummed ?? "?"
-            actions.append(.refused(source, reason: "handshake from \(who) refused: its clock is \(Self.describeSkew(skew)) ours"
-                + " (accepted: ±\(config.initClockSkewMs / 1000) s)"))
+            reason = "handshake from \(who) refused: its clock is \(Self.describeSkew(skew)) ours (accepted: ±\(config.initClockSkewMs / 1000) s)"
         }
+        if let line = clockRefusalLog.note(source, now: now, reason: reason) { actions.append(.refused(source, reason: line)) }
         return actions
+    }
+
+    /// A link refused because another node key than the pinned one answered at `endpoint`: counted every time,
+    /// logged at most once per `refusalLogIntervalMs` per endpoint (a peer dialled every few seconds with the
+    /// wrong key would flood the log), with how many were not logged.
+    private mutating func refusePin(_ endpoint: Address, expected: String, answered: String, now: Int64) -> [LinkAction<Address>] {
+        counters.pinMismatch += 1
+        let line = pinRefusalLog.note(endpoint, now: now, reason: "pinned to \(expected) but \(answered) answered")
+        return line.map { [.refused(endpoint, reason: $0)] } ?? []
     }
 
     /// "150 s ahead of" / "90 s behind".
@@ -509,9 +522,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return [.refused(source, reason: "\(responder) is not on the link allow-list")]
         }
         if let expected = initState.expected, expected != responder {
-            counters.pinMismatch += 1
             pending[message.receiverIndex] = nil
-            return [.refused(source, reason: "pinned to \(expected) but \(responder) answered")]
+            return refusePin(source, expected: expected.checksummed, answered: responder.checksummed, now: now)
         }
         pending[message.receiverIndex] = nil
         refusals[initState.endpoint] = nil
@@ -551,10 +563,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return []
         }
         guard reply.responder == named else {
-            counters.pinMismatch += 1
             pending[reply.receiverIndex] = nil
-            let expected = WalletAddress(bytes: named)?.checksummed ?? "?"
-            return [.refused(initState.endpoint, reason: "pinned to \(expected) but \(WalletAddress(bytes: reply.responder)?.checksummed ?? "?") answered")]
+            return refusePin(initState.endpoint, expected: WalletAddress(bytes: named)?.checksummed ?? "?",
+                             answered: WalletAddress(bytes: reply.responder)?.checksummed ?? "?", now: now)
         }
         initState.cookieTaken = true
         initState.message = initState.message.retried(responder: named, cookie: reply.cookie, signer: identity)
