@@ -21,17 +21,24 @@ public struct AudioMatchResult: Sendable, Codable, Equatable {
 }
 
 /// Checks that a recording contains a reference signal (e.g. speech sent round an echo call): finds the lag,
-/// then correlates the aligned overlap. Four steps keep it fast even in a debug build:
+/// then correlates the aligned overlap. Coarse-to-fine steps keep it fast even in a debug build:
 /// 1. the coarse lag from an FFT cross-correlation of both signals decimated to about 4 kHz
 ///    (block averages, a cheap low-pass), over ±`maxLagMs`;
 /// 2. the exact lag from full-rate cross-correlation within ±2 coarse samples of it;
-/// 3. per 0.25 s block of the overlap, the block's own lag within ±30 ms of that one (the same two steps), since
-///    adaptive playout time-stretches and so moves the delay during a call;
-/// 4. the normalised correlation of the blocks, each at its lag, at the full rate.
+/// 3. per 0.25 s block of the overlap, the lag of the 1.25 s around it (it and two blocks either side) within
+///    ±120 ms of that one, at about 1 kHz: the delay moves during a call, slowly when adaptive playout
+///    time-stretches and in steps of 60–100 ms when a stalled feeder's silence is sent (docs/media.md, "Client
+///    feed"); the blocks around, not the block alone, so that unrelated audio finds no better lag by chance in the
+///    wider search (each block's products are computed once per lag and shared by its neighbours' sums);
+/// 4. the block's own lag within ±30 ms of that (at about 4 kHz, then at the full rate);
+/// 5. the normalised correlation of the blocks, each at its lag, at the full rate.
 public enum AudioMatch {
     private static let coarseRate = 4_000
     private static let refineRadius = 2
     private static let blockMs = 250
+    private static let contextRate = 1_000
+    private static let contextBlocks = 2
+    private static let contextSlackMs = 120
     private static let blockSlackMs = 30
 
     public static func compare(reference: [Int16], recorded: [Int16], sampleRate: Int = Audio.sampleRate,
@@ -47,13 +54,11 @@ public enum AudioMatch {
         let whole = overlap(reference, recorded, lag: lag)
         let block = blockMs * sampleRate / 1000
         let slack = blockSlackMs * sampleRate / 1000
-        let segments = stride(from: whole.lowerBound, to: whole.upperBound, by: block).map { start in
-            let range = start..<min(start + block, whole.upperBound)
-            let lags = max(-range.lowerBound, lag - slack)...min(recorded.count - range.upperBound, lag + slack)
-            let coarse = stride(from: lags.lowerBound, through: lags.upperBound, by: factor)
-                .map { ($0, dot(reference, recorded, range, lag: $0, step: factor)) }.max { $0.1 < $1.1 }?.0 ?? lag
-            let fine = max(lags.lowerBound, coarse - factor)...min(lags.upperBound, coarse + factor)
-            return (range, fine.map { ($0, dot(reference, recorded, range, lag: $0)) }.max { $0.1 < $1.1 }?.0 ?? lag)
+        let blocks = stride(from: whole.lowerBound, to: whole.upperBound, by: block).map { $0..<min($0 + block, whole.upperBound) }
+        let locals = contextLags(reference, recorded, blocks: blocks, lag: lag, sampleRate: sampleRate)
+        let segments = zip(blocks, locals).map { range, local in
+            let coarse = bestLag(reference, recorded, range, (local - slack)...(local + slack), step: factor) ?? local
+            return (range, bestLag(reference, recorded, range, (coarse - factor)...(coarse + factor)) ?? coarse)
         }
         let (correlation, overlap) = pearson(reference, recorded, segments)
         return AudioMatchResult(lagMs: Double(lag) * 1000 / Double(sampleRate), correlation: correlation,
@@ -91,6 +96,39 @@ public enum AudioMatch {
         fft.transform(&cRe, &cIm, inverse: true)
         let lags = -min(maxLag, a.count - 1)...min(maxLag, b.count - 1)
         return lags.max { cRe[($0 + size) % size] < cRe[($1 + size) % size] } ?? 0
+    }
+
+    /// Per block, the lag within ±`contextSlackMs` of `lag` that best aligns it and the `contextBlocks` blocks
+    /// either side, at about `contextRate` (`lag` itself on a tie).
+    private static func contextLags(_ reference: [Double], _ recorded: [Double], blocks: [Range<Int>], lag: Int,
+                                    sampleRate: Int) -> [Int] {
+        let factor = max(1, sampleRate / contextRate)
+        let (a, b) = (decimate(reference, by: factor), decimate(recorded, by: factor))
+        let slack = contextSlackMs * sampleRate / 1000 / factor
+        let lags = Array((lag / factor - slack)...(lag / factor + slack))
+        // Σ a·b over each block for each lag; -∞ where the block shifted by the lag leaves the recording.
+        let products = blocks.map { range in
+            let range = range.lowerBound / factor..<range.upperBound / factor
+            return lags.map { l in
+                range.lowerBound + l >= 0 && range.upperBound + l <= b.count ? dot(a, b, range, lag: l) : -Double.infinity
+            }
+        }
+        return blocks.indices.map { i in
+            let window = products[max(0, i - contextBlocks)...min(blocks.count - 1, i + contextBlocks)]
+            let sums = lags.indices.map { k in window.reduce(0.0) { $0 + $1[k] } }
+            let best = sums.indices.reduce(slack) { sums[$1] > sums[$0] ? $1 : $0 }
+            return sums[best] > -Double.infinity ? lags[best] * factor : lag
+        }
+    }
+
+    /// The lag among `lags` (every `step`-th, those that keep `range` inside `b`) maximising Σ a[n]·b[n+lag] over
+    /// `range` (every `step`-th sample); nil when none keeps it inside or `range` is empty.
+    private static func bestLag(_ a: [Double], _ b: [Double], _ range: Range<Int>, _ lags: ClosedRange<Int>,
+                                step: Int = 1) -> Int? {
+        let low = max(lags.lowerBound, -range.lowerBound)
+        let high = min(lags.upperBound, b.count - range.upperBound)
+        guard low <= high, !range.isEmpty else { return nil }
+        return stride(from: low, through: high, by: step).map { ($0, dot(a, b, range, lag: $0, step: step)) }.max { $0.1 < $1.1 }?.0
     }
 
     /// The index range of `a` that overlaps `b` shifted by `lag`.

@@ -32,6 +32,24 @@ struct AudioMatchTests {
         #expect(match.lagMs > 0 && match.lagMs < 20, "\(match)")
     }
 
+    /// A stalled feeder's silence steps the echo's delay by 60–100 ms mid-call: the blocks after the step still
+    /// find their lag (with ±30 ms around the whole recording's lag they did not: 0.6 of the copy's score).
+    @Test(arguments: [60, 100])
+    func aDelayStepMidwayMatchesLikeACopy(stepMs: Int) throws {
+        let speech = try TestAudio.speech(Self.text)
+        let delay = [Int16](repeating: 0, count: 80 * Audio.sampleRate / 1000)
+        let half = speech.count / 2
+        let copy = delay + speech.map { $0 / 2 }
+        let stepped = delay + speech[..<half].map { $0 / 2 } + [Int16](repeating: 0, count: stepMs * Audio.sampleRate / 1000)
+            + speech[half...].map { $0 / 2 }
+        let unshifted = AudioMatch.compare(reference: speech, recorded: copy)
+        let match = AudioMatch.compare(reference: speech, recorded: stepped)
+        #expect(match.correlation >= 0.9 * unshifted.correlation, "\(match) against \(unshifted)")
+        let other = try TestAudio.speech("Seven silver swans swam silently southward, singing softly at sunset.", voice: "en-us")
+        let unrelated = AudioMatch.compare(reference: speech, recorded: delay + other)
+        #expect(abs(unrelated.correlation) < 0.3, "\(unrelated)")
+    }
+
     @Test func rejectsUnrelatedAudio() throws {
         let speech = try TestAudio.speech(Self.text)
         let noise = AudioMatch.compare(reference: speech, recorded: TestAudio.noise(count: speech.count))
