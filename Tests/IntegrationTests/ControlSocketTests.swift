@@ -29,60 +29,51 @@ import Testing
     }
 
     @Test func stringIdsAndBatches() throws {
-        let scratch = Scratch()
-        defer { scratch.remove() }
-        let node = try NodeProcess("n", in: scratch, arguments: [])
-        defer { node.stop() }
-        let raw = try RawSocket(path: node.socket)
-        defer { raw.close() }
+        try withNodeAndClient { node, raw in
+            raw.write(Array(#"{"jsonrpc":"2.0","id":"a-1","method":"node.info"}"#.utf8) + [0x0A])
+            let single = try decodeJSON(try #require(raw.readLine(timeout: 10)))
+            #expect(single["id"] == .string("a-1"))
+            #expect(single["result"]?["node"]?.stringValue == node.address)
 
-        raw.write(Array(#"{"jsonrpc":"2.0","id":"a-1","method":"node.info"}"#.utf8) + [0x0A])
-        let single = try decodeJSON(try #require(raw.readLine(timeout: 10)))
-        #expect(single["id"] == .string("a-1"))
-        #expect(single["result"]?["node"]?.stringValue == node.address)
+            // A request with a string id, a notification, an unknown method with a number id, and a non-request.
+            let batch = #"[{"jsonrpc":"2.0","id":"x","method":"node.info"},{"jsonrpc":"2.0","method":"audio.frame","params":{}},"#
+                + #"{"jsonrpc":"2.0","id":7,"method":"no.such"},42]"#
+            raw.write(Array(batch.utf8) + [0x0A])
+            let batchLine = try #require(raw.readLine(timeout: 10))
+            let answers = try #require(try decodeJSON(batchLine).arrayValue)
+            #expect(answers.count == 3)
+            #expect(answers.first { $0["id"] == .string("x") }?["result"]?["node"]?.stringValue == node.address)
+            #expect(answers.first { $0["id"] == .number(7) }?["error"]?["code"]?.intValue == -32601)
+            #expect(answers.contains { $0["id"] == .null && $0["error"]?["code"]?.intValue == -32600 })
 
-        // A request with a string id, a notification, an unknown method with a number id, and a non-request.
-        let batch = #"[{"jsonrpc":"2.0","id":"x","method":"node.info"},{"jsonrpc":"2.0","method":"audio.frame","params":{}},"#
-            + #"{"jsonrpc":"2.0","id":7,"method":"no.such"},42]"#
-        raw.write(Array(batch.utf8) + [0x0A])
-        let batchLine = try #require(raw.readLine(timeout: 10))
-        let answers = try #require(try decodeJSON(batchLine).arrayValue)
-        #expect(answers.count == 3)
-        #expect(answers.first { $0["id"] == .string("x") }?["result"]?["node"]?.stringValue == node.address)
-        #expect(answers.first { $0["id"] == .number(7) }?["error"]?["code"]?.intValue == -32601)
-        #expect(answers.contains { $0["id"] == .null && $0["error"]?["code"]?.intValue == -32600 })
+            // Only notifications: no answer at all, so the next line is the next request's.
+            raw.write(Array(#"[{"jsonrpc":"2.0","method":"audio.frame","params":{}}]"#.utf8) + [0x0A])
+            raw.write(Array(#"{"jsonrpc":"2.0","id":"after","method":"node.info"}"#.utf8) + [0x0A])
+            let next = try decodeJSON(try #require(raw.readLine(timeout: 10)))
+            #expect(next["id"] == .string("after"))
 
-        // Only notifications: no answer at all, so the next line is the next request's.
-        raw.write(Array(#"[{"jsonrpc":"2.0","method":"audio.frame","params":{}}]"#.utf8) + [0x0A])
-        raw.write(Array(#"{"jsonrpc":"2.0","id":"after","method":"node.info"}"#.utf8) + [0x0A])
-        let next = try decodeJSON(try #require(raw.readLine(timeout: 10)))
-        #expect(next["id"] == .string("after"))
-
-        raw.write(Array("[]\n".utf8))
-        let empty = try decodeJSON(try #require(raw.readLine(timeout: 10)))
-        #expect(empty["error"]?["code"]?.intValue == -32600)
+            raw.write(Array("[]\n".utf8))
+            let empty = try decodeJSON(try #require(raw.readLine(timeout: 10)))
+            #expect(empty["error"]?["code"]?.intValue == -32600)
+        }
     }
 
     @Test func aClientThatNeverReadsIsClosed() throws {
-        let scratch = Scratch()
-        defer { scratch.remove() }
-        let node = try NodeProcess("n", in: scratch, arguments: [])
-        defer { node.stop() }
-        let raw = try RawSocket(path: node.socket)
-        defer { raw.close() }
-        // 10,000 requests (~0.5 MB) whose answers (~7 MB) nobody reads.
-        let request = Array(#"{"jsonrpc":"2.0","id":1,"method":"node.info"}"#.utf8) + [0x0A]
-        let burst = Array((0..<1_000).map { _ in request }.joined())
-        for _ in 0..<10 {
-            guard raw.write(burst) else { break }
+        try withNodeAndClient { node, raw in
+            // 10,000 requests (~0.5 MB) whose answers (~7 MB) nobody reads.
+            let request = Array(#"{"jsonrpc":"2.0","id":1,"method":"node.info"}"#.utf8) + [0x0A]
+            let burst = Array((0..<1_000).map { _ in request }.joined())
+            for _ in 0..<10 {
+                guard raw.write(burst) else { break }
+            }
+            try node.wait(for: "the non-reading client to be closed", timeout: 30) {
+                $0["controlCounters"]?["slowClientsClosed"]?.intValue == 1
+            }
+            // What the node had queued is what the client can still read, then the end.
+            let drained = raw.drainUntilClosed(timeout: 20)
+            #expect(drained.closed)
+            #expect(drained.bytes <= ControlServer.maxQueuedBytes + 2 * 212_992 + 65_536, "\(drained.bytes) bytes")
         }
-        try node.wait(for: "the non-reading client to be closed", timeout: 30) {
-            $0["controlCounters"]?["slowClientsClosed"]?.intValue == 1
-        }
-        // What the node had queued is what the client can still read, then the end.
-        let drained = raw.drainUntilClosed(timeout: 20)
-        #expect(drained.closed)
-        #expect(drained.bytes <= ControlServer.maxQueuedBytes + 2 * 212_992 + 65_536, "\(drained.bytes) bytes")
     }
 
     /// At the descriptor limit `accept` fails at once; the node pauses accepting instead of retrying in a loop,
@@ -135,6 +126,17 @@ import Testing
         #expect(result.status != 0)
         #expect(result.stderr.contains("accepted no connection within 5 s"), "\(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+
+    /// A node of its own and a raw client of its control socket, closed, stopped and removed after `body`.
+    private func withNodeAndClient(_ body: (NodeProcess, RawSocket) throws -> Void) throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let node = try NodeProcess("n", in: scratch, arguments: [])
+        defer { node.stop() }
+        let raw = try RawSocket(path: node.socket)
+        defer { raw.close() }
+        try body(node, raw)
     }
 
     /// User + system CPU time of a process, from /proc/PID/stat (fields 14 and 15, in clock ticks).
