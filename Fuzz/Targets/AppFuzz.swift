@@ -1,6 +1,6 @@
 @testable import MeshDaemon
 import MeshCall
-import MeshRouting
+@testable import MeshRouting
 
 /// Every decoder of a link payload above the link layer (docs/calls.md, docs/forwarding.md, docs/routing.md):
 /// application messages, the forwarding layer's chain messages, wallet queries, and the call bytes inside a chain.
@@ -18,6 +18,9 @@ enum AppFuzz {
         }
         if let inner = CallInner(parsing: input) {
             precondition(CallInner(parsing: inner.serialize()) == inner, "call bytes round trip")
+        }
+        if let inner = ChainInner(parsing: input[...]) {
+            precondition(ChainInner(parsing: inner.serialize()[...]) == inner, "chain inner round trip")
         }
     }
 

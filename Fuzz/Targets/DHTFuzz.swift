@@ -2,8 +2,9 @@
 import MeshIdentity
 
 /// DHT datagrams (docs/dht.md) into a node with a fixed key that knows the sender and is looking a record up
-/// through it. Each message goes in as it is, and once more re-signed by the sender's key, so the fuzzer also
-/// reaches what lies behind the signature check: the replay cache, the protocol core and the record store.
+/// through it. Each message goes in as it is, and once more re-signed by the sender's key and carrying the
+/// node's cookie for the sender, so the fuzzer also reaches what lies behind the cookie and signature checks: the
+/// replay cache, the protocol core and the record store.
 enum DHTFuzz {
     static let peer = Contact(id: NodeID(publicKey: Fuzz.peerKey.publicKey), endpoint: DHTEndpoint(ip: [10, 0, 0, 2], port: 4460)!)
     /// Appended to a message to parse it as the signed part of a datagram.
@@ -12,15 +13,25 @@ enum DHTFuzz {
     static func run(_ input: [UInt8]) {
         var (node, _) = nodeLookingUp()
         var now = Fuzz.nowMs
+        let cookie = cookie(from: &node)
         for bytes in Fuzz.messages(input) {
             _ = node.receive(bytes, from: peer.endpoint, nowMs: now)
             if let opened = DHTWire.open(bytes + placeholderSignature) {
                 let signed = DHTWire.seal(opened.packet, timestampMs: opened.timestampMs, identity: Fuzz.peerKey)
-                _ = node.receive(signed, from: peer.endpoint, nowMs: now)
+                _ = node.receive(cookie.map { DHTWire.Cookied.wrap(signed, cookie: $0) } ?? signed, from: peer.endpoint, nowMs: now)
             }
             _ = node.tick(nowMs: now)
             now += 300
         }
+    }
+
+    /// The cookie the node hands `peer` (a STORE from an unproven address gets one).
+    static func cookie(from node: inout DHTNode) -> Cookie? {
+        let store = DHTWire.seal(DHTPacket(txid: 1, message: .store(record)), timestampMs: Fuzz.nowMs, identity: Fuzz.peerKey)
+        return node.receive(store, from: peer.endpoint, nowMs: Fuzz.nowMs).lazy.compactMap { action -> Cookie? in
+            guard case .send(let bytes, _) = action else { return nil }
+            return DHTWire.CookieReply(parsing: bytes)?.cookie
+        }.first
     }
 
     /// The node under test, after it asked `peer` for a record; and that request.

@@ -321,33 +321,38 @@ public enum ChainMessage: Equatable, Sendable {
 public enum ChainInner: Equatable, Sendable {
     /// Call signalling or media for the call layer (its first byte is the call layer's tag).
     case call([UInt8])
-    /// The caller's liveness probe; the callee's end answers with a pong carrying the same numbers.
-    case probe(sequence: UInt32, sentAtMs: UInt64)
+    /// The caller's liveness probe, on its active chain or on the standby; the callee's end answers with a pong
+    /// carrying the same numbers, and replies on the chain of the latest active probe (or call bytes).
+    case probe(sequence: UInt32, sentAtMs: UInt64, active: Bool = true)
     case pong(sequence: UInt32, sentAtMs: UInt64)
 
     static let probeTag: UInt8 = 0x35
     static let pongTag: UInt8 = 0x36
+    static let standbyProbeTag: UInt8 = 0x37
 
     func serialize() -> [UInt8] {
+        let tag: UInt8
+        let numbers: (UInt32, UInt64)
         switch self {
         case .call(let bytes): return bytes
-        case .probe(let seq, let at), .pong(let seq, let at):
-            var w = ByteWriter(capacity: 13)
-            if case .probe = self { w.write(Self.probeTag) } else { w.write(Self.pongTag) }
-            w.write(seq)
-            w.write(at)
-            return w.bytes
+        case .probe(let seq, let at, let active): (tag, numbers) = (active ? Self.probeTag : Self.standbyProbeTag, (seq, at))
+        case .pong(let seq, let at): (tag, numbers) = (Self.pongTag, (seq, at))
         }
+        var w = ByteWriter(capacity: 13)
+        w.write(tag)
+        w.write(numbers.0)
+        w.write(numbers.1)
+        return w.bytes
     }
 
     init?(parsing bytes: ArraySlice<UInt8>) {
         guard let first = bytes.first else { return nil }
-        guard first == Self.probeTag || first == Self.pongTag else {
+        guard [Self.probeTag, Self.pongTag, Self.standbyProbeTag].contains(first) else {
             self = .call(Array(bytes))
             return
         }
         var r = ByteReader(Array(bytes.dropFirst()))
         guard let seq = r.readUInt32(), let at = r.readUInt64(), r.isAtEnd else { return nil }
-        self = first == Self.probeTag ? .probe(sequence: seq, sentAtMs: at) : .pong(sequence: seq, sentAtMs: at)
+        self = first == Self.pongTag ? .pong(sequence: seq, sentAtMs: at) : .probe(sequence: seq, sentAtMs: at, active: first == Self.probeTag)
     }
 }

@@ -356,8 +356,12 @@ public struct RelayEngine: Sendable {
         }
         if role == .caller { callers[key.call]?.chains[key.chain]?.lastHeard = now }
         switch inner {
-        case .probe(let seq, let at):
-            return role == .callee ? sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at).serialize()) : []
+        case .probe(let seq, let at, let active):
+            guard role == .callee else { return [] }
+            // A probe on the caller's active chain moves the callee's replies there at once, even while the
+            // caller sends no call bytes (a pause: DTX sends one packet in 400 ms).
+            if active { callees[key.call] = key.chain }
+            return sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at).serialize())
         case .pong(let seq, let at):
             guard role == .caller, var chain = callers[key.call]?.chains[key.chain] else { return [] }
             chain.rttMs = Double(max(now - Int64(clamping: at), 0))
@@ -602,7 +606,8 @@ public struct RelayEngine: Sendable {
                 c.probes.append((sequence: c.probeSequence, at: now, answered: false))
                 if c.probes.count > config.lossWindow { c.probes.removeFirst(c.probes.count - config.lossWindow) }
                 callers[call] = end
-                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0))).serialize())
+                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)),
+                                                           active: isActive).serialize())
             }
             if isActive, now >= c.nextReport, let session = sessions[key], let down = session.down {
                 c.nextReport = now + config.reportMs

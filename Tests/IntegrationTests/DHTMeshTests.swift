@@ -76,10 +76,19 @@ import Testing
                                          endpoints: [DHTEndpoint(parsing: "127.0.0.1:9")!], relays: [],
                                          sequence: UInt64(now) * 2, expiresAtMs: now + 3_600_000)
         forged.wallet = victimWallet
+        // A STORE needs a proven address (docs/dht.md, "Cookies"): the rogue gets a cookie back and sends its forged
+        // record again with it, so the record itself is judged (and refused for its signature).
+        var stores: [UInt16: [UInt8]] = [:]
         for node in nodes {
             for _ in 0..<50 { rogue.sendRaw([DHTWire.marker] + rng.bytes(Int(rng.next() % 400)), to: node.port) }
-            let store = DHTPacket(txid: rng.next(), message: .store(forged))
-            rogue.sendRaw(DHTWire.seal(store, timestampMs: now, identity: rogueKey), to: node.port)
+            let store = DHTWire.seal(DHTPacket(txid: rng.next(), message: .store(forged)), timestampMs: now, identity: rogueKey)
+            stores[node.port] = store
+            rogue.sendRaw(store, to: node.port)
+        }
+        rogue.pump(seconds: 1) { rogue.dhtReceived.count >= nodes.count }
+        for (port, bytes) in rogue.dhtReceived {
+            guard let reply = DHTWire.CookieReply(parsing: bytes), let store = stores[port] else { continue }
+            rogue.sendRaw(DHTWire.Cookied.wrap(store, cookie: reply.cookie), to: port)
         }
         usleep(300_000)
         for i in [0, 9, 15] {

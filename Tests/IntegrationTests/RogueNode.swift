@@ -15,6 +15,8 @@ final class RogueNode {
     let fd: Int32
     var links = LinkManager<UInt16>(identity: PrivateKey())
     var received: [[UInt8]] = []
+    /// DHT datagrams (first byte 0xE4) that came back, with the port they came from.
+    var dhtReceived: [(from: UInt16, bytes: [UInt8])] = []
 
     init() throws {
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
@@ -78,7 +80,10 @@ final class RogueNode {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, buf.baseAddress, buf.count, 0, $0, &length) }
                 }
             }
-            if n > 0 { run(links.receive(Array(buffer[0..<n]), from: UInt16(bigEndian: from.sin_port), now: Self.now)) }
+            if n > 0 {
+                let bytes = Array(buffer[0..<n]), port = UInt16(bigEndian: from.sin_port)
+                if bytes.first == 0xE4 { dhtReceived.append((port, bytes)) } else { run(links.receive(bytes, from: port, now: Self.now)) }
+            }
             run(links.tick(now: Self.now))
         }
     }

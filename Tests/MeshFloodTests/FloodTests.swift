@@ -124,13 +124,25 @@ import Testing
         #expect(node.contactCount == 0)
     }
 
-    @Test func storesFromThrowAwayWalletsAreStored() throws {
+    /// The store flood's records are ones a node takes: each STORE first gets a cookie (its address is unproven)
+    /// and is stored once it comes back with it; a flooder that cannot receive at its addresses stores nothing.
+    @Test func storesFromThrowAwayWalletsAreStoredOnceTheyEchoACookie() throws {
         var rng = FastRandom(seed: 7)
         var flood = try Flood(kind: .store, target: target, targetNode: nil, poolSize: 20, junkMaxBytes: 1, nowMs: nowMs, rng: &rng)
         var node = DHTNode(identity: PrivateKey(), config: DHTConfig(), seed: 1)
-        for i in 0..<20 { _ = node.receive(flood.next(nowMs: nowMs, rng: &rng), from: source(i), nowMs: nowMs) }
+        for i in 0..<20 {
+            let store = flood.next(nowMs: nowMs, rng: &rng)
+            guard case .send(let bytes, _)? = node.receive(store, from: source(i), nowMs: nowMs).first,
+                  let cookie = DHTWire.CookieReply(parsing: bytes)?.cookie else {
+                Issue.record("a cookie reply for STORE \(i)")
+                continue
+            }
+            #expect(node.storedRecords.count == i, "nothing stored before the cookie came back")
+            _ = node.receive(DHTWire.Cookied.wrap(store, cookie: cookie), from: source(i), nowMs: nowMs)
+        }
         #expect(node.counters.dropped == 0)
         #expect(node.counters.quotaExceeded == 0)
+        #expect(node.counters.cookiesSent == 20)
         #expect(Set(node.storedRecords.map(\.wallet)).count == 20)
     }
 

@@ -152,7 +152,8 @@ import Testing
 
     @Test func innerPayloadsRoundTrip() {
         var rng = SplitMix64(seed: 14)
-        let samples: [ChainInner] = [.probe(sequence: 1, sentAtMs: 1_700_000_000_123), .pong(sequence: .max, sentAtMs: 0),
+        let samples: [ChainInner] = [.probe(sequence: 1, sentAtMs: 1_700_000_000_123), .probe(sequence: 2, sentAtMs: 3, active: false),
+                                     .pong(sequence: .max, sentAtMs: 0),
                                      .call([0x01]), .call([0x02] + rng.bytes(500)), .call([0xFF, 0x35, 0x36])]
         for inner in samples {
             let bytes = inner.serialize()

@@ -718,6 +718,23 @@ struct RelayNet {
         #expect(moves.count <= 3, "at most one loss move per 10 s: \(moves.map(\.at))")
     }
 
+    /// After a failover the callee's replies follow the caller to the new chain even while the caller sends no
+    /// call bytes (a pause): the probes on the active chain move them, the standby's probes do not.
+    @Test func theCalleeFollowsTheActiveChainsProbesThroughASilence() {
+        var net = RelayNet.diamond(seed: 5)
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        net.send(1, from: 0, [0x01])
+        net.advance(1_500)
+        net.send(1, from: 3, [0x02])
+        #expect(net.delivered[0].map(\.bytes) == [[0x02]], "replies on the active chain, standby probes notwithstanding")
+        net.killed.insert(1)
+        #expect(net.run(for: 1_000) { !$0.switches[0].isEmpty })
+        net.advance(200)
+        net.send(1, from: 3, [0x03])
+        #expect(net.delivered[0].map(\.bytes) == [[0x02], [0x03]], "the callee replied over the new chain without hearing call bytes")
+    }
+
     @Test func deadRelayWithoutStandbyEndsInChainFailed() {
         var net = RelayNet.line(3)
         net.open(1, from: 0, to: 2)
