@@ -160,13 +160,33 @@ public enum DHTWire {
                       signedPart: datagram[..<signedCount], signature: signature)
     }
 
+    /// The header of the unsigned answers (clock notice, cookie reply): marker, version, type, the request's txid.
+    static let unsignedHeaderBytes = 1 + 1 + 1 + 8
+
+    static func unsignedHeader(type: UInt8, txid: UInt64, bodyBytes: Int) -> ByteWriter {
+        var w = ByteWriter(capacity: unsignedHeaderBytes + bodyBytes)
+        w.write(marker)
+        w.write(version)
+        w.write(type)
+        w.write(txid)
+        return w
+    }
+
+    /// The txid and a reader at the body of an unsigned answer of `type` that is exactly `byteCount` long.
+    static func readUnsignedHeader(_ datagram: [UInt8], type: UInt8, byteCount: Int) -> (UInt64, ByteReader)? {
+        guard datagram.count == byteCount else { return nil }
+        var r = ByteReader(datagram)
+        guard r.readUInt8() == marker, r.readUInt8() == version, r.readUInt8() == type, let txid = r.readUInt64() else { return nil }
+        return (txid, r)
+    }
+
     /// The answer to a request refused for its timestamp (docs/dht.md, "Clock skew"): marker, version, type 10,
     /// the request's txid, the refusing node's clock (u64 ms); 19 bytes, unsigned. Smaller than any request (84
     /// bytes at least), so it amplifies nothing; a node acts on one only when it echoes the txid of a request
     /// of its own in flight to the endpoint it came from, and then only logs and counts it.
     public struct ClockNotice: Sendable, Equatable {
         static let type: UInt8 = 10
-        public static let byteCount = 1 + 1 + 1 + 8 + 8
+        public static let byteCount = unsignedHeaderBytes + 8
         public var txid: UInt64
         public var clockMs: Int64
 
@@ -176,20 +196,13 @@ public enum DHTWire {
         }
 
         public init?(parsing datagram: [UInt8]) {
-            guard datagram.count == Self.byteCount else { return nil }
-            var r = ByteReader(datagram)
-            guard r.readUInt8() == marker, r.readUInt8() == version, r.readUInt8() == Self.type,
-                  let txid = r.readUInt64(), let clock = r.readUInt64()
-            else { return nil }
+            guard var (txid, r) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount),
+                  let clock = r.readUInt64() else { return nil }
             self.init(txid: txid, clockMs: Int64(bitPattern: clock))
         }
 
         public func serialized() -> [UInt8] {
-            var w = ByteWriter(capacity: Self.byteCount)
-            w.write(marker)
-            w.write(version)
-            w.write(Self.type)
-            w.write(txid)
+            var w = unsignedHeader(type: Self.type, txid: txid, bodyBytes: 8)
             w.write(UInt64(bitPattern: clockMs))
             return w.bytes
         }
@@ -200,7 +213,7 @@ public enum DHTWire {
     /// unsigned, smaller than any request. The requester sends the request again inside a `Cookied` wrapper.
     public struct CookieReply: Sendable, Equatable {
         static let type: UInt8 = 11
-        public static let byteCount = 1 + 1 + 1 + 8 + Cookie.byteCount
+        public static let byteCount = unsignedHeaderBytes + Cookie.byteCount
         public var txid: UInt64
         public var cookie: Cookie
 
@@ -210,19 +223,13 @@ public enum DHTWire {
         }
 
         public init?(parsing datagram: [UInt8]) {
-            guard datagram.count == Self.byteCount else { return nil }
-            var r = ByteReader(datagram)
-            guard r.readUInt8() == marker, r.readUInt8() == version, r.readUInt8() == Self.type, let txid = r.readUInt64(),
+            guard var (txid, r) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount),
                   let cookie = r.readBytes(Cookie.byteCount).map(Cookie.init(bytes:)) else { return nil }
             self.init(txid: txid, cookie: cookie)
         }
 
         public func serialized() -> [UInt8] {
-            var w = ByteWriter(capacity: Self.byteCount)
-            w.write(marker)
-            w.write(version)
-            w.write(Self.type)
-            w.write(txid)
+            var w = unsignedHeader(type: Self.type, txid: txid, bodyBytes: Cookie.byteCount)
             w.write(bytes: cookie.bytes)
             return w.bytes
         }

@@ -5,10 +5,10 @@ import Testing
 
 /// Signed nodes end to end: joining, publishing, finding, restoring, and hostile datagrams.
 @Suite struct DHTNodeTests {
-    @Test func nodesJoinPublishAndFindEveryWallet() throws {
-        var net = NodeNet(count: 12)
+    /// Every node of `net` joins, publishes a wallet of its own and finds every wallet; the wallets.
+    private func joinPublishAndFindEveryWallet(_ net: inout NodeNet, seed: UInt64) throws -> [PrivateKey] {
         net.joinAll()
-        var random = TestRandom(seed: 5)
+        var random = TestRandom(seed: seed)
         let wallets = (0..<net.nodes.count).map { _ in random.key() }
         for i in net.nodes.indices {
             net.run(net.nodes[i].publish(wallet: wallets[i], endpoints: [NodeNet.endpoint(i)], relays: [], nowMs: net.now), at: i)
@@ -20,6 +20,12 @@ import Testing
                 #expect(outcome.record?.wallet == wallet.address)
             }
         }
+        return wallets
+    }
+
+    @Test func nodesJoinPublishAndFindEveryWallet() throws {
+        var net = NodeNet(count: 12)
+        let wallets = try joinPublishAndFindEveryWallet(&net, seed: 5)
         // Each record sits on min(k, n) nodes (k = 20 > 12: all of them).
         for wallet in wallets {
             #expect(net.nodes.count { $0.localRecord(NodeID.key(for: wallet.address)) != nil } == net.nodes.count)
@@ -43,19 +49,7 @@ import Testing
         config.unprovenChecksPerSecond = 0
         config.unprovenCheckBurst = 0
         var net = NodeNet(count: 8, config: config)
-        net.joinAll()
-        var random = TestRandom(seed: 8)
-        let wallets = (0..<net.nodes.count).map { _ in random.key() }
-        for i in net.nodes.indices {
-            net.run(net.nodes[i].publish(wallet: wallets[i], endpoints: [NodeNet.endpoint(i)], relays: [], nowMs: net.now), at: i)
-        }
-        for i in net.nodes.indices {
-            for wallet in wallets {
-                let found = net.lookup(NodeID.key(for: wallet.address), from: i)
-                let outcome = try #require(found)
-                #expect(outcome.record?.wallet == wallet.address)
-            }
-        }
+        _ = try joinPublishAndFindEveryWallet(&net, seed: 8)
         let sent = net.nodes.map(\.counters.cookiesSent).reduce(0, +)
         let received = net.nodes.map(\.counters.cookiesReceived).reduce(0, +)
         #expect(sent > 0 && received == sent, "every cookie handed out was used: \(sent) sent, \(received) received")
