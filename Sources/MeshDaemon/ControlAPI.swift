@@ -124,12 +124,10 @@ extension NodeRuntime: ControlService {
             "durationS": .number(Double(end - (record.answeredAt ?? end)) / 1000),
         ]
         if let reason = record.endReason { object["endReason"] = .string(reason.description) }
-        let chains = relay.chains(call: record.id.raw, now: now)
-        let history = chainHistory[record.id]
-        if let chains = try? JSONValue(encoding: chains.isEmpty ? history?.chains ?? [] : chains), chains != .array([]) {
+        if let chains = try? JSONValue(encoding: shownChains(record.id, now: now)), chains != .array([]) {
             object["chains"] = chains
         }
-        if let switches = history?.switches, !switches.isEmpty, let json = try? JSONValue(encoding: switches) {
+        if let switches = chainHistory[record.id]?.switches, !switches.isEmpty, let json = try? JSONValue(encoding: switches) {
             object["chainSwitches"] = json
         }
         if let stats = media[record.id]?.stats ?? finished[record.id], let json = try? JSONValue(encoding: stats) {
@@ -140,10 +138,10 @@ extension NodeRuntime: ControlService {
 
     /// "chain A > B > C" (the active chain's nodes after this one) at the caller, "chain from NODE" at the callee.
     private func pathText(_ record: CallRecord) -> String {
-        let chains = relay.chains(call: record.id.raw, now: Self.now())
-        let chain = chains.first ?? chainHistory[record.id]?.chains.first
-        guard record.role == .caller, let chain else { return "chain from \(record.via.checksummed)" }
-        return "chain " + chain.nodes.joined(separator: " > ")
+        guard record.role == .caller, let chain = shownChains(record.id, now: Self.now()).first else {
+            return "chain from \(record.via.checksummed)"
+        }
+        return (chain.role == "lost" ? "lost chain " : "chain ") + chain.nodes.joined(separator: " > ")
     }
 
     /// The active call whose id starts with `params.call`.

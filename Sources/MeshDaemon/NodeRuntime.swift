@@ -512,8 +512,24 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// Remembers a call's chains as they stand, so the summary names them after the call.
     func noteChains(_ id: CallID, now: Int64) {
-        let chains = relay.chains(call: id.raw, now: now)
+        let chains = shownChains(id, now: now)
         if !chains.isEmpty { chainHistory[id, default: ChainHistory()].chains = chains }
+    }
+
+    /// A call's chains as operators see them: the relay engine's while the call has an active chain; without one
+    /// (a relay died and no chain could be built yet), the last active chain marked "lost", then those being built;
+    /// after the relay engine let go of the call, the last ones noted.
+    func shownChains(_ id: CallID, now: Int64) -> [ChainInfo] {
+        let current = relay.chains(call: id.raw, now: now)
+        let last = chainHistory[id]?.chains ?? []
+        if current.isEmpty { return last }
+        if current.contains(where: { $0.role == "active" }) { return current }
+        let lost = last.filter { $0.role == "active" || $0.role == "lost" }.map { chain -> ChainInfo in
+            var lost = chain
+            lost.role = "lost"
+            return lost
+        }
+        return lost + current
     }
 
     /// The link layer and gossip as the forwarding layer asks them.

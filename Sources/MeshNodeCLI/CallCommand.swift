@@ -106,6 +106,10 @@ struct CallCommand: ParsableCommand {
         if due > now { usleep(UInt32((due - now) / 1000)) }
     }
 
+    private func lost(_ chain: JSONValue?) -> String {
+        chain?["role"]?.stringValue == "lost" ? " (lost: no working chain when the call ended)" : ""
+    }
+
     private func switches(_ value: JSONValue?) -> String {
         let count = value?.arrayValue?.count ?? 0
         return count == 0 ? "" : " (moved \(count) time\(count == 1 ? "" : "s") during the call)"
@@ -142,7 +146,7 @@ struct CallCommand: ParsableCommand {
             text = """
                 call        \(f("call"))  \(f("from")) → \(f("peer"))
                 path        \(f("path"))
-                chain       \(out["chain"].map(ChainText.describe) ?? "-")\(switches(out["chainSwitches"]))
+                chain       \(out["chain"].map(ChainText.describe) ?? "-")\(lost(out["chain"]))\(switches(out["chainSwitches"]))
                 ended       \(f("reason")) after \(f("durationS")) s (setup \(f("setupMs")) ms)
                 codec       \(f("codec")) at \(f("bitrate")) bit/s
                 packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))

@@ -267,10 +267,19 @@ public struct RelayEngine: Sendable {
         var avoid: [WalletAddress] = []
         var firstHops = routes.nextHops(toward: end.target, within: config.hopLimit)
         for hint in end.hints where routes.isUp(hint) && !firstHops.contains(hint) { firstHops.append(hint) }
-        if standby, let active = end.active.flatMap({ end.chains[$0] }) {
-            // Another first hop, and on the first try none of the active chain's relays either.
-            if let first = active.nodes.first, first != end.target || firstHops.count > 1 { firstHops.removeAll { $0 == first } }
-            if end.standbyAttempts % 2 == 0 { avoid = active.nodes.filter { $0 != end.target } }
+        if standby, let active = end.active.flatMap({ end.chains[$0] }), let first = active.nodes.first {
+            let relays = active.nodes.filter { $0 != end.target }
+            let others = firstHops.filter { $0 != first }
+            if others.isEmpty {
+                // The caller has no other way out (one neighbour): share the first hop, avoid the relays after it;
+                // with none after it, any standby would be the active chain again.
+                guard relays.count > 1 else { return [] }
+                avoid = Array(relays.dropFirst())
+            } else {
+                // Another first hop, and on the first try none of the active chain's relays either.
+                firstHops = others
+                if end.standbyAttempts % 2 == 0 { avoid = relays }
+            }
         }
         firstHops.removeAll { avoid.contains($0) && $0 != end.target }
         let downLabel = allocateLabel(key, fromDown: true)

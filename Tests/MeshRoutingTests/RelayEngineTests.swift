@@ -735,6 +735,24 @@ struct RelayNet {
         #expect(net.delivered[0].map(\.bytes) == [[0x02], [0x03]], "the callee replied over the new chain without hearing call bytes")
     }
 
+    /// A caller with a single neighbour still gets a standby: through the same first hop, then away from the active
+    /// chain's other relays; when the relay after the first hop dies, the call moves to it.
+    @Test func aCallerWithOneNeighbourSharesTheFirstHopOfItsStandby() {
+        // 0 – 1, then 1 – 2 – 4 and 1 – 3 – 4.
+        var net = RelayNet(count: 5, edges: [(0, 1), (1, 2), (1, 3), (2, 4), (3, 4)], seed: 6)
+        net.open(1, from: 0, to: 4)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        let active = net.chain(1, at: 0) ?? []
+        let standby = net.chain(1, at: 0, role: "standby") ?? []
+        #expect(active.first == 1 && standby.first == 1)
+        #expect(Set([active.dropFirst().first, standby.dropFirst().first]) == [2, 3], "\(active) and \(standby)")
+        net.killed.insert(active[1])
+        #expect(net.run(for: 1_000) { !$0.switches[0].isEmpty })
+        #expect(net.chain(1, at: 0) == standby)
+        net.send(1, from: 0, [0x05])
+        #expect(net.delivered[4].map(\.bytes).last == [0x05])
+    }
+
     @Test func deadRelayWithoutStandbyEndsInChainFailed() {
         var net = RelayNet.line(3)
         net.open(1, from: 0, to: 2)
@@ -785,18 +803,18 @@ struct RelayNet {
 
     // MARK: 9. soft state
 
-    @Test func downstreamLinkDownTearsDownUpstreamAndTheCallerRebuilds() throws {
-        // 0 – 1, 1 – 2 – 4 and 1 – 3 – 4.
+    @Test func downstreamLinkDownTearsDownUpstreamAndTheCallerMovesToItsStandby() throws {
+        // 0 – 1, 1 – 2 – 4 and 1 – 3 – 4: the standby shares the first hop (the caller has no other).
         var net = RelayNet(count: 5, edges: [(0, 1), (1, 2), (2, 4), (1, 3), (3, 4)])
         net.open(1, from: 0, to: 4)
         net.advance(500)
         #expect(net.chain(1, at: 0) == [1, 2, 4])
-        #expect(net.chain(1, at: 0, role: "standby") == nil, "every chain starts at node 1")
+        #expect(net.chain(1, at: 0, role: "standby") == [1, 3, 4])
         net.unlink(2, 4, tell: [2])
         #expect(net.engines[2].sessionCount == 0)
         #expect(net.sessions(1).allSatisfy { $0.downstream == net.address(3).checksummed }, "the old session at 1 is gone")
         let s = try #require(net.switches[0].first)
-        #expect(s.why == "rebuilt" && s.to == [1, 3, 4].map { net.address($0) })
+        #expect(s.why.contains("link down") && s.to == [1, 3, 4].map { net.address($0) }, "\(s.why)")
         #expect(net.chain(1, at: 0) == [1, 3, 4])
         net.send(1, from: 0, [0x01])
         #expect(net.delivered[4].map(\.bytes) == [[0x01]])
