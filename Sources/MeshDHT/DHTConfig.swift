@@ -74,6 +74,8 @@ public struct DHTConfig: Sendable {
     /// address.
     public var unprovenChecksPerSecond = 200.0
     public var unprovenCheckBurst = 400.0
+    /// The same for addresses that answered a request of ours (they can be spoofed too, so they have a budget).
+    public var provenChecksPerSecond = 2_000.0
     /// A cookie received is used for requests to that endpoint this long.
     public var cookieReuseMs: Int64 = 60_000
     /// Endpoints that answered a request of ours are proven this long (at most `maxTrackedSources`).

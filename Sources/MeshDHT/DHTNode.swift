@@ -60,14 +60,17 @@ public struct DHTNode: Sendable {
     private var replays: ReplayCache
     private var limits: SourceLimits
     private let jar: CookieJar
-    /// Signature recoveries left for requests from unproven addresses without a cookie.
+    /// Signature recoveries left for requests without a cookie, from unproven and from proven addresses.
     private var unprovenChecks: TokenBucket
+    private var provenChecks: TokenBucket
+    /// The rate limits of cookied requests (the same rates as `limits`, separate buckets).
+    private var cookiedLimits: SourceLimits
     /// Endpoints that answered a request of ours (they receive at their address), and when.
     private var proven: [DHTEndpoint: Int64] = [:]
     /// Cookies other nodes handed this node, by their endpoint.
     private var cookies: [DHTEndpoint: (cookie: Cookie, atMs: Int64)] = [:]
-    /// Requests of ours in flight, sealed, so one can be sent again with a cookie.
-    private var sentRequests: [UInt64: (to: DHTEndpoint, datagram: [UInt8], atMs: Int64)] = [:]
+    /// Requests of ours in flight, sealed, so one can be sent again with a cookie (once).
+    private var sentRequests: [UInt64: (to: DHTEndpoint, datagram: [UInt8], atMs: Int64, cookieTried: Bool)] = [:]
     /// When a clock-skew refusal was last logged, per endpoint and direction (bounded: `skewLogLimit`).
     private var skewLogged: [SkewLogKey: Int64] = [:]
     private static let skewLogLimit = 1_024
@@ -88,10 +91,16 @@ public struct DHTNode: Sendable {
             maxTracked: config.maxTrackedSources)
         jar = CookieJar(seed: seed ^ 0x636f_6f6b_6965_7321)
         unprovenChecks = TokenBucket(Self.unprovenRate(config), nowMs: 0)
+        provenChecks = TokenBucket(Self.provenRate(config), nowMs: 0)
+        cookiedLimits = limits
     }
 
     private static func unprovenRate(_ config: DHTConfig) -> TokenBucket.Rate {
         TokenBucket.Rate(perSecond: config.unprovenChecksPerSecond, burst: config.unprovenCheckBurst)
+    }
+
+    private static func provenRate(_ config: DHTConfig) -> TokenBucket.Rate {
+        TokenBucket.Rate(perSecond: config.provenChecksPerSecond, burst: config.provenChecksPerSecond)
     }
 
     public var localID: NodeID { core.localID }
@@ -115,13 +124,16 @@ public struct DHTNode: Sendable {
         if let reply = DHTWire.CookieReply(parsing: datagram) { return receive(reply, from: source, nowMs: nowMs) }
         var signed = datagram
         var cookied = false
+        var staleCookie = false
         if let (cookie, inner) = DHTWire.Cookied.unwrap(datagram) {
-            guard jar.isValid(cookie, for: source, nowMs: nowMs) else {
-                core.counters.badCookies += 1
-                return []
-            }
             signed = inner
-            cookied = true
+            cookied = jar.isValid(cookie, for: source, nowMs: nowMs)
+            // Not ours for this address (we restarted, its address changed, or it is forged): it gets a fresh
+            // cookie like any unproven request, no signature work.
+            if !cookied {
+                core.counters.badCookies += 1
+                staleCookie = true
+            }
         }
         guard let opened = DHTWire.open(signed) else {
             core.counters.malformed += 1
@@ -143,21 +155,27 @@ public struct DHTNode: Sendable {
                 return []
             }
         } else {
-            guard limits.admit(source, nowMs: nowMs) else {
+            // Cookied requests have rate limits of their own: a flood spoofing an address cannot spend the budget
+            // the real sender needs once it has a cookie.
+            let admitted = cookied ? cookiedLimits.admit(source, nowMs: nowMs) : limits.admit(source, nowMs: nowMs)
+            guard admitted else {
                 core.counters.rateLimited += 1
                 return []
             }
             let key = ReplayCache.Key(txid: opened.packet.txid, tag: opened.replayTag)
             guard count(replays.verdict(key, timestampMs: opened.timestampMs, nowMs: nowMs)) else { return [] }
-            if !cookied && !isProven(source, nowMs: nowMs) {
+            if !cookied {
                 let write: Bool
                 switch opened.packet.message {
                 case .store, .withdraw: write = true
                 default: write = false
                 }
-                // Writes always, and anything once the budget for unproven addresses is spent, wait for a cookie:
-                // 27 bytes back, no signature work, no state.
-                if write || !unprovenChecks.take(Self.unprovenRate(config), nowMs: nowMs) {
+                // Writes always (a proven address can be spoofed too), and anything once the budget for its kind of
+                // address is spent, wait for a cookie: 27 bytes back, no signature work, no state.
+                let proven = isProven(source, nowMs: nowMs)
+                let budget = proven ? provenChecks.take(Self.provenRate(config), nowMs: nowMs)
+                                    : unprovenChecks.take(Self.unprovenRate(config), nowMs: nowMs)
+                if write || staleCookie || !budget {
                     core.counters.cookiesSent += 1
                     let reply = DHTWire.CookieReply(txid: opened.packet.txid, cookie: jar.cookie(for: source, nowMs: nowMs)).serialized()
                     core.counters.bytesOut += reply.count
@@ -200,6 +218,9 @@ public struct DHTNode: Sendable {
         }
         core.counters.cookiesReceived += 1
         cookies[source] = (reply.cookie, nowMs)
+        // Once per request: a cookie that does not work twice is not worth a third datagram.
+        guard !sent.cookieTried else { return [] }
+        sentRequests[reply.txid]?.cookieTried = true
         let datagram = DHTWire.Cookied.wrap(sent.datagram, cookie: reply.cookie)
         core.counters.bytesOut += datagram.count
         return [.send(datagram, to: source)]
@@ -208,6 +229,7 @@ public struct DHTNode: Sendable {
     public mutating func tick(nowMs: Int64) -> [DHTAction] {
         replays.expire(before: nowMs - core.config.maxClockSkewMs)
         limits.prune(nowMs: nowMs)
+        cookiedLimits.prune(nowMs: nowMs)
         sentRequests = sentRequests.filter { nowMs - $0.value.atMs < 2 * config.requestTimeoutMs }
         cookies = cookies.filter { nowMs - $0.value.atMs < config.cookieReuseMs }
         proven = proven.filter { nowMs - $0.value < config.provenMemoryMs }
@@ -296,7 +318,7 @@ public struct DHTNode: Sendable {
             case .send(let packet, let to):
                 var datagram = DHTWire.seal(packet, timestampMs: nowMs, identity: identity)
                 if !packet.message.isResponse {
-                    sentRequests[packet.txid] = (to, datagram, nowMs)
+                    sentRequests[packet.txid] = (to, datagram, nowMs, false)
                     if let cookie = cookies[to], nowMs - cookie.atMs < config.cookieReuseMs {
                         datagram = DHTWire.Cookied.wrap(datagram, cookie: cookie.cookie)
                     }

@@ -88,8 +88,9 @@ extension NodeRuntime {
     }
 
     /// Runs DHT actions: datagrams out, records persisted, lookups done. A stored record is written on the writer's
-    /// thread and the actions after it (the STORE's acknowledgement) run once it is on disk; a write that fails or
-    /// finds the writer's queue full drops them, so nothing unsaved is ever acknowledged (docs/storage.md).
+    /// thread and the STORE's acknowledgement (the `.send` right after it) goes out once the record is on disk; a
+    /// write that fails or finds the writer's queue full drops that acknowledgement, so nothing unsaved is ever
+    /// acknowledged (docs/storage.md). Every other action runs at once.
     func runDHT(_ actions: [DHTAction]) {
         var rest = actions[...]
         while let action = rest.popFirst() {
@@ -98,16 +99,17 @@ extension NodeRuntime {
                 guard let address = try? SocketAddress(dhtEndpoint: to) else { continue }
                 sendDatagram(bytes, to: address)
             case .recordStored(let record):
-                let (store, logger, loop, after) = (store, logger, loop, Array(rest))
+                var acknowledgement: [DHTAction] = []
+                if case .send? = rest.first, let ack = rest.popFirst() { acknowledgement = [ack] }
+                let (store, logger, loop) = (store, logger, loop)
                 let queued = writer.submit({ try store.saveRecord(record) }, done: { error in
                     if let error {
                         logger.error("database write failed; the record is not acknowledged", metadata: ["error": "\(error)"])
                         return
                     }
-                    loop.execute { self.runDHT(after) }
+                    loop.execute { self.runDHT(acknowledgement) }
                 })
                 if !queued { logger.warning("database writer busy: a STORE goes unacknowledged", metadata: ["wallet": "\(record.wallet)"]) }
-                return
             case .recordDropped(let key):
                 let store = store
                 persist { try store.deleteRecord(key: key) }

@@ -35,7 +35,7 @@ public final class NodeRuntime: @unchecked Sendable {
     var calls: CallEngine
     var gossip: GossipEngine
     var relay: RelayEngine
-    var finder = WalletFinder()
+    var finder: WalletFinder
     /// This node's own "who hosts this wallet?" queries over links, by query id.
     var finds: [UInt64: EventLoopPromise<WalletAddress>] = [:]
     var dht: DHTNode
@@ -59,6 +59,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var endedMedia = MediaTotals()
     var owners: [CallID: ControlConnection] = [:]
     var setupStarted: [CallID: Int64] = [:]
+    /// Calls whose recording failed (logged once).
+    var failedRecordings: Set<CallID> = []
     /// Calls waiting for their first chain (docs/forwarding.md).
     var chainWaiters: [CallID: EventLoopPromise<Void>] = [:]
     /// Each call's chains as last seen and the switches between them, kept while the call is remembered.
@@ -102,14 +104,20 @@ public final class NodeRuntime: @unchecked Sendable {
         links = LinkManager(identity: nodeKey, config: config.linkConfig)
         calls = CallEngine(wallets: wallets)
         dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
-        dht.restore(contacts: try store.contacts(), records: try store.records(nowMs: now), nowMs: now)
+        let storedContacts = try store.contacts()
+        dht.restore(contacts: storedContacts, records: try store.records(nowMs: now), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
         gossip = GossipEngine(local: nodeKey.address, hosted: wallets, nodeKey: nodeKey,
                               sequence: UInt32(truncatingIfNeeded: now / 1000), config: config.gossipConfig, nowMs: now)
+        var finderConfig = WalletFinder.Config()
+        finderConfig.maxTTL = UInt8(config.hopLimit)
+        finder = WalletFinder(config: finderConfig)
         relay = RelayEngine(local: nodeKey.address, config: config.relayConfig,
                             seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
         startedAt = now
         stopped = loop.makePromise()
+        // The contacts table is saved as what changed since this (docs/storage.md).
+        savedContacts = Set(storedContacts)
     }
 
     /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
@@ -275,11 +283,12 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Where the metrics endpoint listens (the port the kernel chose for port 0), when there is one.
     var metricsAddress: String? { metricsServer?.localAddress.map(Self.describe) }
 
-    /// Blocks until `shutdown()` has finished and every queued write is done.
+    /// Blocks until `shutdown()` has finished and every queued write is done (before the event loop goes: a write's
+    /// completion may still hop to it).
     public func waitUntilStopped() {
         try? stopped.futureResult.wait()
-        try? group.syncShutdownGracefully()
         writer.drain()
+        try? group.syncShutdownGracefully()
     }
 
     /// Graceful stop: hang up every call (telling the peers), close the control socket and the port.
@@ -357,9 +366,15 @@ public final class NodeRuntime: @unchecked Sendable {
                     "call": .string(id.description), "pcm": .string(PCM.base64(frame)),
                 ]))
             case .recorder(let recording, _):
-                let logger = logger
+                let (logger, loop) = (logger, loop)
                 writer.submit({ try recording.append(frame) }, done: { error in
-                    if let error { logger.warning("recording failed", metadata: ["call": "\(id)", "error": "\(error)"]) }
+                    guard let error else { return }
+                    // Once per call: the recording stops with its first failure.
+                    loop.execute {
+                        guard case .recorder? = self.media[id]?.sink, !self.failedRecordings.contains(id) else { return }
+                        self.failedRecordings.insert(id)
+                        logger.warning("recording failed", metadata: ["call": "\(id)", "error": "\(error)"])
+                    }
                 })
             case .echo:
                 break
@@ -629,7 +644,8 @@ public final class NodeRuntime: @unchecked Sendable {
     private func endMedia(_ id: CallID, reason: CallEndReason) {
         let m = media.removeValue(forKey: id)
         if let m {
-            if case .recorder(let recording, _) = m.sink { writer.submit({ try recording.close() }) }
+            if case .recorder(let recording, _) = m.sink { writer.submit({ try recording.close() }, always: true) }
+            failedRecordings.remove(id)
             let stats = m.stats
             finished[id] = stats
             endedMedia.add(stats)

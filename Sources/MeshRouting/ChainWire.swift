@@ -75,6 +75,7 @@ public enum ChainRefusal: UInt8, Sendable, Codable, CustomStringConvertible {
     case closed = 10
     case idle = 11
     case replaced = 12
+    case rateLimited = 13
 
     public var description: String {
         switch self {
@@ -90,6 +91,7 @@ public enum ChainRefusal: UInt8, Sendable, Codable, CustomStringConvertible {
         case .closed: "closed"
         case .idle: "idle"
         case .replaced: "replaced"
+        case .rateLimited: "too many set-ups from this neighbour"
         }
     }
 
@@ -99,7 +101,7 @@ public enum ChainRefusal: UInt8, Sendable, Codable, CustomStringConvertible {
         switch self {
         case .sessionLimit, .neighbourLimit: 3
         case .hopLimit: 2
-        case .timeout, .duplicate: 1
+        case .timeout, .duplicate, .rateLimited: 1
         default: 0
         }
     }

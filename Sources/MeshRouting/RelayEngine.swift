@@ -152,6 +152,8 @@ public struct RelayEngine: Sendable {
         var upLabel: UInt32 = 0
         var downLabel: UInt32 = 0
         var pending: Pending?
+        /// What this hop's accept carried (its link and every hop's after it), sent again to a repeated set-up.
+        var figures: [HopFigures] = []
         var lastActivity: Int64
         var packetsForward = 0, bytesForward = 0, packetsBack = 0, bytesBack = 0, drops = 0
     }
@@ -191,6 +193,8 @@ public struct RelayEngine: Sendable {
         /// Since when the call has had no working chain (nil while it has one).
         var lostSince: Int64?
         var nextStandbyTry: Int64 = 0
+        /// With no working chain, the next rebuild (not held back by a failed standby's backoff).
+        var nextRebuildTry: Int64 = 0
         var standbyAttempts = 0
         var lastRefusal: String?
         /// The last move away from a lossy chain.
@@ -207,8 +211,12 @@ public struct RelayEngine: Sendable {
     private var callers: [UInt64: CallerEnd] = [:]
     /// The callee's end: the chain of each call its replies go on (the one the caller's traffic came over last).
     private var callees: [UInt64: UInt32] = [:]
-    /// The caller's node of each call that ends here (the first node of its set-up's path).
+    /// The caller's node of each call that ends here (the first node of its first set-up's path), and the wallet
+    /// that signed that set-up.
     private var callerNodes: [UInt64: WalletAddress] = [:]
+    private var calleeWallets: [UInt64: WalletAddress] = [:]
+    /// Chains a call may have at its callee's end (active, standby, one being rebuilt, one spare).
+    static let maxChainsPerCall = 4
     private var setupBudgets: [WalletAddress: TokenBucket] = [:]
     private var relayedPerNeighbour: [WalletAddress: Int] = [:]
     private var relayed = 0
@@ -236,6 +244,7 @@ public struct RelayEngine: Sendable {
         callers[call] = nil
         callees[call] = nil
         callerNodes[call] = nil
+        calleeWallets[call] = nil
         var actions: [RelayAction] = []
         for key in sessions.keys.filter({ $0.call == call }).sorted() {
             actions += remove(key, reason: .closed, notify: [.up, .down])
@@ -395,30 +404,36 @@ public struct RelayEngine: Sendable {
             guard existing.up?.node == node else { return refuse(.duplicate) }
             // A retransmission: answer again once installed; while pending, the hop is busy further on.
             guard existing.pending == nil, existing.upLabel != 0 else { return [] }
-            return [.send(ChainMessage.accept(key, label: existing.upLabel, figures: acceptFigures(existing, routes: routes)).serialize(), to: node)]
+            return [.send(ChainMessage.accept(key, label: existing.upLabel, figures: existing.figures).serialize(), to: node)]
         }
         guard setup.path.last == node, !setup.path.contains(local) else { return refuse(.duplicate) }
         var budget = setupBudgets[node] ?? TokenBucket(config.setupRate, nowMs: now)
         let allowed = budget.take(config.setupRate, nowMs: now)
         setupBudgets[node] = budget
         guard allowed else {
+            // Refused, not dropped: a silent drop would have the upstream hop send it again and again.
             counters.setupsRateLimited += 1
-            return []
+            return refuse(.rateLimited)
         }
         let expires = Int64(clamping: setup.expiresAtMs)
         guard expires > now, expires <= now + config.setupLifetimeMs + config.maxClockSkewMs else { return refuse(.expired) }
         guard setup.isAuthentic else { return refuse(.badSignature) }
         if setup.target == local {
+            // A call's chains all come from its caller's wallet (the first set-up's), and a call has a few at most:
+            // a node on one of its chains cannot add a chain of its own and pull the callee's replies onto it.
+            if let bound = calleeWallets[key.call], bound != setup.caller { return refuse(.duplicate) }
+            guard sessions.keys.count(where: { $0.call == key.call }) < Self.maxChainsPerCall else { return refuse(.sessionLimit) }
+            calleeWallets[key.call] = setup.caller
             let label = allocateLabel(key, fromDown: false)
             var session = Session(key: key, role: .callee, up: Hop(node: node, label: setup.backLabel), lastActivity: now)
             session.upLabel = label
             sessions[key] = session
             if callees[key.call] == nil { callees[key.call] = key.chain }
-            callerNodes[key.call] = setup.path[0]
+            if callerNodes[key.call] == nil { callerNodes[key.call] = setup.path[0] }
             return [.send(ChainMessage.accept(key, label: label, figures: []).serialize(), to: node)]
         }
         let linksSoFar = setup.path.count
-        let budgetLeft = min(Int(setup.hopLimit), ChainMessage.maxNodes) - linksSoFar
+        let budgetLeft = min(Int(setup.hopLimit), config.hopLimit, ChainMessage.maxNodes) - linksSoFar
         guard budgetLeft > 0 else { return refuse(.hopLimit) }
         guard relayed < config.maxSessions else { return refuse(.sessionLimit) }
         guard relayedPerNeighbour[node, default: 0] < config.maxSessionsPerNeighbour else { return refuse(.neighbourLimit) }
@@ -446,8 +461,8 @@ public struct RelayEngine: Sendable {
         while let next = pending.candidates.first {
             pending.candidates.removeFirst()
             guard routes.isUp(next) else { continue }
-            let budgetLeft = Int(pending.request.hopLimit) - (pending.request.path.count - 1)
-            pending.deadline = now + config.hopWaitMs * Int64(max(budgetLeft, 1))
+            let budgetLeft = min(Int(pending.request.hopLimit), config.hopLimit, ChainMessage.maxNodes) - (pending.request.path.count - 1)
+            pending.deadline = min(now + config.hopWaitMs * Int64(max(budgetLeft, 1)), Int64(clamping: pending.request.expiresAtMs))
             pending.nextRetry = now + config.setupRetryMs
             session.down = Hop(node: next, label: 0)
             session.pending = pending
@@ -480,17 +495,13 @@ public struct RelayEngine: Sendable {
             guard let up = session.up else { return [] }
             let upLabel = allocateLabel(key, fromDown: false)
             sessions[key]?.upLabel = upLabel
+            sessions[key]?.figures = all
             return [.send(ChainMessage.accept(key, label: upLabel, figures: all).serialize(), to: up.node)]
         case .caller:
             return chainEstablished(key, figures: all, routes: routes, now: now)
         case .callee:
             return []
         }
-    }
-
-    private func acceptFigures(_ session: Session, routes: some RelayRoutes) -> [HopFigures] {
-        guard let down = session.down else { return [] }
-        return [routes.figures(down.node)]
     }
 
     private mutating func receiveRefuse(_ key: ChainKey, reason: ChainRefusal, by: WalletAddress, from node: WalletAddress,
@@ -632,8 +643,8 @@ public struct RelayEngine: Sendable {
             actions += build(call, standby: true, routes: routes, now: now)
         }
         if end.active == nil, end.lostSince != nil, !end.chains.values.contains(where: { $0.established == nil }),
-           now >= end.nextStandbyTry {
-            callers[call]?.nextStandbyTry = now + config.setupRetryMs
+           now >= end.nextRebuildTry {
+            callers[call]?.nextRebuildTry = now + config.setupRetryMs
             actions += build(call, standby: false, routes: routes, now: now)
         }
         if let since = end.lostSince, end.active == nil, now - since >= config.repairGiveUpMs {
@@ -763,7 +774,10 @@ public struct RelayEngine: Sendable {
             relayedPerNeighbour[up.node, default: 1] -= 1
             if relayedPerNeighbour[up.node] == 0 { relayedPerNeighbour[up.node] = nil }
         }
-        if session.role == .callee, !sessions.keys.contains(where: { $0.call == key.call }) { callerNodes[key.call] = nil }
+        if session.role == .callee, !sessions.keys.contains(where: { $0.call == key.call }) {
+            callerNodes[key.call] = nil
+            calleeWallets[key.call] = nil
+        }
         var actions: [RelayAction] = []
         let message = ChainMessage.teardown(key, reason).serialize()
         if notify.contains(.up), let up = session.up { actions.append(.send(message, to: up.node)) }

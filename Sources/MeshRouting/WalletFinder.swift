@@ -13,6 +13,8 @@ public struct WalletFinder: Sendable {
         /// Queries a neighbour may send a second, and the burst.
         public var queriesPerSecond = 20.0
         public var queryBurst = 40.0
+        /// A query travels at most this many links whatever TTL it came with (the node's hop limit).
+        public var maxTTL: UInt8 = 6
         var rate: TokenBucket.Rate { TokenBucket.Rate(perSecond: queriesPerSecond, burst: queryBurst) }
         public init() {}
     }
@@ -119,8 +121,9 @@ public struct WalletFinder: Sendable {
                 counters.answered += 1
                 return [.send(Message.found(query: query, announcement).serialize(), to: node)]
             }
-            guard ttl > 1 else { return [] }
-            remember(query, Asked(from: node, wallet: wallet, at: now), now: now)
+            let ttl = min(ttl, config.maxTTL)
+            // Passed on only once remembered: a query this node could not remember would come back and go round.
+            guard ttl > 1, remember(query, Asked(from: node, wallet: wallet, at: now), now: now) else { return [] }
             let bytes = Message.find(query: query, wallet: wallet, ttl: ttl - 1).serialize()
             return neighbours.filter { $0 != node }.map { .send(bytes, to: $0) }
         case .found(let query, let announcement):
@@ -139,12 +142,20 @@ public struct WalletFinder: Sendable {
         }
     }
 
-    private mutating func remember(_ query: UInt64, _ entry: Asked, now: Int64) {
+    /// Remembers a query; when full, forgets those older than `memoryMs`, and then the oldest others' queries (this
+    /// node's own are kept: their answers must find their way home). False when there is no room even so.
+    @discardableResult
+    private mutating func remember(_ query: UInt64, _ entry: Asked, now: Int64) -> Bool {
         if asked.count >= config.maxRemembered {
             asked = asked.filter { now - $0.value.at < config.memoryMs }
             budgets = budgets.filter { var bucket = $0.value; return bucket.refill(config.rate, nowMs: now) < config.queryBurst }
         }
-        guard asked.count < config.maxRemembered else { return }
+        if asked.count >= config.maxRemembered,
+           let oldest = asked.filter({ $0.value.from != nil }).min(by: { $0.value.at < $1.value.at }) {
+            asked[oldest.key] = nil
+        }
+        guard asked.count < config.maxRemembered else { return false }
         asked[query] = entry
+        return true
     }
 }

@@ -15,12 +15,13 @@ public final class StoreWriter: @unchecked Sendable {
     public init(capacity: Int = 1_024) { self.capacity = capacity }
 
     /// Queues `write`; `done` runs on the writer's thread after it, with the write's error if it threw. Returns
-    /// false, without running either, when `capacity` writes are already waiting.
+    /// false, without running either, when `capacity` writes are already waiting, unless `always` (a write that
+    /// must not be lost, such as closing a recording: it waits its turn however long the queue).
     @discardableResult
-    public func submit(_ write: @escaping @Sendable () throws -> Void,
+    public func submit(_ write: @escaping @Sendable () throws -> Void, always: Bool = false,
                        done: @escaping @Sendable ((any Error)?) -> Void = { _ in }) -> Bool {
         let accepted = lock.withLock {
-            guard waiting < capacity else {
+            guard always || waiting < capacity else {
                 shedCount += 1
                 return false
             }

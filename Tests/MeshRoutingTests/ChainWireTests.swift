@@ -138,7 +138,7 @@ import Testing
         var refuse = ChainMessage.refuse(key, .noRoute, by: node).serialize()
         refuse[13] = 0
         #expect(ChainMessage(parsing: refuse) == nil)
-        refuse[13] = 13
+        refuse[13] = 14
         #expect(ChainMessage(parsing: refuse) == nil)
         var teardown = ChainMessage.teardown(key, .closed).serialize()
         teardown[13] = 200
