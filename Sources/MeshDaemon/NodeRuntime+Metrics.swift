@@ -119,6 +119,7 @@ extension NodeRuntime {
         m.add("meshnode_relay_forwarded_bytes_total", .counter, "Bytes of chain packets forwarded for others.", r.forwardedBytes)
         m.add("meshnode_relay_dropped_total", .counter, "Chain packets dropped, by reason (docs/forwarding.md).", by: "reason", [
             "malformed": r.malformed, "unknown_label": r.unknownLabel, "wrong_neighbour": r.wrongNeighbour,
+            "forged_probe": r.forgedProbes,
         ])
         m.add("meshnode_relay_setups_total", .counter, "Chain set-ups asked of this node as a relay, by outcome.", by: "outcome", [
             "relayed": r.setupsRelayed, "refused": r.setupsRefused, "rate_limited": r.setupsRateLimited,

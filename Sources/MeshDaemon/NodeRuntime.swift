@@ -592,6 +592,9 @@ public final class NodeRuntime: @unchecked Sendable {
             case .ringing(let id):
                 owners[id]?.notify(method: "call.ringing", params: .object(["call": .string(id.description)]))
             case .established(let id, let keys):
+                let caller = calls.calls[id]?.role == .caller
+                relay.authenticate(call: id.raw, key: ProbeKey(callerToCallee: caller ? keys.send : keys.receive,
+                                                               calleeToCaller: caller ? keys.receive : keys.send))
                 startMedia(id, keys: keys, now: now)
             case .ended(let id, let reason):
                 noteChains(id, now: now)

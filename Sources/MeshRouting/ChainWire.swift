@@ -324,9 +324,11 @@ public enum ChainInner: Equatable, Sendable {
     /// Call signalling or media for the call layer (its first byte is the call layer's tag).
     case call([UInt8])
     /// The caller's liveness probe, on its active chain or on the standby; the callee's end answers with a pong
-    /// carrying the same numbers, and replies on the chain of the latest active probe (or call bytes).
-    case probe(sequence: UInt32, sentAtMs: UInt64, active: Bool = true)
-    case pong(sequence: UInt32, sentAtMs: UInt64)
+    /// carrying the same numbers, and replies on the chain of the latest active probe (or call bytes). Once the call
+    /// is answered both carry an 8-byte MAC under a key only the two ends hold (`ProbeKey`): a relay can neither
+    /// answer probes for a callee it cuts off nor move the callee's replies.
+    case probe(sequence: UInt32, sentAtMs: UInt64, active: Bool = true, mac: [UInt8] = [])
+    case pong(sequence: UInt32, sentAtMs: UInt64, mac: [UInt8] = [])
 
     static let probeTag: UInt8 = 0x35
     static let pongTag: UInt8 = 0x36
@@ -335,15 +337,17 @@ public enum ChainInner: Equatable, Sendable {
     func serialize() -> [UInt8] {
         let tag: UInt8
         let numbers: (UInt32, UInt64)
+        let mac: [UInt8]
         switch self {
         case .call(let bytes): return bytes
-        case .probe(let seq, let at, let active): (tag, numbers) = (active ? Self.probeTag : Self.standbyProbeTag, (seq, at))
-        case .pong(let seq, let at): (tag, numbers) = (Self.pongTag, (seq, at))
+        case .probe(let seq, let at, let active, let m): (tag, numbers, mac) = (active ? Self.probeTag : Self.standbyProbeTag, (seq, at), m)
+        case .pong(let seq, let at, let m): (tag, numbers, mac) = (Self.pongTag, (seq, at), m)
         }
-        var w = ByteWriter(capacity: 13)
+        var w = ByteWriter(capacity: 13 + mac.count)
         w.write(tag)
         w.write(numbers.0)
         w.write(numbers.1)
+        w.write(bytes: mac)
         return w.bytes
     }
 
@@ -354,7 +358,49 @@ public enum ChainInner: Equatable, Sendable {
             return
         }
         var r = ByteReader(Array(bytes.dropFirst()))
-        guard let seq = r.readUInt32(), let at = r.readUInt64(), r.isAtEnd else { return nil }
-        self = first == Self.pongTag ? .pong(sequence: seq, sentAtMs: at) : .probe(sequence: seq, sentAtMs: at, active: first == Self.probeTag)
+        guard let seq = r.readUInt32(), let at = r.readUInt64(), r.isAtEnd || r.remaining == ProbeKey.macBytes else { return nil }
+        let mac = r.readRest()
+        self = first == Self.pongTag ? .pong(sequence: seq, sentAtMs: at, mac: mac)
+                                     : .probe(sequence: seq, sentAtMs: at, active: first == Self.probeTag, mac: mac)
+    }
+
+    /// The tag and numbers a MAC covers.
+    var macInput: [UInt8]? {
+        var w = ByteWriter(capacity: 13)
+        switch self {
+        case .call: return nil
+        case .probe(let seq, let at, let active, _):
+            w.write(active ? Self.probeTag : Self.standbyProbeTag)
+            w.write(seq)
+            w.write(at)
+        case .pong(let seq, let at, _):
+            w.write(Self.pongTag)
+            w.write(seq)
+            w.write(at)
+        }
+        return w.bytes
+    }
+}
+
+/// The key of a call's probes and pongs, from the call's end-to-end key agreement (the runtime derives it from both
+/// directions' SRTP master keys): MACs are Keccak-256(key ‖ tag ‖ sequence ‖ sent-at) cut to 8 bytes.
+public struct ProbeKey: Sendable, Equatable {
+    static let macBytes = 8
+    let bytes: [UInt8]
+
+    /// The same key at both ends: the caller-to-callee material first.
+    public init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
+        bytes = Keccak.hash256(Array("meshchain/v1/probe".utf8) + callerToCallee + calleeToCaller)
+    }
+
+    func mac(_ inner: ChainInner) -> [UInt8] {
+        Array(Keccak.hash256(bytes + (inner.macInput ?? [])).prefix(Self.macBytes))
+    }
+
+    func verifies(_ inner: ChainInner) -> Bool {
+        switch inner {
+        case .probe(_, _, _, let m), .pong(_, _, let m): m == mac(inner)
+        case .call: false
+        }
     }
 }

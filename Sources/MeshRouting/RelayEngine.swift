@@ -82,6 +82,8 @@ public struct RelayCounters: Sendable, Codable, Equatable {
     public var setupsRefused = 0
     public var setupsRateLimited = 0
     public var failovers = 0
+    /// Probes or pongs whose MAC was wrong (forged by a node on the chain), ignored.
+    public var forgedProbes = 0
     public init() {}
 }
 
@@ -199,6 +201,8 @@ public struct RelayEngine: Sendable {
         var lastRefusal: String?
         /// The last move away from a lossy chain.
         var lossSwitchAt: Int64?
+        /// Set once the call is answered: probes and pongs are authenticated from then on.
+        var probeKey: ProbeKey?
     }
 
     private var sessions: [ChainKey: Session] = [:]
@@ -215,6 +219,8 @@ public struct RelayEngine: Sendable {
     /// that signed that set-up.
     private var callerNodes: [UInt64: WalletAddress] = [:]
     private var calleeWallets: [UInt64: WalletAddress] = [:]
+    /// The probe keys of calls answered here.
+    private var calleeKeys: [UInt64: ProbeKey] = [:]
     /// Chains a call may have at its callee's end (active, standby, one being rebuilt, one spare).
     static let maxChainsPerCall = 4
     private var setupBudgets: [WalletAddress: TokenBucket] = [:]
@@ -245,6 +251,7 @@ public struct RelayEngine: Sendable {
         callees[call] = nil
         callerNodes[call] = nil
         calleeWallets[call] = nil
+        calleeKeys[call] = nil
         var actions: [RelayAction] = []
         for key in sessions.keys.filter({ $0.call == call }).sorted() {
             actions += remove(key, reason: .closed, notify: [.up, .down])
@@ -263,6 +270,12 @@ public struct RelayEngine: Sendable {
         let hop = session.role == .caller ? session.down : session.up
         guard let hop, hop.label != 0 else { return [] }
         return [.send(ChainMessage.data(label: hop.label, inner), to: hop.node)]
+    }
+
+    /// The call is answered: from now on its probes and pongs carry MACs under `key`, and unauthenticated ones (a relay
+    /// answering for a callee it cut off) count for nothing.
+    public mutating func authenticate(call: UInt64, key: ProbeKey) {
+        if callers[call] != nil { callers[call]?.probeKey = key } else { calleeKeys[call] = key }
     }
 
     /// The node at the other end of a call's chains: the callee's home node, or the caller's node.
@@ -372,16 +385,27 @@ public struct RelayEngine: Sendable {
             counters.malformed += 1
             return []
         }
-        if role == .caller { callers[key.call]?.chains[key.chain]?.lastHeard = now }
         switch inner {
-        case .probe(let seq, let at, let active):
+        case .probe(let seq, let at, let active, _):
             guard role == .callee else { return [] }
+            let probeKey = calleeKeys[key.call]
+            guard probeKey.map({ $0.verifies(inner) }) ?? true else {
+                counters.forgedProbes += 1
+                return []
+            }
             // A probe on the caller's active chain moves the callee's replies there at once, even while the
             // caller sends no call bytes (a pause: DTX sends one packet in 400 ms).
             if active { callees[key.call] = key.chain }
-            return sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at).serialize())
-        case .pong(let seq, let at):
+            let pong = ChainInner.pong(sequence: seq, sentAtMs: at)
+            return sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at, mac: probeKey?.mac(pong) ?? []).serialize())
+        case .pong(let seq, let at, _):
             guard role == .caller, var chain = callers[key.call]?.chains[key.chain] else { return [] }
+            // Only the callee's (authenticated, once the call is answered) pongs say the chain works.
+            guard callers[key.call]?.probeKey.map({ $0.verifies(inner) }) ?? true else {
+                counters.forgedProbes += 1
+                return []
+            }
+            chain.lastHeard = now
             chain.rttMs = Double(max(now - Int64(clamping: at), 0))
             if let i = chain.probes.lastIndex(where: { $0.sequence == seq }) { chain.probes[i].answered = true }
             callers[key.call]?.chains[key.chain] = chain
@@ -546,7 +570,6 @@ public struct RelayEngine: Sendable {
             return [.send(ChainMessage.reportBack(label: up.label, figures).serialize(), to: up.node)]
         case (.caller, true):
             callers[key.call]?.chains[key.chain]?.hops = figures
-            callers[key.call]?.chains[key.chain]?.lastHeard = now
             return []
         default:
             return []
@@ -626,8 +649,10 @@ public struct RelayEngine: Sendable {
                 c.probes.append((sequence: c.probeSequence, at: now, answered: false))
                 if c.probes.count > config.lossWindow { c.probes.removeFirst(c.probes.count - config.lossWindow) }
                 callers[call] = end
-                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)),
-                                                           active: isActive).serialize())
+                let probe = ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)), active: isActive)
+                let mac = end.probeKey?.mac(probe) ?? []
+                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)), active: isActive,
+                                                           mac: mac).serialize())
             }
             if isActive, now >= c.nextReport, let session = sessions[key], let down = session.down {
                 c.nextReport = now + config.reportMs
@@ -774,7 +799,8 @@ public struct RelayEngine: Sendable {
             relayedPerNeighbour[up.node, default: 1] -= 1
             if relayedPerNeighbour[up.node] == 0 { relayedPerNeighbour[up.node] = nil }
         }
-        if session.role == .callee, !sessions.keys.contains(where: { $0.call == key.call }) {
+        // A call answered here keeps its binding until it is closed; one that never was is forgotten with its last chain.
+        if session.role == .callee, calleeKeys[key.call] == nil, !sessions.keys.contains(where: { $0.call == key.call }) {
             callerNodes[key.call] = nil
             calleeWallets[key.call] = nil
         }

@@ -753,6 +753,35 @@ struct RelayNet {
         #expect(net.delivered[4].map(\.bytes).last == [0x05])
     }
 
+    /// Once the call is answered its probes and pongs are authenticated: a relay that black-holes the call and answers
+    /// the caller's probes itself is not believed, and the caller moves to its standby as if the relay were dead.
+    @Test func aRelayCannotFakeTheCalleesPongs() {
+        var net = RelayNet.diamond(seed: 7)
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        let key = ProbeKey(callerToCallee: [1, 2, 3], calleeToCaller: [4, 5, 6])
+        net.engines[0].authenticate(call: 1, key: key)
+        net.engines[3].authenticate(call: 1, key: key)
+        net.advance(500)
+        #expect(net.switches[0].isEmpty && net.engines[0].counters.forgedProbes == 0, "authenticated probes are answered")
+        // Relay 1 stops forwarding toward the callee and forges a pong to the caller every tick.
+        let active = net.chain(1, at: 0)
+        #expect(active == [1, 3])
+        let label = UInt32(net.sessions(0).first { $0.downstream == net.address(1).checksummed }?.downstreamLabel ?? 0)
+        net.cut.insert(Edge(1, 3))
+        let cutAt = net.now
+        var forged = 0
+        while net.switches[0].isEmpty && net.now - cutAt < 1_000 {
+            let pong = ChainInner.pong(sequence: UInt32(forged), sentAtMs: UInt64(net.now)).serialize()
+            net.process(net.receive(ChainMessage.data(label: label, pong), at: 0, from: 1), at: 0)
+            forged += 1
+            net.step()
+        }
+        #expect(net.engines[0].counters.forgedProbes == forged)
+        #expect(net.switches[0].first.map { $0.at - cutAt <= RelayConfig().deadAfterMs + 2 * RelayNet.tickMs } == true)
+        #expect(net.chain(1, at: 0) == [2, 3])
+    }
+
     @Test func deadRelayWithoutStandbyEndsInChainFailed() {
         var net = RelayNet.line(3)
         net.open(1, from: 0, to: 2)
