@@ -196,8 +196,9 @@ public enum DHTWire {
         }
 
         public init?(parsing datagram: [UInt8]) {
-            guard var (txid, r) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount),
-                  let clock = r.readUInt64() else { return nil }
+            guard let (txid, reader) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount) else { return nil }
+            var r = reader
+            guard let clock = r.readUInt64() else { return nil }
             self.init(txid: txid, clockMs: Int64(bitPattern: clock))
         }
 
@@ -223,8 +224,9 @@ public enum DHTWire {
         }
 
         public init?(parsing datagram: [UInt8]) {
-            guard var (txid, r) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount),
-                  let cookie = r.readBytes(Cookie.byteCount).map(Cookie.init(bytes:)) else { return nil }
+            guard let (txid, reader) = readUnsignedHeader(datagram, type: Self.type, byteCount: Self.byteCount) else { return nil }
+            var r = reader
+            guard let cookie = r.readBytes(Cookie.byteCount).map(Cookie.init(bytes:)) else { return nil }
             self.init(txid: txid, cookie: cookie)
         }
 

@@ -195,19 +195,18 @@ extension NodeRuntime: ControlService {
         }
         let started = Self.now()
         let id = CallID.random()
-        var resolved = Self.now()
         return resolve(to).flatMap { home in
             self.reach(home, started: Self.now(), nextTry: 0)
-        }.flatMap { home -> EventLoopFuture<Home> in
-            resolved = Self.now()
+        }.flatMap { home -> EventLoopFuture<(Home, Int64)> in
+            let resolved = Self.now()
             // The client may have gone while the callee was being resolved: then there is nobody to talk.
             guard connection.isOpen else { return self.loop.makeFailedFuture(RPCError.failed("the client closed the connection")) }
             let promise = self.loop.makePromise(of: Void.self)
             self.chainWaiters[id] = promise
             self.runRelay(self.relay.open(call: id.raw, wallet: key, target: home.node, hints: home.hints, routes: self.routes,
                                           now: Self.now()))
-            return promise.futureResult.map { home }
-        }.flatMapThrowing { home in
+            return promise.futureResult.map { (home, resolved) }
+        }.flatMapThrowing { home, resolved in
             let now = Self.now()
             guard connection.isOpen else {
                 self.runRelay(self.relay.close(call: id.raw))
@@ -315,11 +314,11 @@ extension NodeRuntime: ControlService {
             || (relayUp && (!homeDialled || now - started >= Self.homeGraceMs)) {
             return loop.makeSucceededFuture(home)
         }
-        var retryAt = nextTry
-        if now >= nextTry {
+        let dialNow = now >= nextTry
+        if dialNow {
             for (target, node) in targets where !links.isUp(node) { run(links.dialOnce(target, pinned: node, now: now)) }
-            retryAt = now + 500
         }
+        let retryAt = dialNow ? now + 500 : nextTry
         return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap {
             self.reach(home, started: started, nextTry: retryAt)
         }

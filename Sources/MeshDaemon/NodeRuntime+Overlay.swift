@@ -99,8 +99,8 @@ extension NodeRuntime {
                 guard let address = try? SocketAddress(dhtEndpoint: to) else { continue }
                 sendDatagram(bytes, to: address)
             case .recordStored(let record):
-                var acknowledgement: [DHTAction] = []
-                if case .send? = rest.first, let ack = rest.popFirst() { acknowledgement = [ack] }
+                let acknowledgement: [DHTAction]
+                if case .send? = rest.first, let ack = rest.popFirst() { acknowledgement = [ack] } else { acknowledgement = [] }
                 let (store, logger, loop) = (store, logger, loop)
                 let queued = writer.submit({ try store.saveRecord(record) }, done: { error in
                     if let error {
