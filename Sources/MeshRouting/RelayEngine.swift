@@ -224,6 +224,17 @@ public struct RelayEngine: Sendable {
     /// Chains a call may have at its callee's end (active, standby, one being rebuilt, one spare).
     static let maxChainsPerCall = 4
     private var setupBudgets: [WalletAddress: TokenBucket] = [:]
+    /// Set-ups this node refused lately, by key: a repeat from the same neighbour gets the same refusal.
+    private var tombstones: [ChainKey: Tombstone] = [:]
+    static let tombstoneMs: Int64 = 10_000
+    static let maxTombstones = 4_096
+
+    struct Tombstone {
+        var from: WalletAddress
+        var reason: ChainRefusal
+        var by: WalletAddress
+        var untilMs: Int64
+    }
     private var relayedPerNeighbour: [WalletAddress: Int] = [:]
     private var relayed = 0
     public private(set) var counters = RelayCounters()
@@ -430,6 +441,12 @@ public struct RelayEngine: Sendable {
             guard existing.pending == nil, existing.upLabel != 0 else { return [] }
             return [.send(ChainMessage.accept(key, label: existing.upLabel, figures: existing.figures).serialize(), to: node)]
         }
+        // A repeat of a set-up this node refused or dropped lately (it crossed the refusal on the way) gets the same
+        // answer instead of a second search and a sub-chain nobody would use.
+        if let gone = tombstones[key], gone.from == node, now < gone.untilMs {
+            counters.setupsRefused += 1
+            return [.send(ChainMessage.refuse(key, gone.reason, by: gone.by).serialize(), to: node)]
+        }
         guard setup.path.last == node, !setup.path.contains(local) else { return refuse(.duplicate) }
         var budget = setupBudgets[node] ?? TokenBucket(config.setupRate, nowMs: now)
         let allowed = budget.take(config.setupRate, nowMs: now)
@@ -502,12 +519,17 @@ public struct RelayEngine: Sendable {
             counters.setupsRefused += 1
             actions.append(.send(ChainMessage.refuse(key, reason.reason, by: reason.by).serialize(), to: up.node))
         }
-        return actions + remove(key, reason: reason.reason, notify: [])
+        return actions + remove(key, reason: reason.reason, notify: [], refusedBy: reason.by, now: now)
     }
 
     private mutating func receiveAccept(_ key: ChainKey, label: UInt32, figures: [HopFigures], from node: WalletAddress,
                                         routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        guard var session = sessions[key], session.pending != nil, session.down?.node == node else { return [] }
+        guard var session = sessions[key], session.pending != nil, session.down?.node == node else {
+            // An accept for a chain this node is not building through `node` (it gave up on it meanwhile): the
+            // sub-chain behind it is torn down at once instead of idling for 30 s.
+            if sessions[key]?.down?.node != node { return [.send(ChainMessage.teardown(key, .closed).serialize(), to: node)] }
+            return []
+        }
         session.pending = nil
         pendingKeys.remove(key)
         session.down?.label = label
@@ -611,6 +633,7 @@ public struct RelayEngine: Sendable {
         }
         if now >= nextIdleSweep {
             nextIdleSweep = now + Self.idleSweepMs
+            tombstones = tombstones.filter { now < $0.value.untilMs }
             for (key, session) in sessions.sorted(by: { $0.key < $1.key })
             where session.pending == nil && session.role != .caller && now - session.lastActivity >= config.idleTimeoutMs {
                 actions += remove(key, reason: .idle, notify: [.up, .down]) + lost(key, why: "idle", routes: routes, now: now)
@@ -789,9 +812,13 @@ public struct RelayEngine: Sendable {
     private enum Side { case up, down }
 
     /// Removes a session and its labels, telling the neighbours on `notify` sides.
-    private mutating func remove(_ key: ChainKey, reason: ChainRefusal, notify: Set<Side>) -> [RelayAction] {
+    private mutating func remove(_ key: ChainKey, reason: ChainRefusal, notify: Set<Side>, refusedBy: WalletAddress? = nil,
+                                 now: Int64? = nil) -> [RelayAction] {
         guard let session = sessions.removeValue(forKey: key) else { return [] }
         pendingKeys.remove(key)
+        if let refusedBy, let now, let up = session.up, tombstones.count < Self.maxTombstones {
+            tombstones[key] = Tombstone(from: up.node, reason: reason, by: refusedBy, untilMs: now + Self.tombstoneMs)
+        }
         if session.upLabel != 0 { labels[session.upLabel] = nil }
         if session.downLabel != 0 { labels[session.downLabel] = nil }
         if session.role == .relay, let up = session.up {

@@ -571,9 +571,12 @@ struct RelayNet {
         #expect(net.engines[1].sessionCount == 0)
 
         // A genuine set-up is relayed; the same one replayed through another neighbour is refused, while a
-        // retransmission from the same neighbour is answered again.
+        // retransmission from the same neighbour is answered again. (Node 0 only stands in for a caller here: what
+        // comes back to it is not delivered, or it would tear down a chain it never built.)
         let good = setup(9)
+        net.killed.insert(0)
         net.process(net.receive(ChainMessage.setup(good).serialize(), at: 1, from: 0), at: 1)
+        net.killed.remove(0)
         #expect(net.sessions(1).map(\.state) == ["up"])
         var replay = good
         replay.path = [net.address(3)]
@@ -782,6 +785,36 @@ struct RelayNet {
         #expect(net.chain(1, at: 0) == [2, 3])
     }
 
+    /// A set-up repeated after a relay refused it (the repeat crossed the refusal) gets the same refusal, with no
+    /// second search behind it; an accept for a chain nobody is building any more is answered with a teardown.
+    @Test func repeatsOfARefusedSetUpGetTheSameRefusalAndStrayAcceptsATeardown() throws {
+        // 0 – 1 – 2 – 3, node 2 full.
+        var net = RelayNet.line(4) { i in
+            var config = RelayConfig()
+            if i == 2 { config.maxSessions = 0 }
+            return config
+        }
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 2_000) { !$0.failures[0].isEmpty })
+        let setup = try #require(net.control.first { $0.from == 0 && $0.to == 1 }?.message)
+        let toTwo = net.control.count { if $0.from == 1, $0.to == 2, case .setup? = $0.message { true } else { false } }
+        let answer = net.receive(setup.serialize(), at: 1, from: 0)
+        guard case .send(let bytes, let to)? = answer.first, case .refuse(_, let reason, let by)? = ChainMessage(parsing: bytes) else {
+            Issue.record("a refusal: \(answer)")
+            return
+        }
+        #expect(to == net.address(0) && reason == .sessionLimit && by == net.address(2))
+        #expect(net.engines[1].sessionCount == 0)
+        #expect(net.control.count { if $0.from == 1, $0.to == 2, case .setup? = $0.message { true } else { false } } == toTwo)
+
+        let stray = net.receive(ChainMessage.accept(ChainKey(call: 9, chain: 9), label: 5, figures: []).serialize(), at: 1, from: 2)
+        guard case .send(let teardown, let back)? = stray.first, case .teardown? = ChainMessage(parsing: teardown) else {
+            Issue.record("a teardown: \(stray)")
+            return
+        }
+        #expect(back == net.address(2))
+    }
+
     @Test func deadRelayWithoutStandbyEndsInChainFailed() {
         var net = RelayNet.line(3)
         net.open(1, from: 0, to: 2)
@@ -927,7 +960,9 @@ struct RelayNet {
             #expect(net.receive(ChainMessage.teardown(key, reason).serialize(), at: 1, from: 4).isEmpty)
         }
         #expect(net.receive(ChainMessage.refuse(key, .noRoute, by: net.address(4)).serialize(), at: 1, from: 4).isEmpty)
-        #expect(net.receive(ChainMessage.accept(key, label: 5, figures: []).serialize(), at: 1, from: 4).isEmpty)
+        // An accept from a node that is not the chain's next hop only gets a teardown for its own side back.
+        let stray = net.receive(ChainMessage.accept(key, label: 5, figures: []).serialize(), at: 1, from: 4)
+        #expect(stray == [.send(ChainMessage.teardown(key, .closed).serialize(), to: net.address(4))])
         #expect(net.sessions(1).map(\.state) == ["up"])
         #expect(net.receive(ChainMessage.teardown(key, .closed).serialize(), at: 0, from: 4).isEmpty)
         #expect(net.chain(1, at: 0) == [1, 2, 3])
