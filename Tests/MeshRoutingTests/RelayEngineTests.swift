@@ -815,6 +815,52 @@ struct RelayNet {
         #expect(back == net.address(2))
     }
 
+    /// At the callee a call's chains all come from the wallet that signed its first set-up, and there are a few at
+    /// most: a node on one of the call's chains cannot add its own chain (signed by another wallet) and pull the
+    /// callee's replies onto it.
+    @Test func theCalleeTakesChainsOnlyFromTheCallsWalletAndAFewAtMost() {
+        var net = RelayNet.line(3)
+        net.open(1, from: 0, to: 2)
+        #expect(net.run(for: 1_000) { $0.chain(1, at: 0) != nil })
+        var rng = SplitMix64(seed: 99)
+        let intruder = rng.privateKey()
+        func setup(_ chain: UInt32, wallet: PrivateKey) -> [UInt8] {
+            ChainMessage.setup(.sign(key: ChainKey(call: 1, chain: chain), wallet: wallet, target: net.address(2),
+                                     expiresAtMs: UInt64(net.now + 30_000), hopLimit: 6, backLabel: 77,
+                                     path: [net.address(0), net.address(1)], avoid: [])).serialize()
+        }
+        let foreign = net.receive(setup(0xBAD, wallet: intruder), at: 2, from: 1)
+        guard case .send(let bytes, _)? = foreign.first, case .refuse(_, .duplicate, _)? = ChainMessage(parsing: bytes) else {
+            Issue.record("a set-up for the call from another wallet is refused: \(foreign)")
+            return
+        }
+        // The caller's own wallet may add chains, up to the bound.
+        var accepted = 0
+        for chain in UInt32(100)..<110 {
+            if case .send(let reply, _)? = net.receive(setup(chain, wallet: net.wallet), at: 2, from: 1).first,
+               case .accept? = ChainMessage(parsing: reply) { accepted += 1 }
+        }
+        #expect(accepted == 3, "4 chains per call at the callee, one already up")
+        #expect(net.sessions(2).count == 4)
+    }
+
+    /// A set-up signed with a hop limit far above this node's makes it wait for the rest of the chain as if the limit
+    /// were its own (and never past the set-up's expiry): a caller cannot pin relays' set-up state for minutes.
+    @Test func aHugeSignedHopLimitDoesNotStretchARelaysWait() throws {
+        // 0 – 1 – 2, where 2 swallows everything (killed): relay 1 waits for it, then refuses.
+        var net = RelayNet.line(3)
+        net.killed.insert(2)
+        let setup = ChainMessage.Setup.sign(key: ChainKey(call: 5, chain: 5), wallet: net.wallet, target: net.address(2),
+                                            expiresAtMs: UInt64(net.now + 30_000), hopLimit: 255, backLabel: 7,
+                                            path: [net.address(0)], avoid: [])
+        _ = net.receive(ChainMessage.setup(setup).serialize(), at: 1, from: 0)
+        #expect(net.sessions(1).count == 1)
+        let started = net.now
+        #expect(net.run(for: 60_000) { $0.sessions(1).isEmpty })
+        #expect(net.now - started <= RelayConfig().hopWaitMs * Int64(RelayConfig().hopLimit - 1) + RelayNet.tickMs,
+                "waited \(net.now - started) ms")
+    }
+
     @Test func deadRelayWithoutStandbyEndsInChainFailed() {
         var net = RelayNet.line(3)
         net.open(1, from: 0, to: 2)

@@ -186,6 +186,24 @@ struct FinderNet {
         #expect(net.finders[1].counters.rateLimited == 20)
     }
 
+    /// A query asking for more links than this node's hop limit goes no further than the limit, and a node whose
+    /// memory is full of others' queries makes room rather than passing a query on unremembered (it would go round).
+    @Test func queriesAreBoundedByTheLocalHopLimitAndByMemory() {
+        var config = WalletFinder.Config()
+        config.maxTTL = 3
+        var net = FinderNet(count: 8, edges: (1..<8).map { ($0 - 1, $0) }, config: config)
+        net.find(WalletAddress(bytes: Array(repeating: 7, count: 20))!, query: 1, ttl: 255, from: 0)
+        #expect(net.finds == [1, 1, 1, 0, 0, 0, 0, 0], "3 links, not 255")
+
+        config.maxTTL = 6
+        config.maxRemembered = 4
+        var ring = FinderNet(count: 6, edges: (0..<6).map { ($0, ($0 + 1) % 6) }, config: config)
+        for query in 1...6 { ring.find(WalletAddress(bytes: Array(repeating: UInt8(query), count: 20))!, query: UInt64(query), ttl: 4, from: 0) }
+        // Every query was passed on at most once by each node, however full their memories.
+        #expect(ring.finds.allSatisfy { $0 <= 6 * 2 }, "\(ring.finds)")
+        #expect(ring.finders.map(\.counters.duplicates).reduce(0, +) > 0, "the two ways round met: \(ring.finds)")
+    }
+
     @Test func messagesRoundTrip() {
         var rng = SplitMix64(seed: 6)
         let key = rng.privateKey()
