@@ -5,10 +5,7 @@ import MeshWire
 public struct CallID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let raw: UInt64
     public init(raw: UInt64) { self.raw = raw }
-    public var description: String {
-        let hex = String(raw, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
-    }
+    public var description: String { Hex.padded(raw) }
     public init?(hex: String) {
         guard hex.count == 16, let value = UInt64(hex, radix: 16) else { return nil }
         raw = value

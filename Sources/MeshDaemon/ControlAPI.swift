@@ -335,20 +335,20 @@ extension NodeRuntime: ControlService {
                                                      "source": .string("hosted here"), "candidates": .array([])]))
         }
         return resolve(wallet).map { home in
-            var candidates: [JSONValue] = []
-            if let q = self.links.quality(home.node), self.links.isUp(home.node) {
-                candidates.append(.object(["via": .string(home.node.checksummed), "links": .number(1),
-                                           "cost": .number(Double(Self.linkCost(rttMs: q.rttMs, lossPercent: q.lossPercent))),
-                                           "why": .string("the home node is a linked neighbour")]))
-            }
-            for route in self.gossip.neighbourRoutes(to: home.node)
-            where route.via != home.node && route.links <= self.config.hopLimit && self.links.isUp(route.via) {
-                candidates.append(.object(["via": .string(route.via.checksummed), "links": .number(Double(route.links)),
-                                           "cost": .number(Double(route.metric)), "why": .string("gossip node route")]))
-            }
-            for hint in home.hints where self.links.isUp(hint) && hint != home.node {
-                candidates.append(.object(["via": .string(hint.checksummed), "links": .number(2), "cost": .null,
-                                           "why": .string("a relay the home node's record lists")]))
+            // The relay engine's own order, annotated with where each next hop comes from and what it costs.
+            let routed = Dictionary(self.gossip.neighbourRoutes(to: home.node).map { ($0.via, $0) }, uniquingKeysWith: { first, _ in first })
+            let candidates = self.relay.firstHops(toward: home.node, hints: home.hints, routes: self.routes).map { via -> JSONValue in
+                let (links, cost, why): (Double, JSONValue, String)
+                if via == home.node {
+                    let q = self.links.quality(via)
+                    let linkCost = Self.linkCost(rttMs: q?.rttMs, lossPercent: q?.lossPercent ?? 0)
+                    (links, cost, why) = (1, .number(Double(linkCost)), "the home node is a linked neighbour")
+                } else if let route = routed[via] {
+                    (links, cost, why) = (Double(route.links), .number(Double(route.metric)), "gossip node route")
+                } else {
+                    (links, cost, why) = (2, .null, "a relay the home node's record lists")
+                }
+                return .object(["via": .string(via.checksummed), "links": .number(links), "cost": cost, "why": .string(why)])
             }
             return .object(["wallet": .string(wallet.checksummed), "home": .string(home.node.checksummed),
                             "source": .string(home.source), "hopLimit": .number(Double(self.config.hopLimit)),

@@ -10,10 +10,7 @@ public struct ChainKey: Hashable, Sendable, Comparable, CustomStringConvertible 
         self.chain = chain
     }
     public static func < (a: ChainKey, b: ChainKey) -> Bool { (a.call, a.chain) < (b.call, b.chain) }
-    public var description: String {
-        let hex = String(chain, radix: 16)
-        return String(repeating: "0", count: 8 - hex.count) + hex
-    }
+    public var description: String { Hex.padded(chain) }
 }
 
 /// One hop's link as a hop measured it: the node that measured and its link toward the callee's end.

@@ -298,8 +298,7 @@ public struct RelayEngine: Sendable {
         while chainID == 0 || sessions[ChainKey(call: call, chain: chainID)] != nil { chainID = UInt32(truncatingIfNeeded: rng.next()) }
         let key = ChainKey(call: call, chain: chainID)
         var avoid: [WalletAddress] = []
-        var firstHops = routes.nextHops(toward: end.target, within: config.hopLimit)
-        for hint in end.hints where routes.isUp(hint) && !firstHops.contains(hint) { firstHops.append(hint) }
+        var firstHops = firstHops(toward: end.target, hints: end.hints, routes: routes)
         if standby, let active = end.active.flatMap({ end.chains[$0] }), let first = active.nodes.first {
             let relays = active.nodes.filter { $0 != end.target }
             let others = firstHops.filter { $0 != first }
@@ -849,7 +848,7 @@ public struct RelayEngine: Sendable {
 
     public func sessions(now: Int64) -> [SessionInfo] {
         sessions.values.sorted { $0.key < $1.key }.map { s in
-            SessionInfo(call: Self.hex(s.key.call), chain: s.key.description, role: s.role.rawValue,
+            SessionInfo(call: Hex.padded(s.key.call), chain: s.key.description, role: s.role.rawValue,
                         state: s.pending != nil ? "setting up" : "up",
                         upstream: s.up?.node.checksummed, upstreamLabel: s.role == .caller ? nil : s.upLabel,
                         downstream: s.down?.node.checksummed, downstreamLabel: s.role == .callee ? nil : s.downLabel,
@@ -861,17 +860,24 @@ public struct RelayEngine: Sendable {
     /// The caller's chains of a call: active first, then standby, then those being built.
     public func chains(call: UInt64, now: Int64) -> [ChainInfo] {
         guard let end = callers[call] else { return [] }
-        return end.chains.sorted { $0.key < $1.key }.map { id, c in
-            let role = end.active == id ? "active" : end.standby == id && c.established != nil ? "standby" : "building"
-            return ChainInfo(chain: ChainKey(call: call, chain: id).description, role: role, nodes: c.nodes.map(\.checksummed),
-                             hops: c.hops, rttMs: c.rttMs, lastHeardMsAgo: c.established.map { _ in now - c.lastHeard })
-        }.sorted { ["active", "standby", "building"].firstIndex(of: $0.role)! < ["active", "standby", "building"].firstIndex(of: $1.role)! }
+        let roles = end.chains.keys.map { id in
+            (id, end.active == id ? 0 : end.standby == id && end.chains[id]?.established != nil ? 1 : 2)
+        }.sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+        return roles.compactMap { id, rank in
+            guard let c = end.chains[id] else { return nil }
+            return ChainInfo(chain: ChainKey(call: call, chain: id).description, role: ["active", "standby", "building"][rank],
+                             nodes: c.nodes.map(\.checksummed), hops: c.hops, rttMs: c.rttMs,
+                             lastHeardMsAgo: c.established.map { _ in now - c.lastHeard })
+        }
+    }
+
+    /// The next hops a chain from this node toward `target` tries, in order: those with a route within the hop
+    /// limit (the target first when linked, then the cheapest), then the linked relays its presence record lists.
+    public func firstHops(toward target: WalletAddress, hints: [WalletAddress], routes: some RelayRoutes) -> [WalletAddress] {
+        var hops = routes.nextHops(toward: target, within: config.hopLimit)
+        for hint in hints where routes.isUp(hint) && !hops.contains(hint) { hops.append(hint) }
+        return hops
     }
 
     public var sessionCount: Int { sessions.count }
-
-    static func hex(_ raw: UInt64) -> String {
-        let hex = String(raw, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
-    }
 }

@@ -11,6 +11,12 @@ public enum Hex {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// An unsigned integer as lowercase hex, zero-padded to its type's width (16 digits for a UInt64).
+    public static func padded<T: FixedWidthInteger & UnsignedInteger>(_ value: T) -> String {
+        let hex = String(value, radix: 16)
+        return String(repeating: "0", count: T.bitWidth / 4 - hex.count) + hex
+    }
+
     public static func decode(_ text: String) -> [UInt8]? {
         var chars = Array(text.utf8)
         if chars.count >= 2, chars[0] == UInt8(ascii: "0"), chars[1] == UInt8(ascii: "x") || chars[1] == UInt8(ascii: "X") {
