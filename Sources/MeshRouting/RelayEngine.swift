@@ -206,6 +206,8 @@ public struct RelayEngine: Sendable {
     }
 
     private var sessions: [ChainKey: Session] = [:]
+    /// The chains this node holds a session of, per call (an index of `sessions`, kept by `install` and `remove`).
+    private var callChains: [UInt64: Set<UInt32>] = [:]
     /// The sessions with a set-up in progress (the tick's work every 50 ms; idle sessions are swept once a second).
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
@@ -264,8 +266,8 @@ public struct RelayEngine: Sendable {
         calleeWallets[call] = nil
         calleeKeys[call] = nil
         var actions: [RelayAction] = []
-        for key in sessions.keys.filter({ $0.call == call }).sorted() {
-            actions += remove(key, reason: .closed, notify: [.up, .down])
+        for chain in (callChains[call] ?? []).sorted() {
+            actions += remove(ChainKey(call: call, chain: chain), reason: .closed, notify: [.up, .down])
         }
         return actions
     }
@@ -322,7 +324,7 @@ public struct RelayEngine: Sendable {
         var session = Session(key: key, role: .caller, lastActivity: now)
         session.downLabel = downLabel
         session.pending = Pending(request: request, candidates: firstHops)
-        sessions[key] = session
+        install(session)
         pendingKeys.insert(key)
         callers[call]?.chains[chainID] = CallerChain()
         if standby { callers[call]?.standby = chainID }
@@ -462,12 +464,12 @@ public struct RelayEngine: Sendable {
             // A call's chains all come from its caller's wallet (the first set-up's), and a call has a few at most:
             // a node on one of its chains cannot add a chain of its own and pull the callee's replies onto it.
             if let bound = calleeWallets[key.call], bound != setup.caller { return refuse(.duplicate) }
-            guard sessions.keys.count(where: { $0.call == key.call }) < Self.maxChainsPerCall else { return refuse(.sessionLimit) }
+            guard callChains[key.call, default: []].count < Self.maxChainsPerCall else { return refuse(.sessionLimit) }
             calleeWallets[key.call] = setup.caller
             let label = allocateLabel(key, fromDown: false)
             var session = Session(key: key, role: .callee, up: Hop(node: node, label: setup.backLabel), lastActivity: now)
             session.upLabel = label
-            sessions[key] = session
+            install(session)
             if callees[key.call] == nil { callees[key.call] = key.chain }
             if callerNodes[key.call] == nil { callerNodes[key.call] = setup.path[0] }
             return [.send(ChainMessage.accept(key, label: label, figures: []).serialize(), to: node)]
@@ -487,7 +489,7 @@ public struct RelayEngine: Sendable {
         var session = Session(key: key, role: .relay, up: Hop(node: node, label: setup.backLabel), lastActivity: now)
         session.downLabel = downLabel
         session.pending = Pending(request: request, candidates: candidates)
-        sessions[key] = session
+        install(session)
         pendingKeys.insert(key)
         relayed += 1
         relayedPerNeighbour[node, default: 0] += 1
@@ -778,8 +780,7 @@ public struct RelayEngine: Sendable {
     /// or builds a new chain.
     private mutating func lost(_ key: ChainKey, why: String, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
         if callees[key.call] == key.chain {
-            let other = sessions.keys.filter { $0.call == key.call }.map(\.chain).min()
-            callees[key.call] = other
+            callees[key.call] = callChains[key.call]?.min()
         }
         guard var end = callers[key.call], let chain = end.chains.removeValue(forKey: key.chain) else { return [] }
         var actions: [RelayAction] = []
@@ -815,6 +816,8 @@ public struct RelayEngine: Sendable {
                                  now: Int64? = nil) -> [RelayAction] {
         guard let session = sessions.removeValue(forKey: key) else { return [] }
         pendingKeys.remove(key)
+        callChains[key.call]?.remove(key.chain)
+        if callChains[key.call]?.isEmpty == true { callChains[key.call] = nil }
         if let refusedBy, let now, let up = session.up, tombstones.count < Self.maxTombstones {
             tombstones[key] = Tombstone(from: up.node, reason: reason, by: refusedBy, untilMs: now + Self.tombstoneMs)
         }
@@ -826,7 +829,7 @@ public struct RelayEngine: Sendable {
             if relayedPerNeighbour[up.node] == 0 { relayedPerNeighbour[up.node] = nil }
         }
         // A call answered here keeps its binding until it is closed; one that never was is forgotten with its last chain.
-        if session.role == .callee, calleeKeys[key.call] == nil, !sessions.keys.contains(where: { $0.call == key.call }) {
+        if session.role == .callee, calleeKeys[key.call] == nil, callChains[key.call] == nil {
             callerNodes[key.call] = nil
             calleeWallets[key.call] = nil
         }
@@ -835,6 +838,11 @@ public struct RelayEngine: Sendable {
         if notify.contains(.up), let up = session.up { actions.append(.send(message, to: up.node)) }
         if notify.contains(.down), let down = session.down { actions.append(.send(message, to: down.node)) }
         return actions
+    }
+
+    private mutating func install(_ session: Session) {
+        sessions[session.key] = session
+        callChains[session.key.call, default: []].insert(session.key.chain)
     }
 
     private mutating func allocateLabel(_ key: ChainKey, fromDown: Bool) -> UInt32 {
