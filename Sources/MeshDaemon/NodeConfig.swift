@@ -109,6 +109,13 @@ public struct NodeConfig: Sendable {
     /// Sessions this node relays at once, and per neighbour that asks (docs/forwarding.md).
     public var maxSessions = 10_000
     public var maxSessionsPerNeighbour = 1_000
+    /// Chain set-ups one neighbour may ask for per second (a token bucket with twice this as its burst).
+    public var setupsPerSecond = 50
+    /// Whether packets of many sessions to one neighbour share datagrams (trunks with mini-frames;
+    /// docs/forwarding.md, "Trunks and mini-frames"). Receiving trunks works either way.
+    public var trunking = true
+    /// Longest time a lone packet waits in a trunk for company, in ms (0: never waits).
+    public var trunkHoldMs = 2
     /// When not empty, links form only with these node addresses (a private mesh; docs/links.md).
     public var allowLinks: [WalletAddress] = []
     /// Where to serve `GET /metrics` in the Prometheus text format (docs/metrics.md); nil: no endpoint.
@@ -121,6 +128,8 @@ public struct NodeConfig: Sendable {
         c.hopLimit = hopLimit
         c.maxSessions = maxSessions
         c.maxSessionsPerNeighbour = maxSessionsPerNeighbour
+        c.setupsPerSecond = Double(setupsPerSecond)
+        c.setupBurst = Double(2 * setupsPerSecond)
         return c
     }
 
@@ -140,7 +149,7 @@ public struct NodeConfig: Sendable {
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
         "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
-        "max_sessions_per_neighbour", "allow_links", "metrics",
+        "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -216,6 +225,15 @@ public struct NodeConfig: Sendable {
             guard let flag = value.bool else { throw ConfigError("config \(file): \(key) must be true or false") }
             config[keyPath: setting] = flag
         }
+        if let value = table["trunking"] {
+            if let flag = value.bool {
+                config.trunking = flag
+            } else if let text = value.string {
+                config.trunking = try parseSwitch(text, what: "config \(file): trunking")
+            } else {
+                throw ConfigError("config \(file): trunking must be on, off, true or false")
+            }
+        }
         if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
         if let value = table["socket_buffer"] {
             guard let b = value.int else { throw ConfigError("config \(file): socket_buffer must be an integer") }
@@ -224,7 +242,9 @@ public struct NodeConfig: Sendable {
         config.metrics = try string("metrics").map { (s) throws(ConfigError) in try HostPort(parsing: s, what: "config \(file): metrics") }
         config.allowLinks = try strings("allow_links").map { (s) throws(ConfigError) in try parseNode(s, what: "config \(file): allow_links") }
         for (key, setting, range) in [("hop_limit", \NodeConfig.hopLimit, hopLimits), ("max_sessions", \NodeConfig.maxSessions, sessionLimits),
-                                      ("max_sessions_per_neighbour", \NodeConfig.maxSessionsPerNeighbour, sessionLimits)] {
+                                      ("max_sessions_per_neighbour", \NodeConfig.maxSessionsPerNeighbour, sessionLimits),
+                                      ("setups_per_second", \NodeConfig.setupsPerSecond, setupRates),
+                                      ("trunk_hold_ms", \NodeConfig.trunkHoldMs, trunkHolds)] {
             guard let value = table[key] else { continue }
             guard let n = value.int else { throw ConfigError("config \(file): \(key) must be an integer") }
             config[keyPath: setting] = try checkRange(n, range, what: "config \(file): \(key)")
@@ -322,6 +342,17 @@ public struct NodeConfig: Sendable {
     /// Hop limits a chain may have (a set-up carries at most 16 nodes).
     public static let hopLimits = 1...15
     public static let sessionLimits = 0...1_000_000
+    public static let setupRates = 1...100_000
+    public static let trunkHolds = 0...20
+
+    /// `on` or `off`.
+    public static func parseSwitch(_ text: String, what: String) throws(ConfigError) -> Bool {
+        switch text {
+        case "on": return true
+        case "off": return false
+        default: throw ConfigError("\(what): expected on or off, got \"\(text)\"")
+        }
+    }
 
     public static func checkRange(_ value: Int, _ range: ClosedRange<Int>, what: String) throws(ConfigError) -> Int {
         guard range.contains(value) else {

@@ -36,6 +36,10 @@ struct RunCommand: ParsableCommand {
     var allowLink: [String] = []
     @Option(help: "Sessions this node relays at once (default 10000); more set-ups are refused.") var maxSessions: Int?
     @Option(help: "Sessions one neighbour may ask this node to relay (default 1000).") var maxSessionsPerNeighbour: Int?
+    @Option(help: "Chain set-ups one neighbour may ask for per second (default 50).") var setupsPerSecond: Int?
+    @Option(help: ArgumentHelp("Packets of many sessions to one neighbour share datagrams: on (default) or off.", valueName: "on|off"))
+    var trunking: String?
+    @Option(help: "Longest wait of a lone packet for others to the same neighbour, ms, 0–20 (default 2).") var trunkHoldMs: Int?
     @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this TCP HOST:PORT (default: none).",
                                valueName: "host:port"))
     var metrics: String?
@@ -100,6 +104,11 @@ struct RunCommand: ParsableCommand {
                 c.maxSessionsPerNeighbour = try NodeConfig.checkRange(maxSessionsPerNeighbour, NodeConfig.sessionLimits,
                                                                       what: "--max-sessions-per-neighbour")
             }
+            if let setupsPerSecond {
+                c.setupsPerSecond = try NodeConfig.checkRange(setupsPerSecond, NodeConfig.setupRates, what: "--setups-per-second")
+            }
+            if let trunking { c.trunking = try NodeConfig.parseSwitch(trunking, what: "--trunking") }
+            if let trunkHoldMs { c.trunkHoldMs = try NodeConfig.checkRange(trunkHoldMs, NodeConfig.trunkHolds, what: "--trunk-hold-ms") }
             return c
         } catch {
             throw CLIError(error.description)
