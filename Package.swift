@@ -33,6 +33,7 @@ let package = Package(
         systemLibrary("CSpeexDSP", pkgConfig: "speexdsp", apt: ["libspeexdsp-dev"]),
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
+        .target(name: "CMeshIO"),
         .target(name: "MeshWire", swiftSettings: strict),
         .target(name: "MeshMetrics", swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
@@ -56,7 +57,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "MeshMetrics", "CNice",
+            "MeshStore", "MeshMetrics", "CNice", "CMeshIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

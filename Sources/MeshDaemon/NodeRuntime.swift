@@ -69,6 +69,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var counters = NodeCounters()
     var udp: Channel?
     var udpSocket: UDPSocket?
+    /// Datagrams queued in this turn of the event loop (`sendDatagram`).
+    var outbox = Outbox()
     var control: ControlServer?
     /// The `--metrics` HTTP endpoint (docs/metrics.md), when asked for.
     var metricsServer: Channel?
@@ -300,6 +302,7 @@ public final class NodeRuntime: @unchecked Sendable {
             }
             self.leaveOverlay(now: now)
             self.run(self.links.closeAll(now: now))
+            self.flushOutbox()
             self.control?.close()
             self.metricsServer?.close(promise: nil)
             self.logger.info("node stopped")
@@ -393,11 +396,24 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
+    /// Queues a datagram; everything queued in one turn of the event loop (a batch of reads, a timer) leaves
+    /// together when the turn ends, in as few sendmmsg calls as the kernel allows (docs/forwarding.md, "Batches").
     func sendDatagram(_ bytes: [UInt8], to address: SocketAddress) {
-        guard udp != nil, let udpSocket, let code = udpSocket.send(bytes, to: address) else { return }
-        counters.sendFailed += 1
-        logger.debug("datagram not sent", metadata: ["to": "\(Self.describe(address))",
-                                                     "error": "\(String(cString: strerror(code)))"])
+        guard udp != nil else { return }
+        if outbox.isEmpty { loop.execute { self.flushOutbox() } }
+        outbox.append(bytes, to: address)
+    }
+
+    /// Sends what the turn queued.
+    func flushOutbox() {
+        guard let udpSocket, udp != nil else {
+            outbox.removeAll()
+            return
+        }
+        for (address, code) in udpSocket.send(&outbox) {
+            counters.sendFailed += 1
+            logger.debug("datagram not sent", metadata: ["to": "\(Self.describe(address))", "error": "\(String(cString: strerror(code)))"])
+        }
     }
 
     /// Runs link actions: datagrams out, payloads up, link events logged.

@@ -1,3 +1,4 @@
+import CMeshIO
 import Foundation
 import MeshLink
 import NIOCore
@@ -55,13 +56,46 @@ struct UDPSocket {
         _ = Glibc.close(descriptor)
     }
 
-    /// Sends one datagram; nil when it went out, else the errno (EAGAIN: the socket buffer is full, the datagram
-    /// is dropped as a congested network would).
-    func send(_ bytes: [UInt8], to address: SocketAddress) -> CInt? {
-        let sent = bytes.withUnsafeBytes { buffer in
-            address.withSockAddr { sendto(descriptor, buffer.baseAddress, buffer.count, 0, $0, socklen_t($1)) }
+    /// Sends every datagram of `batch` (sendmmsg, 64 a call) and empties it; returns the errno of each datagram
+    /// the kernel refused (EAGAIN: the socket buffer is full, the datagram is dropped as a congested network would).
+    func send(_ batch: inout Outbox) -> [(SocketAddress, CInt)] {
+        defer { batch.removeAll() }
+        guard !batch.datagrams.isEmpty else { return [] }
+        let count = UInt32(batch.datagrams.count)
+        let refused = batch.bytes.withUnsafeBufferPointer { bytes in
+            batch.datagrams.withUnsafeMutableBufferPointer { mesh_send_batch(descriptor, bytes.baseAddress, $0.baseAddress, count) }
         }
-        return sent < 0 ? errno : nil
+        guard refused > 0 else { return [] }
+        return zip(batch.datagrams, batch.addresses).filter { $0.0.error != 0 }.map { ($0.1, $0.0.error) }
+    }
+}
+
+/// Datagrams waiting for the end of the event loop's turn, to leave together: their bytes in one reused buffer.
+struct Outbox {
+    fileprivate var bytes: [UInt8] = []
+    fileprivate var datagrams: [mesh_datagram] = []
+    fileprivate var addresses: [SocketAddress] = []
+
+    var isEmpty: Bool { datagrams.isEmpty }
+    var count: Int { datagrams.count }
+
+    mutating func append(_ datagram: [UInt8], to address: SocketAddress) {
+        var entry = mesh_datagram()
+        entry.offset = bytes.count
+        entry.length = datagram.count
+        address.withSockAddr { pointer, length in
+            withUnsafeMutableBytes(of: &entry.address) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: length)) }
+            entry.address_length = socklen_t(length)
+        }
+        bytes.append(contentsOf: datagram)
+        datagrams.append(entry)
+        addresses.append(address)
+    }
+
+    mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        datagrams.removeAll(keepingCapacity: true)
+        addresses.removeAll(keepingCapacity: true)
     }
 }
 
