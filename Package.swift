@@ -7,6 +7,10 @@ func systemLibrary(_ name: String, pkgConfig: String, apt: [String]) -> Target {
 }
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+/// The modules on the forwarding path are generic over the address type (LinkManager<Address>): compiled for
+/// cross-module optimisation, the node gets copies specialised for its address type instead of looking generic
+/// metadata up at run time for every packet (docs/links.md, "Benchmark").
+let hotPath: [SwiftSetting] = strict + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 
 let package = Package(
     name: "MeshNode",
@@ -40,7 +44,7 @@ let package = Package(
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
-        .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: strict),
+        .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: hotPath),
         .target(name: "MeshDHT", dependencies: [
             "MeshWire", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
@@ -78,6 +82,7 @@ let package = Package(
             "MeshDHT", "MeshIdentity", "MeshLink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
+        .executableTarget(name: "LinkBench", dependencies: ["MeshLink", "MeshIdentity", "CSodium", "CMeshIO"], swiftSettings: strict),
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),

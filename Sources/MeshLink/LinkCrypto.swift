@@ -31,37 +31,57 @@ public enum LinkCrypto {
         return out
     }
 
-    public static func nonce(_ counter: UInt64) -> [UInt8] {
-        var n = [UInt8](repeating: 0, count: 12)
-        for i in 0..<8 { n[4 + i] = UInt8(truncatingIfNeeded: counter >> (8 * UInt64(i))) }
-        return n
-    }
-
-    public static func seal(key: [UInt8], counter: UInt64, header: [UInt8], plaintext: [UInt8]) -> [UInt8] {
-        var out = header
-        let start = out.count
-        out.append(contentsOf: [UInt8](repeating: 0, count: plaintext.count + tagBytes))
-        var written: UInt64 = 0
-        let n = nonce(counter)
-        out.withUnsafeMutableBufferPointer { buf in
-            _ = crypto_aead_chacha20poly1305_ietf_encrypt(
-                buf.baseAddress! + start, &written, plaintext, UInt64(plaintext.count),
-                header, UInt64(header.count), nil, n, key)
+    /// The AEAD nonce of a transport counter: 4 zero bytes, then the counter little-endian (as WireGuard).
+    static func withNonce<R>(_ counter: UInt64, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        var nonce: (UInt64, UInt64) = (0, counter.littleEndian)
+        return withUnsafeBytes(of: &nonce) { raw in
+            // 8 zero bytes, then the counter: the nonce is the last 12.
+            body(raw.baseAddress!.assumingMemoryBound(to: UInt8.self) + 4)
         }
-        return out
     }
 
-    public static func open(key: [UInt8], counter: UInt64, header: ArraySlice<UInt8>, ciphertext: ArraySlice<UInt8>) -> [UInt8]? {
-        guard ciphertext.count >= tagBytes else { return nil }
-        var out = [UInt8](repeating: 0, count: ciphertext.count - tagBytes)
-        var written: UInt64 = 0
-        let n = nonce(counter)
-        let rc = header.withUnsafeBufferPointer { h in
-            ciphertext.withUnsafeBufferPointer { c in
-                crypto_aead_chacha20poly1305_ietf_decrypt(
-                    &out, &written, nil, c.baseAddress!, UInt64(c.count), h.baseAddress, UInt64(h.count), n, key)
+    /// One transport datagram in a single allocation: `header`, then the inner type byte and `body`, encrypted in
+    /// place (libsodium allows the ciphertext over the message), then the tag.
+    static func seal(key: [UInt8], counter: UInt64, header: (UInt8, UInt32, UInt64), inner: UInt8, body: [UInt8]) -> [UInt8] {
+        let headerBytes = LinkWire.transportHeaderBytes
+        let plainBytes = 1 + body.count
+        return [UInt8](unsafeUninitializedCapacity: headerBytes + plainBytes + tagBytes) { out, count in
+            let base = out.baseAddress!
+            base[0] = header.0
+            withUnsafeBytes(of: header.1.bigEndian) { (base + 1).initialize(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 4) }
+            withUnsafeBytes(of: header.2.bigEndian) { (base + 5).initialize(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 8) }
+            base[headerBytes] = inner
+            body.withUnsafeBufferPointer { b in
+                if let source = b.baseAddress { (base + headerBytes + 1).initialize(from: source, count: b.count) }
             }
+            var written: UInt64 = 0
+            withNonce(counter) { nonce in
+                _ = crypto_aead_chacha20poly1305_ietf_encrypt(
+                    base + headerBytes, &written, base + headerBytes, UInt64(plainBytes), base, UInt64(headerBytes), nil, nonce, key)
+            }
+            count = headerBytes + plainBytes + tagBytes
         }
-        return rc == 0 ? out : nil
+    }
+
+    /// Authenticates and decrypts the part of a transport datagram after its header; nil when the tag is wrong.
+    static func open(key: [UInt8], counter: UInt64, datagram: [UInt8]) -> [UInt8]? {
+        let headerBytes = LinkWire.transportHeaderBytes
+        let cipherBytes = datagram.count - headerBytes
+        guard cipherBytes >= tagBytes else { return nil }
+        var ok = false
+        // (Capacity 1 at least, so an empty plaintext still has a buffer to point at.)
+        let plaintext = [UInt8](unsafeUninitializedCapacity: max(cipherBytes - tagBytes, 1)) { out, count in
+            var written: UInt64 = 0
+            let rc = datagram.withUnsafeBufferPointer { d in
+                withNonce(counter) { nonce in
+                    crypto_aead_chacha20poly1305_ietf_decrypt(
+                        out.baseAddress, &written, nil, d.baseAddress! + headerBytes, UInt64(cipherBytes), d.baseAddress,
+                        UInt64(headerBytes), nonce, key)
+                }
+            }
+            ok = rc == 0
+            count = ok ? cipherBytes - tagBytes : 0
+        }
+        return ok ? plaintext : nil
     }
 }

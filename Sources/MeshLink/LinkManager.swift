@@ -239,10 +239,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Encrypts an application payload to a neighbour whose link is up. Returns no action when it is not.
     public mutating func send(_ payload: [UInt8], to address: WalletAddress, now: Int64) -> [LinkAction<Address>] {
-        guard var peer = peers[address], peer.up, peer.current != nil else { return [] }
-        let action = seal(&peer, inner: .application, body: payload, now: now)
-        peers[address] = peer
-        return action.map { [$0] } ?? []
+        guard peers[address]?.up == true, var peer = peers.removeValue(forKey: address) else { return [] }
+        defer { peers[address] = peer }
+        return seal(&peer, inner: .application, body: payload, now: now).map { [$0] } ?? []
     }
 
     /// Tells every neighbour this node is going away and takes all links down.
@@ -632,26 +631,23 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return []
         }
         if let entry = halfOpen[index] { return completeHandshake(entry, datagram: datagram, counter: counter, from: source, now: now) }
-        guard let owner = sessionOwners[index], var peer = peers[owner] else {
+        // The peer and its session are moved out of their tables while they change (and back after), so the
+        // replay window and the rest change in place instead of being copied per datagram.
+        guard let owner = sessionOwners[index], var peer = peers.removeValue(forKey: owner) else {
             counters.unknownSession += 1
             return []
         }
-        let slot: WritableKeyPath<Peer<Address>, Session?>
-        if peer.current?.localIndex == index {
-            slot = \.current
-        } else if peer.previous?.localIndex == index {
-            slot = \.previous
-        } else {
+        defer { peers[owner] = peer }
+        let isCurrent = peer.current?.localIndex == index
+        guard var session = isCurrent ? peer.current.take() : peer.previous?.localIndex == index ? peer.previous.take() : nil else {
             counters.unknownSession += 1
             return []
         }
-        guard var session = peer[keyPath: slot], now - session.createdAt < config.rejectAfterMs,
-              let plaintext = open(datagram, counter: counter, session: &session)
-        else { return [] }
-        peer[keyPath: slot] = session
+        let plaintext = now - session.createdAt < config.rejectAfterMs ? open(datagram, counter: counter, session: &session) : nil
+        if isCurrent { peer.current = session } else { peer.previous = session }
+        guard let plaintext else { return [] }
         var actions: [LinkAction<Address>] = []
         accept(plaintext, datagram: datagram, peer: &peer, from: source, now: now, actions: &actions)
-        peers[owner] = peer
         return actions
     }
 
@@ -679,10 +675,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             counters.replayed += 1
             return nil
         }
-        let header = datagram[0..<LinkWire.transportHeaderBytes]
-        guard let plaintext = LinkCrypto.open(key: session.receiveKey, counter: counter, header: header,
-                                              ciphertext: datagram[LinkWire.transportHeaderBytes...])
-        else {
+        guard let plaintext = LinkCrypto.open(key: session.receiveKey, counter: counter, datagram: datagram) else {
             counters.authFailed += 1
             return nil
         }
@@ -735,18 +728,11 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     }
 
     private mutating func seal(_ peer: inout Peer<Address>, inner: InnerType, body: [UInt8], now: Int64) -> LinkAction<Address>? {
-        guard var session = peer.current, session.sendCounter < LinkWire.counterLimit else { return nil }
-        var header = ByteWriter(capacity: LinkWire.transportHeaderBytes)
-        header.write(LinkMessageType.transport.rawValue)
-        header.write(session.remoteIndex)
-        header.write(session.sendCounter)
-        session.sendCounter += 1
-        peer.current = session
-        var plaintext = [UInt8]()
-        plaintext.reserveCapacity(body.count + 1)
-        plaintext.append(inner.rawValue)
-        plaintext.append(contentsOf: body)
-        let datagram = LinkCrypto.seal(key: session.sendKey, counter: session.sendCounter - 1, header: header.bytes, plaintext: plaintext)
+        guard let session = peer.current, session.sendCounter < LinkWire.counterLimit else { return nil }
+        let counter = session.sendCounter
+        peer.current?.sendCounter += 1
+        let datagram = LinkCrypto.seal(key: session.sendKey, counter: counter,
+                                       header: (LinkMessageType.transport.rawValue, session.remoteIndex, counter), inner: inner.rawValue, body: body)
         peer.packetsOut += 1
         peer.bytesOut += datagram.count
         return outbound(datagram, to: peer.endpoint)
