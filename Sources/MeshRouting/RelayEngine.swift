@@ -354,15 +354,18 @@ public struct RelayEngine: Sendable {
     /// The hot path, for data messages (`ChainMessage.isData`): look the label up, check the neighbour, rewrite the
     /// label, pass the payload on (or up, at an end of the chain).
     public mutating func forward(_ payload: [UInt8], from node: WalletAddress, now: Int64) -> [RelayAction] {
+        // The session is moved out of its table while it changes (and back before anything else looks at it): no
+        // copy of its lists per packet.
         guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
-              var session = sessions[key] else {
+              var session = sessions.removeValue(forKey: key) else {
             counters.unknownLabel += 1
             return []
         }
         let from = fromDown ? session.down : session.up
         guard from?.node == node else {
             counters.wrongNeighbour += 1
-            sessions[key]?.drops += 1
+            session.drops += 1
+            sessions[key] = session
             return []
         }
         session.lastActivity = now
@@ -373,23 +376,17 @@ public struct RelayEngine: Sendable {
             session.packetsForward += 1
             session.bytesForward += payload.count
         }
-        switch session.role {
-        case .relay:
-            guard let to = fromDown ? session.up : session.down, to.label != 0 else {
-                session.drops += 1
-                sessions[key] = session
-                return []
-            }
-            sessions[key] = session
-            var out = payload
-            ChainMessage.setLabel(to.label, in: &out)
-            counters.forwardedPackets += 1
-            counters.forwardedBytes += out.count
-            return [.send(out, to: to.node)]
-        case .caller, .callee:
-            sessions[key] = session
-            return receiveAtEnd(key, role: session.role, payload[5...], now: now)
-        }
+        let role = session.role
+        let to = fromDown ? session.up : session.down
+        if role == .relay, to?.label ?? 0 == 0 { session.drops += 1 }
+        sessions[key] = session
+        guard role == .relay else { return receiveAtEnd(key, role: role, payload[5...], now: now) }
+        guard let to, to.label != 0 else { return [] }
+        var out = payload
+        ChainMessage.setLabel(to.label, in: &out)
+        counters.forwardedPackets += 1
+        counters.forwardedBytes += out.count
+        return [.send(out, to: to.node)]
     }
 
     private mutating func receiveAtEnd(_ key: ChainKey, role: Role, _ bytes: ArraySlice<UInt8>, now: Int64) -> [RelayAction] {
