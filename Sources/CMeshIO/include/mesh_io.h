@@ -14,8 +14,10 @@ struct mesh_datagram {
     int error;
 };
 
-/// Sends `count` datagrams with as few sendmmsg calls as the kernel allows. A datagram the kernel refuses is
-/// marked (its `error`) and skipped; the rest still go. Returns how many were refused.
+/// Sends `count` datagrams with as few sendmmsg calls as the kernel allows; consecutive datagrams of one size to
+/// one destination (contiguous in `bytes`) go as one UDP GSO message (UDP_SEGMENT), the kernel cutting them apart.
+/// A datagram the kernel refuses is marked (its `error`) and skipped; the rest still go. Returns how many were
+/// refused.
 unsigned mesh_send_batch(int fd, const unsigned char *bytes, struct mesh_datagram *datagrams, unsigned count);
 
 #endif
