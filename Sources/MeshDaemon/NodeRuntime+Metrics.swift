@@ -125,6 +125,18 @@ extension NodeRuntime {
             "relayed": r.setupsRelayed, "refused": r.setupsRefused, "rate_limited": r.setupsRateLimited,
         ])
         m.add("meshnode_relay_failovers_total", .counter, "Calls of this node moved to another chain.", r.failovers)
+        let (ts, tr) = (trunks.sent, trunks.received)
+        m.add("meshnode_trunk_trunks_total", .counter, "Trunks (shared datagrams of chain packets) sent and received, by direction.",
+              by: "direction", ["out": ts.trunks, "in": tr.trunks])
+        m.add("meshnode_trunk_entries_out_total", .counter, "Chain packets sent in trunks, by header kind.", by: "kind", [
+            "full": ts.fullEntries, "mini": ts.miniEntries,
+        ])
+        m.add("meshnode_trunk_entries_in_total", .counter, "Chain packets received in trunks and restored, by header kind.", by: "kind", [
+            "full": tr.fullEntries, "mini": tr.miniEntries,
+        ])
+        m.add("meshnode_trunk_dropped_total", .counter, "Trunk entries dropped, by reason (docs/forwarding.md).", by: "reason", [
+            "malformed": tr.malformed, "mini_without_context": tr.miniWithoutContext, "mini_mismatch": tr.miniMismatch,
+        ])
 
         let f = finder.counters
         m.add("meshnode_finder_answered_total", .counter, "Wallet queries over links this node answered.", f.answered)

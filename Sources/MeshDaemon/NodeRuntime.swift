@@ -35,6 +35,12 @@ public final class NodeRuntime: @unchecked Sendable {
     var calls: CallEngine
     var gossip: GossipEngine
     var relay: RelayEngine
+    /// Trunks: data messages to each neighbour gathered into shared datagrams, and trunks from neighbours opened.
+    var trunks: Trunker
+    /// The pending trunk-hold timer and its deadline (monotonic µs).
+    var trunkTimer: (task: Scheduled<Void>, deadline: Int64)?
+    /// Whether the end of this turn of the event loop is scheduled (`endTurnSoon`).
+    var turnEnding = false
     var finder: WalletFinder
     /// This node's own "who hosts this wallet?" queries over links, by query id.
     var finds: [UInt64: EventLoopPromise<WalletAddress>] = [:]
@@ -93,6 +99,9 @@ public final class NodeRuntime: @unchecked Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
+    /// A monotonic clock in µs, for timers that must not jump with the wall clock.
+    static func monotonicUs() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000) }
+
     init(config: NodeConfig, nodeKey: PrivateKey, wallets: [PrivateKey], store: NodeStore, logger: Logger,
          group: MultiThreadedEventLoopGroup) throws {
         self.config = config
@@ -116,6 +125,9 @@ public final class NodeRuntime: @unchecked Sendable {
         finder = WalletFinder(config: finderConfig)
         relay = RelayEngine(local: nodeKey.address, config: config.relayConfig,
                             seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
+        var trunkConfig = TrunkConfig()
+        trunkConfig.holdUs = Int64(config.trunkHoldMs) * 1_000
+        trunks = Trunker(config: trunkConfig)
         startedAt = now
         stopped = loop.makePromise()
         // The contacts table is saved as what changed since this (docs/storage.md).
@@ -301,6 +313,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 self.runCall(self.calls.hangup(call.id, now: now))
             }
             self.leaveOverlay(now: now)
+            for (neighbour, trunk) in self.trunks.flushAll() { self.run(self.links.send(trunk, to: neighbour, now: now)) }
             self.run(self.links.closeAll(now: now))
             self.flushOutbox()
             self.control?.close()
@@ -400,8 +413,24 @@ public final class NodeRuntime: @unchecked Sendable {
     /// together when the turn ends, in as few sendmmsg calls as the kernel allows (docs/forwarding.md, "Batches").
     func sendDatagram(_ bytes: [UInt8], to address: SocketAddress) {
         guard udp != nil else { return }
-        if outbox.isEmpty { loop.execute { self.flushOutbox() } }
+        endTurnSoon()
         outbox.append(bytes, to: address)
+    }
+
+    /// Makes sure `endTurn` runs once the event loop has handled what is ready now.
+    func endTurnSoon() {
+        guard !turnEnding else { return }
+        turnEnding = true
+        loop.execute { self.endTurn() }
+    }
+
+    /// The end of a turn: trunks with company leave, lone packets start their hold, and every queued datagram goes.
+    private func endTurn() {
+        let now = Self.now()
+        for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { run(links.send(trunk, to: neighbour, now: now)) }
+        scheduleTrunkHold()
+        flushOutbox()
+        turnEnding = false
     }
 
     /// Sends what the turn queued.
@@ -414,6 +443,30 @@ public final class NodeRuntime: @unchecked Sendable {
             counters.sendFailed += 1
             logger.debug("datagram not sent", metadata: ["to": "\(Self.describe(address))", "error": "\(String(cString: strerror(code)))"])
         }
+    }
+
+    /// A data message to a neighbour: into its trunk when trunking is on, else a datagram of its own.
+    private func sendData(_ message: [UInt8], to neighbour: WalletAddress, now: Int64) {
+        guard config.trunking, TrunkWire.canCarry(message) else {
+            run(links.send(message, to: neighbour, now: now))
+            return
+        }
+        endTurnSoon()
+        if let full = trunks.enqueue(message, to: neighbour, now: Self.monotonicUs()) { run(links.send(full, to: neighbour, now: now)) }
+    }
+
+    /// Wakes up for the earliest held trunk (a lone packet's wait for company ends).
+    private func scheduleTrunkHold() {
+        guard let deadline = trunks.nextDeadline, deadline < trunkTimer?.deadline ?? .max else { return }
+        trunkTimer?.task.cancel()
+        let task = loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(deadline, 0)) * 1_000)) {
+            self.trunkTimer = nil
+            guard self.udp != nil else { return }
+            let now = Self.now()
+            for (neighbour, trunk) in self.trunks.expire(now: Self.monotonicUs()) { self.run(self.links.send(trunk, to: neighbour, now: now)) }
+            self.scheduleTrunkHold()
+        }
+        trunkTimer = (task, deadline)
     }
 
     /// Runs link actions: datagrams out, payloads up, link events logged.
@@ -430,6 +483,7 @@ public final class NodeRuntime: @unchecked Sendable {
             case .down(let peer, let reason):
                 logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
                 runGossip(gossip.neighbourDown(peer, nowMs: Self.now()))
+                trunks.linkDown(peer)
                 runRelay(relay.linkDown(peer, routes: routes, now: Self.now()))
             case .refused(let endpoint, let reason):
                 logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
@@ -440,6 +494,11 @@ public final class NodeRuntime: @unchecked Sendable {
     private func deliver(_ payload: [UInt8], from node: WalletAddress) {
         if ChainMessage.isData(payload) {
             runRelay(relay.forward(payload, from: node, now: Self.now()))
+            return
+        }
+        if TrunkWire.isTrunk(payload) {
+            let now = Self.now()
+            for message in trunks.open(payload, from: node) { runRelay(relay.forward(message, from: node, now: now)) }
             return
         }
         if ChainMessage.claims(payload) {
@@ -505,7 +564,12 @@ public final class NodeRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let bytes, let to):
-                run(links.send(bytes, to: to, now: now))
+                if ChainMessage.isData(bytes) {
+                    sendData(bytes, to: to, now: now)
+                } else {
+                    if let trunk = trunks.flush(to) { run(links.send(trunk, to: to, now: now)) }
+                    run(links.send(bytes, to: to, now: now))
+                }
             case .deliver(let call, let bytes):
                 deliverCall(call, bytes)
             case .chainUp(let call):

@@ -3,6 +3,7 @@ import MeshCall
 @testable import MeshDaemon
 import MeshControl
 import MeshIdentity
+import MeshMetrics
 import MeshRouting
 import MeshTestKit
 import Testing
@@ -106,6 +107,47 @@ import Testing
 
     /// Reject, busy, hangup by the callee, and a callee that vanishes, over a chain of two links, as between
     /// neighbours.
+    /// A relayed echo call matches its audio with trunking on and off. On, every hop sends the call's packets in
+    /// trunks with mini-frame headers and the next hop restores them: end-to-end SRTP accepts every packet (it
+    /// would refuse any byte restored wrong), and nothing is dropped as a bad mini-frame. Off, no trunk is sent.
+    @Test(arguments: ["on", "off"]) func relayedCallsMatchWithTrunkingOnAndOff(_ trunking: String) throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch)
+        let c = try NodeProcess("c", in: scratch, arguments: ["--auto-answer", "echo", "--trunking", trunking])
+        let b = try NodeProcess("b", in: scratch, arguments: ["--peer", Self.peer(c), "--trunking", trunking])
+        let a = try NodeProcess("a", in: scratch, arguments: ["--peer", Self.peer(b), "--allow-link", b.address, "--trunking", trunking])
+        defer { [a, b, c].forEach { $0.stop() } }
+        try Self.links(b, 2)
+        let (result, summary) = try Self.call(a, c.address, duration: 6, play: speech, record: scratch.file("reply.wav"))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(Self.chain(summary) == [b.address, c.address])
+        let correlation = try speechMatch(speech, scratch.file("reply.wav"))["correlation"]?.doubleValue ?? 0
+        #expect(correlation > speechMatchFloor, "trunking \(trunking): match \(correlation)")
+
+        func metrics(_ node: NodeProcess) throws -> MetricsSnapshot {
+            try JSONDecoder().decode(MetricsSnapshot.self, from: Data(node.ctl(["metrics", "--json"]).stdout.utf8))
+        }
+        let (ma, mb, mc) = (try metrics(a), try metrics(b), try metrics(c))
+        for m in [ma, mc] { #expect(m.value("meshnode_media_srtp_rejected_total") == 0) }
+        let miniIn = mb.value("meshnode_trunk_entries_in_total", ["kind": "mini"]) ?? -1
+        let miniOut = mb.value("meshnode_trunk_entries_out_total", ["kind": "mini"]) ?? -1
+        let restoredAtEnds = (ma.value("meshnode_trunk_entries_in_total", ["kind": "mini"]) ?? -1)
+            + (mc.value("meshnode_trunk_entries_in_total", ["kind": "mini"]) ?? -1)
+        for m in [ma, mb, mc] {
+            for reason in ["malformed", "mini_without_context", "mini_mismatch"] {
+                #expect(m.value("meshnode_trunk_dropped_total", ["reason": reason]) == 0, "\(reason)")
+            }
+        }
+        if trunking == "on" {
+            // 6 s of speech each way: about 300 packets per direction, nearly all of them mini-frames.
+            #expect(miniIn > 400 && miniOut > 400 && restoredAtEnds > 400, "relay in \(miniIn), out \(miniOut); ends \(restoredAtEnds)")
+        } else {
+            #expect(mb.value("meshnode_trunk_trunks_total", ["direction": "in"]) == 0)
+            #expect(mb.value("meshnode_trunk_trunks_total", ["direction": "out"]) == 0)
+        }
+    }
+
     @Test func callControlWorksOverAChain() throws {
         let scratch = Scratch()
         defer { scratch.remove() }

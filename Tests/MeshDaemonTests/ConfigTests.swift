@@ -30,6 +30,9 @@ import Testing
             hop_limit = 4
             max_sessions = 50
             max_sessions_per_neighbour = 5
+            setups_per_second = 400
+            trunking = "off"
+            trunk_hold_ms = 5
             allow_links = ["\(pinned.checksummed)"]
             metrics = "127.0.0.1:9100"
             """) { path in
@@ -50,6 +53,8 @@ import Testing
             #expect(c.socketBuffer == 8 << 20)
             #expect(c.relayConfig.hopLimit == 4 && c.gossipConfig.nodeRadius == 4)
             #expect(c.relayConfig.maxSessions == 50 && c.relayConfig.maxSessionsPerNeighbour == 5)
+            #expect(c.relayConfig.setupsPerSecond == 400 && c.relayConfig.setupBurst == 800)
+            #expect(!c.trunking && c.trunkHoldMs == 5)
             #expect(c.linkConfig.allowedPeers == [pinned])
             #expect(c.metrics == HostPort(host: "127.0.0.1", port: 9100))
         }
@@ -73,6 +78,10 @@ import Testing
         ("max_sessions = -1", "max_sessions: must be 0–1000000"),
         ("max_sessions_per_neighbour = 2000000", "max_sessions_per_neighbour: must be 0–1000000"),
         ("allow_links = [\"0x12\"]", "allow_links:"),
+        ("setups_per_second = 0", "setups_per_second: must be 1–100000"),
+        ("trunking = \"maybe\"", "trunking: expected on or off, got \"maybe\""),
+        ("trunking = 1", "trunking must be on, off, true or false"),
+        ("trunk_hold_ms = 50", "trunk_hold_ms: must be 0–20"),
         ("listen = [", "line 1"),
         // What toml++ asserts on instead of reporting (found by the `config` fuzz target), and what it reports.
         ("[/bootstrap]", "line 1: a table header must begin with a key"),
