@@ -683,7 +683,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return plaintext
     }
 
-    private mutating func accept(_ plaintext: [UInt8], datagram: [UInt8], peer: inout Peer<Address>, from source: Address, now: Int64,
+    private mutating func accept(_ plaintext: consuming [UInt8], datagram: [UInt8], peer: inout Peer<Address>, from source: Address, now: Int64,
                                  actions: inout [LinkAction<Address>]) {
         peer.endpoint = source
         peer.lastReceivedAt = now
@@ -692,18 +692,18 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         handleInner(plaintext, peer: &peer, now: now, actions: &actions)
     }
 
-    private mutating func handleInner(_ plaintext: [UInt8], peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
+    private mutating func handleInner(_ plaintext: consuming [UInt8], peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
         guard let type = plaintext.first.flatMap(InnerType.init(rawValue:)) else {
             counters.malformed += 1
             return
         }
-        var reader = ByteReader(plaintext, offset: 1)
         switch type {
         case .keepalive:
             break
         case .close:
             markDown(&peer, reason: "closed by peer", actions: &actions)
         case .ping:
+            var reader = ByteReader(plaintext, offset: 1)
             guard let id = reader.readUInt32() else {
                 counters.malformed += 1
                 return
@@ -712,6 +712,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             w.write(id)
             if let pong = seal(&peer, inner: .pong, body: w.bytes, now: now) { actions.append(pong) }
         case .pong:
+            var reader = ByteReader(plaintext, offset: 1)
             guard let id = reader.readUInt32(), let sentAt = peer.outstandingPings.removeValue(forKey: id) else { return }
             let sample = Double(now - sentAt)
             if let srtt = peer.srttMs, let rttVar = peer.rttVarMs {
@@ -723,7 +724,10 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             }
             record(outcome: true, in: &peer)
         case .application:
-            actions.append(.deliver(Array(plaintext[1...]), from: peer.address))
+            // The plaintext is this call's own: its type byte is removed in place (a move of the bytes, no copy).
+            var payload = plaintext
+            payload.removeFirst()
+            actions.append(.deliver(payload, from: peer.address))
         }
     }
 
