@@ -40,7 +40,9 @@ struct ForwardLoad: ParsableCommand {
         guard ["shared", "independent"].contains(grid) else { throw ValidationError("--grid must be shared or independent") }
         guard sessions >= 1, sessions <= 1_000_000 else { throw ValidationError("--sessions must be 1 to 1,000,000") }
         guard payloadBytes >= MediaPacket.stampBytes, payloadBytes <= 1_400 else { throw ValidationError("--payload-bytes must be 16 to 1,400") }
-        guard seconds > 0, window >= 1, (count ?? 1) >= 1 else { throw ValidationError("--seconds, --window and --count must be positive") }
+        guard window >= 1, (count ?? 1) >= 1 else { throw ValidationError("--window and --count must be positive") }
+        // The sender's links are not ticked while the pre-sealed packets go out; its sessions rekey after 120 s.
+        guard seconds > 0, seconds <= 100 else { throw ValidationError("--seconds must be above 0 and at most 100") }
     }
 
     func run() throws {
@@ -184,7 +186,7 @@ struct ForwardLoad: ParsableCommand {
     }
 
     /// As fast as the relay takes it: the next group while fewer than `window` packets are in flight (sent and not yet
-    /// at the sink); packets in flight for 20 ms without progress count as lost. Until the groups or `seconds` end.
+    /// at the sink); packets in flight for 200 ms without progress count as lost. Until the groups or `seconds` end.
     private func saturate(_ sender: Sender, groups: [Group], start: Int, shared: Shared) -> (relayed: Int, direct: Int) {
         let deadline = start + Int(seconds * 1e9)
         var sent = 0, writtenOff = 0, next = 0
@@ -194,7 +196,7 @@ struct ForwardLoad: ParsableCommand {
             let now = monotonicNs()
             if received != lastProgress.received {
                 lastProgress = (received, now)
-            } else if now - lastProgress.at > 20_000_000 {
+            } else if now - lastProgress.at > 200_000_000 {
                 writtenOff = sent - received
                 lastProgress.at = now
             }
