@@ -17,7 +17,7 @@ struct ForwardLoad: ParsableCommand {
             Modes: saturate (as fast as the relay takes it: at most --window packets in flight, for --seconds or \
             --count packets; no latency), voice (--sessions × 50 packets/s, on one shared 20 ms grid or each \
             session at its own random phase, latency from each packet's scheduled send time, and a direct baseline \
-            stream S → D at 50 packets/s not through the relay). Prints one JSON object.
+            stream S → D at 500 packets/s not through the relay). Prints one JSON object.
             """)
 
     @Option(help: "The relay's UDP port on 127.0.0.1.") var relayPort: UInt16
@@ -127,11 +127,12 @@ struct ForwardLoad: ParsableCommand {
     }
 
     /// voice: every session sends 50 packets/s for `seconds`, on one shared 20 ms grid or each at its own random phase
-    /// within the 20 ms; the baseline stream at phase 0. Packets due at the same time form one group.
+    /// within the 20 ms; the baseline stream 500 packets/s, every 2 ms (enough samples for its p99 in a few seconds).
+    /// Packets due at the same time form one group.
     private func voiceGroups(_ sender: inout Sender) -> [Group] {
         let period = 20_000_000
         var phases = (0..<sessions).map { (session: $0, phase: grid == "shared" ? 0 : Int.random(in: 0..<period)) }
-        phases.append((Sender.direct, 0))
+        phases += (0..<10).map { (Sender.direct, $0 * period / 10) }
         phases.sort { ($0.phase, $0.session) < ($1.phase, $1.session) }
         var groups: [Group] = []
         for k in 0..<Int((seconds * 1e9 / Double(period)).rounded()) {
