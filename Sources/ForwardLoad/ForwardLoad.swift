@@ -110,7 +110,7 @@ struct ForwardLoad: ParsableCommand {
         let relayRunDelay = cpuStart.2.flatMap { before in cpuEnd.2.map { $0 - before } }
         let report = Report(
             mode: mode, relay: plain ? "plain" : "mesh", grid: mode == "voice" ? grid : nil, sessions: sessions,
-            sessionsUp: sender.sessionsUp, payloadBytes: payloadBytes, setupSeconds: setupSeconds, prepareSeconds: prepareSeconds,
+            sessionsUp: sender.sessionsUp, setupsAnswered: sink.setupsAnswered, payloadBytes: payloadBytes, setupSeconds: setupSeconds, prepareSeconds: prepareSeconds,
             durationSeconds: duration, sent: sent, received: sink.unique, lost: lost, duplicates: sink.duplicates,
             misrouted: sink.misrouted, lossPercent: sent > 0 ? 100 * Double(lost) / Double(sent) : 0,
             sentPerSecond: Double(sent) / duration, receivedPerSecond: Double(sink.unique) / duration,
@@ -263,6 +263,8 @@ struct Report: Encodable {
     let grid: String?
     let sessions: Int
     let sessionsUp: Int
+    /// Set-ups the sink answered (mesh; a set-up the relay sent again is answered again).
+    let setupsAnswered: Int
     let payloadBytes: Int
     let setupSeconds: Double
     /// Making (mesh: sealing) every packet before the traffic phase.
