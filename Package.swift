@@ -83,6 +83,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .executableTarget(name: "LinkBench", dependencies: ["MeshLink", "MeshIdentity", "CSodium", "CMeshIO"], swiftSettings: strict),
+        .target(name: "CBatchIO"),
+        .executableTarget(name: "ForwardLoad", dependencies: [
+            "CBatchIO", "MeshLink", "MeshRouting", "MeshIdentity", "MeshWire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
@@ -100,6 +105,6 @@ let package = Package(
             "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",
         ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
         .testTarget(name: "MeshFloodTests", dependencies: ["MeshFlood", "MeshDHT", "MeshIdentity", "MeshLink"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "ForwardLoad", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
     ]
 )
