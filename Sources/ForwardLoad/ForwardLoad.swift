@@ -23,6 +23,8 @@ struct ForwardLoad: ParsableCommand {
     @Option(help: "The relay's UDP port on 127.0.0.1.") var relayPort: UInt16
     @Option(help: "saturate or voice.") var mode: String
     @Flag(help: "Speak the C relay's plain format instead of the mesh protocol.") var plain = false
+    @Flag(help: "Send the packets of each batch (one tick of the grid, one saturate batch) in trunks with mini-frames, as a node with --trunking on does.")
+    var trunking = false
     @Option(help: "Sessions (chains) through the relay.") var sessions = 100
     @Option(help: "RTP payload bytes per packet (at least 16).") var payloadBytes = 120
     @Option(help: "How long to send, seconds.") var seconds: Double = 5
@@ -43,6 +45,7 @@ struct ForwardLoad: ParsableCommand {
         guard window >= 1, (count ?? 1) >= 1 else { throw ValidationError("--window and --count must be positive") }
         // The sender's links are not ticked while the pre-sealed packets go out; its sessions rekey after 120 s.
         guard seconds > 0, seconds <= 100 else { throw ValidationError("--seconds must be above 0 and at most 100") }
+        guard !(trunking && plain) else { throw ValidationError("--trunking needs the mesh protocol (not --plain)") }
     }
 
     func run() throws {
@@ -67,7 +70,7 @@ struct ForwardLoad: ParsableCommand {
         }
         let relay = relayPid.map(RelayProcess.init)
         var sender = Sender(fd: senderFd, framing: framing, sessions: sessions, payloadBytes: payloadBytes, relayPort: relayPort,
-                            sinkPort: sinkPort)
+                            sinkPort: sinkPort, trunking: trunking)
         try sender.link(shared: shared, timeoutNs: 20_000_000_000)
         let rssBefore = relay?.rssKiB()
         let setupStart = monotonicNs()
@@ -112,7 +115,7 @@ struct ForwardLoad: ParsableCommand {
             mode: mode, relay: plain ? "plain" : "mesh", grid: mode == "voice" ? grid : nil, sessions: sessions,
             sessionsUp: sender.sessionsUp, setupsAnswered: sink.setupsAnswered, payloadBytes: payloadBytes, setupSeconds: setupSeconds, prepareSeconds: prepareSeconds,
             durationSeconds: duration, sent: sent, received: sink.unique, lost: lost, duplicates: sink.duplicates,
-            misrouted: sink.misrouted, lossPercent: sent > 0 ? 100 * Double(lost) / Double(sent) : 0,
+            misrouted: sink.misrouted, trunking: trunking, trunkDrops: sink.trunkDrops, lossPercent: sent > 0 ? 100 * Double(lost) / Double(sent) : 0,
             sentPerSecond: Double(sent) / duration, receivedPerSecond: Double(sink.unique) / duration,
             latencyP50Us: sink.latencyP50Us, latencyP99Us: sink.latencyP99Us,
             directSent: counts.direct, directReceived: sink.directPackets,
@@ -277,6 +280,9 @@ struct Report: Encodable {
     let lost: Int
     let duplicates: Int
     let misrouted: Int
+    /// Whether S sent trunks; trunk entries D could not restore.
+    let trunking: Bool
+    let trunkDrops: Int
     let lossPercent: Double
     let sentPerSecond: Double
     let receivedPerSecond: Double

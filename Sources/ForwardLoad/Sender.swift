@@ -36,10 +36,13 @@ struct Sender {
     private var chainOf: [UInt32]
     private var resendAt: [Int: Int] = [:]
     private var nextTick = 0
+    /// With trunking, the trunks of data messages to the relay (the mini-frame contexts of every session).
+    private var trunks: TrunkEncoder?
     /// Acknowledged table size of the C relay.
     private var plainInstalled = 0
 
-    init(fd: Int32, framing: Framing, sessions: Int, payloadBytes: Int, relayPort: UInt16, sinkPort: UInt16) {
+    init(fd: Int32, framing: Framing, sessions: Int, payloadBytes: Int, relayPort: UInt16, sinkPort: UInt16, trunking: Bool) {
+        trunks = trunking ? TrunkEncoder() : nil
         self.framing = framing
         self.sessions = sessions
         self.payloadBytes = payloadBytes
@@ -238,10 +241,18 @@ struct Sender {
         guard links != nil else { return messages.map { Datagram(bytes: $0, port: port) } }
         let node = hop == .relay ? relayNode! : sinkNode!
         let now = wallMs()
+        var payloads = messages
+        // A batch leaves together: the messages to the relay in as few trunks as fit (the direct baseline stream stays
+        // per packet, so that it measures the path, not trunking).
+        if hop == .relay, var encoder = trunks {
+            payloads = messages.compactMap { encoder.append($0) }
+            if let last = encoder.finish() { payloads.append(last) }
+            trunks = encoder
+        }
         var datagrams: [Datagram] = []
-        datagrams.reserveCapacity(messages.count)
-        for message in messages {
-            for case .send(let bytes, let to) in links!.send(message, to: node, now: now) { datagrams.append(Datagram(bytes: bytes, port: to.port)) }
+        datagrams.reserveCapacity(payloads.count)
+        for payload in payloads {
+            for case .send(let bytes, let to) in links!.send(payload, to: node, now: now) { datagrams.append(Datagram(bytes: bytes, port: to.port)) }
         }
         return datagrams
     }

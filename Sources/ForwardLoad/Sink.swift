@@ -53,6 +53,8 @@ struct SinkReport: Sendable {
     var duplicates = 0
     /// Packets whose label named another session than the one inside them.
     var misrouted = 0
+    /// Trunk entries the sink could not restore (malformed, a mini-frame without or against its context).
+    var trunkDrops = 0
     var latencyP50Us: Int?
     var latencyP99Us: Int?
     var directPackets = 0
@@ -84,6 +86,8 @@ struct Sink {
     private var takenSinceSignal = 0
     /// `shared.trafficStart` as last read.
     private var start = 0
+    /// Trunks from the relay (a relay with --trunking on), opened as a node does.
+    private var trunks = TrunkDecoder()
 
     init(fd: Int32, framing: Framing, sessions: Int, relayPort: UInt16, shared: Shared) {
         self.framing = framing
@@ -159,6 +163,9 @@ struct Sink {
     private mutating func receive(linkPayload payload: [UInt8], from node: WalletAddress, nowNs: Int) {
         if ChainMessage.isData(payload) {
             take(message: payload, labelAt: 1, nowNs: nowNs)
+        } else if TrunkWire.isTrunk(payload) {
+            for message in trunks.decode(payload) { take(message: message, labelAt: 1, nowNs: nowNs) }
+            report.trunkDrops = trunks.counters.malformed + trunks.counters.miniWithoutContext + trunks.counters.miniMismatch
         } else if case .setup(let setup)? = ChainMessage(parsing: payload), node == relayNode, setup.key.call < UInt64(sessions) {
             let accept = ChainMessage.accept(setup.key, label: Labels.sinkBase + UInt32(setup.key.call), figures: [])
             perform(links!.send(accept.serialize(), to: node, now: wallMs()))
