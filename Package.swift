@@ -7,9 +7,9 @@ func systemLibrary(_ name: String, pkgConfig: String, apt: [String]) -> Target {
 }
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
-/// The modules on the forwarding path are generic over the address type (LinkManager<Address>): compiled for
-/// cross-module optimisation, the node gets copies specialised for its address type instead of looking generic
-/// metadata up at run time for every packet (docs/links.md, "Benchmark").
+/// The modules on the forwarding path: compiled for cross-module optimisation, the node gets copies of their generic
+/// code specialised for its types (LinkManager<Address>, ByteWriter.write<T>) instead of looking generic metadata
+/// up and calling protocol witnesses at run time for every packet (docs/performance.md).
 let hotPath: [SwiftSetting] = strict + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 
 let package = Package(
@@ -38,7 +38,7 @@ let package = Package(
         systemLibrary("CBotan", pkgConfig: "botan-2", apt: ["libbotan-2-dev"]),
 
         .target(name: "CMeshIO"),
-        .target(name: "MeshWire", swiftSettings: strict),
+        .target(name: "MeshWire", swiftSettings: hotPath),
         .target(name: "MeshMetrics", swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "MeshDHT", dependencies: [
             "MeshWire", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
-        .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: strict),
+        .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity"], swiftSettings: hotPath),
         .target(name: "MeshStore", dependencies: [
             "MeshDHT", "MeshIdentity", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),

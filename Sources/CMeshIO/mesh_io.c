@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -91,4 +92,29 @@ unsigned mesh_send_batch(int fd, const unsigned char *bytes, struct mesh_datagra
         next = first[0] + runs[0];
     }
     return refused;
+}
+
+int mesh_receive_batch(int fd, unsigned char *bytes, size_t slot, struct mesh_received *received, unsigned count, int timeout_ms) {
+    struct mmsghdr headers[chunk];
+    struct iovec vectors[chunk];
+    if (count > chunk) count = chunk;
+    struct pollfd readable = {.fd = fd, .events = POLLIN};
+    int ready = poll(&readable, 1, timeout_ms);
+    if (ready <= 0) return ready < 0 && errno != EINTR ? -1 : 0;
+    memset(headers, 0, sizeof(struct mmsghdr) * count);
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = bytes + i * slot;
+        vectors[i].iov_len = slot;
+        headers[i].msg_hdr.msg_iov = &vectors[i];
+        headers[i].msg_hdr.msg_iovlen = 1;
+        headers[i].msg_hdr.msg_name = &received[i].address;
+        headers[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+    }
+    int n = recvmmsg(fd, headers, count, MSG_DONTWAIT, NULL);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    for (int i = 0; i < n; i++) {
+        received[i].length = headers[i].msg_hdr.msg_flags & MSG_TRUNC ? 0 : headers[i].msg_len;
+        received[i].address_length = headers[i].msg_hdr.msg_namelen;
+    }
+    return n;
 }

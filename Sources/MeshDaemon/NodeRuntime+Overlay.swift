@@ -76,7 +76,7 @@ extension NodeRuntime {
     /// Endpoints: `--advertise`, else the bound address when it is a specific one. Relays: linked neighbours.
     func currentReach() -> Reach {
         var endpoints = advertisedEndpoints
-        if endpoints.isEmpty, let bound = udp?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
+        if endpoints.isEmpty, let bound = udpSocket?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
            !endpoint.ip.allSatisfy({ $0 == 0 }) {
             endpoints = [endpoint]
         }

@@ -73,7 +73,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var chainHistory: [CallID: ChainHistory] = [:]
     var resolves: [UInt32: PendingResolve] = [:]
     var counters = NodeCounters()
-    var udp: Channel?
+    /// The thread reading the node's UDP port; nil once the node stops (or the socket failed).
+    var udp: UDPReader?
     var udpSocket: UDPSocket?
     /// Datagrams queued in this turn of the event loop (`sendDatagram`).
     var outbox = Outbox()
@@ -211,48 +212,30 @@ public final class NodeRuntime: @unchecked Sendable {
         (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
     }
 
-    /// Hands the bound UDP socket to SwiftNIO (which closes it from then on, also when this fails), starts the
-    /// control socket and dials the configured peers.
+    /// Starts reading the bound UDP socket (a `UDPReader` thread), starts the control socket and dials the
+    /// configured peers.
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
-        do {
-            let channel: Channel
-            do {
-                channel = try DatagramBootstrap(group: group)
-                    // Batches of datagrams per system call (recvmmsg), each up to `maxDatagramBytes`.
-                    .channelOption(ChannelOptions.datagramVectorReadMessageCount, value: Self.readBatch)
-                    .channelOption(ChannelOptions.recvAllocator,
-                                   value: FixedSizeRecvByteBufferAllocator(capacity: Self.readBatch * Self.maxDatagramBytes))
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(DatagramHandler(runtime: self))
-                        }
-                    }
-                    .withBoundSocket(socket.descriptor).wait()
-            } catch {
-                socket.close()
-                throw error
+        udpSocket = socket
+        udp = UDPReader(socket: socket, deliver: { batch in
+            self.loop.execute {
+                self.receive(batch)
+                self.udp?.batchDone()
             }
-            udp = channel
-            udpSocket = socket
-            logSocketBuffers(socket)
-            // SwiftNIO owns the descriptor and closes it with the channel (also on a fatal read error): from
-            // then on nothing may be sent through it, and the node says so.
-            channel.closeFuture.whenComplete { _ in
+        }, failed: { code in
+            self.loop.execute {
                 guard self.udp != nil else { return }
                 self.udp = nil
-                self.udpSocket = nil
-                self.logger.error("UDP socket closed; the node can no longer send or receive", metadata: [:])
+                self.logger.error("UDP socket failed; the node can no longer send or receive",
+                                  metadata: ["error": "\(String(cString: strerror(code)))"])
             }
-        } catch {
-            throw ConfigError("listen \(config.listen): cannot bind UDP (\(Self.describeBindError(error)))")
-        }
+        })
+        logSocketBuffers(socket)
         do {
             control = try ControlServer.start(path: config.resolvedControlSocket, on: group, service: self)
         } catch {
-            // Closed on purpose, before the node started: not the failure the close handler above reports.
-            let channel = udp
+            udp?.stop()
             udp = nil
-            try? channel?.close().wait()
+            socket.close()
             throw ConfigError("control socket \(config.resolvedControlSocket): \(error)")
         }
         let peerTargets = endpoints.peers
@@ -275,10 +258,6 @@ public final class NodeRuntime: @unchecked Sendable {
         }.wait()
     }
 
-    /// Datagrams read per recvmmsg call, and the largest datagram read whole.
-    static let readBatch = 32
-    static let maxDatagramBytes = 2_048
-
     private func logSocketBuffers(_ socket: UDPSocket) {
         guard let status = socket.status() else { return }
         // The kernel reports twice the size set (its bookkeeping overhead); less than that means it capped the request.
@@ -292,7 +271,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
-    public var localEndpoint: String { udp?.localAddress.map(Self.describe) ?? config.listen.description }
+    public var localEndpoint: String { udpSocket?.localAddress.map(Self.describe) ?? config.listen.description }
 
     /// Where the metrics endpoint listens (the port the kernel chose for port 0), when there is one.
     var metricsAddress: String? { metricsServer?.localAddress.map(Self.describe) }
@@ -319,9 +298,14 @@ public final class NodeRuntime: @unchecked Sendable {
             self.control?.close()
             self.metricsServer?.close(promise: nil)
             self.logger.info("node stopped")
-            let udp = self.udp
+            let (reader, socket) = (self.udp, self.udpSocket)
             self.udp = nil
-            (udp?.close() ?? self.loop.makeSucceededVoidFuture()).whenComplete { _ in self.stopped.succeed(()) }
+            // The reader thread takes up to its poll timeout to notice; the event loop does not wait for it.
+            DispatchQueue.global().async {
+                reader?.stop()
+                socket?.close()
+                self.stopped.succeed(())
+            }
         }
     }
 
@@ -399,6 +383,11 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     // MARK: inputs
+
+    /// One batch read from the node's port.
+    private func receive(_ batch: [ReceivedDatagram]) {
+        for datagram in batch { receive(datagram: datagram.bytes, from: datagram.source) }
+    }
 
     /// The node's port carries link datagrams (0xE1–0xE3) and DHT datagrams (0xE4).
     func receive(datagram: [UInt8], from source: SocketAddress) {
@@ -797,22 +786,5 @@ struct LinkRoutes: RelayRoutes {
     func figures(_ neighbour: WalletAddress) -> HopFigures {
         let quality = runtime.links.quality(neighbour)
         return HopFigures(node: runtime.nodeKey.address, rttMs: quality?.rttMs, lossPercent: quality?.lossPercent ?? 0)
-    }
-}
-
-/// Reads datagrams from the node's UDP port into the runtime (on its event loop).
-private final class DatagramHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let runtime: NodeRuntime
-    init(runtime: NodeRuntime) { self.runtime = runtime }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var envelope = unwrapInboundIn(data)
-        let bytes = envelope.data.readBytes(length: envelope.data.readableBytes) ?? []
-        runtime.receive(datagram: bytes, from: envelope.remoteAddress)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // ICMP port-unreachable and similar arrive here on a UDP socket; the port stays open.
     }
 }

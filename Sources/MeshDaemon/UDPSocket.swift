@@ -3,14 +3,14 @@ import Foundation
 import MeshLink
 import NIOCore
 
-/// The node's UDP socket, bound here and handed to SwiftNIO for reading (`DatagramBootstrap.withBoundSocket`),
-/// while datagrams go out through `sendto` directly.
+/// The node's UDP socket: read by a `UDPReader` thread, written in batches from the event loop (`send(_:)`).
 ///
-/// Decision: SwiftNIO's datagram channel closes itself on any send error except EMSGSIZE and EHOSTUNREACH. A
-/// node sends to many peers, and one send refused by a local firewall (EPERM), to a network that is not routed
-/// (ENETUNREACH), or to an address of the wrong family must cost that one datagram, not the node's only socket
-/// (which left the node running but deaf). Sending ourselves keeps each failure to its datagram; the owner
-/// counts them.
+/// Decision: the node does its own socket I/O instead of SwiftNIO's datagram channel. That channel closes itself on
+/// any send error except EMSGSIZE and EHOSTUNREACH, and a node sends to many peers: one send refused by a local
+/// firewall (EPERM), to a network that is not routed (ENETUNREACH), or to an address of the wrong family must cost
+/// that one datagram, not the node's only socket (which left the node running but deaf). And its read path turned
+/// every source address into text (inet_ntop) for every datagram: a tenth of a relay's work per forwarded packet
+/// (docs/performance.md).
 ///
 /// Decision (docs/links.md, "The socket"): the kernel's default receive buffer (212 KB here) overflowed at 60,000
 /// junk datagrams/s and dropped 31 % of a call's media while the node was only 60 % busy. The node asks for
@@ -51,9 +51,29 @@ struct UDPSocket {
 
     private static let soMeminfo: CInt = 55
 
-    /// Closes the descriptor; only for a socket SwiftNIO never took over.
     func close() {
         _ = Glibc.close(descriptor)
+    }
+
+    /// The address and port the socket is bound to (the port the kernel chose for port 0).
+    var localAddress: SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) == 0 }
+        }
+        return ok ? Self.address(storage) : nil
+    }
+
+    /// A source address as the link layer keys it. SwiftNIO's `SocketAddress` also carries a host name: left empty
+    /// here (equality and hashing look at the address and port only), so no text is made per datagram.
+    static func address(_ storage: sockaddr_storage) -> SocketAddress? {
+        var storage = storage
+        switch CInt(storage.ss_family) {
+        case AF_INET: return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in.self), host: "") }
+        case AF_INET6: return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in6.self), host: "") }
+        default: return nil
+        }
     }
 
     /// Sends every datagram of `batch` (sendmmsg, 64 a call) and empties it; returns the errno of each datagram
@@ -67,6 +87,85 @@ struct UDPSocket {
         }
         guard refused > 0 else { return [] }
         return zip(batch.datagrams, batch.addresses).filter { $0.0.error != 0 }.map { ($0.1, $0.0.error) }
+    }
+}
+
+/// One datagram read from the node's port.
+struct ReceivedDatagram: Sendable {
+    let bytes: [UInt8]
+    let source: SocketAddress
+}
+
+/// Reads the node's UDP port on a thread of its own: batches of up to `batch` datagrams per recvmmsg, each batch
+/// handed to `deliver` (which passes it to the event loop). At most `inFlight` batches wait for the event loop; when
+/// it falls that far behind, the thread waits too and the kernel's receive buffer absorbs the rest (and drops what
+/// does not fit, counted in `udp_kernel_drops`), as with any reader that is too slow.
+///
+/// Isolation (docs/architecture.md): the thread touches nothing but the descriptor and its own buffer; every datagram
+/// reaches the node's state on the event loop.
+final class UDPReader: @unchecked Sendable {
+    static let batch = 32
+    static let slotBytes = 2_048
+    static let inFlight = 8
+
+    private let descriptor: CInt
+    private let lock = NSLock()
+    private var stopping = false
+    private let finished = DispatchSemaphore(value: 0)
+    private let credits = DispatchSemaphore(value: UDPReader.inFlight)
+
+    /// Starts reading. `deliver` runs on the reader thread; `failed` once, if the socket fails for good.
+    init(socket: UDPSocket, deliver: @escaping @Sendable ([ReceivedDatagram]) -> Void, failed: @escaping @Sendable (CInt) -> Void) {
+        descriptor = socket.descriptor
+        let thread = Thread { [self] in
+            read(deliver: deliver, failed: failed)
+            finished.signal()
+        }
+        thread.name = "udp-reader"
+        thread.start()
+    }
+
+    /// A batch handed over has been worked through: the thread may hand over another.
+    func batchDone() { credits.signal() }
+
+    /// Stops the thread (within 100 ms: its poll timeout) and waits for it.
+    func stop() {
+        lock.withLock { stopping = true }
+        finished.wait()
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    private func read(deliver: @Sendable ([ReceivedDatagram]) -> Void, failed: @Sendable (CInt) -> Void) {
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.batch * Self.slotBytes)
+        defer { buffer.deallocate() }
+        var received = [mesh_received](repeating: mesh_received(), count: Self.batch)
+        while !isStopping {
+            let n = received.withUnsafeMutableBufferPointer {
+                mesh_receive_batch(descriptor, buffer, Self.slotBytes, $0.baseAddress, UInt32(Self.batch), 100)
+            }
+            if n < 0 {
+                let code = errno
+                // Only a descriptor that is gone ends the reading; anything else costs that one read.
+                if code == EBADF || code == ENOTSOCK || code == EINVAL {
+                    failed(code)
+                    return
+                }
+                continue
+            }
+            guard n > 0 else { continue }
+            var batch: [ReceivedDatagram] = []
+            batch.reserveCapacity(Int(n))
+            for i in 0..<Int(n) {
+                guard let source = UDPSocket.address(received[i].address) else { continue }
+                batch.append(ReceivedDatagram(bytes: Array(UnsafeBufferPointer(start: buffer + i * Self.slotBytes, count: received[i].length)),
+                                              source: source))
+            }
+            while credits.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+                if isStopping { return }
+            }
+            deliver(batch)
+        }
     }
 }
 

@@ -239,8 +239,10 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Encrypts an application payload to a neighbour whose link is up. Returns no action when it is not.
     public mutating func send(_ payload: [UInt8], to address: WalletAddress, now: Int64) -> [LinkAction<Address>] {
-        guard peers[address]?.up == true, var peer = peers.removeValue(forKey: address) else { return [] }
+        // Moved out and back: reading `peers[address]?.up` alone would copy the whole peer.
+        guard var peer = peers.removeValue(forKey: address) else { return [] }
         defer { peers[address] = peer }
+        guard peer.up else { return [] }
         return seal(&peer, inner: .application, body: payload, now: now).map { [$0] } ?? []
     }
 
@@ -316,7 +318,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     // MARK: queries
 
-    public func isUp(_ address: WalletAddress) -> Bool { peers[address]?.up ?? false }
+    public func isUp(_ address: WalletAddress) -> Bool { peers.index(forKey: address).map { peers.values[$0].up } ?? false }
 
     public var upPeers: [WalletAddress] { peers.values.filter(\.up).map(\.address).sorted() }
 

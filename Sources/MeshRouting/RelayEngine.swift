@@ -354,32 +354,17 @@ public struct RelayEngine: Sendable {
     /// The hot path, for data messages (`ChainMessage.isData`): look the label up, check the neighbour, rewrite the
     /// label, pass the payload on (or up, at an end of the chain).
     public mutating func forward(_ payload: [UInt8], from node: WalletAddress, now: Int64) -> [RelayAction] {
-        // The session is moved out of its table while it changes (and back before anything else looks at it): no
-        // copy of its lists per packet.
+        // The session is counted in place, in its table (one lookup, no copy of its lists per packet).
         guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
-              var session = sessions.removeValue(forKey: key) else {
+              let (role, to, fromRightNeighbour) = Self.count(&sessions[key], from: node, fromDown: fromDown, bytes: payload.count, now: now)
+        else {
             counters.unknownLabel += 1
             return []
         }
-        let from = fromDown ? session.down : session.up
-        guard from?.node == node else {
+        guard fromRightNeighbour else {
             counters.wrongNeighbour += 1
-            session.drops += 1
-            sessions[key] = session
             return []
         }
-        session.lastActivity = now
-        if fromDown {
-            session.packetsBack += 1
-            session.bytesBack += payload.count
-        } else {
-            session.packetsForward += 1
-            session.bytesForward += payload.count
-        }
-        let role = session.role
-        let to = fromDown ? session.up : session.down
-        if role == .relay, to?.label ?? 0 == 0 { session.drops += 1 }
-        sessions[key] = session
         guard role == .relay else { return receiveAtEnd(key, role: role, payload[5...], now: now) }
         guard let to, to.label != 0 else { return [] }
         var out = payload
@@ -387,6 +372,29 @@ public struct RelayEngine: Sendable {
         counters.forwardedPackets += 1
         counters.forwardedBytes += out.count
         return [.send(out, to: to.node)]
+    }
+
+    /// Counts a packet on its session, in place: its role, the hop it goes on to, and whether it came from the
+    /// session's neighbour on that side (else it is counted as a drop). Nil when the session is gone.
+    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int, now: Int64)
+        -> (Role, Hop?, Bool)?
+    {
+        guard session != nil else { return nil }
+        guard (fromDown ? session!.down : session!.up)?.node == node else {
+            session!.drops += 1
+            return (session!.role, nil, false)
+        }
+        session!.lastActivity = now
+        if fromDown {
+            session!.packetsBack += 1
+            session!.bytesBack += bytes
+        } else {
+            session!.packetsForward += 1
+            session!.bytesForward += bytes
+        }
+        let to = fromDown ? session!.up : session!.down
+        if session!.role == .relay, to?.label ?? 0 == 0 { session!.drops += 1 }
+        return (session!.role, to, true)
     }
 
     private mutating func receiveAtEnd(_ key: ChainKey, role: Role, _ bytes: ArraySlice<UInt8>, now: Int64) -> [RelayAction] {

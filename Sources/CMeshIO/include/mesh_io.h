@@ -20,4 +20,17 @@ struct mesh_datagram {
 /// refused.
 unsigned mesh_send_batch(int fd, const unsigned char *bytes, struct mesh_datagram *datagrams, unsigned count);
 
+/// One datagram read: `length` bytes in its slot of the batch's buffer (0: it was longer than the slot and is
+/// dropped), from `address`.
+struct mesh_received {
+    size_t length;
+    struct sockaddr_storage address;
+    socklen_t address_length;
+};
+
+/// Waits up to `timeout_ms` for the socket to be readable, then reads up to `count` datagrams with one recvmmsg
+/// (not blocking), datagram i into `bytes + i * slot`. Returns how many were read, 0 when none came in time, -1 on
+/// an error (errno set).
+int mesh_receive_batch(int fd, unsigned char *bytes, size_t slot, struct mesh_received *received, unsigned count, int timeout_ms);
+
 #endif
