@@ -40,6 +40,7 @@ let package = Package(
         .target(name: "CMeshIO"),
         .target(name: "MeshWire", swiftSettings: strict),
         .target(name: "MeshMetrics", swiftSettings: strict),
+        .target(name: "MeshStun", dependencies: ["MeshWire"], swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
@@ -61,7 +62,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "MeshMetrics", "CNice", "CMeshIO",
+            "MeshStore", "MeshMetrics", "MeshStun", "CNice", "CMeshIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -87,6 +88,7 @@ let package = Package(
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshStunTests", dependencies: ["MeshStun"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
         .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
@@ -97,7 +99,7 @@ let package = Package(
         ], swiftSettings: strict),
         // The libFuzzer targets (docs/fuzzing.md; Tools/fuzz builds them): as tests, their seeds and crash regressions.
         .testTarget(name: "FuzzTests", dependencies: [
-            "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",
+            "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity", "MeshStun",
         ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
         .testTarget(name: "MeshFloodTests", dependencies: ["MeshFlood", "MeshDHT", "MeshIdentity", "MeshLink"], swiftSettings: strict),
         .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
