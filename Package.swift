@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "mesh-node", targets: ["MeshNodeCLI"]),
         .executable(name: "node-ctl", targets: ["NodeCtl"]),
         .executable(name: "mesh-flood", targets: ["MeshFlood"]),
+        .executable(name: "ice-probe", targets: ["ICEProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -41,6 +42,7 @@ let package = Package(
         .target(name: "MeshWire", swiftSettings: strict),
         .target(name: "MeshMetrics", swiftSettings: strict),
         .target(name: "MeshStun", dependencies: ["MeshWire"], swiftSettings: strict),
+        .target(name: "MeshICE", dependencies: ["CNice"], swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
@@ -78,6 +80,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
+        .executableTarget(name: "ICEProbe", dependencies: ["MeshICE"], swiftSettings: strict),
         .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
         .executableTarget(name: "MeshFlood", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshLink",
@@ -89,6 +92,7 @@ let package = Package(
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshStunTests", dependencies: ["MeshStun"], swiftSettings: strict),
+        .testTarget(name: "MeshICETests", dependencies: ["MeshICE"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
         .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
