@@ -106,6 +106,6 @@ let package = Package(
             "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity", "MeshStun",
         ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
         .testTarget(name: "MeshFloodTests", dependencies: ["MeshFlood", "MeshDHT", "MeshIdentity", "MeshLink"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "ICEProbe", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
     ]
 )

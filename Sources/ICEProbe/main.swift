@@ -47,13 +47,17 @@ struct Options {
             case "--nomination":
                 guard let n = ICESettings.Nomination(rawValue: value(flag)) else { fail("--nomination regular|aggressive") }
                 options.settings.nomination = n
+            case "--stun-retransmissions": options.settings.stunMaxRetransmissions = UInt32(value(flag)) ?? options.settings.stunMaxRetransmissions
+            case "--idle-timeout": options.settings.idleTimeoutMs = UInt32(value(flag)) ?? options.settings.idleTimeoutMs
+            case "--no-consent": options.settings.consentFreshness = false
             case "--timeout": options.timeout = Double(value(flag)) ?? options.timeout
             case "--pings": options.pings = Int(value(flag)) ?? options.pings
             case "--hold": options.hold = Double(value(flag)) ?? options.hold
             case "-h", "--help":
                 print("""
                     usage: ice-probe --role controlling|controlled --dir DIR [--stun IP:PORT] [--turn IP:PORT:USER:PASS]
-                                     [--local-address IP]... [--nomination regular|aggressive] [--timeout S] [--pings N] [--hold S]
+                                     [--local-address IP]... [--nomination regular|aggressive] [--stun-retransmissions N]
+                                     [--idle-timeout MS] [--no-consent] [--timeout S] [--pings N] [--hold S]
                     """)
                 exit(0)
             default: fail("unknown argument \(flag)")
@@ -82,6 +86,7 @@ final class Probe: @unchecked Sendable {
     private var sentAt: [UInt32: Date] = [:]
     private(set) var rtts: [Double] = []
     private(set) var echoed = 0
+    private var unsentEchoes: [[UInt8]] = []
 
     var ms: Double { Date().timeIntervalSince(started) * 1000 }
 
@@ -98,6 +103,9 @@ final class Probe: @unchecked Sendable {
                 gatheredMs = ms
             case .selectedPair(let local, let remote):
                 pairs.append((ms, local, remote))
+                // Echo requests that came before this side had a pair of its own (the controlling side selects first).
+                for echo in unsentEchoes { agent?.send(echo) }
+                unsentEchoes.removeAll()
             case .stateChanged(let state):
                 states.append(state.rawValue)
             case .failed:
@@ -106,7 +114,8 @@ final class Probe: @unchecked Sendable {
                 guard bytes.count == 5, let seq = Self.sequence(bytes) else { return }
                 if !controlling && bytes[0] == 0x50 {
                     echoed += 1
-                    agent?.send([0x45] + bytes.dropFirst())
+                    let echo = [0x45] + bytes.dropFirst()
+                    if agent?.send(echo) != true { unsentEchoes.append(echo) }
                 } else if controlling && bytes[0] == 0x45, let sent = sentAt.removeValue(forKey: seq) {
                     rtts.append(Date().timeIntervalSince(sent) * 1000)
                 }

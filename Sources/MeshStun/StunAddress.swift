@@ -48,6 +48,17 @@ public struct StunAddress: Sendable, Hashable, CustomStringConvertible {
                   port: xPort ^ UInt16(StunMessage.magicCookie >> 16))
     }
 
+    /// The value of a MAPPED-ADDRESS (RFC 8489 §14.1, RFC 3489 §11.2.1): family, port, address in the clear.
+    public var mappedValue: [UInt8] {
+        [0, isIPv4 ? 1 : 2, UInt8(port >> 8), UInt8(port & 0xFF)] + ip
+    }
+
+    /// Reads a MAPPED-ADDRESS value.
+    public init?(mappedValue value: [UInt8]) {
+        guard value.count == 8 && value[1] == 1 || value.count == 20 && value[1] == 2 else { return nil }
+        self.init(ip: Array(value[4...]), port: UInt16(value[2]) << 8 | UInt16(value[3]))
+    }
+
     /// The magic cookie followed by the transaction id: 16 bytes.
     private static func xorKey(_ transactionID: [UInt8]) -> [UInt8] {
         [0x21, 0x12, 0xA4, 0x42] + transactionID
@@ -61,15 +72,21 @@ extension StunMessage {
         StunMessage(type: .bindingRequest, transactionID: transactionID).serialized()
     }
 
-    /// The Binding Success Response to `transactionID`: XOR-MAPPED-ADDRESS `mapped`, then FINGERPRINT.
+    /// The Binding Success Response to `transactionID`: XOR-MAPPED-ADDRESS `mapped`, then FINGERPRINT; to an RFC 3489
+    /// transaction id (16 bytes), MAPPED-ADDRESS alone, as RFC 5389 §12.2 asks.
     public static func bindingSuccess(transactionID: [UInt8], mapped: StunAddress) -> [UInt8] {
-        StunMessage(type: .bindingSuccess, transactionID: transactionID, attributes: [
-            Attribute(type: AttributeType.xorMappedAddress, value: mapped.xorMappedValue(transactionID: transactionID)),
-        ]).serialized()
+        let attribute = transactionID.count == 16
+            ? Attribute(type: AttributeType.mappedAddress, value: mapped.mappedValue)
+            : Attribute(type: AttributeType.xorMappedAddress, value: mapped.xorMappedValue(transactionID: transactionID))
+        return StunMessage(type: .bindingSuccess, transactionID: transactionID, attributes: [attribute]).serialized()
     }
 
-    /// The reflexive address in a Binding Success Response (its XOR-MAPPED-ADDRESS).
+    /// The reflexive address in a Binding Success Response (its XOR-MAPPED-ADDRESS; none in RFC 3489 messages).
     public var xorMappedAddress: StunAddress? {
-        attribute(AttributeType.xorMappedAddress).flatMap { StunAddress(xorMappedValue: $0, transactionID: transactionID) }
+        guard !isClassic else { return nil }
+        return attribute(AttributeType.xorMappedAddress).flatMap { StunAddress(xorMappedValue: $0, transactionID: transactionID) }
     }
+
+    /// The reflexive address as MAPPED-ADDRESS carries it (RFC 3489 servers, and RFC 5389 servers answering them).
+    public var mappedAddress: StunAddress? { attribute(AttributeType.mappedAddress).flatMap(StunAddress.init(mappedValue:)) }
 }

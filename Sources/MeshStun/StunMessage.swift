@@ -4,6 +4,11 @@ import MeshWire
 /// bits, the 14-bit type, the length of the attributes (a multiple of 4), the magic cookie 0x2112A442 and a 96-bit
 /// transaction id — then attributes as type, length and value padded to 4 bytes. Parsing is strict: a message
 /// that breaks any of these rules is refused as a whole (`StunError`), never half-read.
+///
+/// A header without the magic cookie is an RFC 3489 ("classic STUN") message, whose 128-bit transaction id takes
+/// the cookie's place: `transactionID` then has 16 bytes (`isClassic`). libnice 0.1.21 gathers server-reflexive
+/// candidates with such requests (checked here: a 20-byte Binding Request without the cookie), and reads the
+/// answer's MAPPED-ADDRESS, so the node must answer them (RFC 5389 §12.2). Classic messages have no FINGERPRINT.
 public struct StunMessage: Sendable, Equatable {
     public static let magicCookie: UInt32 = 0x2112_A442
     public static let headerBytes = 20
@@ -33,6 +38,8 @@ public struct StunMessage: Sendable, Equatable {
     /// Attribute types this module reads or writes (RFC 8489 §18.3).
     public enum AttributeType {
         public static let mappedAddress: UInt16 = 0x0001
+        /// RFC 5780 (RFC 3489 before it): asks the server to answer from another address or port.
+        public static let changeRequest: UInt16 = 0x0003
         public static let username: UInt16 = 0x0006
         public static let messageIntegrity: UInt16 = 0x0008
         public static let errorCode: UInt16 = 0x0009
@@ -54,7 +61,7 @@ public struct StunMessage: Sendable, Equatable {
     }
 
     public var type: MessageType
-    /// 12 bytes.
+    /// 12 bytes, or 16 for an RFC 3489 message.
     public var transactionID: [UInt8]
     public var attributes: [Attribute]
     /// Whether the parsed message ended with a FINGERPRINT that matched (RFC 8489 §14.7); a FINGERPRINT that
@@ -62,33 +69,32 @@ public struct StunMessage: Sendable, Equatable {
     public private(set) var hadFingerprint = false
 
     public init(type: MessageType, transactionID: [UInt8], attributes: [Attribute] = []) {
-        precondition(transactionID.count == 12, "a STUN transaction id is 96 bits")
+        precondition(transactionID.count == 12 || transactionID.count == 16, "a STUN transaction id is 96 bits (128 in RFC 3489)")
         self.type = type
         self.transactionID = transactionID
         self.attributes = attributes
     }
 
+    /// An RFC 3489 message: no magic cookie, a 128-bit transaction id, no FINGERPRINT.
+    public var isClassic: Bool { transactionID.count == 16 }
+
     /// The first value of an attribute type.
     public func attribute(_ type: UInt16) -> [UInt8]? { attributes.first { $0.type == type }?.value }
 
-    /// True when the first two bits are zero and the magic cookie is in place: the cheap test RFC 7983 and
-    /// RFC 8489 §7.3 use to tell STUN from other protocols on one port.
-    public static func looksLikeStun(_ bytes: [UInt8]) -> Bool {
-        bytes.count >= headerBytes && bytes[0] & 0xC0 == 0
-            && bytes[4] == 0x21 && bytes[5] == 0x12 && bytes[6] == 0xA4 && bytes[7] == 0x42
-    }
-
-    /// Parses a whole datagram. Refused: shorter than the header, leading bits set, no magic cookie, a length that
-    /// is not a multiple of 4 or disagrees with the datagram's size, an attribute running past the end, padding
-    /// that is missing, attributes after FINGERPRINT, or a FINGERPRINT that does not match. Attributes after
+    /// Parses a whole datagram. Refused: shorter than the header, leading bits set, a length that is not a multiple
+    /// of 4 or disagrees with the datagram's size, an attribute running past the end, padding that is missing, and
+    /// (with the magic cookie) attributes after FINGERPRINT or a FINGERPRINT that does not match. Attributes after
     /// MESSAGE-INTEGRITY other than FINGERPRINT are kept (the caller ignores them, RFC 8489 §14.5).
     public init(parsing bytes: [UInt8]) throws(StunError) {
         guard bytes.count >= Self.headerBytes else { throw StunError(.tooShort) }
         guard bytes.count <= Self.maxBytes else { throw StunError(.tooLong) }
         var reader = ByteReader(bytes)
-        guard let rawType = reader.readUInt16(), rawType & 0xC000 == 0 else { throw StunError(.notStun) }
-        guard let length = reader.readUInt16(), let cookie = reader.readUInt32(), cookie == Self.magicCookie,
-              let transactionID = reader.readBytes(12) else { throw StunError(.notStun) }
+        guard let rawType = reader.readUInt16(), rawType & 0xC000 == 0, let length = reader.readUInt16() else {
+            throw StunError(.notStun)
+        }
+        let classic = bytes[4..<8].elementsEqual([0x21, 0x12, 0xA4, 0x42]) == false
+        if !classic { _ = reader.readUInt32() }
+        guard let transactionID = reader.readBytes(classic ? 16 : 12) else { throw StunError(.tooShort) }
         guard length % 4 == 0 else { throw StunError(.badLength) }
         guard Int(length) == bytes.count - Self.headerBytes else { throw StunError(.badLength) }
         var attributes: [Attribute] = []
@@ -100,7 +106,7 @@ public struct StunMessage: Sendable, Equatable {
                   let value = reader.readBytes(Int(valueLength)) else { throw StunError(.truncatedAttribute) }
             let padding = (4 - Int(valueLength) % 4) % 4
             guard reader.readBytes(padding) != nil else { throw StunError(.truncatedAttribute) }
-            if type == AttributeType.fingerprint {
+            if type == AttributeType.fingerprint && !classic {
                 guard value.count == 4 else { throw StunError(.badFingerprint) }
                 let expected = Self.fingerprint(of: bytes[..<start], lengthThroughFingerprint: start - Self.headerBytes + 8)
                 let got = value.withUnsafeBufferPointer { UInt32($0[0]) << 24 | UInt32($0[1]) << 16 | UInt32($0[2]) << 8 | UInt32($0[3]) }
@@ -111,12 +117,14 @@ public struct StunMessage: Sendable, Equatable {
         }
         self.type = MessageType(rawValue: rawType)
         self.transactionID = transactionID
-        self.attributes = attributes.filter { $0.type != AttributeType.fingerprint }
+        self.attributes = classic ? attributes : attributes.filter { $0.type != AttributeType.fingerprint }
         hadFingerprint = fingerprinted
     }
 
-    /// The datagram: header, attributes (each padded with zeros), and a FINGERPRINT last when `fingerprint`.
-    public func serialized(fingerprint: Bool = true) -> [UInt8] {
+    /// The datagram: header, attributes (each padded with zeros), and a FINGERPRINT last when `fingerprint` (never
+    /// for an RFC 3489 message).
+    public func serialized(fingerprint requested: Bool = true) -> [UInt8] {
+        let fingerprint = requested && !isClassic
         var body = ByteWriter(capacity: 64)
         for attribute in attributes {
             precondition(attribute.value.count <= Int(UInt16.max), "STUN attribute too long")
@@ -128,7 +136,7 @@ public struct StunMessage: Sendable, Equatable {
         var out = ByteWriter(capacity: Self.headerBytes + body.bytes.count + 8)
         out.write(type.rawValue)
         out.write(UInt16(body.bytes.count + (fingerprint ? 8 : 0)))
-        out.write(Self.magicCookie)
+        if !isClassic { out.write(Self.magicCookie) }
         out.write(bytes: transactionID)
         out.write(bytes: body.bytes)
         guard fingerprint else { return out.bytes }
@@ -155,7 +163,6 @@ public struct StunMessage: Sendable, Equatable {
 public struct StunError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable {
         case tooShort, tooLong, notStun, badLength, truncatedAttribute, attributeAfterFingerprint, badFingerprint
-        case badAddress
     }
 
     public let kind: Kind

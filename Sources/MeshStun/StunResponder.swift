@@ -5,12 +5,13 @@ import MeshWire
 /// puts first bytes 0–3 on a shared port to STUN). Pure: the shell hands in each datagram with its source and
 /// the clock, and sends the answer it gets back.
 ///
-/// Only plain Binding Requests are answered — no comprehension-required attribute at all (standard clients
-/// asking for their address send none; libnice sends SOFTWARE and FINGERPRINT, which are optional). A request
-/// carrying one (USERNAME, MESSAGE-INTEGRITY, CHANGE-REQUEST, ICE's PRIORITY…) is dropped rather than answered
-/// with a 420 error: the node keeps no STUN credentials and offers no RFC 5780 tests, and an error response
-/// would be a second kind of answer for a spoofed source to reflect. Nothing else STUN-shaped is answered
-/// (responses, indications, other methods): each is dropped and counted by reason.
+/// Only plain Binding Requests are answered, RFC 5389 ones and RFC 3489 ones (libnice gathers with the latter):
+/// no comprehension-required attribute except a CHANGE-REQUEST that asks for no change (RFC 3489 clients send
+/// one with every request). A request carrying any other (USERNAME, MESSAGE-INTEGRITY, RESPONSE-ADDRESS, a real
+/// CHANGE-REQUEST, ICE's PRIORITY…) is dropped rather than answered with a 420 error: the node keeps no STUN
+/// credentials, offers no RFC 5780 tests and never answers to another address than the source, and an error
+/// response would be a second kind of answer for a spoofed source to reflect. Nothing else STUN-shaped is
+/// answered (responses, indications, other methods): each is dropped and counted by reason.
 ///
 /// So that the node cannot be used as a reflector against a spoofed source, answers are limited per source host
 /// (`perHost`) and in all (`total`): an answer (40 bytes for IPv4, 52 for IPv6) is at most 2.6 times its request
@@ -79,11 +80,15 @@ public struct StunResponder: Sendable {
         guard let message = try? StunMessage(parsing: datagram) else { return .drop(.malformed) }
         guard message.type == .bindingRequest else { return .drop(.notBindingRequest) }
         counters.requests += 1
-        guard !message.attributes.contains(where: { StunMessage.AttributeType.isComprehensionRequired($0.type) }) else {
-            return .drop(.unknownAttribute)
-        }
+        guard message.attributes.allSatisfy(Self.isHarmless) else { return .drop(.unknownAttribute) }
         guard admit(source.ip, nowMs: nowMs) else { return .drop(.rateLimited) }
         return .answer(StunMessage.bindingSuccess(transactionID: message.transactionID, mapped: source))
+    }
+
+    /// Comprehension-optional, or a CHANGE-REQUEST with neither flag set.
+    private static func isHarmless(_ attribute: StunMessage.Attribute) -> Bool {
+        !StunMessage.AttributeType.isComprehensionRequired(attribute.type)
+            || attribute.type == StunMessage.AttributeType.changeRequest && attribute.value == [0, 0, 0, 0]
     }
 
     /// Takes a token from the host's bucket and the total; nothing is taken when either is empty.

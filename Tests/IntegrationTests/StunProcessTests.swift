@@ -3,10 +3,23 @@ import MeshControl
 import Testing
 
 /// The node's STUN server on a real `mesh-node run` (docs/stun.md), queried by a STUN client written here from
-/// RFC 5389's text rather than with the node's own codec. Debian's `stun` (stun-client 0.97) speaks RFC 3489
-/// only — a 128-bit transaction id without the magic cookie, and MAPPED-ADDRESS — so it cannot check
-/// XOR-MAPPED-ADDRESS; the node drops its requests (counted as malformed).
+/// RFC 5389's text rather than with the node's own codec (XOR-MAPPED-ADDRESS), and by Debian's `stun`
+/// (stun-client 0.97, installed by Tools/setup), which speaks RFC 3489 as libnice's gathering does (MAPPED-ADDRESS).
 @Suite struct StunProcessTests {
+    @Test func debiansStunClientGetsItsMappedAddress() throws {
+        let client = "/usr/bin/stun"
+        try #require(FileManager.default.isExecutableFile(atPath: client), "\(client) missing: Tools/setup installs stun-client")
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let node = try NodeProcess("a", in: scratch, arguments: [])
+        defer { node.stop() }
+        // Test 1 of RFC 3489's NAT discovery: one Binding Request with a CHANGE-REQUEST asking for no change.
+        let port = UInt16.random(in: 20_000...60_000)
+        let result = try runCommand(client, ["127.0.0.1:\(node.port)", "1", "-v", "-p", "\(port)"], timeout: 10)
+        #expect(result.stdout.contains("MappedAddress = 127.0.0.1:\(port)"), "\(result.stdout)\(result.stderr)")
+    }
+
+
     @Test func aNodeAnswersABindingRequestWithTheClientsAddress() throws {
         let scratch = Scratch()
         defer { scratch.remove() }

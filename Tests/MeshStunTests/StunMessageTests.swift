@@ -94,7 +94,6 @@ import Testing
     @Test func aBindingExchangeRoundTrips() throws {
         let request = StunMessage.bindingRequest(transactionID: Self.transactionID)
         #expect(request.count == 28)
-        #expect(StunMessage.looksLikeStun(request))
         let response = StunMessage.bindingSuccess(transactionID: Self.transactionID, mapped: Self.ipv4)
         #expect(response.count == 40)
         let parsed = try StunMessage(parsing: response)
@@ -114,9 +113,12 @@ import Testing
         let good = Self.sampleIPv4Response
         #expect(refused(Array(good.prefix(19))) == .tooShort)
         #expect(refused([0x40] + good.dropFirst()) == .notStun)
+        // Without the cookie it is an RFC 3489 message: a 128-bit id, and FINGERPRINT is an attribute like others.
         var noCookie = good
         noCookie[4] = 0x22
-        #expect(refused(noCookie) == .notStun)
+        let classic = try? StunMessage(parsing: noCookie)
+        #expect(classic?.isClassic == true && classic?.transactionID.count == 16 && classic?.xorMappedAddress == nil)
+        #expect(classic?.attributes.last?.type == StunMessage.AttributeType.fingerprint)
         var oddLength = good
         oddLength[3] = 0x3d
         #expect(refused(oddLength) == .badLength)
@@ -145,6 +147,18 @@ import Testing
         trailing += [0x80, 0x22, 0x00, 0x04, 1, 2, 3, 4]
         #expect(refused(trailing) == .attributeAfterFingerprint)
         #expect(refused([UInt8](repeating: 0, count: StunMessage.maxBytes + 1)) == .tooLong)
+    }
+
+    /// libnice 0.1.21's gathering request as captured here: 20 bytes, no cookie. The answer carries MAPPED-ADDRESS
+    /// with the whole 128-bit id and no FINGERPRINT (RFC 5389 §12.2).
+    @Test func anRFC3489RequestGetsAClassicAnswer() throws {
+        let request = Self.bytes("00010000 b344e571 73d5379a 492fda89 06c05600")
+        let parsed = try StunMessage(parsing: request)
+        #expect(parsed.isClassic && parsed.type == .bindingRequest && parsed.attributes.isEmpty)
+        let answer = StunMessage.bindingSuccess(transactionID: parsed.transactionID, mapped: Self.ipv4)
+        #expect(answer == Self.bytes("0101000c b344e571 73d5379a 492fda89 06c05600 00010008 00018055 c0000201"))
+        let back = try StunMessage(parsing: answer)
+        #expect(back.mappedAddress == Self.ipv4 && back.xorMappedAddress == nil && !back.hadFingerprint)
     }
 
     @Test func aBadXorMappedAddressIsNotAnAddress() {

@@ -26,6 +26,25 @@ import Testing
         #expect(responder.counters.requests == 3 && responder.counters.answered == 3)
     }
 
+    /// RFC 3489 requests (libnice's, Debian's `stun`): answered with MAPPED-ADDRESS, also with a CHANGE-REQUEST that
+    /// asks for no change; RESPONSE-ADDRESS (answer elsewhere) is refused.
+    @Test func classicRequestsAreAnsweredWithMappedAddress() throws {
+        var responder = StunResponder(nowMs: 0)
+        let id = Array(1...16).map(UInt8.init)
+        for attributes in [[], [StunMessage.Attribute(type: StunMessage.AttributeType.changeRequest, value: [0, 0, 0, 0])]] {
+            let request = StunMessage(type: .bindingRequest, transactionID: id, attributes: attributes).serialized()
+            guard case .answer(let bytes) = responder.receive(request, from: Self.client, nowMs: 0) else {
+                Issue.record("not answered: \(attributes)")
+                continue
+            }
+            let response = try StunMessage(parsing: bytes)
+            #expect(response.isClassic && response.transactionID == id && response.mappedAddress == Self.client)
+        }
+        let elsewhere = StunMessage(type: .bindingRequest, transactionID: id,
+                                    attributes: [.init(type: 0x0002, value: [0, 1, 0, 80, 10, 0, 0, 1])]).serialized()
+        #expect(responder.receive(elsewhere, from: Self.client, nowMs: 0) == .drop(.unknownAttribute))
+    }
+
     @Test func everythingElseIsDroppedAndCounted() {
         var responder = StunResponder(nowMs: 0)
         #expect(responder.receive([0, 1, 0, 0], from: Self.client, nowMs: 0) == .drop(.malformed))
