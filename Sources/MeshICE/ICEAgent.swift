@@ -9,7 +9,8 @@ import Foundation
 /// received data arrive on the ICE thread and go straight to `onEvent`. `close()` hands the teardown to the ICE
 /// thread: signal handlers are disconnected there, so no callback can run after the agent's last reference goes.
 /// While the agent is open, libnice holds a retained reference to this object (the callbacks' context),
-/// released when `nice_agent_close_async` has finished.
+/// released when `nice_agent_close_async` has finished: an agent nobody closes keeps its sockets (and any TURN
+/// allocation) until the process ends, so every owner calls `close()`.
 public final class ICEAgent: @unchecked Sendable {
     public let controlling: Bool
     public let settings: ICESettings
