@@ -92,7 +92,7 @@ public struct StunMessage: Sendable, Equatable {
         guard let rawType = reader.readUInt16(), rawType & 0xC000 == 0, let length = reader.readUInt16() else {
             throw StunError(.notStun)
         }
-        let classic = bytes[4..<8].elementsEqual([0x21, 0x12, 0xA4, 0x42]) == false
+        let classic = !bytes[4..<8].elementsEqual([0x21, 0x12, 0xA4, 0x42])
         if !classic { _ = reader.readUInt32() }
         guard let transactionID = reader.readBytes(classic ? 16 : 12) else { throw StunError(.tooShort) }
         guard length % 4 == 0 else { throw StunError(.badLength) }

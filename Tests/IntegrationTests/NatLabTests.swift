@@ -25,6 +25,15 @@ struct NatLabTests {
         #expect(echo?["sent"]?.intValue == 20 && echo?["received"]?.intValue == 20, "\(echo ?? .null)")
     }
 
+    /// 30 ms of delay into home `a` (nat-lab's NFQUEUE delayer): the pair still comes, and every echo round trip
+    /// carries the delay once.
+    @Test func aDelayedHomeShowsInTheEchoRoundTrip() throws {
+        let (a, _) = try runProbes(homes: "cone", stun: true, lab: ["--delay", "a:30"])
+        #expect(a["ok"]?.boolValue == true, "\(a)")
+        let rtt = a["echo"]?["rttMs"]
+        #expect((rtt?["min"]?.doubleValue ?? 0) >= 30 && (rtt?["median"]?.doubleValue ?? .infinity) < 60, "\(rtt ?? .null)")
+    }
+
     /// Two symmetric NATs (MASQUERADE --random-fully) and no relay: no direct pair exists; both agents say so
     /// within a bounded time after the peer's end of gathering.
     @Test func symmetricToSymmetricWithoutTURNFailsInBoundedTime() throws {
@@ -49,10 +58,10 @@ struct NatLabTests {
     }
 }
 
-/// Runs `Tools/nat-lab` with one public mesh node, homes `a` and `b` behind NATs of kind `homes`, and an ice-probe
-/// in each (a controlling), and returns the two probes' JSON reports. nat-lab removes its namespaces and processes
+/// Runs `Tools/nat-lab` with one public mesh node, homes `a` and `b` behind NATs of kind `homes`, the extra lab
+/// arguments `lab`, and an ice-probe in each (a controlling), and returns the two probes' JSON reports. nat-lab removes its namespaces and processes
 /// itself; after `timeout` it gets SIGINT (which does the same), 10 s later SIGKILL.
-func runProbes(homes: String, stun: Bool, turn: Bool = false, timeout: TimeInterval = 60) throws -> (JSONValue, JSONValue) {
+func runProbes(homes: String, stun: Bool, turn: Bool = false, lab: [String] = [], timeout: TimeInterval = 60) throws -> (JSONValue, JSONValue) {
     let probe = Binaries.directory + "/ice-probe"
     let servers = (stun ? " --stun $NATLAB_STUN" : "") + (turn ? " --turn $NATLAB_TURN" : "")
     var arguments = ["--public", "1", "--mesh-nodes", "--bin-dir", Binaries.directory, "--home", "a:\(homes)", "--home", "b:\(homes)",
@@ -60,6 +69,7 @@ func runProbes(homes: String, stun: Bool, turn: Bool = false, timeout: TimeInter
                      "--exec", "a=\(probe) --role controlling --dir $NATLAB_WORK --timeout 8\(servers)",
                      "--exec", "b=\(probe) --role controlled --dir $NATLAB_WORK --timeout 8\(servers)"]
     if turn { arguments.append("--turn") }
+    arguments += lab
     let run = try runCommand(natLabPath, arguments, timeout: timeout, stopGrace: 10, recordTimeout: false)
     let progress = run.stderr.split(separator: "\n", omittingEmptySubsequences: false).suffix(30).joined(separator: "\n")
     guard let document = try? decodeJSON(run.stdout) else {
