@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "mesh-node", targets: ["MeshNodeCLI"]),
         .executable(name: "node-ctl", targets: ["NodeCtl"]),
         .executable(name: "mesh-flood", targets: ["MeshFlood"]),
+        .executable(name: "ice-probe", targets: ["ICEProbe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -40,6 +41,8 @@ let package = Package(
         .target(name: "CMeshIO"),
         .target(name: "MeshWire", swiftSettings: hotPath),
         .target(name: "MeshMetrics", swiftSettings: strict),
+        .target(name: "MeshStun", dependencies: ["MeshWire"], swiftSettings: strict),
+        .target(name: "MeshICE", dependencies: ["CNice"], swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
@@ -61,7 +64,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "MeshMetrics", "CNice", "CMeshIO",
+            "MeshStore", "MeshMetrics", "MeshStun", "CNice", "CMeshIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -77,6 +80,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
+        .executableTarget(name: "ICEProbe", dependencies: ["MeshICE"], swiftSettings: strict),
         .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
         .executableTarget(name: "MeshFlood", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshLink",
@@ -92,6 +96,8 @@ let package = Package(
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshStunTests", dependencies: ["MeshStun"], swiftSettings: strict),
+        .testTarget(name: "MeshICETests", dependencies: ["MeshICE"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
         .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
@@ -102,9 +108,9 @@ let package = Package(
         ], swiftSettings: strict),
         // The libFuzzer targets (docs/fuzzing.md; Tools/fuzz builds them): as tests, their seeds and crash regressions.
         .testTarget(name: "FuzzTests", dependencies: [
-            "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity",
+            "MeshDaemon", "MeshLink", "MeshDHT", "MeshRouting", "MeshCall", "MeshMedia", "MeshControl", "MeshIdentity", "MeshStun",
         ], path: "Fuzz", exclude: ["Driver", "Regressions", "lsan-suppressions.txt"], swiftSettings: strict),
         .testTarget(name: "MeshFloodTests", dependencies: ["MeshFlood", "MeshDHT", "MeshIdentity", "MeshLink"], swiftSettings: strict),
-        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "ForwardLoad", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
+        .testTarget(name: "IntegrationTests", dependencies: ["MeshNodeCLI", "NodeCtl", "ForwardLoad", "ICEProbe", "MeshDaemon", "MeshLink", "MeshRouting", "MeshTestKit", "MeshMetrics"], swiftSettings: strict),
     ]
 )

@@ -27,6 +27,7 @@ struct FuzzTarget: Sendable {
         FuzzTarget(name: "trace", run: TraceFuzz.run, seeds: TraceFuzz.seeds),
         FuzzTarget(name: "config", run: ConfigFuzz.run, seeds: ConfigFuzz.seeds),
         FuzzTarget(name: "rpc", run: RPCFuzz.run, seeds: RPCFuzz.seeds),
+        FuzzTarget(name: "stun", run: StunFuzz.run, seeds: StunFuzz.seeds),
     ]
 
     static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }

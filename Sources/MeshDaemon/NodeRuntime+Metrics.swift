@@ -149,6 +149,15 @@ extension NodeRuntime {
             "call_wrong_chain": counters.callWrongChain, "resolve_unsolicited": counters.resolveUnsolicited,
         ])
 
+        let s = stun.counters
+        m.add("meshnode_stun_requests_total", .counter, "STUN Binding Requests received on the node's UDP port.", s.requests)
+        m.add("meshnode_stun_answered_total", .counter, "STUN Binding Requests answered with the source's address.", s.answered)
+        m.add("meshnode_stun_dropped_total", .counter, "STUN-range datagrams (first byte 0–3) not answered, by reason (docs/stun.md).",
+              by: "reason", [
+                  "malformed": s.malformed, "not_binding_request": s.notBindingRequest, "unknown_attribute": s.unknownAttribute,
+                  "rate_limited": s.rateLimited,
+              ])
+
         m.add("meshnode_udp_send_failed_total", .counter, "Datagrams the kernel refused to send.", counters.sendFailed)
         if let status = udpSocket?.status() {
             m.add("meshnode_udp_kernel_drops_total", .counter, "Datagrams the kernel dropped for a full receive buffer.", status.kernelDrops)

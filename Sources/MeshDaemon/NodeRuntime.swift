@@ -8,6 +8,7 @@ import MeshLink
 import MeshMedia
 import MeshRouting
 import MeshStore
+import MeshStun
 import NIOCore
 import NIOPosix
 
@@ -73,6 +74,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var chainHistory: [CallID: ChainHistory] = [:]
     var resolves: [UInt32: PendingResolve] = [:]
     var counters = NodeCounters()
+    /// Answers STUN Binding Requests on the node's port (docs/stun.md).
+    var stun = StunResponder(nowMs: NodeRuntime.now())
     /// The thread reading the node's UDP port; nil once the node stops (or the socket failed).
     var udp: UDPReader?
     var udpSocket: UDPSocket?
@@ -389,9 +392,11 @@ public final class NodeRuntime: @unchecked Sendable {
         for datagram in batch { receive(datagram: datagram.bytes, from: datagram.source) }
     }
 
-    /// The node's port carries link datagrams (0xE1–0xE3) and DHT datagrams (0xE4).
+    /// The node's port carries link datagrams (0xE1–0xE3), DHT datagrams (0xE4) and STUN (0–3, RFC 7983).
     func receive(datagram: [UInt8], from source: SocketAddress) {
-        if datagram.first == DHTWire.marker, let endpoint = DHTEndpoint(socketAddress: source) {
+        if let first = datagram.first, first <= 3 {
+            receiveStun(datagram, from: source)
+        } else if datagram.first == DHTWire.marker, let endpoint = DHTEndpoint(socketAddress: source) {
             runDHT(dht.receive(datagram, from: endpoint, nowMs: Self.now()))
         } else {
             run(links.receive(datagram, from: source, now: Self.now()))

@@ -50,9 +50,13 @@ import Testing
             runtime.waitUntilStopped()
         }
         let first = try runtime.loop.submit { runtime.metricsSnapshot() }.wait()
-        // Some input between the two: a datagram of no known type, as if it came to the node's port.
+        // Some input between the two, as if it came to the node's port: a datagram of no known type, and one in
+        // STUN's range (first byte 0–3) that is no STUN message.
         let source = try SocketAddress(ipAddress: "127.0.0.1", port: 9)
-        try runtime.loop.submit { runtime.receive(datagram: [0x00, 1, 2], from: source) }.wait()
+        try runtime.loop.submit {
+            runtime.receive(datagram: [0x70, 1, 2], from: source)
+            runtime.receive(datagram: [0x00, 1, 2], from: source)
+        }.wait()
         let second = try runtime.loop.submit { runtime.metricsSnapshot() }.wait()
 
         #expect(Set(first.families.map(\.name)).count == first.families.count)
@@ -74,6 +78,7 @@ import Testing
         }
         #expect(second.value("meshnode_link_dropped_total", ["reason": "malformed"]) == 1)
         #expect(second.value("meshnode_link_packets_in_total") == 1)
+        #expect(second.value("meshnode_stun_dropped_total", ["reason": "malformed"]) == 1)
         #expect(second.value("meshnode_relay_sessions") == 0)
 
         // docs/metrics.md lists every family, with its type.
