@@ -31,6 +31,8 @@ struct ForwardLoad: ParsableCommand {
     @Option(help: "saturate: send this many packets whatever the time (default: as many as go within --seconds).")
     var count: Int?
     @Option(help: "saturate: most packets in flight through the relay.") var window = 4_096
+    @Option(help: "voice, independent grid: send the packets due within this many µs together (0: each at its own phase).")
+    var batchUs = 0
     @Option(help: "voice: shared (every session on the same 20 ms tick) or independent (each its own random phase).")
     var grid = "independent"
     @Option(help: "The relay's process id: its CPU time and resident memory are read from /proc around the traffic.")
@@ -42,6 +44,7 @@ struct ForwardLoad: ParsableCommand {
         guard ["shared", "independent"].contains(grid) else { throw ValidationError("--grid must be shared or independent") }
         guard sessions >= 1, sessions <= 1_000_000 else { throw ValidationError("--sessions must be 1 to 1,000,000") }
         guard payloadBytes >= MediaPacket.stampBytes, payloadBytes <= 1_400 else { throw ValidationError("--payload-bytes must be 16 to 1,400") }
+        guard batchUs >= 0, batchUs <= 20_000 else { throw ValidationError("--batch-us must be 0 to 20000") }
         guard window >= 1, (count ?? 1) >= 1 else { throw ValidationError("--window and --count must be positive") }
         // The sender's links are not ticked while the pre-sealed packets go out; its sessions rekey after 120 s.
         guard seconds > 0, seconds <= 100 else { throw ValidationError("--seconds must be above 0 and at most 100") }
@@ -134,7 +137,10 @@ struct ForwardLoad: ParsableCommand {
     /// Packets due at the same time form one group.
     private func voiceGroups(_ sender: inout Sender) -> [Group] {
         let period = 20_000_000
-        var phases = (0..<sessions).map { (session: $0, phase: grid == "shared" ? 0 : Int.random(in: 0..<period)) }
+        // With --batch-us, independent phases fall on a grid of that step: the packets due within one step leave
+        // together, as an upstream relay's read batch (or its trunk hold) would pass them on.
+        let step = max(batchUs * 1_000, 1)
+        var phases = (0..<sessions).map { (session: $0, phase: grid == "shared" ? 0 : Int.random(in: 0..<period) / step * step) }
         phases += (0..<10).map { (Sender.direct, $0 * period / 10) }
         phases.sort { ($0.phase, $0.session) < ($1.phase, $1.session) }
         var groups: [Group] = []
