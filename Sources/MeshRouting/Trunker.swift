@@ -6,10 +6,11 @@ public struct TrunkConfig: Sendable {
     public var maxBytes = TrunkWire.defaultMaxBytes
     /// Longest wait of a lone packet for others to the same neighbour, µs (0: never waits).
     public var holdUs: Int64 = 2_000
-    /// A neighbour counts as carrying several sessions when this many labels went to it within `sessionWindowUs`:
-    /// only then may a lone packet wait (with one session there is no company to wait for).
-    public var companyLabels = 2
-    public var sessionWindowUs: Int64 = 1_000_000
+    /// A lone packet waits only when this many other packets are expected toward its neighbour within the hold
+    /// (from the packets sent to it over the last `rateWindowUs`): 0.7 makes company more likely than not
+    /// (1 − e^−0.7 ≈ 50 %). With one call (50 packets/s) nothing waits; at a 2 ms hold, from about 350 packets/s.
+    public var companyExpected = 0.7
+    public var rateWindowUs: Int64 = 1_000_000
 
     public init() {}
 }
@@ -19,9 +20,10 @@ public struct TrunkConfig: Sendable {
 ///
 /// Decision: packets that arrive together (one read batch, one received trunk, one tick of the media grid) leave
 /// together at the end of the batch, without waiting. A trunk holding a single packet at that point waits up to
-/// `holdUs` for company, but only toward a neighbour that carries other sessions; a trunk that fills up leaves at
-/// once. So a lone call pays no hold, and a busy link needs none (its batches are full already); the hold only
-/// gathers the stragglers of a link with a few independent calls.
+/// `holdUs` for company, but only toward a neighbour where company is likely to come within the hold (its recent
+/// packet rate); a trunk that fills up leaves at once. So a few calls pay no hold (they would wait for nothing),
+/// and a busy link needs none (its batches are full already); the hold gathers the stragglers of a link with
+/// many independent calls.
 public struct Trunker: Sendable {
     public let config: TrunkConfig
     private var outgoing: [WalletAddress: Outgoing] = [:]
@@ -38,9 +40,9 @@ public struct Trunker: Sendable {
         var encoder: TrunkEncoder
         /// When the open trunk's first packet was queued.
         var openedAt: Int64 = 0
-        /// Labels sent in the current and the previous session window, and when the current one began.
-        var labels: Set<UInt32> = []
-        var previousLabels = 0
+        /// Packets queued in the current and the previous rate window, and when the current one began.
+        var packets = 0
+        var previousPackets = 0
         var windowStart: Int64
     }
 
@@ -53,12 +55,12 @@ public struct Trunker: Sendable {
         var out = outgoing.removeValue(forKey: neighbour)
             ?? Outgoing(encoder: TrunkEncoder(maxBytes: config.maxBytes), windowStart: now)
         defer { outgoing[neighbour] = out }
-        if now - out.windowStart >= config.sessionWindowUs {
-            out.previousLabels = now - out.windowStart >= 2 * config.sessionWindowUs ? 0 : out.labels.count
-            out.labels.removeAll(keepingCapacity: true)
+        if now - out.windowStart >= config.rateWindowUs {
+            out.previousPackets = now - out.windowStart >= 2 * config.rateWindowUs ? 0 : out.packets
+            out.packets = 0
             out.windowStart = now
         }
-        if let label = ChainMessage.label(of: message) { out.labels.insert(label) }
+        out.packets += 1
         if out.encoder.pending == 0 {
             out.openedAt = now
             touched.append(neighbour)
@@ -77,7 +79,8 @@ public struct Trunker: Sendable {
         var out: [(WalletAddress, [UInt8])] = []
         for neighbour in touched {
             guard let state = outgoing[neighbour], state.encoder.pending > 0 else { continue }
-            let company = max(state.labels.count, state.previousLabels) >= config.companyLabels
+            let expected = Double(max(state.packets, state.previousPackets)) * Double(config.holdUs) / Double(config.rateWindowUs)
+            let company = expected >= config.companyExpected
             if state.encoder.pending == 1, company, config.holdUs > 0, now - state.openedAt < config.holdUs {
                 holding[neighbour] = state.openedAt + config.holdUs
             } else if let trunk = finish(neighbour) {

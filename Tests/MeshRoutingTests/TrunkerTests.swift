@@ -3,8 +3,8 @@ import MeshIdentity
 import MeshTestKit
 import Testing
 
-/// When trunks leave: packets of one batch together at its end, a lone packet held only toward a neighbour with
-/// other sessions and never past the hold, full trunks at once, control messages never overtaking queued data.
+/// When trunks leave: packets of one batch together at its end, a lone packet held only toward a neighbour whose
+/// packet rate makes company likely within the hold and never past it, full trunks at once, control messages never overtaking queued data.
 @Suite struct TrunkerTests {
     let a = WalletAddress(bytes: [UInt8](repeating: 0xA0, count: 20))!
     let b = WalletAddress(bytes: [UInt8](repeating: 0xB0, count: 20))!
@@ -15,10 +15,12 @@ import Testing
         return ChainMessage.data(label: label, [0x20] + rtp + [UInt8](repeating: 0x5A, count: size))
     }
 
-    static func config(holdUs: Int64 = 2_000, maxBytes: Int = 1_200) -> TrunkConfig {
+    /// `companyExpected` low enough that two packets in the rate window make company likely.
+    static func config(holdUs: Int64 = 2_000, maxBytes: Int = 1_200, companyExpected: Double = 0.003) -> TrunkConfig {
         var c = TrunkConfig()
         c.holdUs = holdUs
         c.maxBytes = maxBytes
+        c.companyExpected = companyExpected
         return c
     }
 
@@ -39,8 +41,9 @@ import Testing
         #expect(t.sent.trunks == 1 && t.sent.fullEntries == 10)
     }
 
+    /// With the default threshold, one call (50 packets/s) never waits: company is not likely within 2 ms.
     @Test func aLoneSessionNeverWaits() {
-        var t = Trunker(config: Self.config())
+        var t = Trunker(config: Self.config(companyExpected: TrunkConfig().companyExpected))
         for seq in UInt16(0)..<5 {
             _ = t.enqueue(Self.media(label: 9, seq: seq), to: a, now: Int64(seq) * 20_000)
             #expect(t.endOfBatch(now: Int64(seq) * 20_000).count == 1, "one session: nothing to wait for")
@@ -50,7 +53,7 @@ import Testing
 
     @Test func aLonePacketWaitsForCompanyButNotPastTheHold() {
         var t = Trunker(config: Self.config(holdUs: 2_000))
-        // Two sessions toward `a`: the second packet of the window finds the first's label already counted.
+        // Two packets toward `a` in the rate window: company counts as likely.
         _ = t.enqueue(Self.media(label: 1, seq: 0), to: a, now: 0)
         _ = t.enqueue(Self.media(label: 2, seq: 0), to: a, now: 0)
         #expect(t.endOfBatch(now: 0).count == 1)
@@ -69,6 +72,22 @@ import Testing
         #expect(t.endOfBatch(now: 20_000).isEmpty)
         #expect(t.expire(now: 22_000).count == 1)
         #expect(t.nextDeadline == nil)
+    }
+
+    /// The rate decides: 400 packets in the last second toward a neighbour (0.8 expected within 2 ms) make a lone
+    /// packet wait; 300 (0.6) do not.
+    @Test func theDefaultThresholdWaitsFromAbout350PacketsPerSecond() {
+        for (rate, waits) in [(300, false), (400, true)] {
+            var t = Trunker(config: Self.config(companyExpected: TrunkConfig().companyExpected))
+            for i in 0..<rate {
+                let now = Int64(i) * 1_000_000 / Int64(rate)
+                _ = t.enqueue(Self.media(label: UInt32(i % 20), seq: UInt16(i / 20)), to: a, now: now)
+                _ = t.endOfBatch(now: now)
+                _ = t.expire(now: now + 2_000)
+            }
+            _ = t.enqueue(Self.media(label: 1, seq: 999), to: a, now: 999_999)
+            #expect(t.endOfBatch(now: 999_999).isEmpty == waits, "\(rate) packets/s")
+        }
     }
 
     @Test func holdZeroNeverWaits() {
