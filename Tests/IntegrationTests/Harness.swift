@@ -258,3 +258,11 @@ final class Background<T>: @unchecked Sendable {
         return try result!.get()
     }
 }
+
+/// The local port an IPv4 UDP socket is bound to.
+func boundPort(_ fd: Int32) -> UInt16 {
+    var addr = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return UInt16(bigEndian: addr.sin_port)
+}

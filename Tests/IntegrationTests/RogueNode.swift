@@ -31,10 +31,7 @@ final class RogueNode {
 
     /// The loopback port the rogue's socket is bound to.
     var port: UInt16 {
-        var addr = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return UInt16(bigEndian: addr.sin_port)
+        boundPort(fd)
     }
 
     static func loopback(port: UInt16) -> sockaddr_in {

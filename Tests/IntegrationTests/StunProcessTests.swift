@@ -63,10 +63,7 @@ final class RFC5389Client {
     deinit { close(fd) }
 
     var localPort: UInt16 {
-        var addr = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return UInt16(bigEndian: addr.sin_port)
+        boundPort(fd)
     }
 
     /// Header: type 0x0001, length, magic cookie 0x2112A442, 96-bit transaction id; then `extra` attributes.
