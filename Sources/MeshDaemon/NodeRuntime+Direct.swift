@@ -55,6 +55,8 @@ extension NodeRuntime {
             return
         }
         if !path.caller, case .credentials = signal.body, signal.generation > path.generation {
+            // The caller started over: it left the previous path (its fallback message may have been lost).
+            if path.agent != nil { fallBack(id, path, why: "the caller started a new attempt", tell: false, now: now) }
             guard attemptDirect(id, path, generation: signal.generation, now: now) else { return }
         }
         guard signal.generation == path.generation, let agent = path.agent else { return }
