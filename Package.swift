@@ -64,7 +64,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "MeshMetrics", "MeshStun", "CNice", "CMeshIO",
+            "MeshStore", "MeshMetrics", "MeshStun", "MeshICE", "CNice", "CMeshIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

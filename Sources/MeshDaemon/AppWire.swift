@@ -60,9 +60,12 @@ enum CallInner: Equatable {
     case signal([UInt8])
     /// One SRTP packet.
     case media([UInt8])
+    /// ICE signalling for the call's direct path, sealed with `IceKey` (`IceSignal`).
+    case ice([UInt8])
 
     static let signalTag: UInt8 = 0x10
     static let mediaTag: UInt8 = 0x20
+    static let iceTag: UInt8 = 0x30
     /// Largest SRTP packet accepted: an Opus frame is at most 1275 bytes, plus RTP and SRTP overhead.
     static let maxMediaBytes = 1_400
 
@@ -70,6 +73,7 @@ enum CallInner: Equatable {
         switch self {
         case .signal(let body): [Self.signalTag] + body
         case .media(let packet): [Self.mediaTag] + packet
+        case .ice(let sealed): [Self.iceTag] + sealed
         }
     }
 
@@ -78,7 +82,100 @@ enum CallInner: Equatable {
         switch tag {
         case Self.signalTag: self = .signal(Array(bytes.dropFirst()))
         case Self.mediaTag where bytes.count - 1 <= Self.maxMediaBytes: self = .media(Array(bytes.dropFirst()))
+        case Self.iceTag: self = .ice(Array(bytes.dropFirst()))
         default: return nil
         }
+    }
+}
+
+/// One ICE signalling message between the two ends of a call (docs/calls.md, "Direct paths"): the sender's side,
+/// the attempt it belongs to (each new pair of agents is a new generation; messages of older ones are ignored),
+/// and what it says.
+struct IceSignal: Equatable {
+    enum Body: Equatable {
+        /// The sender's ICE username fragment and password; sent once per generation, first.
+        case credentials(ufrag: String, password: String)
+        /// One local candidate in SDP form.
+        case candidate(String)
+        case endOfCandidates
+        /// The sender has gone back to the chain (its direct path died or never came): the receiver does too.
+        case fallback
+    }
+
+    var fromCaller: Bool
+    var generation: UInt32
+    var body: Body
+
+    enum Kind: UInt8 {
+        case credentials = 1, candidate, endOfCandidates, fallback
+    }
+
+    /// Longest candidate line accepted (libnice's are under 150 bytes).
+    static let maxCandidateBytes = 512
+}
+
+/// The key ICE signalling of one call is authenticated with: derived from both SRTP master keys, so only the call's
+/// two ends hold it; relays on the chain can neither forge nor alter a candidate (which would steer media to an
+/// address of their choice) nor fake a fallback. The same idea as the chain's `ProbeKey`, with its own label.
+struct IceKey {
+    static let macBytes = 16
+    let bytes: [UInt8]
+
+    init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
+        bytes = Keccak.hash256(Array("meshcall/v1/ice".utf8) + callerToCallee + calleeToCaller)
+    }
+
+    /// The message as it goes after the 0x30 tag: side u8 (0 caller, 1 callee), generation u32, kind u8, body,
+    /// then the first 16 bytes of Keccak-256(key ‖ 0x30 ‖ everything before the MAC).
+    func seal(_ signal: IceSignal) -> [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.write(UInt8(signal.fromCaller ? 0 : 1))
+        w.write(signal.generation)
+        switch signal.body {
+        case .credentials(let ufrag, let password):
+            w.write(IceSignal.Kind.credentials.rawValue)
+            for text in [ufrag, password] {
+                let bytes = Array(text.utf8.prefix(255))
+                w.write(UInt8(bytes.count))
+                w.write(bytes: bytes)
+            }
+        case .candidate(let line):
+            w.write(IceSignal.Kind.candidate.rawValue)
+            w.write(bytes: Array(line.utf8.prefix(IceSignal.maxCandidateBytes)))
+        case .endOfCandidates:
+            w.write(IceSignal.Kind.endOfCandidates.rawValue)
+        case .fallback:
+            w.write(IceSignal.Kind.fallback.rawValue)
+        }
+        return w.bytes + mac(w.bytes)
+    }
+
+    /// The message, or nil when it is malformed or its MAC is wrong.
+    func open(_ sealed: [UInt8]) -> IceSignal? {
+        guard sealed.count > Self.macBytes else { return nil }
+        let content = Array(sealed.dropLast(Self.macBytes))
+        guard mac(content) == Array(sealed.suffix(Self.macBytes)) else { return nil }
+        var r = ByteReader(content)
+        guard let side = r.readUInt8(), side <= 1, let generation = r.readUInt32(),
+              let kind = r.readUInt8().flatMap(IceSignal.Kind.init(rawValue:)) else { return nil }
+        let body: IceSignal.Body
+        switch kind {
+        case .credentials:
+            guard let ufragCount = r.readUInt8(), let ufrag = r.readBytes(Int(ufragCount)),
+                  let passwordCount = r.readUInt8(), let password = r.readBytes(Int(passwordCount)), r.isAtEnd else { return nil }
+            body = .credentials(ufrag: String(decoding: ufrag, as: UTF8.self), password: String(decoding: password, as: UTF8.self))
+        case .candidate:
+            let line = r.readRest()
+            guard !line.isEmpty, line.count <= IceSignal.maxCandidateBytes else { return nil }
+            body = .candidate(String(decoding: line, as: UTF8.self))
+        case .endOfCandidates, .fallback:
+            guard r.isAtEnd else { return nil }
+            body = kind == .fallback ? .fallback : .endOfCandidates
+        }
+        return IceSignal(fromCaller: side == 0, generation: generation, body: body)
+    }
+
+    private func mac(_ content: [UInt8]) -> [UInt8] {
+        Array(Keccak.hash256(bytes + [CallInner.iceTag] + content).prefix(Self.macBytes))
     }
 }

@@ -42,6 +42,9 @@ public struct CallMediaStats: Sendable, Codable, Equatable {
     public var peerLossPercent: Double?
     public var peerBurstLossPercent: Double?
     public var srtpRejected: Int
+    /// Second copies of packets dropped before SRTP: the same RTP sequence number over both paths (the overlap of a
+    /// move onto a direct path, docs/calls.md).
+    public var duplicatesDropped: Int
     public var jitterMs: Double
     public var currentPlayoutDelayMs: Double
     public var meanPlayoutDelayMs: Double
@@ -72,6 +75,8 @@ final class CallMedia {
     /// The client's (or the echo loop's) frames waiting for the 20 ms grid; it sheds what a stall left queued.
     private var feed = ClientFeed()
     private var srtpRejected = 0
+    private var recent = SequenceWindow()
+    private var duplicatesDropped = 0
 
     init(id: CallID, keys: SRTPKeys, config: MediaConfig, source: MediaSource, sink: MediaSink) throws(MediaError) {
         self.id = id
@@ -110,10 +115,16 @@ final class CallMedia {
     /// An SRTP packet from the peer. False when it does not authenticate (and it is counted). The loss report
     /// it carries steers this side's redundancy.
     func inbound(_ packet: [UInt8], nowMs: Int64) -> Bool {
+        let sequence = packet.count >= 4 ? UInt16(packet[2]) << 8 | UInt16(packet[3]) : nil
+        if let sequence, recent.contains(sequence) {
+            duplicatesDropped += 1
+            return false
+        }
         guard let rtp = srtpIn.unprotect(packet) else {
             srtpRejected += 1
             return false
         }
+        if let sequence { recent.insert(sequence) }
         let accepted = receiver.receive(rtp: rtp, nowMs: nowMs)
         if accepted, let report = receiver.peerReport { sender.apply(report: report) }
         return accepted
@@ -139,11 +150,43 @@ final class CallMedia {
             redundancyRecovered: r.redundancyRecovered, redundancy: sender.redundant,
             packetsWithRedundancy: sender.packetsWithRedundancy, peerLossPercent: receiver.peerReport?.lossPercent,
             peerBurstLossPercent: receiver.peerReport?.burstLossPercent, srtpRejected: srtpRejected,
+            duplicatesDropped: duplicatesDropped,
             jitterMs: r.jitterMs, currentPlayoutDelayMs: r.currentPlayoutDelayMs,
             meanPlayoutDelayMs: r.meanPlayoutDelayMs, p95PlayoutDelayMs: r.p95PlayoutDelayMs,
             targetPlayoutDelayMs: r.targetDelayMs, lateLossPercent: r.lateLossPercent,
             concealmentPercent: r.concealmentPercent, timeStretchPercent: r.timeStretchPercent,
             dtxPercent: r.dtxPercent, driftPpm: r.driftPpm, recording: recording,
             feedFramesDropped: feed.droppedQuiet + feed.droppedCatchUp + feed.droppedOverflow)
+    }
+}
+
+/// RTP sequence numbers taken lately (the last 64 below the highest), so that a packet that came over both the chain
+/// and the direct path is dropped before SRTP: libsrtp's replay check would count the second copy as rejected. A
+/// number is noted only once its packet authenticated, so a forged packet cannot make the real one look like a copy.
+struct SequenceWindow {
+    static let size: UInt16 = 64
+    private var highest: UInt16?
+    /// Bit i: `highest - i` was taken.
+    private var seen: UInt64 = 0
+
+    func contains(_ sequence: UInt16) -> Bool {
+        guard let highest else { return false }
+        let behind = highest &- sequence
+        return behind < Self.size && seen & (1 << UInt64(behind)) != 0
+    }
+
+    mutating func insert(_ sequence: UInt16) {
+        guard let current = highest else {
+            highest = sequence
+            seen = 1
+            return
+        }
+        let ahead = sequence &- current
+        if ahead != 0, ahead < 0x8000 {
+            seen = ahead >= Self.size ? 1 : seen << UInt64(ahead) | 1
+            highest = sequence
+        } else if current &- sequence < Self.size {
+            seen |= 1 << UInt64(current &- sequence)
+        }
     }
 }

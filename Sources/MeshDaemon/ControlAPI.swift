@@ -130,14 +130,16 @@ extension NodeRuntime: ControlService {
         if let switches = chainHistory[record.id]?.switches, !switches.isEmpty, let json = try? JSONValue(encoding: switches) {
             object["chainSwitches"] = json
         }
+        if let direct = directJSON(record.id, now: now) { object["direct"] = direct }
         if let stats = media[record.id]?.stats ?? finished[record.id], let json = try? JSONValue(encoding: stats) {
             object["media"] = json
         }
         return .object(object)
     }
 
-    /// "chain A > B > C" (the active chain's nodes after this one) at the caller, "chain from NODE" at the callee.
+    /// "direct srflx A:P > srflx B:Q" while media goes direct; else "chain A > B > C" (the active chain's nodes after this one) at the caller, "chain from NODE" at the callee.
     private func pathText(_ record: CallRecord) -> String {
+        if let direct = directPathText(record.id) { return direct }
         guard record.role == .caller, let chain = shownChains(record.id, now: Self.now()).first else {
             return "chain from \(record.via.checksummed)"
         }

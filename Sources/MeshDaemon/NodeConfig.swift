@@ -116,6 +116,12 @@ public struct NodeConfig: Sendable {
     public var trunking = true
     /// Longest time a lone packet waits in a trunk for company, in ms (0: never waits).
     public var trunkHoldMs = 2
+    /// Whether this node's answered calls try a direct path with ICE (docs/calls.md, "Direct paths"). Off by
+    /// default until the fallback has been measured reliable on more than the NAT lab (docs/configuration.md).
+    public var directPaths = false
+    /// A wallet that must not reveal where it lives: no direct paths for its calls, whatever `directPaths` says (ICE
+    /// candidates carry home addresses), and no endpoints in its presence records, only the relays it links to.
+    public var relayOnly = false
     /// When not empty, links form only with these node addresses (a private mesh; docs/links.md).
     public var allowLinks: [WalletAddress] = []
     /// Where to serve `GET /metrics` in the Prometheus text format (docs/metrics.md); nil: no endpoint.
@@ -149,7 +155,7 @@ public struct NodeConfig: Sendable {
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
         "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
-        "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms",
+        "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms", "direct_paths", "relay_only",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -220,10 +226,19 @@ public struct NodeConfig: Sendable {
             guard let b = value.int else { throw ConfigError("config \(file): bitrate must be an integer") }
             config.bitrate = try checkBitrate(b, what: "config \(file): bitrate")
         }
-        for (key, setting) in [("vad", \NodeConfig.vad), ("denoise", \NodeConfig.denoise)] {
+        for (key, setting) in [("vad", \NodeConfig.vad), ("denoise", \NodeConfig.denoise), ("relay_only", \NodeConfig.relayOnly)] {
             guard let value = table[key] else { continue }
             guard let flag = value.bool else { throw ConfigError("config \(file): \(key) must be true or false") }
             config[keyPath: setting] = flag
+        }
+        if let value = table["direct_paths"] {
+            if let flag = value.bool {
+                config.directPaths = flag
+            } else if let text = value.string {
+                config.directPaths = try parseSwitch(text, what: "config \(file): direct_paths")
+            } else {
+                throw ConfigError("config \(file): direct_paths must be on, off, true or false")
+            }
         }
         if let value = table["trunking"] {
             if let flag = value.bool {

@@ -73,10 +73,11 @@ extension NodeRuntime {
         }
     }
 
-    /// Endpoints: `--advertise`, else the bound address when it is a specific one. Relays: linked neighbours.
+    /// Endpoints: `--advertise`, else the bound address when it is a specific one; none for a relay-only node.
+    /// Relays: linked neighbours.
     func currentReach() -> Reach {
-        var endpoints = advertisedEndpoints
-        if endpoints.isEmpty, let bound = udpSocket?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
+        var endpoints = config.relayOnly ? [] : advertisedEndpoints
+        if endpoints.isEmpty, !config.relayOnly, let bound = udpSocket?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
            !endpoint.ip.allSatisfy({ $0 == 0 }) {
             endpoints = [endpoint]
         }

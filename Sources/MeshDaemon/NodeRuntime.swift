@@ -21,6 +21,13 @@ public struct NodeCounters: Sendable, Codable, Equatable {
     public var resolveUnsolicited = 0
     /// Datagrams the kernel refused to send (a firewall, no route, a full socket buffer); each is dropped alone.
     public var sendFailed = 0
+    /// Direct paths (docs/calls.md): ICE attempts started, attempts that carried media, moves back to the chain,
+    /// ICE messages dropped for a wrong MAC, and the sum over calls of the time from answer to the direct path.
+    public var directAttempts = 0
+    public var directSuccesses = 0
+    public var directFallbacks = 0
+    public var iceBadMac = 0
+    public var msToDirectTotal = 0
 }
 
 /// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
@@ -61,6 +68,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// While the routing table fills after start, records are published again each time it doubles.
     var contactsAtLastPublish = 0
     var media: [CallID: CallMedia] = [:]
+    /// Each answered call's direct path, with direct paths on; kept while the call is remembered.
+    var directs: [CallID: DirectPath] = [:]
     var finished: [CallID: CallMediaStats] = [:]
     /// The media figures of every call that ended, for the node-wide media counters (docs/metrics.md).
     var endedMedia = MediaTotals()
@@ -354,11 +363,10 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func mediaTick(nowMs: Int64) {
+        directTick(now: nowMs)
         for (id, m) in media {
             do {
-                if let packet = try m.outbound() {
-                    runRelay(relay.send(call: id.raw, CallInner.media(packet).serialize()))
-                }
+                if let packet = try m.outbound() { sendMedia(id, packet, now: nowMs) }
             } catch {
                 logger.warning("media encode failed", metadata: ["call": "\(id)", "error": "\(error)"])
             }
@@ -547,6 +555,8 @@ public final class NodeRuntime: @unchecked Sendable {
                 return
             }
             if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
+        case .ice(let sealed)?:
+            receiveIce(id, sealed, now: now)
         case nil:
             counters.callWrongChain += 1
         }
@@ -670,6 +680,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 relay.authenticate(call: id.raw, key: ProbeKey(callerToCallee: caller ? keys.send : keys.receive,
                                                                calleeToCaller: caller ? keys.receive : keys.send))
                 startMedia(id, keys: keys, now: now)
+                if media[id] != nil { startDirect(id, keys: keys, caller: caller, now: now) }
             case .ended(let id, let reason):
                 noteChains(id, now: now)
                 runRelay(relay.close(call: id.raw))
@@ -719,6 +730,7 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     private func endMedia(_ id: CallID, reason: CallEndReason) {
+        directs[id]?.end(now: Self.now())
         let m = media.removeValue(forKey: id)
         if let m {
             if case .recorder(let recording, _) = m.sink { writer.submit({ try recording.close() }, always: true) }
@@ -743,6 +755,7 @@ public final class NodeRuntime: @unchecked Sendable {
             pending.promise.fail(RPCError.failed("\(pending.home) did not answer for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
         finished = finished.filter { calls.calls[$0.key] != nil }
+        directs = directs.filter { calls.calls[$0.key] != nil }
         chainHistory = chainHistory.filter { calls.calls[$0.key] != nil || chainWaiters[$0.key] != nil }
     }
 

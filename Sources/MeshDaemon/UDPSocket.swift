@@ -112,11 +112,15 @@ final class UDPReader: @unchecked Sendable {
     private let lock = NSLock()
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
-    private let credits = DispatchSemaphore(value: UDPReader.inFlight)
+    /// Made at 0 and signalled `inFlight` times: libdispatch traps when a semaphore is freed below the value it was
+    /// made with, which is where this one stands when the node stops with batches still queued to the event loop
+    /// (seen as a crash at SIGTERM after calls, nat-lab homes).
+    private let credits = DispatchSemaphore(value: 0)
 
     /// Starts reading. `deliver` runs on the reader thread; `failed` once, if the socket fails for good.
     init(socket: UDPSocket, deliver: @escaping @Sendable ([ReceivedDatagram]) -> Void, failed: @escaping @Sendable (CInt) -> Void) {
         descriptor = socket.descriptor
+        for _ in 0..<Self.inFlight { credits.signal() }
         let thread = Thread { [self] in
             read(deliver: deliver, failed: failed)
             finished.signal()

@@ -115,6 +115,15 @@ struct CallCommand: ParsableCommand {
         return count == 0 ? "" : " (moved \(count) time\(count == 1 ? "" : "s") during the call)"
     }
 
+    /// "1.2 s direct, 0.3 s relayed, 1 fallback(s), direct after 105 ms", or "-" without direct paths.
+    static func describeDirect(_ direct: JSONValue?) -> String {
+        guard let direct, direct != .null else { return "-" }
+        func seconds(_ key: String) -> String { String(format: "%.1f", (direct[key]?.doubleValue ?? 0) / 1000) }
+        let first = direct["msToDirect"]?.doubleValue.map { ", direct after \(Int($0)) ms" } ?? ", never direct"
+        return "\(seconds("msDirect")) s direct, \(seconds("msRelayed")) s relayed, "
+            + "\(direct["fallbacks"]?.intValue ?? 0) fallback(s)\(first)"
+    }
+
     private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?) {
         let summary = ended["summary"] ?? .object([:])
         let media = summary["media"] ?? .object([:])
@@ -132,6 +141,8 @@ struct CallCommand: ParsableCommand {
         out["chain"] = chains.first ?? .null
         out["standby"] = chains.first { $0["role"]?.stringValue == "standby" } ?? .null
         out["chainSwitches"] = summary["chainSwitches"] ?? .array([])
+        // With direct paths on: time on each path, attempts and fallbacks (docs/calls.md, "Direct paths").
+        if let direct = summary["direct"] { out["direct"] = direct }
         let text: String
         if json {
             text = JSONValue.object(out).prettyText()
@@ -147,6 +158,7 @@ struct CallCommand: ParsableCommand {
                 call        \(f("call"))  \(f("from")) → \(f("peer"))
                 path        \(f("path"))
                 chain       \(out["chain"].map(ChainText.describe) ?? "-")\(lost(out["chain"]))\(switches(out["chainSwitches"]))
+                direct      \(Self.describeDirect(out["direct"]))
                 ended       \(f("reason")) after \(f("durationS")) s (setup \(f("setupMs")) ms)
                 codec       \(f("codec")) at \(f("bitrate")) bit/s
                 packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))

@@ -39,6 +39,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Chain set-ups one neighbour may ask for per second (default 50).") var setupsPerSecond: Int?
     @Option(help: ArgumentHelp("Packets of many sessions to one neighbour share datagrams: on (default) or off.", valueName: "on|off"))
     var trunking: String?
+    @Option(help: ArgumentHelp("Calls try a direct path through NATs with ICE, the relay chain kept as fallback: on or off (default).",
+                               valueName: "on|off"))
+    var direct: String?
+    @Flag(help: "Reveal no home address: no direct paths for this node's calls, only relays in its presence records.")
+    var relayOnly = false
     @Option(help: "Longest wait of a lone packet for others to the same neighbour, ms, 0–20 (default 2).") var trunkHoldMs: Int?
     @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this TCP HOST:PORT (default: none).",
                                valueName: "host:port"))
@@ -108,6 +113,8 @@ struct RunCommand: ParsableCommand {
                 c.setupsPerSecond = try NodeConfig.checkRange(setupsPerSecond, NodeConfig.setupRates, what: "--setups-per-second")
             }
             if let trunking { c.trunking = try NodeConfig.parseSwitch(trunking, what: "--trunking") }
+            if let direct { c.directPaths = try NodeConfig.parseSwitch(direct, what: "--direct") }
+            if relayOnly { c.relayOnly = true }
             if let trunkHoldMs { c.trunkHoldMs = try NodeConfig.checkRange(trunkHoldMs, NodeConfig.trunkHolds, what: "--trunk-hold-ms") }
             return c
         } catch {

@@ -291,6 +291,15 @@ public struct RelayEngine: Sendable {
         if callers[call] != nil { callers[call]?.probeKey = key } else { calleeKeys[call] = key }
     }
 
+    /// The neighbour this end's call bytes leave by now: the first relay of the caller's active chain, or the callee's
+    /// upstream on the chain its replies go on. A direct path asks it for STUN (docs/calls.md, "Direct paths").
+    public func firstHop(call: UInt64) -> WalletAddress? {
+        guard let chain = callers[call]?.active ?? callees[call], let session = sessions[ChainKey(call: call, chain: chain)] else {
+            return nil
+        }
+        return (session.role == .caller ? session.down : session.up)?.node
+    }
+
     /// The node at the other end of a call's chains: the callee's home node, or the caller's node.
     public func farEnd(call: UInt64) -> WalletAddress? { callers[call]?.target ?? callerNodes[call] }
 

@@ -39,6 +39,10 @@ struct Calls: ParsableCommand {
                                           "LATE/CONCEAL", "FEC/RED", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
                                           "DTX OUT/IN", "DURATION"]))
         for c in calls {
+            if let d = c["direct"], d != .null {
+                print("\(text(c["id"])) direct path: \(text(d["state"])), \(text(d["local"])) > \(text(d["remote"])), "
+                      + "\(text(d["attempts"])) attempt(s), \(text(d["fallbacks"])) fallback(s)")
+            }
             for chain in c["chains"]?.arrayValue ?? [] {
                 print("\(text(c["id"])) \(text(chain["role"])) chain: \(ChainText.describe(chain))")
             }

@@ -68,6 +68,33 @@ import Testing
         #expect(try e.ctlJSON(["peers"])["peers"]?.arrayValue?.allSatisfy { $0["address"]?.stringValue == r.address } == true)
     }
 
+    /// A relay-only node (`--relay-only`) publishes presence records with its relays and no endpoint, so a caller
+    /// that finds it only through the DHT learns nothing of where it is, and reaches it through its relay; with
+    /// `--direct on` at both ends, its calls still never try a direct path.
+    @Test func aRelayOnlyNodePublishesNoEndpointAndIsReachedThroughItsRelay() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let r = try NodeProcess("r", in: scratch, arguments: [])
+        let e = try NodeProcess("e", in: scratch, arguments: ["--auto-answer", "echo", "--relay-only", "--direct", "on",
+                                                              "--peer", Self.peer(r), "--allow-link", r.address])
+        let a = try NodeProcess("a", in: scratch, arguments: ["--bootstrap", "127.0.0.1:\(r.port)", "--direct", "on"])
+        defer { [a, e, r].forEach { $0.stop() } }
+        try Self.links(e, 1)
+        let deadline = Date().addingTimeInterval(20)
+        var record: JSONValue?
+        while Date() < deadline {
+            record = (try? a.ctlJSON(["dht", "lookup", e.address]))?["record"]
+            if record?["relays"]?.arrayValue?.isEmpty == false { break }
+            usleep(200_000)
+        }
+        #expect(record?["relays"]?.arrayValue?.contains { $0.stringValue?.hasPrefix(r.address) == true } == true, "\(record ?? .null)")
+        #expect(record?["endpoints"]?.arrayValue == [], "\(record ?? .null)")
+        let (result, summary) = try Self.call(a, e.address, duration: 2)
+        #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
+        #expect(Self.chain(summary) == [r.address, e.address], "\(summary?["chain"] ?? .null)")
+        #expect(try e.ctlJSON(["info"])["nodeCounters"]?["directAttempts"]?.intValue == 0)
+    }
+
     /// A relay whose session limit is reached refuses the set-up with that reason; the caller goes around it when
     /// the graph has another chain, and reports the refusal when it has not.
     @Test func aFullRelayRefusesAndTheCallerTriesAnotherChain() throws {

@@ -33,6 +33,8 @@ import Testing
             setups_per_second = 400
             trunking = "off"
             trunk_hold_ms = 5
+            direct_paths = true
+            relay_only = true
             allow_links = ["\(pinned.checksummed)"]
             metrics = "127.0.0.1:9100"
             """) { path in
@@ -55,6 +57,8 @@ import Testing
             #expect(c.relayConfig.maxSessions == 50 && c.relayConfig.maxSessionsPerNeighbour == 5)
             #expect(c.relayConfig.setupsPerSecond == 400 && c.relayConfig.setupBurst == 800)
             #expect(!c.trunking && c.trunkHoldMs == 5)
+            #expect(c.directPaths && !NodeConfig().directPaths)
+            #expect(c.relayOnly && !NodeConfig().relayOnly)
             #expect(c.linkConfig.allowedPeers == [pinned])
             #expect(c.metrics == HostPort(host: "127.0.0.1", port: 9100))
         }

@@ -1,0 +1,97 @@
+import Foundation
+import MeshControl
+import Testing
+
+/// Direct paths between two home nodes behind NATs (docs/calls.md, "Direct paths"), in `Tools/nat-lab` with real
+/// `mesh-node`s: each home node links only to the public node p1, so every call's chain runs through p1, and
+/// `Tools/direct-call` places echo calls from home a to home b, sampling p1's relay counters. Needs root; skipped
+/// otherwise.
+@Suite(.serialized, .enabled(if: geteuid() == 0, "needs root (network namespaces)"))
+struct DirectCallTests {
+    /// Cone/cone: the call goes direct within 2 s of the answer; from a second after that, p1 forwards the caller's
+    /// chain probes (10 a second) and no media (50 a second); the echo matches the speech sent.
+    @Test func coneToConeMovesMediaOffTheChain() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let (call, document) = try runDirectCall(homes: "cone", scratch: scratch)
+        let direct = call["summary"]?["direct"]
+        let context = "\(direct ?? .null); \(mediaFigures(call["summary"]))"
+        #expect(call["status"]?.intValue == 0, "\(call["stderr"] ?? .null)")
+        #expect((direct?["msToDirect"]?.doubleValue ?? .infinity) < 2_000, "\(context)")
+        #expect(direct?["fallbacks"]?.intValue == 0, "\(context)")
+        let samples = call["samples"]?.arrayValue ?? []
+        let onDirect = samples.filter { $0["state"]?.stringValue == "direct" }
+        if let first = onDirect.first?["t"]?.doubleValue,
+           let from = onDirect.first(where: { ($0["t"]?.doubleValue ?? 0) >= first + 1 }), let to = onDirect.last,
+           let t0 = from["t"]?.doubleValue, let t1 = to["t"]?.doubleValue, t1 - t0 >= 2 {
+            let rate = Double((to["forward"]?.intValue ?? 0) - (from["forward"]?.intValue ?? 0)) / (t1 - t0)
+            #expect(rate < 15, "p1 forwarded \(rate) packets/s toward the callee while the call was direct")
+        } else {
+            Issue.record("not direct for 3 s: \(samples.map { $0["state"]?.stringValue ?? "-" })")
+        }
+        let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
+        #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(match); \(context)")
+    }
+
+    /// Symmetric/symmetric (no TURN): no direct pair exists; the call stays on the chain with continuous audio.
+    @Test func symmetricToSymmetricStaysOnTheChain() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let (call, document) = try runDirectCall(homes: "symmetric", scratch: scratch)
+        let direct = call["summary"]?["direct"]
+        #expect(call["status"]?.intValue == 0, "\(call["stderr"] ?? .null)")
+        #expect(direct?["msDirect"]?.doubleValue == 0 && direct?["msToDirect"] == nil, "\(direct ?? .null)")
+        #expect((direct?["attempts"]?.intValue ?? 0) >= 1, "\(direct ?? .null)")
+        let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
+        #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(match); \(mediaFigures(call["summary"]))")
+        let gap = call["longestGapMs"]?.doubleValue ?? .infinity
+        #expect(gap < 1_000, "longest gap \(gap) ms")
+    }
+
+    /// The direct path cut mid-call in one direction (b to a dropped at a's host): a notices within 400 ms, both
+    /// ends go back to the chain (b told over it), and the echo's longest gap stays under a second.
+    @Test func aCutDirectPathFallsBackToTheChainWithinASecond() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let (call, document) = try runDirectCall(homes: "cone", scratch: scratch, cutAt: 2.5)
+        let direct = call["summary"]?["direct"]
+        let context = "\(direct ?? .null); \(mediaFigures(call["summary"]))"
+        #expect(call["status"]?.intValue == 0, "\(call["stderr"] ?? .null)")
+        #expect(direct?["fallbacks"]?.intValue == 1 && (direct?["msDirect"]?.doubleValue ?? 0) > 1_000, "\(context)")
+        for node in ["a", "b"] {
+            #expect(document.json["info"]?[node]?["nodeCounters"]?["directFallbacks"]?.intValue == 1, "\(node)")
+        }
+        let gap = call["longestGapMs"]?.doubleValue ?? .infinity
+        #expect(gap < 1_000, "longest gap \(gap) ms: \(context)")
+        let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
+        #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(match); \(context)")
+    }
+}
+
+/// What `Tools/direct-call` wrote, and where its spoken sample is.
+struct DirectCallDocument {
+    let json: JSONValue
+    let speech: String
+}
+
+/// Runs one `Tools/direct-call` echo call of 6 s in a nat-lab with homes a and b behind NATs of kind `homes`, and
+/// returns the call's entry and the whole document. nat-lab removes its namespaces and processes however it ends.
+func runDirectCall(homes: String, scratch: Scratch, cutAt: Double? = nil) throws -> (JSONValue, DirectCallDocument) {
+    let out = scratch.file("direct.json")
+    var command = [directCallPath, "--bin-dir", Binaries.directory, "--out", out, "--duration", "6"]
+    if let cutAt { command += ["--cut-at", String(cutAt)] }
+    let arguments = ["--public", "1", "--mesh-nodes", "--bin-dir", Binaries.directory, "--home", "a:\(homes)",
+                     "--home", "b:\(homes)", "--timeout", "60", "--"] + command
+    let run = try runCommand(natLabPath, arguments, timeout: 90, stopGrace: 10, recordTimeout: false)
+    guard let text = try? String(contentsOfFile: out, encoding: .utf8), let document = try? decodeJSON(text) else {
+        throw HarnessError("direct-call wrote nothing (nat-lab exit \(run.status)): \(run.stderr.suffix(2_000))")
+    }
+    guard document["error"] == nil || document["error"] == .null, let call = document["calls"]?.arrayValue?.first else {
+        throw HarnessError("direct-call: \(document["error"]?.stringValue ?? "no call"); logs: \(document["logs"] ?? .null)")
+    }
+    return (call, DirectCallDocument(json: document, speech: document["speech"]?.stringValue ?? ""))
+}
+
+/// The repository's `Tools/direct-call`.
+let directCallPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Tools/direct-call").path
