@@ -149,6 +149,18 @@ extension NodeRuntime {
             "call_wrong_chain": counters.callWrongChain, "resolve_unsolicited": counters.resolveUnsolicited,
         ])
 
+        m.add("meshnode_direct_calls", .gauge, "Calls whose media is on a direct path now (docs/calls.md, \"Direct paths\").",
+              directs.values.filter(\.isDirect).count)
+        m.add("meshnode_direct_attempts_total", .counter, "Direct-path attempts (ICE agents started for calls).", counters.directAttempts)
+        m.add("meshnode_direct_successes_total", .counter, "Direct-path attempts whose media moved onto the direct path.",
+              counters.directSuccesses)
+        m.add("meshnode_direct_fallbacks_total", .counter, "Calls moved back from a direct path to their relay chain.",
+              counters.directFallbacks)
+        m.add("meshnode_direct_seconds_to_direct_total", .counter,
+              "Sum over calls of the time from answer to media on the direct path (with successes: the mean).",
+              Double(counters.msToDirectTotal) / 1000)
+        m.add("meshnode_direct_ice_bad_mac_total", .counter, "ICE signalling messages dropped for a wrong MAC.", counters.iceBadMac)
+
         let s = stun.counters
         m.add("meshnode_stun_requests_total", .counter, "STUN Binding Requests received on the node's UDP port.", s.requests)
         m.add("meshnode_stun_answered_total", .counter, "STUN Binding Requests answered with the source's address.", s.answered)

@@ -31,6 +31,12 @@ struct DirectCallTests {
         }
         let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
         #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(match); \(context)")
+        // The caller's metrics (docs/metrics.md) count the attempt and its success, and no fallback.
+        let metrics = document.json["metrics"]?["a"]
+        #expect((metrics?["meshnode_direct_attempts_total"]?.doubleValue ?? 0) >= 1, "\(metrics ?? .null)")
+        #expect((metrics?["meshnode_direct_successes_total"]?.doubleValue ?? 0) >= 1, "\(metrics ?? .null)")
+        #expect(metrics?["meshnode_direct_fallbacks_total"]?.doubleValue == 0, "\(metrics ?? .null)")
+        #expect((metrics?["meshnode_direct_seconds_to_direct_total"]?.doubleValue ?? 0) > 0, "\(metrics ?? .null)")
     }
 
     /// Symmetric/symmetric (no TURN): no direct pair exists; the call stays on the chain with continuous audio.
