@@ -231,22 +231,14 @@ public struct NodeConfig: Sendable {
             guard let flag = value.bool else { throw ConfigError("config \(file): \(key) must be true or false") }
             config[keyPath: setting] = flag
         }
-        if let value = table["direct_paths"] {
+        for (key, setting) in [("direct_paths", \NodeConfig.directPaths), ("trunking", \NodeConfig.trunking)] {
+            guard let value = table[key] else { continue }
             if let flag = value.bool {
-                config.directPaths = flag
+                config[keyPath: setting] = flag
             } else if let text = value.string {
-                config.directPaths = try parseSwitch(text, what: "config \(file): direct_paths")
+                config[keyPath: setting] = try parseSwitch(text, what: "config \(file): \(key)")
             } else {
-                throw ConfigError("config \(file): direct_paths must be on, off, true or false")
-            }
-        }
-        if let value = table["trunking"] {
-            if let flag = value.bool {
-                config.trunking = flag
-            } else if let text = value.string {
-                config.trunking = try parseSwitch(text, what: "config \(file): trunking")
-            } else {
-                throw ConfigError("config \(file): trunking must be on, off, true or false")
+                throw ConfigError("config \(file): \(key) must be on, off, true or false")
             }
         }
         if let v = try string("redundancy") { config.redundancy = try parseRedundancy(v, what: "config \(file): redundancy") }
