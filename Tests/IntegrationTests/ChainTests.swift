@@ -33,6 +33,26 @@ import Testing
 
     private static func peer(_ node: NodeProcess) -> String { "\(node.address)@127.0.0.1:\(node.port)" }
 
+    /// Waits until `node` has an active call and returns its id; throws, with what the node last said, when none
+    /// is active within `seconds`.
+    private static func activeCall(at node: NodeProcess, within seconds: TimeInterval) throws -> String {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = ""
+        while Date() < deadline {
+            do {
+                let calls = try node.ctlJSON(["calls"])
+                if let id = calls["calls"]?.arrayValue?.first(where: { $0["state"]?.stringValue == "active" })?["id"]?.stringValue {
+                    return id
+                }
+                last = calls.prettyText()
+            } catch {
+                last = "\(error)"
+            }
+            usleep(50_000)
+        }
+        throw HarnessError("\(node.name): no active call within \(seconds) s; last answer: \(last)")
+    }
+
     /// Waits until `node` has `count` links up.
     private static func links(_ node: NodeProcess, _ count: Int) throws {
         try node.wait(for: "\(count) links") { ($0["peersUp"]?.intValue ?? 0) >= count }
@@ -192,28 +212,22 @@ import Testing
         #expect(declined.status != 0)
         #expect(declinedSummary?["reason"]?.stringValue == "declined" || declined.stderr.contains("declined"), "\(declined.stderr)")
 
-        // Busy: c's wallet is in a call with a when x calls it.
+        // Busy: c's wallet is in a call with a when x calls it. The call is long (it is hung up below) so that a
+        // slow set-up or a slow poll on a loaded machine cannot let it end before x calls.
         let (socket, callee) = (a.socket, c.address)
-        let first = Background { try Self.call(socket: socket, callee, duration: 6, play: speech, record: nil) }
-        var active = false
-        let deadline = Date().addingTimeInterval(10)
-        while !active && Date() < deadline {
-            active = (try? c.ctlJSON(["calls"]))?["calls"]?.arrayValue?.contains { $0["state"]?.stringValue == "active" } ?? false
-            if !active { usleep(50_000) }
-        }
-        #expect(active)
+        let first = Background { try Self.call(socket: socket, callee, duration: 30, play: speech, record: nil) }
+        let id = try Self.activeCall(at: c, within: 20)
         let (busy, busySummary) = try Self.call(x, c.address)
         #expect(busy.status != 0)
         #expect(busySummary?["reason"]?.stringValue == "busy" || busy.stderr.contains("busy"), "\(busy.stderr)")
 
-        // The callee hangs up: the caller's call ends with a normal hangup, before its 6 s.
-        let id = (try c.ctlJSON(["calls"]))["calls"]?.arrayValue?.first { $0["state"]?.stringValue == "active" }?["id"]?.stringValue ?? "?"
+        // The callee hangs up: the caller's call ends with a normal hangup, long before its 30 s.
         let hungUp = try c.ctl(["hangup", id])
         #expect(hungUp.status == 0, "\(hungUp.stderr)")
         let (ended, endedSummary) = try first.wait()
         #expect(ended.status == 0, "\(ended.stderr)")
         #expect(endedSummary?["reason"]?.stringValue == "hangup")
-        #expect((endedSummary?["durationS"]?.doubleValue ?? 99) < 5.5)
+        #expect((endedSummary?["durationS"]?.doubleValue ?? 99) < 25)
         #expect(Self.chain(endedSummary) == [b.address, c.address])
         try b.wait(for: "the chain's sessions removed") { _ in
             ((try? b.ctlJSON(["sessions"]))?["sessions"]?.arrayValue?.count ?? -1) == 0
@@ -221,12 +235,7 @@ import Testing
 
         // The callee's node dies mid-call: the caller's call ends (no chain can be rebuilt) instead of hanging.
         let lost = Background { try Self.call(socket: socket, callee, duration: 30, play: speech, record: nil) }
-        active = false
-        let second = Date().addingTimeInterval(10)
-        while !active && Date() < second {
-            active = (try? c.ctlJSON(["calls"]))?["calls"]?.arrayValue?.contains { $0["state"]?.stringValue == "active" } ?? false
-            if !active { usleep(50_000) }
-        }
+        _ = try Self.activeCall(at: c, within: 20)
         let killedAt = Date()
         kill(c.process.processIdentifier, SIGKILL)
         let (gone, goneSummary) = try lost.wait()

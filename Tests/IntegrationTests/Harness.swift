@@ -16,7 +16,8 @@ enum Binaries {
     static var nodeCtl: String { directory + "/node-ctl" }
 }
 
-/// A scratch folder under /tmp (short, so Unix socket paths fit), removed by `remove()`.
+/// A scratch folder under /tmp (short, so Unix socket paths fit), removed by `remove()` unless `MESH_KEEP_SCRATCH`
+/// is set (then the nodes' logs stay for a post-mortem).
 struct Scratch {
     let path: String
     init() {
@@ -24,7 +25,10 @@ struct Scratch {
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     func file(_ name: String) -> String { path + "/" + name }
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
+    func remove() {
+        guard ProcessInfo.processInfo.environment["MESH_KEEP_SCRATCH"] == nil else { return }
+        try? FileManager.default.removeItem(atPath: path)
+    }
 }
 
 struct Finished {
