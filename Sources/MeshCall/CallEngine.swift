@@ -26,6 +26,11 @@ public enum CallState: String, Sendable, Codable { case offering, ringing, activ
 public struct SRTPKeys: Sendable, Equatable {
     public let send: [UInt8]
     public let receive: [UInt8]
+
+    public init(send: [UInt8], receive: [UInt8]) {
+        self.send = send
+        self.receive = receive
+    }
 }
 
 /// What the call layer knows about one call.
@@ -82,10 +87,10 @@ public struct CallEngine: Sendable {
 
     /// Starts a call from a hosted wallet to `remote`, whose home node is `via` (the far end of the call's chain),
     /// with the id the chain was built for. Nil when the wallet is not hosted here or is already in a call (one
-    /// call per wallet).
+    /// call per wallet), other than `replacing` (the call a blind transfer moves from).
     public mutating func place(id: CallID = .random(), from local: WalletAddress, to remote: WalletAddress, via: WalletAddress,
-                               bitrate: Int, now: Int64) -> (CallID, [CallAction])? {
-        guard let key = wallets[local], !inCall(local), calls[id] == nil else { return nil }
+                               bitrate: Int, replacing: CallID? = nil, now: Int64) -> (CallID, [CallAction])? {
+        guard let key = wallets[local], !inCall(local, besides: replacing), calls[id] == nil else { return nil }
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let timestamp = UInt64(max(now, 0))
         let signed = CallMessage.Offer.signedPart(callID: id, caller: local, callee: remote, ephemeral: ephemeral,
@@ -186,9 +191,9 @@ public struct CallEngine: Sendable {
 
     // MARK: internals
 
-    /// A hosted wallet has one call at a time.
-    public func inCall(_ wallet: WalletAddress) -> Bool {
-        calls.values.contains { $0.local == wallet && $0.state != .ended }
+    /// A hosted wallet has one call at a time (`besides`: not counting that one).
+    public func inCall(_ wallet: WalletAddress, besides: CallID? = nil) -> Bool {
+        calls.values.contains { $0.local == wallet && $0.state != .ended && $0.id != besides }
     }
 
     private mutating func receiveOffer(_ offer: CallMessage.Offer, from node: WalletAddress, now: Int64) -> [CallAction] {

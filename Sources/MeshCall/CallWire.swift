@@ -28,6 +28,8 @@ public enum CallEndReason: UInt8, Sendable, Codable, CustomStringConvertible {
     case linkLost = 8
     case failed = 9
     case staleOffer = 10
+    /// The caller's node moved the call to the wallet the callee transferred it to.
+    case transferred = 11
 
     public var description: String {
         switch self {
@@ -42,6 +44,7 @@ public enum CallEndReason: UInt8, Sendable, Codable, CustomStringConvertible {
         case .linkLost: "link lost"
         case .failed: "failed"
         case .staleOffer: "stale offer (are both clocks set?)"
+        case .transferred: "transferred"
         }
     }
 }

@@ -62,10 +62,16 @@ enum CallInner: Equatable {
     case media([UInt8])
     /// ICE signalling for the call's direct path, sealed with `IceKey` (`IceSignal`).
     case ice([UInt8])
+    /// Call control between the ends (`ControlEnvelope`), sealed with the call's control key.
+    case control([UInt8])
+    /// A node on the path quelches or unquelches the caller (`QuelchNotice`, signed by that node).
+    case quelch([UInt8])
 
     static let signalTag: UInt8 = 0x10
     static let mediaTag: UInt8 = 0x20
     static let iceTag: UInt8 = 0x30
+    static let controlTag: UInt8 = 0x40
+    static let quelchTag: UInt8 = 0x41
     /// Largest SRTP packet accepted: an Opus frame is at most 1275 bytes, plus RTP and SRTP overhead.
     static let maxMediaBytes = 1_400
 
@@ -74,6 +80,8 @@ enum CallInner: Equatable {
         case .signal(let body): [Self.signalTag] + body
         case .media(let packet): [Self.mediaTag] + packet
         case .ice(let sealed): [Self.iceTag] + sealed
+        case .control(let sealed): [Self.controlTag] + sealed
+        case .quelch(let notice): [Self.quelchTag] + notice
         }
     }
 
@@ -83,6 +91,8 @@ enum CallInner: Equatable {
         case Self.signalTag: self = .signal(Array(bytes.dropFirst()))
         case Self.mediaTag where bytes.count - 1 <= Self.maxMediaBytes: self = .media(Array(bytes.dropFirst()))
         case Self.iceTag: self = .ice(Array(bytes.dropFirst()))
+        case Self.controlTag: self = .control(Array(bytes.dropFirst()))
+        case Self.quelchTag: self = .quelch(Array(bytes.dropFirst()))
         default: return nil
         }
     }
@@ -114,15 +124,14 @@ struct IceSignal: Equatable {
     static let maxCandidateBytes = 512
 }
 
-/// The key ICE signalling of one call is authenticated with: derived from both SRTP master keys, so only the call's
-/// two ends hold it; relays on the chain can neither forge nor alter a candidate (which would steer media to an
-/// address of their choice) nor fake a fallback. The same idea as the chain's `ProbeKey`, with its own label.
+/// The key ICE signalling of one call is authenticated with (an `EndToEndKey`): only the call's two ends hold it, so
+/// relays on the chain can neither forge nor alter a candidate (which would steer media to an address of their
+/// choice) nor fake a fallback. The same idea as the chain's `ProbeKey`, with its own label.
 struct IceKey {
-    static let macBytes = 16
-    let bytes: [UInt8]
+    let key: EndToEndKey
 
     init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
-        bytes = Keccak.hash256(Array("meshcall/v1/ice".utf8) + callerToCallee + calleeToCaller)
+        key = EndToEndKey(label: "meshcall/v1/ice", tag: CallInner.iceTag, callerToCallee: callerToCallee, calleeToCaller: calleeToCaller)
     }
 
     /// The message as it goes after the 0x30 tag: side u8 (0 caller, 1 callee), generation u32, kind u8, body,
@@ -147,14 +156,12 @@ struct IceKey {
         case .fallback:
             w.write(IceSignal.Kind.fallback.rawValue)
         }
-        return w.bytes + mac(w.bytes)
+        return key.seal(w.bytes)
     }
 
     /// The message, or nil when it is malformed or its MAC is wrong.
     func open(_ sealed: [UInt8]) -> IceSignal? {
-        guard sealed.count > Self.macBytes else { return nil }
-        let content = Array(sealed.dropLast(Self.macBytes))
-        guard mac(content) == Array(sealed.suffix(Self.macBytes)) else { return nil }
+        guard let content = key.open(sealed) else { return nil }
         var r = ByteReader(content)
         guard let side = r.readUInt8(), side <= 1, let generation = r.readUInt32(),
               let kind = r.readUInt8().flatMap(IceSignal.Kind.init(rawValue:)) else { return nil }
@@ -174,8 +181,10 @@ struct IceKey {
         }
         return IceSignal(fromCaller: side == 0, generation: generation, body: body)
     }
+}
 
-    private func mac(_ content: [UInt8]) -> [UInt8] {
-        Array(Keccak.hash256(bytes + [CallInner.iceTag] + content).prefix(Self.macBytes))
-    }
+/// The key a call's control messages are sealed with (docs/calls.md, "Call control"): only the two ends hold it.
+func controlKey(_ keys: SRTPKeys, caller: Bool) -> EndToEndKey {
+    EndToEndKey(label: "meshcall/v1/control", tag: CallInner.controlTag, callerToCallee: caller ? keys.send : keys.receive,
+                calleeToCaller: caller ? keys.receive : keys.send)
 }

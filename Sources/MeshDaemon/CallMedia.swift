@@ -77,6 +77,15 @@ final class CallMedia {
     private var srtpRejected = 0
     private var recent = SequenceWindow()
     private var duplicatesDropped = 0
+    /// What is played instead of the peer while nothing of it is to be heard (hold, quelch).
+    private var comfortNoise: ComfortNoise
+    /// Whether this side sends media (not while held or quelched) and whether it plays what comes in (not while
+    /// held, nor where this node quelches the caller): docs/calls.md, "Call control". Muted sends silence.
+    var sends = true
+    var muted = false
+    var plays = true {
+        didSet { if plays && !oldValue { receiver.endStream() } }
+    }
 
     init(id: CallID, keys: SRTPKeys, config: MediaConfig, source: MediaSource, sink: MediaSink) throws(MediaError) {
         self.id = id
@@ -89,6 +98,7 @@ final class CallMedia {
         receiver = try MediaReceiver(config: config)
         srtpOut = try SRTPContext(masterKeyAndSalt: keys.send, direction: .outbound)
         srtpIn = try SRTPContext(masterKeyAndSalt: keys.receive, direction: .inbound)
+        comfortNoise = ComfortNoise(seed: id.raw)
     }
 
     /// A frame from the client (or the echo loop) to send later.
@@ -99,9 +109,15 @@ final class CallMedia {
 
     /// Takes the next 20 ms frame; the SRTP packet to send, or nil when there is none this tick (Opus DTX
     /// during silence sends one packet every 400 ms, which keeps the call's 10 s media timeout at bay; a 40 ms
-    /// profile sends every other tick).
+    /// profile sends every other tick). The feed's frame is taken either way: held or muted, the client's audio
+    /// is dropped, not queued.
     func outbound() throws(MediaError) -> [UInt8]? {
-        let frame = feed.pull() ?? [Int16](repeating: 0, count: Audio.frameSamples)
+        let pulled = feed.pull()
+        guard sends else {
+            sender.skip()
+            return nil
+        }
+        let frame = (muted ? nil : pulled) ?? [Int16](repeating: 0, count: Audio.frameSamples)
         return try sender.packetize(frame: frame, report: receiver.report).map { rtp throws(MediaError) in
             try srtpOut.protect(rtp)
         }
@@ -132,7 +148,7 @@ final class CallMedia {
 
     /// The frame to play now; the echo loop queues it to be sent back.
     func playout(nowMs: Int64) -> [Int16] {
-        let frame = receiver.nextFrame(nowMs: nowMs)
+        let frame = plays ? receiver.nextFrame(nowMs: nowMs) : comfortNoise.frame()
         if case .echo = sink { enqueue(frame) }
         return frame
     }

@@ -43,6 +43,13 @@ extension NodeRuntime: ControlService {
                 case "route.explain": return try self.explainRoute(params)
                 case "call.profile": return self.loop.makeSucceededFuture(try self.setProfile(params))
                 case "call.place": return try self.place(params, connection: connection)
+                case "call.hold": return self.loop.makeSucceededFuture(try self.hold(params, true))
+                case "call.resume": return self.loop.makeSucceededFuture(try self.hold(params, false))
+                case "call.mute": return self.loop.makeSucceededFuture(try self.mute(params, true))
+                case "call.unmute": return self.loop.makeSucceededFuture(try self.mute(params, false))
+                case "call.quelch": return self.loop.makeSucceededFuture(try self.quelch(params, true))
+                case "call.unquelch": return self.loop.makeSucceededFuture(try self.quelch(params, false))
+                case "call.transfer": return self.loop.makeSucceededFuture(try self.askTransfer(params))
                 default: throw RPCError.methodNotFound(method)
                 }
             } catch {
@@ -131,6 +138,7 @@ extension NodeRuntime: ControlService {
             object["chainSwitches"] = json
         }
         if let direct = directJSON(record.id, now: now) { object["direct"] = direct }
+        if controls[record.id] != nil { object["control"] = controlJSON(record.id) }
         if let stats = media[record.id]?.stats ?? finished[record.id], let json = try? JSONValue(encoding: stats) {
             object["media"] = json
         }
@@ -147,7 +155,7 @@ extension NodeRuntime: ControlService {
     }
 
     /// The active call whose id starts with `params.call`.
-    private func activeCall(_ params: JSONValue, method: String) throws -> CallRecord {
+    func activeCall(_ params: JSONValue, method: String) throws -> CallRecord {
         guard let text = params["call"]?.stringValue?.lowercased(), !text.isEmpty else {
             throw RPCError.invalidParams("\(method) needs \"call\": a call id")
         }
@@ -195,8 +203,15 @@ extension NodeRuntime: ControlService {
         guard !calls.inCall(from), let key = wallets.first(where: { $0.address == from }) else {
             throw RPCError.failed("\(from) is already in a call (busy)")
         }
+        return placeCall(id: CallID.random(), key: key, to: to, bitrate: bitrate, replacing: nil, connection: connection)
+    }
+
+    /// Resolves the callee, builds the call's first chain and offers the call, for `connection`'s client (the one
+    /// that placed it, or the client of the call a blind transfer replaces).
+    func placeCall(id: CallID, key: PrivateKey, to: WalletAddress, bitrate: Int, replacing: CallID?,
+                   connection: ControlConnection) -> EventLoopFuture<JSONValue> {
+        let from = key.address
         let started = Self.now()
-        let id = CallID.random()
         return resolve(to).flatMap { home in
             self.reach(home, started: Self.now(), nextTry: 0)
         }.flatMap { home -> EventLoopFuture<(Home, Int64)> in
@@ -214,7 +229,8 @@ extension NodeRuntime: ControlService {
                 self.runRelay(self.relay.close(call: id.raw))
                 throw RPCError.failed("the client closed the connection")
             }
-            guard let (_, actions) = self.calls.place(id: id, from: from, to: to, via: home.node, bitrate: bitrate, now: now) else {
+            guard let (_, actions) = self.calls.place(id: id, from: from, to: to, via: home.node, bitrate: bitrate,
+                                                      replacing: replacing, now: now) else {
                 self.runRelay(self.relay.close(call: id.raw))
                 throw RPCError.failed("\(from) is already in a call (busy)")
             }

@@ -119,7 +119,7 @@ extension NodeRuntime {
         m.add("meshnode_relay_forwarded_bytes_total", .counter, "Bytes of chain packets forwarded for others.", r.forwardedBytes)
         m.add("meshnode_relay_dropped_total", .counter, "Chain packets dropped, by reason (docs/forwarding.md).", by: "reason", [
             "malformed": r.malformed, "unknown_label": r.unknownLabel, "wrong_neighbour": r.wrongNeighbour,
-            "forged_probe": r.forgedProbes,
+            "forged_probe": r.forgedProbes, "quelched": r.quelchDrops,
         ])
         m.add("meshnode_relay_setups_total", .counter, "Chain set-ups asked of this node as a relay, by outcome.", by: "outcome", [
             "relayed": r.setupsRelayed, "refused": r.setupsRefused, "rate_limited": r.setupsRateLimited,
@@ -147,6 +147,7 @@ extension NodeRuntime {
         m.add("meshnode_app_dropped_total", .counter, "Input dropped above the link layer, by reason.", by: "reason", [
             "malformed_app": counters.malformedApp, "malformed_call": calls.malformed, "media_unknown_call": counters.mediaUnknownCall,
             "call_wrong_chain": counters.callWrongChain, "resolve_unsolicited": counters.resolveUnsolicited,
+            "control_bad_mac": counters.controlBadMac, "quelch_refused": counters.quelchRefused,
         ])
 
         m.add("meshnode_direct_calls", .gauge, "Calls whose media is on a direct path now (docs/calls.md, \"Direct paths\").",

@@ -28,6 +28,10 @@ public struct NodeCounters: Sendable, Codable, Equatable {
     public var directFallbacks = 0
     public var iceBadMac = 0
     public var msToDirectTotal = 0
+    /// Call control (docs/calls.md): control messages whose MAC was wrong, quelch notices refused (malformed,
+    /// another call's, a signer not on the path, or a replay).
+    public var controlBadMac = 0
+    public var quelchRefused = 0
 }
 
 /// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
@@ -70,6 +74,12 @@ public final class NodeRuntime: @unchecked Sendable {
     var media: [CallID: CallMedia] = [:]
     /// Each answered call's direct path, with direct paths on; kept while the call is remembered.
     var directs: [CallID: DirectPath] = [:]
+    /// Each answered call's control channel (hold, mute, quelch, transfer), while it lasts.
+    var controls: [CallID: ControlChannel] = [:]
+    /// Calls placed for a blind transfer → the call they replace once answered.
+    var transfers: [CallID: CallID] = [:]
+    /// The counter of this node's latest quelch notice (its clock in ms, kept growing).
+    var quelchCounter: UInt64 = 0
     var finished: [CallID: CallMediaStats] = [:]
     /// The media figures of every call that ended, for the node-wide media counters (docs/metrics.md).
     var endedMedia = MediaTotals()
@@ -364,6 +374,7 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func mediaTick(nowMs: Int64) {
         directTick(now: nowMs)
+        controlTick(now: nowMs)
         for (id, m) in media {
             do {
                 if let packet = try m.outbound() { sendMedia(id, packet, now: nowMs) }
@@ -557,6 +568,10 @@ public final class NodeRuntime: @unchecked Sendable {
             if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
         case .ice(let sealed)?:
             receiveIce(id, sealed, now: now)
+        case .control(let sealed)?:
+            receiveControl(id, sealed, now: now)
+        case .quelch(let notice)?:
+            receiveQuelch(id, notice)
         case nil:
             counters.callWrongChain += 1
         }
@@ -680,8 +695,14 @@ public final class NodeRuntime: @unchecked Sendable {
                 relay.authenticate(call: id.raw, key: ProbeKey(callerToCallee: caller ? keys.send : keys.receive,
                                                                calleeToCaller: caller ? keys.receive : keys.send))
                 startMedia(id, keys: keys, now: now)
-                if media[id] != nil { startDirect(id, keys: keys, caller: caller, now: now) }
+                if media[id] != nil {
+                    openControl(id, keys: keys, caller: caller)
+                    startDirect(id, keys: keys, caller: caller, now: now)
+                    transferOutcome(id, answered: true, reason: .normal)
+                }
             case .ended(let id, let reason):
+                controls[id] = nil
+                transferOutcome(id, answered: false, reason: reason)
                 noteChains(id, now: now)
                 runRelay(relay.close(call: id.raw))
                 endMedia(id, reason: reason)

@@ -117,6 +117,13 @@ public final class MediaReceiver {
         }
     }
 
+    /// The sender stopped for a while (the call was held): what waits is dropped and its next packet starts the
+    /// stream afresh, as a new SSRC would, instead of the pause being played out as a gap to fill.
+    public func endStream() {
+        buffer.endStream()
+        sync = []
+    }
+
     /// The next 20 ms of audio, `Audio.frameSamples` samples; the owner calls this every 20 ms.
     public func nextFrame(nowMs: Int64) -> [Int16] {
         buffer.tick(nowMs: nowMs, bufferedSamples: sync.count)

@@ -93,6 +93,17 @@ public final class MediaSender {
         return 100 * Double(preprocessor.speechFrames) / Double(preprocessor.frames)
     }
 
+    /// A 20 ms frame that is not sent (the call is held, or quelched by a node on its path): the RTP clock moves on
+    /// and nothing is encoded; the half of a 40 ms packet waiting is dropped, and the next packet starts a talkspurt
+    /// (marker set, no redundant copies of what came before).
+    public func skip() {
+        timestamp &+= UInt32(held.count + Audio.frameSamples)
+        held = []
+        heldSpeech = nil
+        history = []
+        inDTX = true
+    }
+
     /// Takes the next 20 ms frame (`Audio.frameSamples` samples). Returns the RTP packet to send, or nil
     /// when there is nothing to send (DTX silence, or the first half of a 40 ms packet). `report`, this side's
     /// receiver's loss report for the peer, rides in the packet's header extension.

@@ -484,6 +484,16 @@ struct PlayoutBuffer {
     private(set) var delays = DelayStatistics()
 
     /// Starts a new stream with this packet as its first.
+    /// The sender paused (a held call): what waits is dropped, and the next packet starts a new stream.
+    mutating func endStream() {
+        lostInEndedStreams += stream?.lost ?? 0
+        expectedInEndedStreams += stream?.expected ?? 0
+        stream = nil
+        probation = nil
+        pending = [:]
+        seen = []
+    }
+
     private mutating func restart(ssrc: UInt32, sequence: UInt16, timestamp: UInt32, payload: [UInt8], samples: Int,
                                   arrivalMs: Int64, voice: Bool?) {
         lostInEndedStreams += stream?.lost ?? 0

@@ -89,6 +89,8 @@ final class CallSession: @unchecked Sendable {
     private var interrupted = false
     private var id: String?
     private var setup: JSONValue?
+    /// The calls a transfer moved this client to, in order.
+    private var transferredTo: [String] = []
 
     init(sink: AudioSink) { self.sink = sink }
 
@@ -99,6 +101,7 @@ final class CallSession: @unchecked Sendable {
     var isEnded: Bool { condition.withLock { endedParams != nil } }
     var isInterrupted: Bool { condition.withLock { interrupted } }
     var setupMs: JSONValue? { condition.withLock { setup } }
+    var transfers: [String] { condition.withLock { transferredTo } }
 
     func interrupt() {
         condition.withLock {
@@ -120,9 +123,19 @@ final class CallSession: @unchecked Sendable {
             }
         case "call.ended":
             condition.withLock {
+                // A call this client no longer follows (one a transfer to another wallet failed to place) ends alone.
+                guard params["call"]?.stringValue == id || id == nil else { return }
                 endedParams = params
                 condition.broadcast()
             }
+        case "call.transferred":
+            // The callee transferred the call: the node placed the new one for this client, and it is answered.
+            condition.withLock {
+                guard params["call"]?.stringValue == id, let next = params["to"]?.stringValue else { return }
+                id = next
+                transferredTo.append(next)
+            }
+            FileHandle.standardError.write(Data("call transferred: now call \(params["to"]?.stringValue ?? "?")\n".utf8))
         case "control.closed":
             condition.withLock {
                 if endedParams == nil { endedParams = .object(["reason": .string("the node closed the control connection")]) }

@@ -68,20 +68,21 @@ struct CallCommand: ParsableCommand {
         let answered = session.waitForAnswer(timeout: 45)
         if answered {
             let limit = duration ?? source.lengthSeconds.map { $0 + 1 }
-            stream(source: source, client: client, callID: callID, session: session, limit: limit)
+            stream(source: source, client: client, session: session, limit: limit)
         }
-        if !session.isEnded { _ = try? client.call("call.hangup", .object(["call": .string(callID)]), timeout: 5) }
+        if !session.isEnded { _ = try? client.call("call.hangup", .object(["call": .string(session.callID ?? callID)]), timeout: 5) }
         let ended = session.waitForEnd(timeout: 10)
         interrupt.cancel()
         client.close()
         sink.close()
         guard let ended else { throw CLIError("call \(callID): the node reported no end of the call") }
-        report(ended, placed: placed, setupMs: session.setupMs)
+        report(ended, placed: placed, setupMs: session.setupMs, transfers: session.transfers)
         if ended["normal"]?.boolValue != true { throw ExitCode(1) }
     }
 
     /// Sends one 20 ms frame per 20 ms (on an absolute schedule) until the limit, the input's end or the call's end.
-    private func stream(source: AudioSource, client: ControlClient, callID: String, session: CallSession, limit: Double?) {
+    /// The frames go to the session's current call: a transfer moves them to the new one.
+    private func stream(source: AudioSource, client: ControlClient, session: CallSession, limit: Double?) {
         let start = DispatchTime.now().uptimeNanoseconds
         var sent = 0
         while !session.isEnded && !session.isInterrupted {
@@ -94,7 +95,7 @@ struct CallCommand: ParsableCommand {
                 pace(start: start, frames: sent)
                 continue
             }
-            try? client.notify("audio.frame", .object(["call": .string(callID), "pcm": .string(PCM.base64(frame))]))
+            try? client.notify("audio.frame", .object(["call": .string(session.callID ?? ""), "pcm": .string(PCM.base64(frame))]))
             sent += 1
             pace(start: start, frames: sent)
         }
@@ -124,7 +125,7 @@ struct CallCommand: ParsableCommand {
             + "\(direct["fallbacks"]?.intValue ?? 0) fallback(s)\(first)"
     }
 
-    private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?) {
+    private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?, transfers: [String]) {
         let summary = ended["summary"] ?? .object([:])
         let media = summary["media"] ?? .object([:])
         var out: [String: JSONValue] = [
@@ -143,6 +144,11 @@ struct CallCommand: ParsableCommand {
         out["chainSwitches"] = summary["chainSwitches"] ?? .array([])
         // With direct paths on: time on each path, attempts and fallbacks (docs/calls.md, "Direct paths").
         if let direct = summary["direct"] { out["direct"] = direct }
+        // A blind transfer: the calls it moved to, and the wallet the call ended with.
+        if !transfers.isEmpty {
+            out["transferredTo"] = .array(transfers.map(JSONValue.string))
+            out["endedWith"] = summary["remote"] ?? .null
+        }
         let text: String
         if json {
             text = JSONValue.object(out).prettyText()
@@ -163,7 +169,7 @@ struct CallCommand: ParsableCommand {
                 codec       \(f("codec")) at \(f("bitrate")) bit/s
                 packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))
                 playout     mean delay \(f("meanPlayoutDelayMs")) ms, jitter \(f("jitterMs")) ms
-                """
+                """ + (transfers.isEmpty ? "" : "\ntransferred to \(f("endedWith")) (call \(transfers.joined(separator: ", ")))")
         }
         let toStderr = record == "-"
         FileHandle(fileDescriptor: toStderr ? 2 : 1).write(Data((text + "\n").utf8))

@@ -84,6 +84,8 @@ public struct RelayCounters: Sendable, Codable, Equatable {
     public var failovers = 0
     /// Probes or pongs whose MAC was wrong (forged by a node on the chain), ignored.
     public var forgedProbes = 0
+    /// Media of calls this node quelches, dropped on its way to the callee.
+    public var quelchDrops = 0
     public init() {}
 }
 
@@ -105,6 +107,8 @@ public struct SessionInfo: Sendable, Codable, Equatable {
     public var bytesBack: Int
     public var drops: Int
     public var idleMs: Int64
+    /// This node quelches the call (a relay dropping the caller's media toward the callee).
+    public var quelched: Bool
 }
 
 /// A chain as the caller knows it (`node-ctl calls`, `trace`).
@@ -208,6 +212,9 @@ public struct RelayEngine: Sendable {
     private var sessions: [ChainKey: Session] = [:]
     /// The chains this node holds a session of, per call (an index of `sessions`, kept by `install` and `remove`).
     private var callChains: [UInt64: Set<UInt32>] = [:]
+    /// Calls this node quelches as a relay: the caller's media toward the callee is dropped here (docs/calls.md,
+    /// "Call control"). Forgotten with the call's last session here.
+    private var quelchedCalls: Set<UInt64> = []
     /// The sessions with a set-up in progress (the tick's work every 50 ms; idle sessions are swept once a second).
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
@@ -271,6 +278,23 @@ public struct RelayEngine: Sendable {
         }
         return actions
     }
+
+    /// Quelches (or lets through again) a call this node relays: from now on the caller's media toward the callee is
+    /// dropped here, on every chain of the call that passes; `notice` (the signed `QuelchNotice`) goes to both ends
+    /// on each of them. Nil when no chain of that call passes through this node as a relay.
+    public mutating func quelch(call: UInt64, _ on: Bool, notice: [UInt8]) -> [RelayAction]? {
+        let relayed = (callChains[call] ?? []).sorted().compactMap { sessions[ChainKey(call: call, chain: $0)] }.filter { $0.role == .relay }
+        guard !relayed.isEmpty else { return nil }
+        if on { quelchedCalls.insert(call) } else { quelchedCalls.remove(call) }
+        return relayed.flatMap { session in
+            [session.up, session.down].compactMap { hop in
+                hop.flatMap { $0.label == 0 ? nil : RelayAction.send(ChainMessage.data(label: $0.label, notice), to: $0.node) }
+            }
+        }
+    }
+
+    /// Whether this node quelches the call as a relay.
+    public func quelches(call: UInt64) -> Bool { quelchedCalls.contains(call) }
 
     /// Sends end-to-end call bytes on the call's current chain.
     public mutating func send(call: UInt64, _ bytes: [UInt8]) -> [RelayAction] {
@@ -376,6 +400,11 @@ public struct RelayEngine: Sendable {
         }
         guard role == .relay else { return receiveAtEnd(key, role: role, payload[5...], now: now) }
         guard let to, to.label != 0 else { return [] }
+        if !quelchedCalls.isEmpty, !fromDown, payload.count > 5, payload[5] == TrunkWire.mediaTag,
+           quelchedCalls.contains(key.call) {
+            counters.quelchDrops += 1
+            return []
+        }
         var out = payload
         ChainMessage.setLabel(to.label, in: &out)
         counters.forwardedPackets += 1
@@ -831,7 +860,10 @@ public struct RelayEngine: Sendable {
         guard let session = sessions.removeValue(forKey: key) else { return [] }
         pendingKeys.remove(key)
         callChains[key.call]?.remove(key.chain)
-        if callChains[key.call]?.isEmpty == true { callChains[key.call] = nil }
+        if callChains[key.call]?.isEmpty == true {
+            callChains[key.call] = nil
+            quelchedCalls.remove(key.call)
+        }
         if let refusedBy, let now, let up = session.up, tombstones.count < Self.maxTombstones {
             tombstones[key] = Tombstone(from: up.node, reason: reason, by: refusedBy, untilMs: now + Self.tombstoneMs)
         }
@@ -875,7 +907,8 @@ public struct RelayEngine: Sendable {
                         upstream: s.up?.node.checksummed, upstreamLabel: s.role == .caller ? nil : s.upLabel,
                         downstream: s.down?.node.checksummed, downstreamLabel: s.role == .callee ? nil : s.downLabel,
                         packetsForward: s.packetsForward, bytesForward: s.bytesForward, packetsBack: s.packetsBack,
-                        bytesBack: s.bytesBack, drops: s.drops, idleMs: now - s.lastActivity)
+                        bytesBack: s.bytesBack, drops: s.drops, idleMs: now - s.lastActivity,
+                        quelched: s.role == .relay && quelchedCalls.contains(s.key.call))
         }
     }
 

@@ -25,8 +25,9 @@ struct NodeCtl: ParsableCommand {
         commandName: "node-ctl",
         abstract: "Inspect and steer a running mesh-node through its control socket.",
         version: "0.1.0",
-        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Routes.self, DHT.self, Gossip.self,
-                      Sessions.self, Route.self, Trace.self, Metrics.self])
+        subcommands: [Info.self, Peers.self, Calls.self, Hangup.self, Profile.self, Hold.self, Resume.self, Mute.self, Unmute.self,
+                      Quelch.self, Unquelch.self, Transfer.self, Routes.self, DHT.self, Gossip.self, Sessions.self, Route.self,
+                      Trace.self, Metrics.self])
 }
 
 struct Hangup: ParsableCommand {

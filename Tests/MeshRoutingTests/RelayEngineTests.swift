@@ -311,6 +311,39 @@ struct RelayNet {
         }
     }
 
+    /// A relay that quelches a call drops the caller's media toward the callee (and nothing else: not the callee's
+    /// media, not other call bytes), tells both ends, forgets it with the call, and lets media through again.
+    @Test func aQuelchingRelayDropsOnlyTheCallersMediaAndTellsBothEnds() {
+        var net = RelayNet.line(4)
+        net.open(1, from: 0, to: 3)
+        let media: [UInt8] = [0x20, 0x80] + Array(repeating: 7, count: 40)
+        let notice: [UInt8] = [0x41, 1, 2, 3]
+        let atCaller = net.engines[0].quelch(call: 1, true, notice: notice)
+        #expect(atCaller == nil, "the caller does not relay its own call")
+        let actions = net.engines[1].quelch(call: 1, true, notice: notice)!
+        #expect(actions.count == 2, "one notice each way")
+        #expect(net.engines[1].quelches(call: 1))
+        #expect(net.sessions(1).first?.quelched == true)
+        net.process(actions, at: 1)
+        #expect(net.delivered[0] == [.init(call: 1, bytes: notice)])
+        #expect(net.delivered[3] == [.init(call: 1, bytes: notice)])
+
+        net.send(1, from: 0, media)
+        net.send(1, from: 0, [0x10, 9, 9])
+        net.send(1, from: 3, media)
+        #expect(net.delivered[3].map(\.bytes) == [notice, [0x10, 9, 9]], "the caller's media stops at the relay, its signalling passes")
+        #expect(net.delivered[0].map(\.bytes) == [notice, media], "the callee's media passes")
+        #expect(net.engines[1].counters.quelchDrops == 1)
+        #expect(net.engines[2].counters.quelchDrops == 0)
+
+        _ = net.engines[1].quelch(call: 1, false, notice: notice)
+        net.send(1, from: 0, media)
+        #expect(net.delivered[3].last?.bytes == media)
+        _ = net.engines[1].quelch(call: 1, true, notice: notice)
+        net.close(1, at: 0)
+        #expect(!net.engines[1].quelches(call: 1), "forgotten with the call's last session")
+    }
+
     // MARK: 2. hop limit
 
     @Test func hopLimitBoundsTheChain() {

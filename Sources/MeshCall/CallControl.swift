@@ -1,0 +1,280 @@
+import MeshIdentity
+import MeshWire
+
+/// A MAC key only a call's two ends hold: derived from both SRTP master keys under a label of its own, so relays on
+/// the chain can neither forge nor alter what it authenticates. ICE signalling and call control each have one.
+public struct EndToEndKey: Sendable {
+    public static let macBytes = 16
+    private let bytes: [UInt8]
+    private let tag: UInt8
+
+    /// `tag`: the call-layer tag the sealed messages go under (it is part of what the MAC covers).
+    public init(label: String, tag: UInt8, callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
+        bytes = Keccak.hash256(Array(label.utf8) + callerToCallee + calleeToCaller)
+        self.tag = tag
+    }
+
+    /// `content` followed by the first 16 bytes of Keccak-256(key ‖ tag ‖ content).
+    public func seal(_ content: [UInt8]) -> [UInt8] { content + mac(content) }
+
+    /// The content, or nil when the MAC is wrong.
+    public func open(_ sealed: [UInt8]) -> [UInt8]? {
+        guard sealed.count > Self.macBytes else { return nil }
+        let content = Array(sealed.dropLast(Self.macBytes))
+        return mac(content) == Array(sealed.suffix(Self.macBytes)) ? content : nil
+    }
+
+    private func mac(_ content: [UInt8]) -> [UInt8] {
+        Array(Keccak.hash256(bytes + [tag] + content).prefix(Self.macBytes))
+    }
+}
+
+/// One call-control message between the two ends of a call (docs/calls.md, "Call control").
+public enum ControlMessage: Equatable, Sendable {
+    /// The sender's hold state: sent on every change and repeated while the call is held.
+    case state(hold: Bool)
+    /// The callee asks the caller's node to call `target` instead (blind transfer).
+    case transfer(to: WalletAddress)
+    /// The caller's node could not reach the transfer target: the call stays, on hold.
+    case transferFailed(CallEndReason)
+
+    enum Kind: UInt8 { case state = 1, transfer, transferFailed }
+}
+
+/// A control message with its sender's side and sequence number (each side counts up from 1; a receiver takes
+/// only numbers above the last it took, so a recorded message replayed by a relay changes nothing).
+public struct ControlEnvelope: Equatable, Sendable {
+    public var fromCaller: Bool
+    public var sequence: UInt32
+    public var message: ControlMessage
+
+    public init(fromCaller: Bool, sequence: UInt32, message: ControlMessage) {
+        self.fromCaller = fromCaller
+        self.sequence = sequence
+        self.message = message
+    }
+
+    /// side u8 (0 caller, 1 callee), sequence u32, kind u8, then the body: flags u8 (bit 0: hold) for a state,
+    /// the target's 20 bytes for a transfer, the reason byte for a failed transfer.
+    public func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: 32)
+        w.write(UInt8(fromCaller ? 0 : 1))
+        w.write(sequence)
+        switch message {
+        case .state(let hold):
+            w.write(ControlMessage.Kind.state.rawValue)
+            w.write(UInt8(hold ? 1 : 0))
+        case .transfer(let target):
+            w.write(ControlMessage.Kind.transfer.rawValue)
+            w.write(bytes: target.bytes)
+        case .transferFailed(let reason):
+            w.write(ControlMessage.Kind.transferFailed.rawValue)
+            w.write(reason.rawValue)
+        }
+        return w.bytes
+    }
+
+    public init?(parsing bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let side = r.readUInt8(), side <= 1, let sequence = r.readUInt32(),
+              let kind = r.readUInt8().flatMap(ControlMessage.Kind.init(rawValue:)) else { return nil }
+        switch kind {
+        case .state:
+            guard let flags = r.readUInt8(), flags <= 1 else { return nil }
+            message = .state(hold: flags == 1)
+        case .transfer:
+            guard let target = r.readBytes(20).flatMap(WalletAddress.init(bytes:)) else { return nil }
+            message = .transfer(to: target)
+        case .transferFailed:
+            guard let reason = r.readUInt8().flatMap(CallEndReason.init(rawValue:)) else { return nil }
+            message = .transferFailed(reason)
+        }
+        guard r.isAtEnd else { return nil }
+        fromCaller = side == 0
+        self.sequence = sequence
+    }
+}
+
+/// A node on a call's path (a relay, or the callee's node) stopped or let through the caller's media toward the
+/// callee (quelch / unquelch), signed with that node's key. The node enforces it itself (it drops the media); the
+/// notice tells both ends, and the caller's node stops sending while any node on its path quelches it.
+public struct QuelchNotice: Equatable, Sendable {
+    public var call: CallID
+    public var on: Bool
+    /// Grows with every notice the signer sends for the call (its clock in ms): an older one replayed is ignored.
+    public var counter: UInt64
+    public var signature: Signature
+
+    public static func sign(call: CallID, on: Bool, counter: UInt64, key: PrivateKey) -> QuelchNotice {
+        QuelchNotice(call: call, on: on, counter: counter, signature: key.sign(digest: digest(call: call, on: on, counter: counter)))
+    }
+
+    /// The node that signed it.
+    public var signer: WalletAddress? { signature.recoverAddress(digest: Self.digest(call: call, on: on, counter: counter)) }
+
+    static func digest(call: CallID, on: Bool, counter: UInt64) -> [UInt8] {
+        var w = ByteWriter(capacity: 40)
+        w.write(bytes: Array("meshcall/v1/quelch".utf8))
+        w.write(call.raw)
+        w.write(UInt8(on ? 1 : 0))
+        w.write(counter)
+        return Keccak.hash256(w.bytes)
+    }
+
+    /// call u64, on u8, counter u64, signature (65 bytes).
+    public func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: 82)
+        w.write(call.raw)
+        w.write(UInt8(on ? 1 : 0))
+        w.write(counter)
+        w.write(bytes: signature.bytes)
+        return w.bytes
+    }
+
+    public init?(parsing bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let call = r.readUInt64(), let on = r.readUInt8(), on <= 1, let counter = r.readUInt64(),
+              let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)), r.isAtEnd else { return nil }
+        self.init(call: CallID(raw: call), on: on == 1, counter: counter, signature: signature)
+    }
+
+    init(call: CallID, on: Bool, counter: UInt64, signature: Signature) {
+        self.call = call
+        self.on = on
+        self.counter = counter
+        self.signature = signature
+    }
+}
+
+/// One answered call's control state at one end (docs/calls.md, "Call control"), sans-IO: hold either way, local
+/// mute, quelch by nodes on the path, and a blind transfer. Hold is signalled as state, not as events: each change
+/// goes at once and again every `repeatMs` for `settleMs`, and for as long as the call is held (a held call sends
+/// no media, so these repeats are what keeps it alive at both ends).
+public struct CallControl: Sendable {
+    public static let repeatMs: Int64 = 1_000
+    public static let settleMs: Int64 = 3_000
+
+    public enum Event: Equatable, Sendable {
+        case send(ControlEnvelope)
+        /// The other end put the call on hold or took it off.
+        case remoteHold(Bool)
+        /// At the caller: the callee asks for a transfer to this wallet.
+        case transferAsked(WalletAddress)
+        /// At the callee: the caller's node could not reach the transfer target.
+        case transferFailed(CallEndReason)
+    }
+
+    /// Where a blind transfer stands.
+    public enum Transfer: Equatable, Sendable {
+        /// At the callee: asked of the caller's node.
+        case asked(WalletAddress)
+        /// At the caller: the new call to the target is being placed.
+        case placing(WalletAddress)
+        /// Either end: the target could not be reached; the call stays, on hold.
+        case failed(WalletAddress?, CallEndReason)
+    }
+
+    public let caller: Bool
+    public private(set) var localHold = false
+    public private(set) var remoteHold = false
+    /// This end's microphone is off: it sends silence (local, not signalled).
+    public var muted = false
+    /// This node (the callee's) drops the caller's media.
+    public var quelchedHere = false
+    /// Nodes on the path that quelch the caller's media now, from their signed notices.
+    public private(set) var quelchedBy: Set<WalletAddress> = []
+    public private(set) var transfer: Transfer?
+    private var sequence: UInt32 = 0
+    private var lastTaken: UInt32 = 0
+    private var quelchCounters: [WalletAddress: UInt64] = [:]
+    private var nextRepeat: Int64?
+    private var settleUntil: Int64 = .min
+
+    public init(caller: Bool) { self.caller = caller }
+
+    /// Either end holds the call: no media flows either way.
+    public var held: Bool { localHold || remoteHold }
+
+    /// Whether this end sends media now: not while held, and not at the caller while a node on its path quelches it.
+    public var sends: Bool { !held && !(caller && !quelchedBy.isEmpty) }
+
+    /// Whether this end plays what it receives (else comfort noise): not while held, nor where this node quelches.
+    public var plays: Bool { !held && !quelchedHere }
+
+    /// Puts the call on hold (or takes it off); nil when that is already so.
+    public mutating func hold(_ on: Bool, now: Int64) -> ControlEnvelope? {
+        guard localHold != on else { return nil }
+        localHold = on
+        settleUntil = now + Self.settleMs
+        return stateMessage(now: now)
+    }
+
+    /// At the callee: asks the caller's node to call `target` instead.
+    public mutating func askTransfer(to target: WalletAddress) -> ControlEnvelope? {
+        guard !caller else { return nil }
+        transfer = .asked(target)
+        return envelope(.transfer(to: target))
+    }
+
+    /// At the caller: the new call to the transfer target failed; the callee is told and the call stays on hold.
+    public mutating func transferFailed(_ reason: CallEndReason) -> ControlEnvelope? {
+        guard caller, case .placing(let target) = transfer else { return nil }
+        transfer = .failed(target, reason)
+        return envelope(.transferFailed(reason))
+    }
+
+    /// A control message from the other end (already authenticated). Empty when it is stale, a replay, or from
+    /// this end's own side.
+    public mutating func receive(_ envelope: ControlEnvelope, now: Int64) -> [Event] {
+        guard envelope.fromCaller != caller, envelope.sequence > lastTaken else { return [] }
+        lastTaken = envelope.sequence
+        switch envelope.message {
+        case .state(let hold):
+            guard hold != remoteHold else { return [] }
+            remoteHold = hold
+            settleUntil = now + Self.settleMs
+            // This end says where it stands too, so that both repeat while the call is held.
+            return [.remoteHold(hold), .send(stateMessage(now: now))]
+        case .transfer(let target):
+            guard caller, transfer == nil || isFailed else { return [] }
+            transfer = .placing(target)
+            var events: [Event] = [.transferAsked(target)]
+            if let held = hold(true, now: now) { events.append(.send(held)) }
+            return events
+        case .transferFailed(let reason):
+            guard !caller, case .asked(let target) = transfer else { return [] }
+            transfer = .failed(target, reason)
+            return [.transferFailed(reason)]
+        }
+    }
+
+    /// A quelch notice that arrived over the call's chain; `allowed`: the nodes whose notices count (nil: any
+    /// signer, for the callee, whose chain only its path's nodes can write into). False when it changed nothing.
+    public mutating func receive(_ notice: QuelchNotice, allowed: Set<WalletAddress>?) -> Bool {
+        guard let signer = notice.signer, allowed?.contains(signer) ?? true,
+              notice.counter > quelchCounters[signer] ?? 0 else { return false }
+        quelchCounters[signer] = notice.counter
+        return notice.on ? quelchedBy.insert(signer).inserted : quelchedBy.remove(signer) != nil
+    }
+
+    /// The state message due now, if any.
+    public mutating func tick(now: Int64) -> ControlEnvelope? {
+        guard let due = nextRepeat, now >= due else { return nil }
+        return stateMessage(now: now)
+    }
+
+    private var isFailed: Bool {
+        if case .failed = transfer { return true }
+        return false
+    }
+
+    private mutating func stateMessage(now: Int64) -> ControlEnvelope {
+        nextRepeat = held || now < settleUntil ? now + Self.repeatMs : nil
+        return envelope(.state(hold: localHold))
+    }
+
+    private mutating func envelope(_ message: ControlMessage) -> ControlEnvelope {
+        sequence += 1
+        return ControlEnvelope(fromCaller: caller, sequence: sequence, message: message)
+    }
+}

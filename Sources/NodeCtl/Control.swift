@@ -1,0 +1,95 @@
+import ArgumentParser
+import MeshControl
+
+/// The call-control commands (docs/calls.md, "Call control"): one JSON-RPC method each on a call id.
+protocol CallControlCommand: ParsableCommand {
+    static var method: String { get }
+    var connection: Connection { get }
+    var call: String { get }
+    var extra: [String: JSONValue] { get }
+}
+
+extension CallControlCommand {
+    var extra: [String: JSONValue] { [:] }
+
+    func run() throws {
+        let result = try connection.call(Self.method, .object(["call": .string(call)].merging(extra) { a, _ in a }))
+        print(describeControl(result))
+    }
+}
+
+/// One line: what the node now does with the call.
+func describeControl(_ c: JSONValue) -> String {
+    if c["role"]?.stringValue == "relay" {
+        return "call \(text(c["call"])): " + (c["quelched"]?.boolValue == true ? "quelched here (the caller's media stops at this relay)" : "not quelched here")
+    }
+    var parts = ["hold \(text(c["hold"]))"]
+    if c["muted"]?.boolValue == true { parts.append("muted") }
+    if c["quelchedHere"]?.boolValue == true { parts.append("caller quelched here") }
+    let by = c["quelchedBy"]?.arrayValue ?? []
+    if !by.isEmpty { parts.append("quelched by \(by.map { text($0) }.joined(separator: ", "))") }
+    if let t = c["transfer"], t != .null {
+        parts.append("transfer \(text(t["state"])) to \(text(t["to"]))" + (t["reason"].map { " (\(text($0)))" } ?? ""))
+    }
+    return "call \(text(c["call"])): " + parts.joined(separator: ", ")
+}
+
+struct Hold: CallControlCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put a call on hold: no media either way, the other side hears comfort noise; the call stays up.")
+    static let method = "call.hold"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+}
+
+struct Resume: CallControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Take a call this node put on hold off hold.")
+    static let method = "call.resume"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+}
+
+struct Mute: CallControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Mute this side of a call (it sends silence; nothing is signalled).")
+    static let method = "call.mute"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+}
+
+struct Unmute: CallControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Unmute this side of a call.")
+    static let method = "call.unmute"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+}
+
+struct Quelch: CallControlCommand {
+    static let configuration = CommandConfiguration(
+        abstract: """
+            Stop the caller's media toward the callee: at the callee's node (it is no longer played), or at a relay \
+            of the call (it is dropped there); both ends get a notice signed by this node.
+            """)
+    static let method = "call.quelch"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix; at a relay, from node-ctl sessions).") var call: String
+}
+
+struct Unquelch: CallControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Let the caller's media through again (see quelch).")
+    static let method = "call.unquelch"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+}
+
+struct Transfer: CallControlCommand {
+    static let configuration = CommandConfiguration(
+        abstract: """
+            Blind transfer, at the callee's node: the caller's node calls TARGET instead; this call ends when TARGET \
+            answers, and stays on hold if it does not.
+            """)
+    static let method = "call.transfer"
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @Argument(help: "The wallet to transfer the caller to (0x…).") var target: String
+    var extra: [String: JSONValue] { ["to": .string(target)] }
+}
