@@ -1,15 +1,27 @@
 import MeshCall
 
-/// Call signalling (docs/calls.md): each message must parse back to itself after serializing, and a node that
-/// hosts a wallet takes the messages from a neighbour, answering every call that rings.
+/// Call signalling and call control (docs/calls.md): each message must parse back to itself after serializing, a
+/// node that hosts a wallet takes the messages from a neighbour, answering every call that rings, and both ends'
+/// control states take every control message and quelch notice.
 enum CallFuzz {
     static func run(_ input: [UInt8]) {
         var engine = CallEngine(wallets: [Fuzz.walletKey])
+        var controls = [CallControl(caller: true), CallControl(caller: false)]
         var now = Fuzz.nowMs
         for bytes in Fuzz.messages(input) {
             if let message = CallMessage(parsing: bytes) {
                 precondition(CallMessage(parsing: message.serialize()) == message, "call message round trip")
             }
+            if let envelope = ControlEnvelope(parsing: bytes) {
+                precondition(ControlEnvelope(parsing: envelope.serialize()) == envelope, "control message round trip")
+                for i in controls.indices { _ = controls[i].receive(envelope, now: now) }
+            }
+            if let notice = QuelchNotice(parsing: bytes) {
+                precondition(QuelchNotice(parsing: notice.serialize()) == notice, "quelch notice round trip")
+                _ = controls[0].receive(notice, allowed: [Fuzz.peerKey.address])
+                _ = controls[1].receive(notice, allowed: nil)
+            }
+            for i in controls.indices { _ = controls[i].tick(now: now) }
             for case .incoming(let id, _, _) in engine.receive(bytes, from: Fuzz.peerKey.address, now: now) {
                 _ = engine.answer(id, now: now)
             }
@@ -30,6 +42,11 @@ enum CallFuzz {
             Fuzz.framed([offer, CallMessage.hangup(id, .normal).serialize()]),
             Fuzz.framed([offer, offer, CallMessage.reject(id, .busy).serialize()]),
             Fuzz.framed([CallMessage.ringing(id).serialize()]),
+            Fuzz.framed([ControlEnvelope(fromCaller: false, sequence: 1, message: .state(hold: true)).serialize(),
+                         ControlEnvelope(fromCaller: false, sequence: 2, message: .transfer(to: Fuzz.remoteWalletKey.address)).serialize(),
+                         ControlEnvelope(fromCaller: true, sequence: 1, message: .transferFailed(.declined)).serialize()]),
+            Fuzz.framed([QuelchNotice.sign(call: id, on: true, counter: 1, key: Fuzz.peerKey).serialize(),
+                         QuelchNotice.sign(call: id, on: false, counter: 2, key: Fuzz.peerKey).serialize()]),
         ]
     }
 }

@@ -17,13 +17,14 @@ struct Sessions: ParsableCommand {
              s["upstream"].map { "\(text($0))/\(text(s["upstreamLabel"]))" } ?? "-",
              s["downstream"].map { "\(text($0))/\(text(s["downstreamLabel"]))" } ?? "-",
              "\(text(s["packetsForward"]))/\(text(s["packetsBack"]))",
-             "\(bytes(s["bytesForward"]))/\(bytes(s["bytesBack"]))", text(s["drops"]), ago(s["idleMs"])]
+             "\(bytes(s["bytesForward"]))/\(bytes(s["bytesBack"]))", text(s["drops"]) + (s["quelched"]?.boolValue == true ? " (quelched)" : ""),
+             ago(s["idleMs"])]
         }
         print(Table.render(rows, header: ["CALL", "CHAIN", "ROLE", "STATE", "IN LINK/LABEL", "OUT LINK/LABEL", "PACKETS FWD/BACK",
                                           "BYTES FWD/BACK", "DROPS", "IDLE"]))
         let c = result["counters"] ?? .null
         print("\(sessions.count) sessions; forwarded \(text(c["forwardedPackets"])) packets; dropped: \(text(c["unknownLabel"])) unknown label, "
-              + "\(text(c["wrongNeighbour"])) wrong link; set-ups relayed \(text(c["setupsRelayed"])), refused \(text(c["setupsRefused"]))")
+              + "\(text(c["wrongNeighbour"])) wrong link, \(text(c["quelchDrops"])) quelched; set-ups relayed \(text(c["setupsRelayed"])), refused \(text(c["setupsRefused"]))")
     }
 }
 

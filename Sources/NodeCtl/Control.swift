@@ -4,17 +4,23 @@ import MeshControl
 /// The call-control commands (docs/calls.md, "Call control"): one JSON-RPC method each on a call id.
 protocol CallControlCommand: ParsableCommand {
     static var method: String { get }
-    var connection: Connection { get }
-    var call: String { get }
+    var target: CallTarget { get }
     var extra: [String: JSONValue] { get }
+}
+
+/// What every call-control command takes: the node, the call, and how to print the outcome.
+struct CallTarget: ParsableArguments {
+    @OptionGroup var connection: Connection
+    @Argument(help: "The call id (or a unique prefix; at a relay, from node-ctl sessions).") var call: String
+    @Flag(help: "Print JSON.") var json = false
 }
 
 extension CallControlCommand {
     var extra: [String: JSONValue] { [:] }
 
     func run() throws {
-        let result = try connection.call(Self.method, .object(["call": .string(call)].merging(extra) { a, _ in a }))
-        print(describeControl(result))
+        let result = try target.connection.call(Self.method, .object(["call": .string(target.call)].merging(extra) { a, _ in a }))
+        print(target.json ? result.prettyText() : describeControl(result))
     }
 }
 
@@ -38,29 +44,25 @@ struct Hold: CallControlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Put a call on hold: no media either way, the other side hears comfort noise; the call stays up.")
     static let method = "call.hold"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Resume: CallControlCommand {
     static let configuration = CommandConfiguration(abstract: "Take a call this node put on hold off hold.")
     static let method = "call.resume"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Mute: CallControlCommand {
     static let configuration = CommandConfiguration(abstract: "Mute this side of a call (it sends silence; nothing is signalled).")
     static let method = "call.mute"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Unmute: CallControlCommand {
     static let configuration = CommandConfiguration(abstract: "Unmute this side of a call.")
     static let method = "call.unmute"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Quelch: CallControlCommand {
@@ -70,15 +72,13 @@ struct Quelch: CallControlCommand {
             of the call (it is dropped there); both ends get a notice signed by this node.
             """)
     static let method = "call.quelch"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix; at a relay, from node-ctl sessions).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Unquelch: CallControlCommand {
     static let configuration = CommandConfiguration(abstract: "Let the caller's media through again (see quelch).")
     static let method = "call.unquelch"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
+    @OptionGroup var target: CallTarget
 }
 
 struct Transfer: CallControlCommand {
@@ -88,8 +88,7 @@ struct Transfer: CallControlCommand {
             answers, and stays on hold if it does not.
             """)
     static let method = "call.transfer"
-    @OptionGroup var connection: Connection
-    @Argument(help: "The call id (or a unique prefix).") var call: String
-    @Argument(help: "The wallet to transfer the caller to (0x…).") var target: String
-    var extra: [String: JSONValue] { ["to": .string(target)] }
+    @OptionGroup var target: CallTarget
+    @Argument(help: "The wallet to transfer the caller to (0x…).") var wallet: String
+    var extra: [String: JSONValue] { ["to": .string(wallet)] }
 }

@@ -12,12 +12,12 @@ import Testing
 /// set by `--peer` and `--allow-link`; the namespace tests in MeshLabTests isolate nodes at the IP level.
 @Suite(.serialized) struct ChainTests {
     /// A call's summary, chain included, from `mesh-node call --json`.
-    private static func call(_ caller: NodeProcess, _ callee: String, duration: Double = 1, play: String? = nil,
+    static func call(_ caller: NodeProcess, _ callee: String, duration: Double = 1, play: String? = nil,
                              record: String? = nil) throws -> (Finished, JSONValue?) {
         try call(socket: caller.socket, callee, duration: duration, play: play, record: record)
     }
 
-    private static func call(socket: String, _ callee: String, duration: Double, play: String?, record: String?) throws
+    static func call(socket: String, _ callee: String, duration: Double, play: String?, record: String?) throws
         -> (Finished, JSONValue?)
     {
         var arguments = ["call", callee, "--control-socket", socket, "--duration", String(duration), "--json"]
@@ -27,15 +27,15 @@ import Testing
         return (result, try? decodeJSON(result.stdout))
     }
 
-    private static func chain(_ summary: JSONValue?) -> [String] {
+    static func chain(_ summary: JSONValue?) -> [String] {
         summary?["chain"]?["nodes"]?.arrayValue?.compactMap(\.stringValue) ?? []
     }
 
-    private static func peer(_ node: NodeProcess) -> String { "\(node.address)@127.0.0.1:\(node.port)" }
+    static func peer(_ node: NodeProcess) -> String { "\(node.address)@127.0.0.1:\(node.port)" }
 
     /// Waits until `node` has an active call and returns its id; throws, with what the node last said, when none
     /// is active within `seconds`.
-    private static func activeCall(at node: NodeProcess, within seconds: TimeInterval) throws -> String {
+    static func activeCall(at node: NodeProcess, within seconds: TimeInterval) throws -> String {
         let deadline = Date().addingTimeInterval(seconds)
         var last = ""
         while Date() < deadline {
@@ -54,7 +54,7 @@ import Testing
     }
 
     /// Waits until `node` has `count` links up.
-    private static func links(_ node: NodeProcess, _ count: Int) throws {
+    static func links(_ node: NodeProcess, _ count: Int) throws {
         try node.wait(for: "\(count) links") { ($0["peersUp"]?.intValue ?? 0) >= count }
     }
 
