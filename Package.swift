@@ -56,7 +56,7 @@ let package = Package(
             "MeshDHT", "MeshIdentity", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),
         .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
-        .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshLink"], swiftSettings: strict),
+        .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshLink", "MeshRouting"], swiftSettings: strict),
         .target(name: "MeshControl", dependencies: [
             "MeshWire",
             .product(name: "NIOCore", package: "swift-nio"),

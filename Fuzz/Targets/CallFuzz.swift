@@ -42,7 +42,7 @@ enum CallFuzz {
             Fuzz.framed([offer, CallMessage.hangup(id, .normal).serialize()]),
             Fuzz.framed([offer, offer, CallMessage.reject(id, .busy).serialize()]),
             Fuzz.framed([CallMessage.ringing(id).serialize()]),
-            Fuzz.framed([ControlEnvelope(fromCaller: false, sequence: 1, message: .state(hold: true)).serialize(),
+            Fuzz.framed([ControlEnvelope(fromCaller: false, sequence: 1, message: .state(hold: true, judged: .normal, current: .normal)).serialize(),
                          ControlEnvelope(fromCaller: false, sequence: 2, message: .transfer(to: Fuzz.remoteWalletKey.address)).serialize(),
                          ControlEnvelope(fromCaller: true, sequence: 1, message: .transferFailed(.declined)).serialize()]),
             Fuzz.framed([QuelchNotice.sign(call: id, on: true, counter: 1, key: Fuzz.peerKey).serialize(),

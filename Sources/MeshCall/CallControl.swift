@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshRouting
 import MeshWire
 
 /// A MAC key only a call's two ends hold: derived from both SRTP master keys under a label of its own, so relays on
@@ -31,14 +32,18 @@ public struct EndToEndKey: Sendable {
 
 /// One call-control message between the two ends of a call (docs/calls.md, "Call control").
 public enum ControlMessage: Equatable, Sendable {
-    /// The sender's hold state: sent on every change and repeated while the call is held.
-    case state(hold: Bool)
+    /// The sender's state: whether it holds the call, the tier its own judge recommends, and the tier it is at. Sent
+    /// on every change and repeated while the call is held.
+    case state(hold: Bool, judged: QualityTier, current: QualityTier)
     /// The callee asks the caller's node to call `target` instead (blind transfer).
     case transfer(to: WalletAddress)
     /// The caller's node could not reach the transfer target: the call stays, on hold.
     case transferFailed(CallEndReason)
+    /// The caller proposes moving both ends up to `tier`; the callee answers.
+    case propose(id: UInt32, tier: QualityTier)
+    case answer(id: UInt32, accept: Bool)
 
-    enum Kind: UInt8 { case state = 1, transfer, transferFailed }
+    enum Kind: UInt8 { case state = 1, transfer, transferFailed, propose, answer }
 }
 
 /// A control message with its sender's side and sequence number (each side counts up from 1; a receiver takes
@@ -54,16 +59,27 @@ public struct ControlEnvelope: Equatable, Sendable {
         self.message = message
     }
 
-    /// side u8 (0 caller, 1 callee), sequence u32, kind u8, then the body: flags u8 (bit 0: hold) for a state,
-    /// the target's 20 bytes for a transfer, the reason byte for a failed transfer.
+    /// side u8 (0 caller, 1 callee), sequence u32, kind u8, then the body: flags u8 (bit 0: hold), judged tier u8
+    /// and current tier u8 for a state; the target's 20 bytes for a transfer; the reason byte for a failed transfer;
+    /// proposal id u32 and tier u8 for a proposal; proposal id u32 and accept u8 for an answer.
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 32)
         w.write(UInt8(fromCaller ? 0 : 1))
         w.write(sequence)
         switch message {
-        case .state(let hold):
+        case .state(let hold, let judged, let current):
             w.write(ControlMessage.Kind.state.rawValue)
             w.write(UInt8(hold ? 1 : 0))
+            w.write(UInt8(judged.rawValue))
+            w.write(UInt8(current.rawValue))
+        case .propose(let id, let tier):
+            w.write(ControlMessage.Kind.propose.rawValue)
+            w.write(id)
+            w.write(UInt8(tier.rawValue))
+        case .answer(let id, let accept):
+            w.write(ControlMessage.Kind.answer.rawValue)
+            w.write(id)
+            w.write(UInt8(accept ? 1 : 0))
         case .transfer(let target):
             w.write(ControlMessage.Kind.transfer.rawValue)
             w.write(bytes: target.bytes)
@@ -80,8 +96,14 @@ public struct ControlEnvelope: Equatable, Sendable {
               let kind = r.readUInt8().flatMap(ControlMessage.Kind.init(rawValue:)) else { return nil }
         switch kind {
         case .state:
-            guard let flags = r.readUInt8(), flags <= 1 else { return nil }
-            message = .state(hold: flags == 1)
+            guard let flags = r.readUInt8(), flags <= 1, let judged = Self.tier(&r), let current = Self.tier(&r) else { return nil }
+            message = .state(hold: flags == 1, judged: judged, current: current)
+        case .propose:
+            guard let id = r.readUInt32(), let tier = Self.tier(&r) else { return nil }
+            message = .propose(id: id, tier: tier)
+        case .answer:
+            guard let id = r.readUInt32(), let accept = r.readUInt8(), accept <= 1 else { return nil }
+            message = .answer(id: id, accept: accept == 1)
         case .transfer:
             guard let target = r.readBytes(20).flatMap(WalletAddress.init(bytes:)) else { return nil }
             message = .transfer(to: target)
@@ -93,6 +115,8 @@ public struct ControlEnvelope: Equatable, Sendable {
         fromCaller = side == 0
         self.sequence = sequence
     }
+
+    private static func tier(_ r: inout ByteReader) -> QualityTier? { r.readUInt8().flatMap { QualityTier(rawValue: Int($0)) } }
 }
 
 /// A node on a call's path (a relay, or the callee's node) stopped or let through the caller's media toward the
@@ -146,13 +170,24 @@ public struct QuelchNotice: Equatable, Sendable {
     }
 }
 
-/// One answered call's control state at one end (docs/calls.md, "Call control"), sans-IO: hold either way, local
-/// mute, quelch by nodes on the path, and a blind transfer. Hold is signalled as state, not as events: each change
-/// goes at once and again every `repeatMs` for `settleMs`, and for as long as the call is held (a held call sends
-/// no media, so these repeats are what keeps it alive at both ends).
+/// One answered call's control state at one end (docs/calls.md, "Call control" and "Quality"), sans-IO: hold either
+/// way, local mute, quelch by nodes on the path, a blind transfer, and the call's quality tier. Hold and the quality
+/// this end judges are signalled as state, not as events: each change goes at once and again every `repeatMs` for
+/// `settleMs`, and for as long as the call is held (a held call sends no media, so these repeats are what keeps it
+/// alive at both ends).
+///
+/// Quality: the call's tier is the weakest of the relays' verdicts (while media goes over the chain), this end's
+/// own judge and the other end's. A lower tier is taken at once by each end on its own (and told to the other in
+/// its state): downgrades are mandatory. A higher one is proposed by the caller once every judge allows it; the
+/// callee accepts only if its own judges allow it too; a rejection or no answer within `proposalTimeoutMs` cancels,
+/// and the next proposal waits `coolDownMs`.
 public struct CallControl: Sendable {
     public static let repeatMs: Int64 = 1_000
     public static let settleMs: Int64 = 3_000
+    public static let proposalTimeoutMs: Int64 = 2_000
+    public static let coolDownMs: Int64 = 30_000
+    /// A relay's verdict not repeated for this long is forgotten (the relay left the path, or its media did).
+    public static let verdictLifetimeMs: Int64 = 12_000
 
     public enum Event: Equatable, Sendable {
         case send(ControlEnvelope)
@@ -162,6 +197,8 @@ public struct CallControl: Sendable {
         case transferAsked(WalletAddress)
         /// At the callee: the caller's node could not reach the transfer target.
         case transferFailed(CallEndReason)
+        /// Both ends move to this tier: this end's encoder switches now.
+        case switchTier(QualityTier, why: String)
     }
 
     /// Where a blind transfer stands.
@@ -174,6 +211,22 @@ public struct CallControl: Sendable {
         case failed(WalletAddress?, CallEndReason)
     }
 
+    /// One relay's latest verdict on the call.
+    public struct Verdict: Equatable, Sendable {
+        public var tier: QualityTier
+        public var figures: String
+        public var counter: UInt64
+        public var at: Int64
+    }
+
+    /// A move of the call's tier: when (this end's clock), from, to, and why.
+    public struct TierSwitch: Equatable, Sendable, Codable {
+        public var atMs: Int64
+        public var from: String
+        public var to: String
+        public var why: String
+    }
+
     public let caller: Bool
     public private(set) var localHold = false
     public private(set) var remoteHold = false
@@ -184,13 +237,33 @@ public struct CallControl: Sendable {
     /// Nodes on the path that quelch the caller's media now, from their signed notices.
     public private(set) var quelchedBy: Set<WalletAddress> = []
     public private(set) var transfer: Transfer?
+    /// The call's tier, never above `ceiling` (the tier it started at), and the moves it made.
+    public let ceiling: QualityTier
+    public private(set) var tier: QualityTier
+    public private(set) var tierWhy = "the tier the call started at"
+    public private(set) var switches: [TierSwitch] = []
+    /// This end's judge (what it receives), the other end's (from its state) and the relays'.
+    public private(set) var own: QualityJudge
+    public private(set) var peerJudged: QualityTier
+    public private(set) var verdicts: [WalletAddress: Verdict] = [:]
+    /// Media goes over a direct path: the relays carry none of it, and their verdicts do not count.
+    public var direct = false
     private var sequence: UInt32 = 0
     private var lastTaken: UInt32 = 0
     private var quelchCounters: [WalletAddress: UInt64] = [:]
     private var nextRepeat: Int64?
     private var settleUntil: Int64 = .min
+    private var proposal: (id: UInt32, tier: QualityTier, sentAt: Int64)?
+    private var proposals: UInt32 = 0
+    private var coolDownUntil: Int64 = .min
 
-    public init(caller: Bool) { self.caller = caller }
+    public init(caller: Bool, ceiling: QualityTier = .normal) {
+        self.caller = caller
+        self.ceiling = ceiling
+        tier = ceiling
+        own = QualityJudge(ceiling: ceiling)
+        peerJudged = ceiling
+    }
 
     /// Either end holds the call: no media flows either way.
     public var held: Bool { localHold || remoteHold }
@@ -205,8 +278,7 @@ public struct CallControl: Sendable {
     public mutating func hold(_ on: Bool, now: Int64) -> ControlEnvelope? {
         guard localHold != on else { return nil }
         localHold = on
-        settleUntil = now + Self.settleMs
-        return stateMessage(now: now)
+        return stateMessage(now: now, changed: true)
     }
 
     /// At the callee: asks the caller's node to call `target` instead.
@@ -229,12 +301,22 @@ public struct CallControl: Sendable {
         guard envelope.fromCaller != caller, envelope.sequence > lastTaken else { return [] }
         lastTaken = envelope.sequence
         switch envelope.message {
-        case .state(let hold):
-            guard hold != remoteHold else { return [] }
+        case .state(let hold, let judged, let current):
+            var events: [Event] = []
+            let holdChanged = hold != remoteHold
             remoteHold = hold
-            settleUntil = now + Self.settleMs
+            if holdChanged { events.append(.remoteHold(hold)) }
+            peerJudged = judged
+            // The other end is lower: downgrades are mandatory. The caller higher: it moved up after this end
+            // accepted (a lost answer or state aside), which this end follows if its own judges still allow it.
+            if current < tier {
+                events += move(to: current, why: "the other end moved down to \(current.name)", now: now)
+            } else if !caller, current > tier, current <= target(now: now).tier {
+                events += move(to: current, why: "the caller moved up to \(current.name) (accepted)", now: now)
+            }
             // This end says where it stands too, so that both repeat while the call is held.
-            return [.remoteHold(hold), .send(stateMessage(now: now))]
+            if holdChanged { events.append(.send(stateMessage(now: now, changed: true))) }
+            return events + reevaluate(now: now)
         case .transfer(let target):
             guard caller, transfer == nil || isFailed else { return [] }
             transfer = .placing(target)
@@ -245,6 +327,22 @@ public struct CallControl: Sendable {
             guard !caller, case .asked(let target) = transfer else { return [] }
             transfer = .failed(target, reason)
             return [.transferFailed(reason)]
+        case .propose(let id, let proposed):
+            guard !caller else { return [] }
+            let allowed = target(now: now).tier
+            var events: [Event] = [.send(self.envelope(.answer(id: id, accept: proposed > tier && proposed <= allowed)))]
+            if proposed > tier && proposed <= allowed {
+                events += move(to: proposed, why: "upgrade proposed by the caller and accepted", now: now)
+            }
+            return events
+        case .answer(let id, let accept):
+            guard caller, let pending = proposal, pending.id == id else { return [] }
+            proposal = nil
+            guard accept else {
+                coolDownUntil = now + Self.coolDownMs
+                return []
+            }
+            return move(to: pending.tier, why: "upgrade accepted by the callee", now: now)
         }
     }
 
@@ -257,10 +355,68 @@ public struct CallControl: Sendable {
         return notice.on ? quelchedBy.insert(signer).inserted : quelchedBy.remove(signer) != nil
     }
 
-    /// The state message due now, if any.
-    public mutating func tick(now: Int64) -> ControlEnvelope? {
-        guard let due = nextRepeat, now >= due else { return nil }
-        return stateMessage(now: now)
+    /// A relay's verdict that arrived over the call's chain (`allowed` as for quelch notices). Nil when refused
+    /// (a signer off the path, or a replay).
+    public mutating func receive(_ verdict: QualityVerdict, allowed: Set<WalletAddress>?, now: Int64) -> [Event]? {
+        guard let signer = verdict.signer, allowed?.contains(signer) ?? true,
+              verdict.counter > verdicts[signer]?.counter ?? 0 else { return nil }
+        verdicts[signer] = Verdict(tier: verdict.tier, figures: verdict.figures, counter: verdict.counter, at: now)
+        return reevaluate(now: now)
+    }
+
+    /// This end's own figures for the last second (what it receives): its judge's recommendation goes to the other
+    /// end when it changes.
+    public mutating func judge(_ sample: QualitySample, now: Int64) -> [Event] {
+        guard own.sample(sample, now: now) else { return reevaluate(now: now) }
+        return [.send(stateMessage(now: now, changed: true))] + reevaluate(now: now)
+    }
+
+    /// Repeated state, a proposal that timed out, verdicts that expired; what is due now.
+    public mutating func tick(now: Int64) -> [Event] {
+        var events: [Event] = []
+        if let due = nextRepeat, now >= due { events.append(.send(stateMessage(now: now, changed: false))) }
+        if let pending = proposal, now - pending.sentAt >= Self.proposalTimeoutMs {
+            proposal = nil
+            coolDownUntil = now + Self.coolDownMs
+        }
+        verdicts = verdicts.filter { now - $0.value.at < Self.verdictLifetimeMs }
+        return events + reevaluate(now: now)
+    }
+
+    /// The weakest judgement now and whose it is.
+    public func target(now: Int64) -> (tier: QualityTier, why: String) {
+        var weakest = (tier: ceiling, why: "every judge allows the call's tier")
+        func take(_ tier: QualityTier, _ why: @autoclosure () -> String) {
+            if tier < weakest.tier { weakest = (tier, why()) }
+        }
+        take(own.tier, "this end: \(own.why)")
+        take(peerJudged, "the other end judged \(peerJudged.name)")
+        if !direct {
+            for (node, verdict) in verdicts.sorted(by: { $0.key < $1.key }) where now - verdict.at < Self.verdictLifetimeMs {
+                take(verdict.tier, "relay \(node.checksummed): \(verdict.figures)")
+            }
+        }
+        return weakest
+    }
+
+    /// Moves down at once when the weakest judgement is below the tier; at the caller, proposes a move up when every
+    /// judgement is above it (no proposal pending, none refused lately).
+    private mutating func reevaluate(now: Int64) -> [Event] {
+        let (allowed, why) = target(now: now)
+        if allowed < tier { return move(to: allowed, why: why, now: now) }
+        guard caller, allowed > tier, proposal == nil, now >= coolDownUntil else { return [] }
+        proposals += 1
+        proposal = (proposals, allowed, now)
+        return [.send(envelope(.propose(id: proposals, tier: allowed)))]
+    }
+
+    private mutating func move(to next: QualityTier, why: String, now: Int64) -> [Event] {
+        guard next != tier else { return [] }
+        switches.append(TierSwitch(atMs: now, from: tier.name, to: next.name, why: why))
+        tier = next
+        tierWhy = why
+        if let pending = proposal, pending.tier <= next { proposal = nil }
+        return [.switchTier(next, why: why), .send(stateMessage(now: now, changed: true))]
     }
 
     private var isFailed: Bool {
@@ -268,9 +424,10 @@ public struct CallControl: Sendable {
         return false
     }
 
-    private mutating func stateMessage(now: Int64) -> ControlEnvelope {
+    private mutating func stateMessage(now: Int64, changed: Bool) -> ControlEnvelope {
+        if changed { settleUntil = now + Self.settleMs }
         nextRepeat = held || now < settleUntil ? now + Self.repeatMs : nil
-        return envelope(.state(hold: localHold))
+        return envelope(.state(hold: localHold, judged: own.tier, current: tier))
     }
 
     private mutating func envelope(_ message: ControlMessage) -> ControlEnvelope {

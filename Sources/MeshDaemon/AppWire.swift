@@ -66,12 +66,15 @@ enum CallInner: Equatable {
     case control([UInt8])
     /// A node on the path quelches or unquelches the caller (`QuelchNotice`, signed by that node).
     case quelch([UInt8])
+    /// A relay's quality verdict on the call (`QualityVerdict`, signed by that relay).
+    case verdict([UInt8])
 
     static let signalTag: UInt8 = 0x10
     static let mediaTag: UInt8 = 0x20
     static let iceTag: UInt8 = 0x30
     static let controlTag: UInt8 = 0x40
     static let quelchTag: UInt8 = 0x41
+    static let verdictTag: UInt8 = 0x42
     /// Largest SRTP packet accepted: an Opus frame is at most 1275 bytes, plus RTP and SRTP overhead.
     static let maxMediaBytes = 1_400
 
@@ -82,6 +85,7 @@ enum CallInner: Equatable {
         case .ice(let sealed): [Self.iceTag] + sealed
         case .control(let sealed): [Self.controlTag] + sealed
         case .quelch(let notice): [Self.quelchTag] + notice
+        case .verdict(let verdict): [Self.verdictTag] + verdict
         }
     }
 
@@ -93,6 +97,7 @@ enum CallInner: Equatable {
         case Self.iceTag: self = .ice(Array(bytes.dropFirst()))
         case Self.controlTag: self = .control(Array(bytes.dropFirst()))
         case Self.quelchTag: self = .quelch(Array(bytes.dropFirst()))
+        case Self.verdictTag: self = .verdict(Array(bytes.dropFirst()))
         default: return nil
         }
     }

@@ -1,29 +1,75 @@
 import MeshCall
 import MeshControl
 import MeshIdentity
+import MeshMedia
 import MeshRouting
 import NIOCore
 
-/// One answered call's control channel: the pure state (`CallControl`) and the key its messages are sealed with.
+/// One answered call's control channel: the pure state (`CallControl`), the key its messages are sealed with, and
+/// what this end's judge last took from its receiver.
 struct ControlChannel {
     var state: CallControl
     let key: EndToEndKey
+    var nextJudgeAt: Int64
+    var received = 0
+    var lost = 0
+    var loss = LossMeter()
 }
 
 /// Call control (docs/calls.md, "Call control"): hold and resume, mute, quelch by a node on the path, blind transfer.
 /// Everything here runs on the event loop.
 extension NodeRuntime {
     /// The call is answered: its control channel opens.
-    func openControl(_ id: CallID, keys: SRTPKeys, caller: Bool) {
-        controls[id] = ControlChannel(state: CallControl(caller: caller), key: controlKey(keys, caller: caller))
+    func openControl(_ id: CallID, keys: SRTPKeys, caller: Bool, bitrate: Int, now: Int64) {
+        controls[id] = ControlChannel(state: CallControl(caller: caller, ceiling: QualityTier(bitrate: bitrate)),
+                                      key: controlKey(keys, caller: caller), nextJudgeAt: now + RelayEngine.judgeMs)
     }
 
-    /// Every media tick: repeated hold states, and the media gates of every call set from its control state.
+    /// Every media tick: repeated states, proposals timing out, and once a second this end's own judgement (what its
+    /// receiver lost in that second; at the caller, the active chain's round trip too); then the media gates.
     func controlTick(now: Int64) {
         for id in Array(controls.keys) {
-            if let envelope = controls[id]?.state.tick(now: now) { sendControl(id, envelope) }
-            applyGates(id)
+            guard var channel = controls[id] else { continue }
+            channel.state.direct = directs[id]?.isDirect ?? false
+            var events = channel.state.tick(now: now)
+            if now >= channel.nextJudgeAt, let m = media[id] {
+                channel.nextJudgeAt = now + RelayEngine.judgeMs
+                let stats = m.stats
+                let (received, lost) = (stats.packetsReceived - channel.received, max(0, stats.packetsLost - channel.lost))
+                (channel.received, channel.lost) = (stats.packetsReceived, stats.packetsLost)
+                channel.loss.add(expected: received + lost, received: received)
+                let loss = channel.loss.take()
+                let rtt = channel.state.direct ? nil : relay.chains(call: id.raw, now: now).first { $0.role == "active" }?.rttMs
+                events += channel.state.judge(QualitySample(lossPercent: loss, rttMs: rtt), now: now)
+            }
+            controls[id] = channel
+            run(id, events)
         }
+    }
+
+    /// Carries out what a call's control state asks for.
+    private func run(_ id: CallID, _ events: [CallControl.Event]) {
+        for event in events {
+            switch event {
+            case .send(let envelope):
+                sendControl(id, envelope)
+            case .remoteHold(let on):
+                logger.info(on ? "call held by the other end" : "call resumed by the other end", metadata: ["call": "\(id)"])
+            case .transferAsked(let target):
+                transfer(id, to: target, now: Self.now())
+            case .transferFailed(let reason):
+                logger.warning("transfer failed; the call stays on hold", metadata: ["call": "\(id)", "reason": "\(reason)"])
+            case .switchTier(let tier, let why):
+                guard let profile = QualityProfile.named(tier.name) else { continue }
+                do {
+                    try media[id]?.apply(profile)
+                    logger.info("call quality switched", metadata: ["call": "\(id)", "tier": "\(tier.name)", "why": "\(why)"])
+                } catch {
+                    logger.warning("cannot switch the call's profile", metadata: ["call": "\(id)", "error": "\(error)"])
+                }
+            }
+        }
+        applyGates(id)
     }
 
     private func applyGates(_ id: CallID) {
@@ -47,19 +93,26 @@ extension NodeRuntime {
             return
         }
         calls.mediaArrived(id, now: now)
-        for event in controls[id]?.state.receive(envelope, now: now) ?? [] {
-            switch event {
-            case .send(let reply):
-                sendControl(id, reply)
-            case .remoteHold(let on):
-                logger.info(on ? "call held by the other end" : "call resumed by the other end", metadata: ["call": "\(id)"])
-            case .transferAsked(let target):
-                transfer(id, to: target, now: now)
-            case .transferFailed(let reason):
-                logger.warning("transfer failed; the call stays on hold", metadata: ["call": "\(id)", "reason": "\(reason)"])
-            }
+        run(id, controls[id]?.state.receive(envelope, now: now) ?? [])
+    }
+
+    /// The nodes whose signed notices and verdicts a call's end takes: at the caller the nodes of its chains and the
+    /// callee's home node; at the callee any (only its path's nodes can write into its chain).
+    private func signers(_ id: CallID, _ record: CallRecord) -> Set<WalletAddress>? {
+        guard record.role == .caller else { return nil }
+        var allowed = Set(relay.chains(call: id.raw, now: Self.now()).flatMap(\.nodes).compactMap { try? WalletAddress(parsing: $0) })
+        allowed.insert(record.via)
+        return allowed
+    }
+
+    /// A relay's quality verdict on the call.
+    func receiveVerdict(_ id: CallID, _ bytes: [UInt8], now: Int64) {
+        guard let verdict = QualityVerdict(parsing: bytes), verdict.call == id.raw, let record = calls.calls[id],
+              let events = controls[id]?.state.receive(verdict, allowed: signers(id, record), now: now) else {
+            counters.verdictRefused += 1
+            return
         }
-        applyGates(id)
+        run(id, events)
     }
 
     /// A quelch notice from a node on the path. The caller's node takes it from the nodes of its chains and the callee's
@@ -69,12 +122,7 @@ extension NodeRuntime {
             counters.quelchRefused += 1
             return
         }
-        var allowed: Set<WalletAddress>?
-        if record.role == .caller {
-            allowed = Set(relay.chains(call: id.raw, now: Self.now()).flatMap(\.nodes).compactMap { try? WalletAddress(parsing: $0) })
-            allowed?.insert(record.via)
-        }
-        guard controls[id]?.state.receive(notice, allowed: allowed) == true else {
+        guard controls[id]?.state.receive(notice, allowed: signers(id, record)) == true else {
             counters.quelchRefused += 1
             return
         }
@@ -125,13 +173,13 @@ extension NodeRuntime {
             throw RPCError.invalidParams("\(method) needs \"call\": a call id")
         }
         let now = Self.now()
-        quelchCounter = max(quelchCounter + 1, UInt64(max(now, 0)))
+        noticeCounter = max(noticeCounter + 1, UInt64(max(now, 0)))
         if let record = calls.calls.values.first(where: { $0.id.description.hasPrefix(text) && $0.state == .active }) {
             guard record.role == .callee else {
                 throw RPCError.failed("the caller's node cannot quelch its own caller; its operator mutes (node-ctl mute)")
             }
             controls[record.id]?.state.quelchedHere = on
-            let notice = QuelchNotice.sign(call: record.id, on: on, counter: quelchCounter, key: nodeKey)
+            let notice = QuelchNotice.sign(call: record.id, on: on, counter: noticeCounter, key: nodeKey)
             runRelay(relay.send(call: record.id.raw, CallInner.quelch(notice.serialize()).serialize()))
             applyGates(record.id)
             logger.info(on ? "caller quelched here" : "caller unquelched here", metadata: ["call": "\(record.id)"])
@@ -141,7 +189,7 @@ extension NodeRuntime {
         guard relayed.count == 1, let call = relayed.first.flatMap(CallID.init(hex:)) else {
             throw RPCError.failed(relayed.isEmpty ? "no active call or relayed session \(text) here" : "call id \(text) is ambiguous")
         }
-        let notice = QuelchNotice.sign(call: call, on: on, counter: quelchCounter, key: nodeKey)
+        let notice = QuelchNotice.sign(call: call, on: on, counter: noticeCounter, key: nodeKey)
         runRelay(relay.quelch(call: call.raw, on, notice: CallInner.quelch(notice.serialize()).serialize()) ?? [])
         logger.info(on ? "relayed call quelched" : "relayed call unquelched", metadata: ["call": "\(call)"])
         return .object(["call": .string(call.description), "role": .string("relay"), "quelched": .bool(on)])
@@ -157,6 +205,18 @@ extension NodeRuntime {
             "quelchedBy": .array(state.quelchedBy.sorted().map { .string($0.checksummed) }),
             "call": .string(id.description),
         ]
+        let (allowed, limit) = state.target(now: Self.now())
+        object["quality"] = .object([
+            "tier": .string(state.tier.name), "why": .string(state.tierWhy), "ceiling": .string(state.ceiling.name),
+            "allowed": .string(allowed.name), "limitedBy": .string(limit),
+            "own": .object(["tier": .string(state.own.tier.name), "why": .string(state.own.why)]),
+            "peer": .string(state.peerJudged.name),
+            "verdicts": .array(state.verdicts.sorted { $0.key < $1.key }.map { node, v in
+                .object(["node": .string(node.checksummed), "tier": .string(v.tier.name), "figures": .string(v.figures),
+                         "ageMs": .number(Double(Self.now() - v.at))])
+            }),
+            "switches": (try? JSONValue(encoding: state.switches)) ?? .array([]),
+        ])
         switch state.transfer {
         case .asked(let target)?: object["transfer"] = .object(["state": .string("asked"), "to": .string(target.checksummed)])
         case .placing(let target)?: object["transfer"] = .object(["state": .string("placing"), "to": .string(target.checksummed)])

@@ -148,6 +148,7 @@ extension NodeRuntime {
             "malformed_app": counters.malformedApp, "malformed_call": calls.malformed, "media_unknown_call": counters.mediaUnknownCall,
             "call_wrong_chain": counters.callWrongChain, "resolve_unsolicited": counters.resolveUnsolicited,
             "control_bad_mac": counters.controlBadMac, "quelch_refused": counters.quelchRefused,
+            "verdict_refused": counters.verdictRefused,
         ])
 
         m.add("meshnode_direct_calls", .gauge, "Calls whose media is on a direct path now (docs/calls.md, \"Direct paths\").",

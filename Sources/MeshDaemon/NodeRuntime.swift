@@ -32,6 +32,8 @@ public struct NodeCounters: Sendable, Codable, Equatable {
     /// another call's, a signer not on the path, or a replay).
     public var controlBadMac = 0
     public var quelchRefused = 0
+    /// Quality verdicts refused (malformed, another call's, a signer not on the path, or a replay).
+    public var verdictRefused = 0
 }
 
 /// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
@@ -78,8 +80,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var controls: [CallID: ControlChannel] = [:]
     /// Calls placed for a blind transfer → the call they replace once answered.
     var transfers: [CallID: CallID] = [:]
-    /// The counter of this node's latest quelch notice (its clock in ms, kept growing).
-    var quelchCounter: UInt64 = 0
+    /// The counter of this node's latest signed notice or verdict (its clock in ms, kept growing).
+    var noticeCounter: UInt64 = 0
     var finished: [CallID: CallMediaStats] = [:]
     /// The media figures of every call that ended, for the node-wide media counters (docs/metrics.md).
     var endedMedia = MediaTotals()
@@ -572,6 +574,8 @@ public final class NodeRuntime: @unchecked Sendable {
             receiveControl(id, sealed, now: now)
         case .quelch(let notice)?:
             receiveQuelch(id, notice)
+        case .verdict(let bytes)?:
+            receiveVerdict(id, bytes, now: now)
         case nil:
             counters.callWrongChain += 1
         }
@@ -610,6 +614,10 @@ public final class NodeRuntime: @unchecked Sendable {
                 chainHistory[id, default: ChainHistory()].switches.append(
                     ChainSwitch(atMs: now, from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
                 noteChains(id, now: now)
+            case .judged(let key, let tier, let sample):
+                noticeCounter = max(noticeCounter + 1, UInt64(max(now, 0)))
+                let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: noticeCounter, key: nodeKey)
+                runRelay(relay.inject(key, CallInner.verdict(verdict.serialize()).serialize()))
             }
         }
     }
@@ -696,7 +704,7 @@ public final class NodeRuntime: @unchecked Sendable {
                                                                calleeToCaller: caller ? keys.receive : keys.send))
                 startMedia(id, keys: keys, now: now)
                 if media[id] != nil {
-                    openControl(id, keys: keys, caller: caller)
+                    openControl(id, keys: keys, caller: caller, bitrate: calls.calls[id]?.bitrate ?? config.bitrate, now: now)
                     startDirect(id, keys: keys, caller: caller, now: now)
                     transferOutcome(id, answered: true, reason: .normal)
                 }

@@ -125,6 +125,16 @@ struct CallCommand: ParsableCommand {
             + "\(direct["fallbacks"]?.intValue ?? 0) fallback(s)\(first)"
     }
 
+    /// "normal → catastrophic (relay 0x…: loss 20.1 %), catastrophic → normal (…)", or "no switch".
+    static func describeQuality(_ switches: JSONValue?) -> String {
+        let list = switches?.arrayValue ?? []
+        guard !list.isEmpty else { return "no switch" }
+        return list.map { s in
+            let (from, to, why) = (s["from"]?.stringValue ?? "?", s["to"]?.stringValue ?? "?", s["why"]?.stringValue ?? "")
+            return "\(from) → \(to) (\(why))"
+        }.joined(separator: "; ")
+    }
+
     private func report(_ ended: JSONValue, placed: JSONValue, setupMs: JSONValue?, transfers: [String]) {
         let summary = ended["summary"] ?? .object([:])
         let media = summary["media"] ?? .object([:])
@@ -144,6 +154,8 @@ struct CallCommand: ParsableCommand {
         out["chainSwitches"] = summary["chainSwitches"] ?? .array([])
         // With direct paths on: time on each path, attempts and fallbacks (docs/calls.md, "Direct paths").
         if let direct = summary["direct"] { out["direct"] = direct }
+        // The quality tier's moves during the call (docs/calls.md, "Quality").
+        out["qualitySwitches"] = summary["control"]?["quality"]?["switches"] ?? .array([])
         // A blind transfer: the calls it moved to, and the wallet the call ended with.
         if !transfers.isEmpty {
             out["transferredTo"] = .array(transfers.map(JSONValue.string))
@@ -169,6 +181,7 @@ struct CallCommand: ParsableCommand {
                 codec       \(f("codec")) at \(f("bitrate")) bit/s
                 packets     sent \(f("packetsSent")), received \(f("packetsReceived")), lost \(f("packetsLost")), late \(f("packetsLate"))
                 playout     mean delay \(f("meanPlayoutDelayMs")) ms, jitter \(f("jitterMs")) ms
+                quality     \(Self.describeQuality(out["qualitySwitches"]))
                 """ + (transfers.isEmpty ? "" : "\ntransferred to \(f("endedWith")) (call \(transfers.joined(separator: ", ")))")
         }
         let toStderr = record == "-"

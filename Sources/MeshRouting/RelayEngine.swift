@@ -67,6 +67,9 @@ public enum RelayAction: Sendable, Equatable {
     case chainFailed(call: UInt64, String)
     /// The call moved to another chain (the chain's nodes after the caller's, before and after).
     case chainSwitched(call: UInt64, from: [WalletAddress], to: [WalletAddress], why: String)
+    /// This relay's judgement of a call it carries changed (or is due again): the node signs a `QualityVerdict` and
+    /// `inject`s it toward both ends of that session.
+    case judged(ChainKey, QualityTier, QualitySample)
 }
 
 /// Counters of the forwarding layer (`node-ctl sessions --json`).
@@ -109,6 +112,9 @@ public struct SessionInfo: Sendable, Codable, Equatable {
     public var idleMs: Int64
     /// This node quelches the call (a relay dropping the caller's media toward the callee).
     public var quelched: Bool
+    /// A relay's judgement of the call (docs/calls.md, "Quality"), once it has seen its media.
+    public var tier: String?
+    public var why: String?
 }
 
 /// A chain as the caller knows it (`node-ctl calls`, `trace`).
@@ -162,6 +168,10 @@ public struct RelayEngine: Sendable {
         var figures: [HopFigures] = []
         var lastActivity: Int64
         var packetsForward = 0, bytesForward = 0, packetsBack = 0, bytesBack = 0, drops = 0
+        /// A relay's loss meters of the media it forwards each way, and its judge (docs/calls.md, "Quality").
+        var lossForward = LossMeter(), lossBack = LossMeter()
+        var judge: QualityJudge?
+        var lastVerdictAt: Int64 = .min
     }
 
     /// The caller's view of one chain of its call.
@@ -218,6 +228,10 @@ public struct RelayEngine: Sendable {
     /// The sessions with a set-up in progress (the tick's work every 50 ms; idle sessions are swept once a second).
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
+    private var nextJudging: Int64 = 0
+    /// Relays (and the ends) judge the calls they carry once a second; relays repeat a verdict below studio this often.
+    public static let judgeMs: Int64 = 1_000
+    static let verdictRepeatMs: Int64 = 5_000
     static let idleSweepMs: Int64 = 1_000
     /// Label → session and whether the label is for packets from downstream.
     private var labels: [UInt32: (key: ChainKey, fromDown: Bool)] = [:]
@@ -283,13 +297,17 @@ public struct RelayEngine: Sendable {
     /// dropped here, on every chain of the call that passes; `notice` (the signed `QuelchNotice`) goes to both ends
     /// on each of them. Nil when no chain of that call passes through this node as a relay.
     public mutating func quelch(call: UInt64, _ on: Bool, notice: [UInt8]) -> [RelayAction]? {
-        let relayed = (callChains[call] ?? []).sorted().compactMap { sessions[ChainKey(call: call, chain: $0)] }.filter { $0.role == .relay }
+        let relayed = (callChains[call] ?? []).sorted().map { ChainKey(call: call, chain: $0) }.filter { sessions[$0]?.role == .relay }
         guard !relayed.isEmpty else { return nil }
         if on { quelchedCalls.insert(call) } else { quelchedCalls.remove(call) }
-        return relayed.flatMap { session in
-            [session.up, session.down].compactMap { hop in
-                hop.flatMap { $0.label == 0 ? nil : RelayAction.send(ChainMessage.data(label: $0.label, notice), to: $0.node) }
-            }
+        return relayed.flatMap { inject($0, notice) }
+    }
+
+    /// Call bytes of this relay's own (a signed notice or verdict) toward both ends of a session it relays.
+    public func inject(_ key: ChainKey, _ bytes: [UInt8]) -> [RelayAction] {
+        guard let session = sessions[key], session.role == .relay else { return [] }
+        return [session.up, session.down].compactMap { hop in
+            hop.flatMap { $0.label == 0 ? nil : RelayAction.send(ChainMessage.data(label: $0.label, bytes), to: $0.node) }
         }
     }
 
@@ -389,7 +407,8 @@ public struct RelayEngine: Sendable {
     public mutating func forward(_ payload: [UInt8], from node: WalletAddress, now: Int64) -> [RelayAction] {
         // The session is counted in place, in its table (one lookup, no copy of its lists per packet).
         guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
-              let (role, to, fromRightNeighbour) = Self.count(&sessions[key], from: node, fromDown: fromDown, bytes: payload.count, now: now)
+              let (role, to, fromRightNeighbour) = Self.count(&sessions[key], from: node, fromDown: fromDown, bytes: payload.count,
+                                                              sequence: Self.rtpSequence(payload), now: now)
         else {
             counters.unknownLabel += 1
             return []
@@ -414,8 +433,8 @@ public struct RelayEngine: Sendable {
 
     /// Counts a packet on its session, in place: its role, the hop it goes on to, and whether it came from the
     /// session's neighbour on that side (else it is counted as a drop). Nil when the session is gone.
-    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int, now: Int64)
-        -> (Role, Hop?, Bool)?
+    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int, sequence: UInt16?,
+                              now: Int64) -> (Role, Hop?, Bool)?
     {
         guard session != nil else { return nil }
         guard (fromDown ? session!.down : session!.up)?.node == node else {
@@ -426,13 +445,21 @@ public struct RelayEngine: Sendable {
         if fromDown {
             session!.packetsBack += 1
             session!.bytesBack += bytes
+            if let sequence { session!.lossBack.note(sequence: sequence) }
         } else {
             session!.packetsForward += 1
             session!.bytesForward += bytes
+            if let sequence { session!.lossForward.note(sequence: sequence) }
         }
         let to = fromDown ? session!.up : session!.down
         if session!.role == .relay, to?.label ?? 0 == 0 { session!.drops += 1 }
         return (session!.role, to, true)
+    }
+
+    /// The RTP sequence number of a media data message (inner tag 0x20, RTP version 2), nil for anything else.
+    private static func rtpSequence(_ payload: [UInt8]) -> UInt16? {
+        guard payload.count >= TrunkWire.mediaHeaderBytes, payload[5] == TrunkWire.mediaTag, payload[6] >> 6 == 2 else { return nil }
+        return UInt16(payload[8]) << 8 | UInt16(payload[9])
     }
 
     private mutating func receiveAtEnd(_ key: ChainKey, role: Role, _ bytes: ArraySlice<UInt8>, now: Int64) -> [RelayAction] {
@@ -684,6 +711,37 @@ public struct RelayEngine: Sendable {
             }
         }
         for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
+        if now >= nextJudging {
+            nextJudging = now + Self.judgeMs
+            actions += judge(routes: routes, now: now)
+        }
+        return actions
+    }
+
+    /// Once a second each relayed session with media is judged: the worse direction's loss (`LossMeter`), and the
+    /// RTT of this node's slower link of the session. A change of tier is sent at once, a tier below studio again
+    /// every `verdictRepeatMs` (a lost verdict does not hold, and the ends forget one not repeated).
+    private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        var actions: [RelayAction] = []
+        for key in sessions.keys.sorted() {
+            guard var session = sessions[key], session.role == .relay, session.pending == nil,
+                  let up = session.up?.node, let down = session.down?.node else { continue }
+            let losses = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
+            guard let loss = losses.max() else {
+                sessions[key] = session
+                continue
+            }
+            let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
+            let sample = QualitySample(lossPercent: loss, rttMs: rtts.max())
+            var judge = session.judge ?? QualityJudge(ceiling: .studio)
+            let changed = judge.sample(sample, now: now)
+            session.judge = judge
+            if changed || (judge.tier < .studio && now - session.lastVerdictAt >= Self.verdictRepeatMs) {
+                session.lastVerdictAt = now
+                actions.append(.judged(key, judge.tier, sample))
+            }
+            sessions[key] = session
+        }
         return actions
     }
 
@@ -908,7 +966,7 @@ public struct RelayEngine: Sendable {
                         downstream: s.down?.node.checksummed, downstreamLabel: s.role == .callee ? nil : s.downLabel,
                         packetsForward: s.packetsForward, bytesForward: s.bytesForward, packetsBack: s.packetsBack,
                         bytesBack: s.bytesBack, drops: s.drops, idleMs: now - s.lastActivity,
-                        quelched: s.role == .relay && quelchedCalls.contains(s.key.call))
+                        quelched: s.role == .relay && quelchedCalls.contains(s.key.call), tier: s.judge?.tier.name, why: s.judge?.why)
         }
     }
 

@@ -54,7 +54,10 @@ struct Route: ParsableCommand {
 
 struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Live per-hop figures of a call's chains (RTT and loss per link), refreshed until Ctrl-C.")
+        abstract: """
+            Live per-hop figures of a call's chains (RTT and loss per link) and its quality: the tier, every judge's \
+            verdict and the tier's history; refreshed until Ctrl-C.
+            """)
     @OptionGroup var connection: Connection
     @Argument(help: "The call id (or a unique prefix).") var call: String
     @Option(help: "Seconds between refreshes.") var interval: Double = 1
@@ -78,7 +81,8 @@ struct Trace: ParsableCommand {
             }
             if json {
                 print(JSONValue.object(["call": c["id"] ?? .null, "state": c["state"] ?? .null, "chains": c["chains"] ?? .array([]),
-                                        "chainSwitches": c["chainSwitches"] ?? .array([])]).prettyText())
+                                        "chainSwitches": c["chainSwitches"] ?? .array([]),
+                                        "quality": c["control"]?["quality"] ?? .null]).prettyText())
             } else {
                 print(Self.render(c))
             }
@@ -101,6 +105,16 @@ struct Trace: ParsableCommand {
         }
         for s in c["chainSwitches"]?.arrayValue ?? [] {
             lines.append("  switched: \(text(s["why"])) → \((s["to"]?.arrayValue ?? []).map { text($0) }.joined(separator: " > "))")
+        }
+        if let q = c["control"]?["quality"], q != .null {
+            lines.append("  quality \(text(q["tier"])) (ceiling \(text(q["ceiling"]))): \(text(q["why"]))")
+            lines.append("    judges: this end \(text(q["own"]?["tier"])) (\(text(q["own"]?["why"]))), the other end \(text(q["peer"]))")
+            for v in q["verdicts"]?.arrayValue ?? [] {
+                lines.append("    relay \(text(v["node"])): \(text(v["tier"])) (\(text(v["figures"])), \(ago(v["ageMs"])))")
+            }
+            for s in q["switches"]?.arrayValue ?? [] {
+                lines.append("    \(text(s["from"])) → \(text(s["to"])): \(text(s["why"]))")
+            }
         }
         return lines.joined(separator: "\n")
     }

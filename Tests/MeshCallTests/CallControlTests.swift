@@ -1,5 +1,6 @@
 import MeshCall
 import MeshIdentity
+import MeshRouting
 import MeshTestKit
 import Testing
 
@@ -11,25 +12,30 @@ struct CallControlTests {
 
     @Test func messagesRoundTripAndMalformedOnesAreRefused() {
         let target = keyPair(1).address
-        for message in [ControlMessage.state(hold: true), .state(hold: false), .transfer(to: target), .transferFailed(.busy)] {
+        for message in [ControlMessage.state(hold: true, judged: .normal, current: .normal), .state(hold: false, judged: .degraded, current: .studio),
+                        .transfer(to: target), .transferFailed(.busy), .propose(id: 7, tier: .good), .answer(id: 7, accept: false)] {
             for fromCaller in [true, false] {
                 let envelope = ControlEnvelope(fromCaller: fromCaller, sequence: 77, message: message)
                 #expect(ControlEnvelope(parsing: envelope.serialize()) == envelope)
             }
         }
-        let good = ControlEnvelope(fromCaller: true, sequence: 1, message: .state(hold: true)).serialize()
+        let good = ControlEnvelope(fromCaller: true, sequence: 1, message: .state(hold: true, judged: .normal, current: .normal)).serialize()
         #expect(ControlEnvelope(parsing: good + [0]) == nil, "trailing bytes")
         #expect(ControlEnvelope(parsing: Array(good.dropLast())) == nil, "truncated")
         #expect(ControlEnvelope(parsing: [2] + good.dropFirst()) == nil, "no such side")
         #expect(ControlEnvelope(parsing: Array(good.prefix(5)) + [9, 0]) == nil, "no such kind")
-        #expect(ControlEnvelope(parsing: Array(good.dropLast()) + [2]) == nil, "unknown flags")
+        for (index, value, what) in [(6, UInt8(2), "unknown flags"), (7, 9, "no such judged tier"), (8, 5, "no such current tier")] {
+            var bad = good
+            bad[index] = value
+            #expect(ControlEnvelope(parsing: bad) == nil, "\(what)")
+        }
     }
 
     @Test func onlyTheEndsKeyOpensAControlMessage() {
         let a = EndToEndKey(label: "meshcall/v1/control", tag: 0x40, callerToCallee: Array(repeating: 1, count: 30), calleeToCaller: Array(repeating: 2, count: 30))
         let other = EndToEndKey(label: "meshcall/v1/control", tag: 0x40, callerToCallee: Array(repeating: 1, count: 30), calleeToCaller: Array(repeating: 3, count: 30))
         let ice = EndToEndKey(label: "meshcall/v1/ice", tag: 0x30, callerToCallee: Array(repeating: 1, count: 30), calleeToCaller: Array(repeating: 2, count: 30))
-        let content = ControlEnvelope(fromCaller: false, sequence: 3, message: .state(hold: true)).serialize()
+        let content = ControlEnvelope(fromCaller: false, sequence: 3, message: .state(hold: true, judged: .normal, current: .normal)).serialize()
         let sealed = a.seal(content)
         #expect(a.open(sealed) == content)
         #expect(other.open(sealed) == nil)
@@ -46,21 +52,21 @@ struct CallControlTests {
         var callee = CallControl(caller: false)
         #expect(caller.sends && caller.plays && callee.sends && callee.plays)
         let held = caller.hold(true, now: 0)!
-        #expect(held.message == .state(hold: true))
+        #expect(held.message == .state(hold: true, judged: .normal, current: .normal))
         let again = caller.hold(true, now: 1)
         #expect(again == nil, "already held")
         #expect(!caller.sends && !caller.plays)
         let events = callee.receive(held, now: 10)
         #expect(events.first == .remoteHold(true))
         guard case .send(let answer)? = events.last else { Issue.record("no answer"); return }
-        #expect(answer.message == .state(hold: false) && !answer.fromCaller)
+        #expect(answer.message == .state(hold: false, judged: .normal, current: .normal) && !answer.fromCaller)
         #expect(callee.remoteHold && !callee.sends && !callee.plays, "a held call carries no media either way")
         let unchanged = caller.receive(answer, now: 20)
         #expect(unchanged.isEmpty, "the other end's unchanged state changes nothing")
 
         // Repeats: once a second while held, long after the change.
         var repeats = 0
-        for now in stride(from: Int64(20), through: 30_000, by: 20) where caller.tick(now: now) != nil { repeats += 1 }
+        for now in stride(from: Int64(20), through: 30_000, by: 20) where !caller.tick(now: now).isEmpty { repeats += 1 }
         #expect((29...30).contains(repeats))
         let resumed = caller.hold(false, now: 30_000)!
         let resumedEvents = callee.receive(resumed, now: 30_010)
@@ -68,7 +74,7 @@ struct CallControlTests {
         #expect(caller.sends && callee.sends && callee.plays)
         // Then only for the settling time after the change.
         var after = 0
-        for now in stride(from: Int64(30_020), through: 60_000, by: 20) where caller.tick(now: now) != nil { after += 1 }
+        for now in stride(from: Int64(30_020), through: 60_000, by: 20) where !caller.tick(now: now).isEmpty { after += 1 }
         #expect(after == Int(CallControl.settleMs / CallControl.repeatMs))
     }
 
@@ -83,7 +89,7 @@ struct CallControlTests {
         #expect(replayed.isEmpty, "a recorded hold replayed by a relay")
         #expect(!callee.remoteHold)
         var mine = CallControl(caller: false)
-        let own = mine.receive(ControlEnvelope(fromCaller: false, sequence: 9, message: .state(hold: true)), now: 0)
+        let own = mine.receive(ControlEnvelope(fromCaller: false, sequence: 9, message: .state(hold: true, judged: .normal, current: .normal)), now: 0)
         #expect(own.isEmpty)
     }
 
@@ -99,7 +105,7 @@ struct CallControlTests {
         #expect(events.first == .transferAsked(target))
         #expect(caller.transfer == .placing(target))
         #expect(caller.localHold, "the call waits on hold while the target is called")
-        #expect(events.contains { if case .send(let e) = $0 { e.message == .state(hold: true) } else { false } })
+        #expect(events.contains { if case .send(let e) = $0 { e.message == .state(hold: true, judged: .normal, current: .normal) } else { false } })
         let failed = caller.transferFailed(.busy)!
         #expect(caller.transfer == .failed(target, .busy) && caller.localHold, "a failed transfer leaves the call on hold")
         let told = callee.receive(failed, now: 10)
@@ -144,4 +150,104 @@ struct CallControlTests {
         callee.quelchedHere = true
         #expect(!callee.plays && callee.sends)
     }
+
+    // MARK: quality
+
+    /// Delivers every control message one end's events carry to the other end, until nothing is left.
+    private static func exchange(_ events: [CallControl.Event], from sender: inout CallControl, to receiver: inout CallControl,
+                                 now: Int64) {
+        var pending = events.compactMap { if case .send(let e) = $0 { e } else { nil } }
+        var towardReceiver = true
+        while !pending.isEmpty {
+            let replies = pending.flatMap { towardReceiver ? receiver.receive($0, now: now) : sender.receive($0, now: now) }
+            pending = replies.compactMap { if case .send(let e) = $0 { e } else { nil } }
+            towardReceiver.toggle()
+        }
+    }
+
+    private static func switches(_ events: [CallControl.Event]) -> [QualityTier] {
+        events.compactMap { if case .switchTier(let tier, _) = $0 { tier } else { nil } }
+    }
+
+    /// A relay's verdict below the call's tier moves each end down at once; one from a node off the path, or replayed,
+    /// changes nothing; the tier comes back up only through the caller's proposal, which the callee accepts.
+    @Test func relayVerdictsMoveBothEndsDownAtOnceAndUpByConsent() throws {
+        let relay = keyPair(5)
+        let stranger = keyPair(6)
+        let path: Set<WalletAddress> = [relay.address]
+        var caller = CallControl(caller: true, ceiling: .normal)
+        var callee = CallControl(caller: false, ceiling: .normal)
+        let bad = QualityVerdict.sign(call: 1, tier: .catastrophic, sample: QualitySample(lossPercent: 20, rttMs: 10), counter: 10, key: relay)
+        let forged = caller.receive(QualityVerdict.sign(call: 1, tier: .catastrophic, sample: QualitySample(lossPercent: 20, rttMs: 10),
+                                                        counter: 10, key: stranger), allowed: path, now: 0)
+        #expect(forged == nil, "not on the path")
+        let atCallerResult = caller.receive(bad, allowed: path, now: 0)
+        let atCaller = try #require(atCallerResult)
+        let atCalleeResult = callee.receive(bad, allowed: nil, now: 5)
+        let atCallee = try #require(atCalleeResult)
+        #expect(Self.switches(atCaller) == [.catastrophic] && Self.switches(atCallee) == [.catastrophic])
+        #expect(caller.tier == .catastrophic && caller.tierWhy.contains(relay.address.checksummed))
+        let replayed = caller.receive(bad, allowed: path, now: 100)
+        #expect(replayed == nil, "replayed")
+
+        // The relay judges normal again: the caller proposes, the callee accepts (its own judges allow it), both move.
+        let good = QualityVerdict.sign(call: 1, tier: .normal, sample: QualitySample(lossPercent: 0, rttMs: 10), counter: 20, key: relay)
+        _ = callee.receive(good, allowed: nil, now: 15_000)
+        let proposalResult = caller.receive(good, allowed: path, now: 15_000)
+        let proposal = try #require(proposalResult)
+        #expect(Self.switches(proposal).isEmpty, "no move up without the callee's consent")
+        #expect(proposal.contains { if case .send(let e) = $0, case .propose(_, .normal) = e.message { true } else { false } })
+        Self.exchange(proposal, from: &caller, to: &callee, now: 15_010)
+        #expect(caller.tier == .normal && callee.tier == .normal)
+        #expect(caller.switches.map(\.to) == ["catastrophic", "normal"])
+    }
+
+    /// An end whose own judge sees loss rejects a proposal; the caller then waits out the cool-down; a proposal
+    /// nobody answers times out into the cool-down as well.
+    @Test func aStrugglingEndRejectsAndTheCallerCoolsDown() throws {
+        let relay = keyPair(7)
+        let path: Set<WalletAddress> = [relay.address]
+        var caller = CallControl(caller: true, ceiling: .normal)
+        var callee = CallControl(caller: false, ceiling: .normal)
+        let down = QualityVerdict.sign(call: 1, tier: .degraded, sample: QualitySample(lossPercent: 6, rttMs: 10), counter: 1, key: relay)
+        _ = caller.receive(down, allowed: path, now: 0)
+        _ = callee.receive(down, allowed: nil, now: 0)
+        // The callee's own receiver loses 7 % for three seconds: its judge says degraded too.
+        for second in 1...3 { _ = callee.judge(QualitySample(lossPercent: 7, rttMs: nil), now: Int64(second) * 1_000) }
+        #expect(callee.own.tier == .degraded)
+        let up = QualityVerdict.sign(call: 1, tier: .normal, sample: QualitySample(lossPercent: 0, rttMs: 10), counter: 2, key: relay)
+        _ = callee.receive(up, allowed: nil, now: 4_000)
+        let proposalResult = caller.receive(up, allowed: path, now: 4_000)
+        let proposal = try #require(proposalResult)
+        Self.exchange(proposal, from: &caller, to: &callee, now: 4_000)
+        #expect(caller.tier == .degraded && callee.tier == .degraded, "rejected")
+        let soon = caller.tick(now: 20_000)
+        #expect(!soon.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } }, "cooling down")
+        let later = caller.tick(now: 34_001)
+        #expect(later.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } }, "proposes again")
+        _ = caller.tick(now: 36_001)
+        let afterTimeout = caller.tick(now: 40_000)
+        #expect(!afterTimeout.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } },
+                "the unanswered proposal timed out into a new cool-down")
+        #expect(caller.tier == .degraded)
+    }
+
+    /// The other end's lower tier is followed at once; on a direct path the relays' verdicts do not count.
+    @Test func theOtherEndsDowngradeIsFollowedAndDirectPathsIgnoreRelays() {
+        let relay = keyPair(8)
+        var caller = CallControl(caller: true, ceiling: .normal)
+        var callee = CallControl(caller: false, ceiling: .normal)
+        let events = callee.judge(QualitySample(lossPercent: 30, rttMs: nil), now: 1_000)
+        #expect(Self.switches(events) == [.catastrophic])
+        Self.exchange(events, from: &callee, to: &caller, now: 1_010)
+        #expect(caller.tier == .catastrophic, "the callee's downgrade is mandatory for the caller too")
+
+        var direct = CallControl(caller: true, ceiling: .normal)
+        direct.direct = true
+        let verdict = QualityVerdict.sign(call: 1, tier: .catastrophic, sample: QualitySample(lossPercent: 30, rttMs: 10), counter: 1, key: relay)
+        let ignored = direct.receive(verdict, allowed: [relay.address], now: 0)
+        #expect(ignored.map(Self.switches) == [], "taken, but a relay carries no media of a direct call")
+        #expect(direct.tier == .normal)
+    }
 }
+

@@ -84,6 +84,8 @@ struct RelayNet {
     var ups: [[UInt64]]
     var failures: [[Failure]]
     var switches: [[Switch]]
+    /// Each relay's judgements, as it asked for them to be signed and sent.
+    var judged: [[(key: ChainKey, tier: QualityTier, sample: QualitySample)]]
     /// Every control message delivered, parsed.
     var control: [Logged] = []
     var dataDelivered = 0
@@ -101,6 +103,7 @@ struct RelayNet {
         ups = Array(repeating: [], count: count)
         failures = Array(repeating: [], count: count)
         switches = Array(repeating: [], count: count)
+        judged = Array(repeating: [], count: count)
         self.edges = Set(edges.map { Edge($0.0, $0.1) })
         recompute()
     }
@@ -218,6 +221,8 @@ struct RelayNet {
                 failures[from].append(Failure(call: call, why: why, at: now))
             case .chainSwitched(let call, let old, let new, let why):
                 switches[from].append(Switch(call: call, from: old, to: new, why: why, at: now))
+            case .judged(let key, let tier, let sample):
+                judged[from].append((key, tier, sample))
             }
         }
     }
@@ -342,6 +347,41 @@ struct RelayNet {
         _ = net.engines[1].quelch(call: 1, true, notice: notice)
         net.close(1, at: 0)
         #expect(!net.engines[1].quelches(call: 1), "forgotten with the call's last session")
+    }
+
+    /// Relays judge the media they carry from its RTP sequence numbers: loss on one link makes the relays on both
+    /// sides of it recommend a lower tier within a few seconds, sent as judgements for that session; loss-free,
+    /// they recommend normal again after the good period.
+    @Test func relaysJudgeTheLossOfTheMediaTheyCarry() {
+        var net = RelayNet.line(4)
+        net.open(1, from: 0, to: 3)
+        var sequence: UInt16 = 65_000
+        func media(_ seconds: Int) {
+            for _ in 0..<seconds * 50 {
+                sequence &+= 1
+                let rtp: [UInt8] = [0x80, 111, UInt8(sequence >> 8), UInt8(sequence & 0xFF), 0, 0, 0, 0, 1, 2, 3, 4] + Array(repeating: 9, count: 40)
+                net.send(1, from: 0, [0x20] + rtp)
+                net.send(1, from: 3, [0x20] + rtp)
+                if Int(sequence) % 2 == 0 { net.step() }
+            }
+        }
+        media(2)
+        #expect(net.judged[1].isEmpty && net.judged[2].isEmpty, "no loss: nothing to say below studio")
+        net.loss[Edge(1, 2)] = 0.2
+        let start = net.now
+        media(3)
+        for relay in [1, 2] {
+            let first = net.judged[relay].first { $0.tier == .catastrophic }
+            #expect(first != nil, "relay \(relay): \(net.judged[relay].map(\.tier))")
+            #expect(first.map { $0.sample.lossPercent! > 10 } == true)
+            #expect(net.judged[relay].allSatisfy { $0.key.call == 1 })
+        }
+        #expect(net.judged[1].count + net.judged[2].count <= 8, "a verdict per change and per 5 s, not per second")
+        _ = start
+        net.loss[Edge(1, 2)] = nil
+        media(12)
+        #expect(net.judged[2].last?.tier == .normal, "\(net.judged[2].map(\.tier))")
+        #expect(net.sessions(2).first?.tier == "normal")
     }
 
     // MARK: 2. hop limit

@@ -1,0 +1,219 @@
+import MeshIdentity
+import MeshWire
+
+/// A call's quality tiers, worst first. Each names the media profile both ends send at (MeshMedia's
+/// `QualityProfile` of the same name): docs/calls.md, "Quality".
+public enum QualityTier: Int, Comparable, CaseIterable, Codable, Sendable, CustomStringConvertible {
+    case catastrophic, degraded, normal, good, studio
+
+    public static func < (a: QualityTier, b: QualityTier) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { name }
+    public var name: String {
+        switch self {
+        case .catastrophic: "catastrophic"
+        case .degraded: "degraded"
+        case .normal: "normal"
+        case .good: "good"
+        case .studio: "studio"
+        }
+    }
+
+    /// The tier of a call that asked for `bitrate` (the highest whose profile fits in it).
+    public init(bitrate: Int) {
+        self = bitrate >= 64_000 ? .studio : bitrate >= 32_000 ? .good : bitrate >= 24_000 ? .normal : bitrate >= 12_000 ? .degraded : .catastrophic
+    }
+}
+
+/// What one judge saw over the last second: loss in % and round-trip time in ms, nil where it measured nothing.
+public struct QualitySample: Sendable, Equatable {
+    public var lossPercent: Double?
+    public var rttMs: Double?
+    public init(lossPercent: Double?, rttMs: Double?) {
+        self.lossPercent = lossPercent
+        self.rttMs = rttMs
+    }
+}
+
+/// One judge of a call's quality (a relay for the streams it carries, or an end for what it receives), pure: a
+/// sample per second in, the tier it recommends out (docs/calls.md, "Quality"). Downgrades are quick (a critical
+/// sample at once, three degraded ones in a row); upgrades need a sustained good period, longer the higher the tier,
+/// and a sample that is neither (between the thresholds) holds the tier where it is: hysteresis, so a loss rate
+/// sitting at a threshold cannot make the call flap.
+public struct QualityJudge: Sendable {
+    /// Critical at loss ≥ 15 % or RTT ≥ 200 ms: down to catastrophic at once.
+    public static let critical = (lossPercent: 15.0, rttMs: 200.0)
+    /// Degraded at loss ≥ 5 % or RTT ≥ 100 ms: down to degraded after `degradedReports` such samples in a row.
+    public static let degraded = (lossPercent: 5.0, rttMs: 100.0)
+    public static let degradedReports = 3
+    /// Upgrades, each once its condition held for its time without a break: well below critical (10 % / 150 ms) for
+    /// 10 s, up to degraded; good (below 2 % / 80 ms) for 10 s, normal; excellent (below 1 % / 50 ms) for 30 s, good;
+    /// studio (below 0.5 % / 30 ms) for 60 s, studio. Each bar sits well below the threshold that brings the tier
+    /// down, so that loss at a threshold cannot pass both.
+    public static let upgrades: [(tier: QualityTier, lossPercent: Double, rttMs: Double, forMs: Int64)] = [
+        (.degraded, 10, 150, 10_000), (.normal, 2, 80, 10_000), (.good, 1, 50, 30_000), (.studio, 0.5, 30, 60_000),
+    ]
+
+    /// Never recommends above this (the tier the call started at).
+    public let ceiling: QualityTier
+    public private(set) var tier: QualityTier
+    /// Why the tier is what it is, in words.
+    public private(set) var why = "no figures yet"
+    private var degradedInARow = 0
+    /// Since when each upgrade's condition has held without a break.
+    private var since: [QualityTier: Int64] = [:]
+
+    public init(ceiling: QualityTier) {
+        self.ceiling = ceiling
+        tier = ceiling
+    }
+
+    /// Takes one second's figures; true when the recommended tier changed.
+    public mutating func sample(_ s: QualitySample, now: Int64) -> Bool {
+        guard s.lossPercent != nil || s.rttMs != nil else { return false }
+        let (loss, rtt) = (s.lossPercent ?? 0, s.rttMs ?? 0)
+        let figures = Self.describe(s)
+        let before = tier
+        if loss >= Self.critical.lossPercent || rtt >= Self.critical.rttMs {
+            degradedInARow += 1
+            if tier > .catastrophic { (tier, why) = (.catastrophic, "critical: \(figures)") }
+        } else if loss >= Self.degraded.lossPercent || rtt >= Self.degraded.rttMs {
+            degradedInARow += 1
+            if degradedInARow >= Self.degradedReports, tier > .degraded { (tier, why) = (.degraded, "degraded \(degradedInARow) s in a row: \(figures)") }
+        } else {
+            degradedInARow = 0
+        }
+        for step in Self.upgrades {
+            guard loss < step.lossPercent && rtt < step.rttMs else {
+                since[step.tier] = nil
+                continue
+            }
+            let start = since[step.tier] ?? now
+            since[step.tier] = start
+            if now - start >= step.forMs, step.tier > tier, step.tier <= ceiling {
+                (tier, why) = (step.tier, "\(step.tier.name) conditions for \((now - start) / 1000) s: \(figures)")
+            }
+        }
+        return tier != before
+    }
+
+    static func describe(_ s: QualitySample) -> String {
+        [s.lossPercent.map { "loss \(Self.format($0)) %" }, s.rttMs.map { "rtt \(Self.format($0)) ms" }].compactMap { $0 }.joined(separator: ", ")
+    }
+
+    private static func format(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}
+
+/// Loss of one RTP stream, taken once a second over the last two seconds (100 packets of a 20 ms stream: one second's
+/// 50 are too few to tell 5 % from 15 % reliably, and a loss rate sitting at a threshold would make the judge flap).
+/// A relay counts from the sequence numbers it forwards (the RTP header is clear; SRTP encrypts only the payload);
+/// an end adds its receiver's counts.
+public struct LossMeter: Sendable {
+    private var highest: UInt16?
+    private var expected = 0
+    private var received = 0
+    private var previous: (expected: Int, received: Int) = (0, 0)
+
+    public init() {}
+
+    public mutating func note(sequence: UInt16) {
+        received += 1
+        guard let h = highest else {
+            highest = sequence
+            expected += 1
+            return
+        }
+        let ahead = Int(Int16(bitPattern: sequence &- h))
+        if ahead > 0 {
+            expected += ahead
+            highest = sequence
+        }
+    }
+
+    /// Counts taken elsewhere (an end's receiver): packets due and packets that came.
+    public mutating func add(expected: Int, received: Int) {
+        self.expected += expected
+        self.received += received
+    }
+
+    /// The loss in % over this window and the one before (nil when fewer than `minimum` packets were due), and a
+    /// new window.
+    public mutating func take(minimum: Int = 10) -> Double? {
+        defer {
+            previous = (expected, received)
+            (expected, received) = (0, 0)
+        }
+        let due = expected + previous.expected
+        guard due >= minimum else { return nil }
+        return 100 * Double(max(0, due - received - previous.received)) / Double(due)
+    }
+}
+
+/// A relay's judgement of a call it carries, signed with its node key, sent to both ends (inner tag 0x42): the tier
+/// it recommends and the figures behind it. The ends take the weakest of the path's verdicts and their own.
+public struct QualityVerdict: Equatable, Sendable {
+    public var call: UInt64
+    public var tier: QualityTier
+    /// The worse direction's loss over the last two seconds, in 0.1 %; the RTT of this relay's slower link, ms.
+    public var lossPermille: UInt16
+    public var rttMs: UInt16
+    /// Grows with each verdict the relay sends for the call (its clock in ms, kept growing).
+    public var counter: UInt64
+    public var signature: Signature
+
+    public static func sign(call: UInt64, tier: QualityTier, sample: QualitySample, counter: UInt64, key: PrivateKey) -> QualityVerdict {
+        let loss = UInt16(clamping: Int(((sample.lossPercent ?? 0) * 10).rounded()))
+        let rtt = UInt16(clamping: Int((sample.rttMs ?? 0).rounded()))
+        let digest = Self.digest(call: call, tier: tier, loss: loss, rtt: rtt, counter: counter)
+        return QualityVerdict(call: call, tier: tier, lossPermille: loss, rttMs: rtt, counter: counter, signature: key.sign(digest: digest))
+    }
+
+    public var signer: WalletAddress? {
+        signature.recoverAddress(digest: Self.digest(call: call, tier: tier, loss: lossPermille, rtt: rttMs, counter: counter))
+    }
+
+    /// "loss 12.3 %, rtt 40 ms".
+    public var figures: String { "loss \(lossPermille / 10).\(lossPermille % 10) %, rtt \(rttMs) ms" }
+
+    static func digest(call: UInt64, tier: QualityTier, loss: UInt16, rtt: UInt16, counter: UInt64) -> [UInt8] {
+        var w = ByteWriter(capacity: 48)
+        w.write(bytes: Array("meshcall/v1/verdict".utf8))
+        w.write(call)
+        w.write(UInt8(tier.rawValue))
+        w.write(loss)
+        w.write(rtt)
+        w.write(counter)
+        return Keccak.hash256(w.bytes)
+    }
+
+    /// call u64, tier u8, loss u16 (0.1 %), rtt u16 (ms), counter u64, signature (65 bytes).
+    public func serialize() -> [UInt8] {
+        var w = ByteWriter(capacity: 86)
+        w.write(call)
+        w.write(UInt8(tier.rawValue))
+        w.write(lossPermille)
+        w.write(rttMs)
+        w.write(counter)
+        w.write(bytes: signature.bytes)
+        return w.bytes
+    }
+
+    public init?(parsing bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let call = r.readUInt64(), let tier = r.readUInt8().flatMap({ QualityTier(rawValue: Int($0)) }),
+              let loss = r.readUInt16(), loss <= 1_000, let rtt = r.readUInt16(), let counter = r.readUInt64(),
+              let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)), r.isAtEnd else { return nil }
+        self.init(call: call, tier: tier, lossPermille: loss, rttMs: rtt, counter: counter, signature: signature)
+    }
+
+    init(call: UInt64, tier: QualityTier, lossPermille: UInt16, rttMs: UInt16, counter: UInt64, signature: Signature) {
+        self.call = call
+        self.tier = tier
+        self.lossPermille = lossPermille
+        self.rttMs = rttMs
+        self.counter = counter
+        self.signature = signature
+    }
+}

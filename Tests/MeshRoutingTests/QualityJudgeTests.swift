@@ -1,0 +1,123 @@
+import MeshIdentity
+@testable import MeshRouting
+import MeshTestKit
+import Testing
+
+/// The quality judge (docs/calls.md, "Quality"): the thresholds, the hysteresis, and the loss meter relays use.
+struct QualityJudgeTests {
+    private static func sample(_ loss: Double, _ rtt: Double = 20) -> QualitySample { QualitySample(lossPercent: loss, rttMs: rtt) }
+
+    @Test func criticalDowngradesAtOnceDegradedAfterThreeReports() {
+        var judge = QualityJudge(ceiling: .normal)
+        let held = judge.sample(Self.sample(4.9), now: 0)
+        #expect(!held, "between the thresholds: held")
+        let critical = judge.sample(Self.sample(15), now: 1_000)
+        #expect(critical)
+        #expect(judge.tier == .catastrophic)
+
+        var slow = QualityJudge(ceiling: .normal)
+        _ = slow.sample(Self.sample(6), now: 0)
+        _ = slow.sample(Self.sample(6), now: 1_000)
+        #expect(slow.tier == .normal, "two degraded reports are not enough")
+        let third = slow.sample(Self.sample(1, 120), now: 2_000)
+        #expect(third, "RTT counts as loss does")
+        #expect(slow.tier == .degraded)
+        var broken = QualityJudge(ceiling: .normal)
+        for (i, loss) in [6.0, 6, 3, 6].enumerated() { _ = broken.sample(Self.sample(loss), now: Int64(i) * 1_000) }
+        #expect(broken.tier == .normal, "the reports must come in a row")
+        var rtt = QualityJudge(ceiling: .normal)
+        _ = rtt.sample(Self.sample(0, 250), now: 0)
+        #expect(rtt.tier == .catastrophic)
+    }
+
+    @Test func upgradesNeedASustainedGoodPeriodAndStopAtTheCeiling() {
+        var judge = QualityJudge(ceiling: .good)
+        _ = judge.sample(Self.sample(20), now: 0)
+        var now: Int64 = 0
+        func run(_ seconds: Int, _ s: QualitySample) {
+            for _ in 0..<seconds {
+                now += 1_000
+                _ = judge.sample(s, now: now)
+            }
+        }
+        run(9, Self.sample(0.2))
+        #expect(judge.tier == .catastrophic, "9 s are not enough")
+        run(2, Self.sample(0.2))
+        #expect(judge.tier == .normal, "below critical and good for 10 s: normal (both steps)")
+        #expect(judge.why.contains("normal"))
+        run(15, Self.sample(0.2))
+        run(1, QualitySample(lossPercent: nil, rttMs: nil))
+        run(15, Self.sample(0.2))
+        #expect(judge.tier == .good, "excellent for 30 s (a second without figures does not break it)")
+        run(120, Self.sample(0))
+        #expect(judge.tier == .good, "never above the ceiling")
+
+        var again = QualityJudge(ceiling: .normal)
+        _ = again.sample(Self.sample(8), now: 0)
+        for i in 1...3 { _ = again.sample(Self.sample(8), now: Int64(i) * 1_000) }
+        #expect(again.tier == .degraded)
+        for i in 4...30 { _ = again.sample(Self.sample(i % 3 == 0 ? 3 : 0), now: Int64(i) * 1_000) }
+        #expect(again.tier == .degraded, "a sample between the thresholds every 3 s breaks every good period")
+    }
+
+    /// Random loss sitting at a threshold, 50 packets a second through the meter and the judge: the tier moves down
+    /// and stays there, no flapping (seeded, so the same every run; 20 seeds × 10 minutes per threshold).
+    @Test func lossSittingAtAThresholdDoesNotFlap() {
+        for threshold in [QualityJudge.degraded.lossPercent, QualityJudge.critical.lossPercent] {
+            for seed in UInt64(1)...20 {
+                var rng = SplitMix64(seed: seed)
+                var judge = QualityJudge(ceiling: .normal)
+                var meter = LossMeter()
+                var sequence: UInt16 = 0
+                var (changes, ups) = (0, 0)
+                for second in 0..<600 {
+                    for _ in 0..<50 {
+                        sequence &+= 1
+                        if Double(rng.next() % 10_000) / 100 >= threshold { meter.note(sequence: sequence) }
+                    }
+                    let before = judge.tier
+                    if judge.sample(QualitySample(lossPercent: meter.take(), rttMs: 20), now: Int64(second) * 1_000) {
+                        changes += 1
+                        if judge.tier > before { ups += 1 }
+                    }
+                }
+                // Down once (twice at the critical threshold: degraded, then catastrophic); at most one excursion
+                // back (a two-second window of 15 % at a true 5 % has p ≈ 1e-4: seen once in these 200 minutes).
+                #expect(changes <= 3 && ups <= 1, "threshold \(threshold) %, seed \(seed): \(changes) changes, \(ups) up")
+            }
+        }
+    }
+
+    @Test func theLossMeterCountsGapsAcrossTheWrap() {
+        var meter = LossMeter()
+        #expect(meter.take() == nil, "nothing due")
+        var sequence: UInt16 = 65_500
+        for i in 0..<100 {
+            if i % 10 != 3 { meter.note(sequence: sequence) }
+            sequence &+= 1
+        }
+        meter.note(sequence: sequence &- 50)
+        let loss = meter.take()
+        #expect(loss.map { abs($0 - 9) < 1.1 } == true, "\(loss ?? -1) %: 10 of 100 lost, one late packet counted received")
+        meter.add(expected: 100, received: 100)
+        let both = meter.take()
+        #expect(both.map { abs($0 - 4.5) < 0.6 } == true, "\(both ?? -1) %: over this window and the one before")
+        meter.add(expected: 100, received: 100)
+        #expect(meter.take() == 0, "the lossy window is two behind")
+    }
+
+    @Test func verdictsRoundTripAndTheirSignerIsTheRelay() {
+        var rng = SplitMix64(seed: 9)
+        let relay = rng.privateKey()
+        let verdict = QualityVerdict.sign(call: 42, tier: .degraded, sample: QualitySample(lossPercent: 7.25, rttMs: 61.6),
+                                          counter: 1_000, key: relay)
+        #expect(QualityVerdict(parsing: verdict.serialize()) == verdict)
+        #expect(verdict.signer == relay.address)
+        #expect(verdict.figures == "loss 7.3 %, rtt 62 ms")
+        var raised = verdict.serialize()
+        raised[8] = UInt8(QualityTier.studio.rawValue)
+        #expect(QualityVerdict(parsing: raised)?.signer != relay.address, "the tier is signed")
+        #expect(QualityVerdict(parsing: verdict.serialize() + [0]) == nil)
+        #expect(QualityTier(bitrate: 24_000) == .normal && QualityTier(bitrate: 64_000) == .studio && QualityTier(bitrate: 6_000) == .catastrophic)
+    }
+}
