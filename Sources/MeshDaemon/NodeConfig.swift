@@ -119,6 +119,9 @@ public struct NodeConfig: Sendable {
     /// Whether this node's answered calls try a direct path with ICE (docs/calls.md, "Direct paths"). Off by
     /// default until the fallback has been measured reliable on more than the NAT lab (docs/configuration.md).
     public var directPaths = false
+    /// Whether calls step down and up together on the judgement of their relays and ends (docs/calls.md, "Quality"):
+    /// off, this node's calls keep their profile and, as a relay, it sends no verdicts.
+    public var qualitySwitching = true
     /// A wallet that must not reveal where it lives: no direct paths for its calls, whatever `directPaths` says (ICE
     /// candidates carry home addresses), and no endpoints in its presence records, only the relays it links to.
     public var relayOnly = false
@@ -136,6 +139,7 @@ public struct NodeConfig: Sendable {
         c.maxSessionsPerNeighbour = maxSessionsPerNeighbour
         c.setupsPerSecond = Double(setupsPerSecond)
         c.setupBurst = Double(2 * setupsPerSecond)
+        c.judges = qualitySwitching
         return c
     }
 
@@ -155,7 +159,7 @@ public struct NodeConfig: Sendable {
     static let knownKeys: Set<String> = [
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
         "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
-        "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms", "direct_paths", "relay_only",
+        "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms", "direct_paths", "quality_switching", "relay_only",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -231,7 +235,8 @@ public struct NodeConfig: Sendable {
             guard let flag = value.bool else { throw ConfigError("config \(file): \(key) must be true or false") }
             config[keyPath: setting] = flag
         }
-        for (key, setting) in [("direct_paths", \NodeConfig.directPaths), ("trunking", \NodeConfig.trunking)] {
+        for (key, setting) in [("direct_paths", \NodeConfig.directPaths), ("trunking", \NodeConfig.trunking),
+                               ("quality_switching", \NodeConfig.qualitySwitching)] {
             guard let value = table[key] else { continue }
             if let flag = value.bool {
                 config[keyPath: setting] = flag

@@ -32,7 +32,7 @@ extension NodeRuntime {
             guard var channel = controls[id] else { continue }
             channel.state.direct = directs[id]?.isDirect ?? false
             var events = channel.state.tick(now: now)
-            if now >= channel.nextJudgeAt, let m = media[id] {
+            if config.qualitySwitching, now >= channel.nextJudgeAt, let m = media[id] {
                 channel.nextJudgeAt = now + RelayEngine.judgeMs
                 let stats = m.stats
                 let (received, lost) = (stats.packetsReceived - channel.received, max(0, stats.packetsLost - channel.lost))
@@ -107,6 +107,7 @@ extension NodeRuntime {
 
     /// A relay's quality verdict on the call.
     func receiveVerdict(_ id: CallID, _ bytes: [UInt8], now: Int64) {
+        guard config.qualitySwitching else { return }
         guard let verdict = QualityVerdict(parsing: bytes), verdict.call == id.raw, let record = calls.calls[id],
               let events = controls[id]?.state.receive(verdict, allowed: signers(id, record), now: now) else {
             counters.verdictRefused += 1

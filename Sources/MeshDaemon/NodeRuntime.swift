@@ -709,7 +709,6 @@ public final class NodeRuntime: @unchecked Sendable {
                     transferOutcome(id, answered: true, reason: .normal)
                 }
             case .ended(let id, let reason):
-                controls[id] = nil
                 transferOutcome(id, answered: false, reason: reason)
                 noteChains(id, now: now)
                 runRelay(relay.close(call: id.raw))
@@ -785,6 +784,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         finished = finished.filter { calls.calls[$0.key] != nil }
         directs = directs.filter { calls.calls[$0.key] != nil }
+        controls = controls.filter { calls.calls[$0.key] != nil }
         chainHistory = chainHistory.filter { calls.calls[$0.key] != nil || chainWaiters[$0.key] != nil }
     }
 

@@ -42,6 +42,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Calls try a direct path through NATs with ICE, the relay chain kept as fallback: on or off (default).",
                                valueName: "on|off"))
     var direct: String?
+    @Option(help: ArgumentHelp("Calls step down and up together as their relays and ends judge the path: on (default) or off.",
+                               valueName: "on|off"))
+    var qualitySwitching: String?
     @Flag(help: "Reveal no home address: no direct paths for this node's calls, only relays in its presence records.")
     var relayOnly = false
     @Option(help: "Longest wait of a lone packet for others to the same neighbour, ms, 0–20 (default 2).") var trunkHoldMs: Int?
@@ -114,6 +117,7 @@ struct RunCommand: ParsableCommand {
             }
             if let trunking { c.trunking = try NodeConfig.parseSwitch(trunking, what: "--trunking") }
             if let direct { c.directPaths = try NodeConfig.parseSwitch(direct, what: "--direct") }
+            if let qualitySwitching { c.qualitySwitching = try NodeConfig.parseSwitch(qualitySwitching, what: "--quality-switching") }
             if relayOnly { c.relayOnly = true }
             if let trunkHoldMs { c.trunkHoldMs = try NodeConfig.checkRange(trunkHoldMs, NodeConfig.trunkHolds, what: "--trunk-hold-ms") }
             return c

@@ -42,6 +42,8 @@ public struct RelayConfig: Sendable {
     public var setupsPerSecond = 50.0
     public var setupBurst = 100.0
     var setupRate: TokenBucket.Rate { TokenBucket.Rate(perSecond: setupsPerSecond, burst: setupBurst) }
+    /// Whether this node judges the calls it relays and sends verdicts (docs/calls.md, "Quality").
+    public var judges = true
     public init() {}
 }
 
@@ -711,7 +713,7 @@ public struct RelayEngine: Sendable {
             }
         }
         for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
-        if now >= nextJudging {
+        if config.judges, now >= nextJudging {
             nextJudging = now + Self.judgeMs
             actions += judge(routes: routes, now: now)
         }
