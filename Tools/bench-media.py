@@ -21,8 +21,10 @@ SENTENCES = [
     "Rice is often served in round bowls.",
     "The juice of lemons makes fine punch.",
 ]
-TRACES = ["clean", "jitter", "bursty", "spikes", "reorder", "drift-plus", "drift-minus"]
+TRACES = ["clean", "jitter", "bursty", "random-loss", "spikes", "reorder", "drift-plus", "drift-minus"]
 PLAYOUTS = ["adaptive", "fixed:60", "fixed:120"]
+CURVE_RUNS = ([("adaptive", []), ("adaptive", ["--redundancy", "off"])]
+              + [(f"fixed:{ms}", []) for ms in range(0, 141, 20)])
 WINDOW_S = 8
 
 
@@ -112,16 +114,37 @@ def score(reference, output_path, trace_s, starts):
             float(np.mean(corrs)) if corrs else 0.0, failures)
 
 
+def curve(work, traces, speech_path, reference):
+    """PESQ-WB against mouth-to-ear delay on each trace: adaptive playout (with and without redundant copies) and
+    fixed buffers of 0-140 ms."""
+    print("| trace | playout | mouth-to-ear ms | late loss % | concealment % | FEC | copies | PESQ-WB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for trace in traces:
+        for playout, extra in CURVE_RUNS:
+            out = os.path.join(work, f"curve-{trace}-{playout.replace(':', '')}{''.join(extra)}.wav")
+            report = lab(os.path.join(work, f"{trace}.csv"), speech_path, out, playout, *extra)
+            seconds = report["traceSeconds"]
+            mos = score(reference, out, seconds, windows(seconds))[0]
+            r = report["receiver"]
+            print(f"| {trace} | {' '.join([playout, *extra])} | {report['mouthToEarMs']:.1f} | "
+                  f"{r['lateLossPercent']:.2f} | {r['concealmentPercent']:.2f} | {r['fecRecovered']} | "
+                  f"{r['redundancyRecovered']} | "
+                  f"{'%.2f' % mos if mos is not None else 'n/a'} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--curve", nargs="+", metavar="TRACE")
     args = parser.parse_args()
     work = args.work
     minutes = 2 if args.quick else 10
     subprocess.run([os.path.join(ROOT, "Tools", "make-traces"), "--out", work, "--drift-minutes", str(minutes)],
                    check=True, stdout=subprocess.DEVNULL)
     speech_path, reference, talk = speech(work)
+    if args.curve:
+        return curve(work, args.curve, speech_path, reference)
     rows, results = [], {}
     for trace in TRACES:
         path = os.path.join(work, f"{trace}.csv")

@@ -48,7 +48,10 @@ struct PlayoutBuffer {
     /// The buffer level filter's smoothing per tick (NetEq's BufferLevelFilter, about 0.4 s).
     static let levelSmoothing = 0.95
     /// The loss rate (packets lost per packet, averaged over about 200 packets) from which the path counts as
-    /// lossy: FEC and redundant copies earn extra delay, and missing packets are concealed in place.
+    /// lossy: missing packets are concealed in place, and FEC and redundant copies earn extra delay. Each packet
+    /// of that delay must pay for itself: the buffer starts waiting k packets past a lost one when this share of
+    /// the packets is lost with k − 1 more lost right after it (which nothing nearer rebuilds), and stops below
+    /// half of it.
     static let lossyThreshold = 0.01
     static let lossSmoothing = 0.995
     /// A sequence number still missing this many packets after the newest one is counted lost (reordered
@@ -119,6 +122,11 @@ struct PlayoutBuffer {
     /// Packets lost per packet, and lost in runs of two or more per packet (recent averages).
     private var recentLoss = 0.0
     private var recentBurstLoss = 0.0
+    /// Per packet, recent averages: packets lost with at least 1, 2, … `maxRedundancyDistance` more lost right
+    /// after them (the loss only a packet 2, 3, … `maxRedundancyDistance` + 1 later can rebuild).
+    private var recentDeepLoss = [Double](repeating: 0, count: Self.maxRedundancyDistance)
+    /// 1 + the most packets lost right after a lost one that the buffer waits to rebuild (`recoveryPackets`).
+    private var lossDepth: Int64 = 1
     /// The newest sequence number whose fate (received or lost) the loss averages have taken in.
     private var lossAccountedThrough: Int64?
     private var lossRun = 0
@@ -159,20 +167,38 @@ struct PlayoutBuffer {
         LossReport(lossPercent: 100 * recentLoss, burstLossPercent: 100 * recentBurstLoss)
     }
 
-    /// The delay the buffer aims to hold at `nowMs`, ms.
-    /// An adaptive buffer that sees loss holds the packets that can rebuild a lost one: with FEC, one packet
-    /// more (the next packet's FEC data); with redundant copies at distance d, d packets more, plus one with FEC
-    /// (a copy's own FEC data rebuilds the packet before it).
+    /// The delay the buffer aims to hold at `nowMs`, ms: an adaptive buffer adds `recoveryPackets` to the
+    /// jitter's target.
     func targetMs(nowMs: Int64) -> Double {
         switch mode {
         case .adaptive:
             let target = estimator.targetMs(nowMs: nowMs, packetMs: packetMs)
-            let rebuilders = redundancyDistance + (useFEC ? 1 : 0)
-            guard rebuilders > 0, lossy else { return target }
-            return min(target + Double(rebuilders) * packetMs, ceilingMs - packetMs)
+            let recovery = recoveryPackets
+            guard recovery > 0 else { return target }
+            return min(target + Double(recovery) * packetMs, ceilingMs - packetMs)
         case .fixed:
             return initialTargetMs
         }
+    }
+
+    /// How many packets past a lost one an adaptive buffer holds so that a later packet can rebuild it. The
+    /// packets that can: with FEC the next one (its FEC data); with redundant copies at distance d the one d
+    /// later, and with FEC also the one d + 1 later (the copy's own FEC data rebuilds the packet before it). A
+    /// lost packet with j more lost right after it needs one at least j + 1 later. The buffer waits for the
+    /// nearest rebuilder that covers `lossDepth` (the deepest such loss common enough, `lossyThreshold`), and
+    /// not at all on a path that is not lossy.
+    var recoveryPackets: Int64 {
+        guard lossy else { return 0 }
+        var rebuilders: [Int64] = useFEC ? [1] : []
+        if redundancyDistance > 0 { rebuilders.append(redundancyDistance) }
+        if redundancyDistance > 0, useFEC { rebuilders.append(redundancyDistance + 1) }
+        guard let farthest = rebuilders.max() else { return 0 }
+        return rebuilders.filter { $0 >= lossDepth }.min() ?? farthest
+    }
+
+    /// 1 + the most packets lost right after a lost one, for at least `share` of the packets lately.
+    private func deepestLoss(atLeast share: Double) -> Int64 {
+        recentDeepLoss.lastIndex { $0 >= share }.map { Int64($0) + 2 } ?? 1
     }
 
     /// Files an arriving packet of `samples` samples; `voice`: the sender's VAD verdict, if it sent one. True
@@ -265,15 +291,22 @@ struct PlayoutBuffer {
             let lost = !seen.contains(next)
             recentLoss = Self.lossSmoothing * recentLoss + (1 - Self.lossSmoothing) * (lost ? 1 : 0)
             recentBurstLoss *= Self.lossSmoothing
+            for index in recentDeepLoss.indices { recentDeepLoss[index] *= Self.lossSmoothing }
             if lost {
                 lossRun += 1
             } else {
                 if lossRun >= 2 { recentBurstLoss += (1 - Self.lossSmoothing) * Double(lossRun) }
+                // Of a run of n, n − j packets have at least j more lost after them (index j − 1).
+                for index in recentDeepLoss.indices where lossRun > index + 1 {
+                    recentDeepLoss[index] += (1 - Self.lossSmoothing) * Double(lossRun - index - 1)
+                }
                 lossRun = 0
             }
             next += 1
         }
         lossAccountedThrough = max(accounted, through)
+        let held = min(lossDepth, deepestLoss(atLeast: Self.lossyThreshold / 2))
+        lossDepth = max(deepestLoss(atLeast: Self.lossyThreshold), held)
     }
 
     /// Once per tick, before `decide`: advances the level filter and the drift compensation.
