@@ -18,6 +18,8 @@ public enum QualityTier: Int, Comparable, CaseIterable, Codable, Sendable, Custo
         }
     }
 
+    public static func named(_ name: String) -> QualityTier? { allCases.first { $0.name == name } }
+
     /// The tier of a call that asked for `bitrate` (the highest whose profile fits in it).
     public init(bitrate: Int) {
         self = bitrate >= 64_000 ? .studio : bitrate >= 32_000 ? .good : bitrate >= 24_000 ? .normal : bitrate >= 12_000 ? .degraded : .catastrophic

@@ -1,5 +1,6 @@
 import Foundation
 import MeshControl
+import MeshRouting
 import Testing
 
 /// `Tools/mesh-lab`: real nodes in network namespaces of their own, linked only along a topology's edges
@@ -47,6 +48,55 @@ import Testing
         let survivor = nodes.first { $0["name"]?.stringValue == (killed == "b" ? "d" : "b") }?["nodeAddress"]?.stringValue
         #expect(active?["nodes"]?.arrayValue?.first?.stringValue == survivor, "\(calls.first ?? .null)")
         #expect((calls.first?["chainSwitches"]?.arrayValue?.count ?? 0) >= 1)
+    }
+}
+
+/// Coordinated quality through real nodes in namespaces (docs/calls.md, "Quality"): loss on one hop in the middle of
+/// a chain, or sitting at a threshold.
+@Suite(.serialized) struct QualityLabTests {
+    /// The moves of a call's tier, from a summary's or a call listing's quality: (atMs, from, to).
+    private static func switches(_ list: JSONValue?) -> [(atMs: Double, from: QualityTier, to: QualityTier)] {
+        (list?.arrayValue ?? []).compactMap { s in
+            guard let at = s["atMs"]?.doubleValue, let from = s["from"]?.stringValue.flatMap(QualityTier.named),
+                  let to = s["to"]?.stringValue.flatMap(QualityTier.named) else { return nil }
+            return (at, from, to)
+        }
+    }
+
+    /// 25 % loss on the link b–c of the chain a > b > c > d: both ends step down within 2 s, and both are back at
+    /// their tier (normal) after the stable period once the loss stops, each having moved down and up once.
+    @Test func lossOnAMiddleHopMovesBothEndsDownTogetherAndBackUp() throws {
+        let lab = try runMeshLab(["line", "4", "--step", "call a d 34 &", "--step", "sleep 4", "--step", "loss b c 25",
+                                  "--step", "sleep 4", "--step", "loss b c 0", "--step", "sleep 18", "--step", "calls d",
+                                  "--step", "wait-calls"], timeout: 240)
+        let (on, off) = (try meshLabStep(lab, "loss b c 25")["atMs"]?.doubleValue ?? 0, try meshLabStep(lab, "loss b c 0")["atMs"]?.doubleValue ?? 0)
+        let call = try meshLabStep(lab, "call a d 34 &")
+        #expect(call["ok"]?.boolValue == true, "\(call["endReason"]?.stringValue ?? "-"), \(call["error"]?.stringValue ?? "")")
+        let callee = try meshLabStep(lab, "calls d")["output"]?["calls"]?.arrayValue?.first?["control"]?["quality"]
+        for (end, list) in [("a", call["summary"]?["qualitySwitches"]), ("d", callee?["switches"])] {
+            let moves = Self.switches(list)
+            let down = moves.first { $0.to < $0.from }
+            #expect(down.map { $0.atMs - on < 2_000 && $0.atMs > on } == true, "\(end): down \((down?.atMs ?? 0) - on) ms after the loss began: \(moves)")
+            #expect(moves.filter { $0.atMs < off }.allSatisfy { $0.to < $0.from }, "\(end): only down while lossy: \(moves)")
+            let ups = moves.filter { $0.to > $0.from }
+            #expect(ups.count == 1 && ups.first?.to == .normal && (ups.first?.atMs ?? 0) > off, "\(end): back up once after the loss: \(moves)")
+            #expect(moves.count <= 3, "\(end): \(moves)")
+        }
+        #expect(callee?["tier"]?.stringValue == "normal")
+    }
+
+    /// 5 % loss (the degraded threshold) on the link a–b of a > b > c for half a minute: the tier moves down at most
+    /// once or twice and never flaps back and forth.
+    @Test func lossAtAThresholdDoesNotMakeTheCallFlap() throws {
+        let lab = try runMeshLab(["line", "3", "--step", "call a c 40 &", "--step", "sleep 2", "--step", "loss a b 5",
+                                  "--step", "sleep 36", "--step", "calls c", "--step", "wait-calls"], timeout: 240)
+        let call = try meshLabStep(lab, "call a c 40 &")
+        #expect(call["ok"]?.boolValue == true, "\(call["endReason"]?.stringValue ?? "-"), \(call["error"]?.stringValue ?? "")")
+        let callee = try meshLabStep(lab, "calls c")["output"]?["calls"]?.arrayValue?.first?["control"]?["quality"]
+        for (end, list) in [("a", call["summary"]?["qualitySwitches"]), ("c", callee?["switches"])] {
+            let moves = Self.switches(list)
+            #expect(moves.count <= 3 && moves.filter { $0.to > $0.from }.count <= 1, "\(end): \(moves)")
+        }
     }
 }
 
