@@ -3,6 +3,7 @@ import MeshControl
 import MeshIdentity
 import MeshMedia
 import MeshRouting
+import MeshWire
 import NIOCore
 
 /// One answered call's control channel: the pure state (`CallControl`), the key its messages are sealed with, and
@@ -14,6 +15,11 @@ struct ControlChannel {
     var received = 0
     var lost = 0
     var loss = LossMeter()
+    /// Signature recoveries this call's signed notices and verdicts may cost: a relay on the path that floods them
+    /// cannot make this end spend more (the rest are refused and counted).
+    var verifications: TokenBucket
+
+    static let verificationRate = TokenBucket.Rate(perSecond: 10, burst: 20)
 }
 
 /// Call control (docs/calls.md, "Call control"): hold and resume, mute, quelch by a node on the path, blind transfer.
@@ -22,7 +28,8 @@ extension NodeRuntime {
     /// The call is answered: its control channel opens.
     func openControl(_ id: CallID, keys: SRTPKeys, caller: Bool, bitrate: Int, now: Int64) {
         controls[id] = ControlChannel(state: CallControl(caller: caller, ceiling: QualityTier(bitrate: bitrate)),
-                                      key: controlKey(keys, caller: caller), nextJudgeAt: now + RelayEngine.judgeMs)
+                                      key: controlKey(keys, caller: caller), nextJudgeAt: now + RelayEngine.judgeMs,
+                                      verifications: TokenBucket(ControlChannel.verificationRate, nowMs: now))
     }
 
     /// Every media tick: repeated states, proposals timing out, and once a second this end's own judgement (what its
@@ -105,10 +112,15 @@ extension NodeRuntime {
         return allowed
     }
 
+    /// Whether a signed notice or verdict for the call may cost a signature recovery now.
+    private func mayVerify(_ id: CallID, now: Int64) -> Bool {
+        controls[id]?.verifications.take(ControlChannel.verificationRate, nowMs: now) ?? false
+    }
+
     /// A relay's quality verdict on the call.
     func receiveVerdict(_ id: CallID, _ bytes: [UInt8], now: Int64) {
         guard config.qualitySwitching else { return }
-        guard let verdict = QualityVerdict(parsing: bytes), verdict.call == id.raw, let record = calls.calls[id],
+        guard let verdict = QualityVerdict(parsing: bytes), verdict.call == id.raw, let record = calls.calls[id], mayVerify(id, now: now),
               let events = controls[id]?.state.receive(verdict, allowed: signers(id, record), now: now) else {
             counters.verdictRefused += 1
             return
@@ -119,7 +131,7 @@ extension NodeRuntime {
     /// A quelch notice from a node on the path. The caller's node takes it from the nodes of its chains and the callee's
     /// home node only; the callee's from any node (only its path can write into its chain).
     func receiveQuelch(_ id: CallID, _ bytes: [UInt8]) {
-        guard let notice = QuelchNotice(parsing: bytes), notice.call == id, let record = calls.calls[id], controls[id] != nil else {
+        guard let notice = QuelchNotice(parsing: bytes), notice.call == id, let record = calls.calls[id], mayVerify(id, now: Self.now()) else {
             counters.quelchRefused += 1
             return
         }
