@@ -1,4 +1,5 @@
 import MeshCall
+import MeshRouting
 
 /// Call signalling and call control (docs/calls.md): each message must parse back to itself after serializing, a
 /// node that hosts a wallet takes the messages from a neighbour, answering every call that rings, and both ends'
@@ -20,6 +21,11 @@ enum CallFuzz {
                 precondition(QuelchNotice(parsing: notice.serialize()) == notice, "quelch notice round trip")
                 _ = controls[0].receive(notice, allowed: [Fuzz.peerKey.address])
                 _ = controls[1].receive(notice, allowed: nil)
+            }
+            if let verdict = QualityVerdict(parsing: bytes) {
+                precondition(QualityVerdict(parsing: verdict.serialize()) == verdict, "quality verdict round trip")
+                _ = controls[0].receive(verdict, allowed: [Fuzz.peerKey.address], now: now)
+                _ = controls[1].receive(verdict, allowed: nil, now: now)
             }
             for i in controls.indices { _ = controls[i].tick(now: now) }
             for case .incoming(let id, _, _) in engine.receive(bytes, from: Fuzz.peerKey.address, now: now) {
@@ -45,6 +51,10 @@ enum CallFuzz {
             Fuzz.framed([ControlEnvelope(fromCaller: false, sequence: 1, message: .state(hold: true, judged: .normal, current: .normal)).serialize(),
                          ControlEnvelope(fromCaller: false, sequence: 2, message: .transfer(to: Fuzz.remoteWalletKey.address)).serialize(),
                          ControlEnvelope(fromCaller: true, sequence: 1, message: .transferFailed(.declined)).serialize()]),
+            Fuzz.framed([QualityVerdict.sign(call: id.raw, tier: .degraded, sample: QualitySample(lossPercent: 7, rttMs: 40), counter: 1,
+                                             key: Fuzz.peerKey).serialize(),
+                         ControlEnvelope(fromCaller: true, sequence: 3, message: .propose(id: 1, tier: .normal)).serialize(),
+                         ControlEnvelope(fromCaller: false, sequence: 4, message: .answer(id: 1, accept: true)).serialize()]),
             Fuzz.framed([QuelchNotice.sign(call: id, on: true, counter: 1, key: Fuzz.peerKey).serialize(),
                          QuelchNotice.sign(call: id, on: false, counter: 2, key: Fuzz.peerKey).serialize()]),
         ]

@@ -84,8 +84,15 @@ final class CallMedia {
     var sends = true
     var muted = false
     var plays = true {
-        didSet { if plays && !oldValue { receiver.endStream() } }
+        didSet {
+            guard plays && !oldValue else { return }
+            receiver.endStream()
+            resumedAfter = receiver.packetsReceived
+        }
     }
+    /// After a hold or quelch: the packets received when it ended. Comfort noise goes on until the peer's stream is
+    /// back (in DTX its next packet may be 400 ms away), rather than digital silence.
+    private var resumedAfter: Int?
 
     init(id: CallID, keys: SRTPKeys, config: MediaConfig, source: MediaSource, sink: MediaSink) throws(MediaError) {
         self.id = id
@@ -148,7 +155,8 @@ final class CallMedia {
 
     /// The frame to play now; the echo loop queues it to be sent back.
     func playout(nowMs: Int64) -> [Int16] {
-        let frame = plays ? receiver.nextFrame(nowMs: nowMs) : comfortNoise.frame()
+        if let mark = resumedAfter, receiver.packetsReceived > mark { resumedAfter = nil }
+        let frame = plays && resumedAfter == nil ? receiver.nextFrame(nowMs: nowMs) : comfortNoise.frame()
         if case .echo = sink { enqueue(frame) }
         return frame
     }

@@ -28,26 +28,26 @@ extension NodeRuntime {
     /// The call is answered: its control channel opens.
     func openControl(_ id: CallID, keys: SRTPKeys, caller: Bool, bitrate: Int, now: Int64) {
         controls[id] = ControlChannel(state: CallControl(caller: caller, ceiling: QualityTier(bitrate: bitrate)),
-                                      key: controlKey(keys, caller: caller), nextJudgeAt: now + RelayEngine.judgeMs,
+                                      key: controlKey(keys, caller: caller), nextJudgeAt: now + QualityJudge.sampleMs,
                                       verifications: TokenBucket(ControlChannel.verificationRate, nowMs: now))
     }
 
-    /// Every media tick: repeated states, proposals timing out, and once a second this end's own judgement (what its
-    /// receiver lost in that second; at the caller, the active chain's round trip too); then the media gates.
+    /// Every media tick: repeated states, proposals timing out, and every `QualityJudge.sampleMs` this end's own
+    /// judgement (what its receiver lost; at the caller, the active chain's round trip too); then the media gates.
     func controlTick(now: Int64) {
-        for id in Array(controls.keys) {
+        for id in Array(controls.keys) where calls.calls[id]?.state == .active {
             guard var channel = controls[id] else { continue }
             channel.state.direct = directs[id]?.isDirect ?? false
             var events = channel.state.tick(now: now)
             if config.qualitySwitching, now >= channel.nextJudgeAt, let m = media[id] {
-                channel.nextJudgeAt = now + RelayEngine.judgeMs
+                channel.nextJudgeAt = now + QualityJudge.sampleMs
                 let stats = m.stats
                 let (received, lost) = (stats.packetsReceived - channel.received, max(0, stats.packetsLost - channel.lost))
                 (channel.received, channel.lost) = (stats.packetsReceived, stats.packetsLost)
                 channel.loss.add(expected: received + lost, received: received)
                 let loss = channel.loss.take()
                 let rtt = channel.state.direct ? nil : relay.chains(call: id.raw, now: now).first { $0.role == "active" }?.rttMs
-                events += channel.state.judge(QualitySample(lossPercent: loss, rttMs: rtt), now: now)
+                events += channel.state.judge(QualitySample(lossPercent: loss?.percent, packets: loss?.due, rttMs: rtt), now: now)
             }
             controls[id] = channel
             run(id, events)

@@ -71,6 +71,9 @@ public final class MediaReceiver {
         buffer = PlayoutBuffer(config: config)
     }
 
+    /// Well-formed packets received so far (cheaper than `stats`).
+    public var packetsReceived: Int { counts.packetsReceived }
+
     /// The loss the peer's sender reported in its latest packet, nil before one arrives.
     public private(set) var peerReport: LossReport?
 

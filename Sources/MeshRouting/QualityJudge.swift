@@ -26,31 +26,38 @@ public enum QualityTier: Int, Comparable, CaseIterable, Codable, Sendable, Custo
     }
 }
 
-/// What one judge saw over the last second: loss in % and round-trip time in ms, nil where it measured nothing.
+/// What one judge saw lately: loss in % over the last two seconds and how many packets were due in them, and a
+/// round-trip time in ms; nil where it measured nothing.
 public struct QualitySample: Sendable, Equatable {
     public var lossPercent: Double?
+    public var packets: Int?
     public var rttMs: Double?
-    public init(lossPercent: Double?, rttMs: Double?) {
+    public init(lossPercent: Double?, packets: Int? = nil, rttMs: Double?) {
         self.lossPercent = lossPercent
+        self.packets = packets
         self.rttMs = rttMs
     }
 }
 
 /// One judge of a call's quality (a relay for the streams it carries, or an end for what it receives), pure: a
-/// sample per second in, the tier it recommends out (docs/calls.md, "Quality"). Downgrades are quick (a critical
-/// sample at once, three degraded ones in a row); upgrades need a sustained good period, longer the higher the tier,
+/// sample every `sampleMs` in, the tier it recommends out (docs/calls.md, "Quality"). Downgrades are quick (a critical
+/// sample at once, degraded ones for two seconds); upgrades need a sustained good period, longer the higher the tier,
 /// and a sample that is neither (between the thresholds) holds the tier where it is: hysteresis, so a loss rate
 /// sitting at a threshold cannot make the call flap.
 public struct QualityJudge: Sendable {
     /// Critical at loss ≥ 15 % or RTT ≥ 200 ms: down to catastrophic at once.
     public static let critical = (lossPercent: 15.0, rttMs: 200.0)
-    /// Degraded at loss ≥ 5 % or RTT ≥ 100 ms: down to degraded after `degradedReports` such samples in a row.
+    /// Degraded at loss ≥ 5 % or RTT ≥ 100 ms: down to degraded once that held for `degradedForMs` (three one-second
+    /// reports in a row).
     public static let degraded = (lossPercent: 5.0, rttMs: 100.0)
-    public static let degradedReports = 3
+    public static let degradedForMs: Int64 = 2_000
     /// Upgrades, each once its condition held for its time without a break: well below critical (10 % / 150 ms) for
     /// 10 s, up to degraded; good (below 2 % / 80 ms) for 10 s, normal; excellent (below 1 % / 50 ms) for 30 s, good;
     /// studio (below 0.5 % / 30 ms) for 60 s, studio. Each bar sits well below the threshold that brings the tier
     /// down, so that loss at a threshold cannot pass both.
+    /// How often a judge takes a sample: twice a second.
+    public static let sampleMs: Int64 = 500
+
     public static let upgrades: [(tier: QualityTier, lossPercent: Double, rttMs: Double, forMs: Int64)] = [
         (.degraded, 10, 150, 10_000), (.normal, 2, 80, 10_000), (.good, 1, 50, 30_000), (.studio, 0.5, 30, 60_000),
     ]
@@ -60,7 +67,8 @@ public struct QualityJudge: Sendable {
     public private(set) var tier: QualityTier
     /// Why the tier is what it is, in words.
     public private(set) var why = "no figures yet"
-    private var degradedInARow = 0
+    /// Since when every sample was degraded or worse.
+    private var degradedSince: Int64?
     /// Since when each upgrade's condition has held without a break.
     private var since: [QualityTier: Int64] = [:]
 
@@ -69,20 +77,23 @@ public struct QualityJudge: Sendable {
         tier = ceiling
     }
 
-    /// Takes one second's figures; true when the recommended tier changed.
+    /// Takes the latest figures (loss over the last two seconds); true when the recommended tier changed.
     public mutating func sample(_ s: QualitySample, now: Int64) -> Bool {
         guard s.lossPercent != nil || s.rttMs != nil else { return false }
         let (loss, rtt) = (s.lossPercent ?? 0, s.rttMs ?? 0)
         let figures = Self.describe(s)
         let before = tier
-        if loss >= Self.critical.lossPercent || rtt >= Self.critical.rttMs {
-            degradedInARow += 1
+        if loss >= Self.bar(Self.critical.lossPercent, s.packets) || rtt >= Self.critical.rttMs {
+            degradedSince = degradedSince ?? now
             if tier > .catastrophic { (tier, why) = (.catastrophic, "critical: \(figures)") }
-        } else if loss >= Self.degraded.lossPercent || rtt >= Self.degraded.rttMs {
-            degradedInARow += 1
-            if degradedInARow >= Self.degradedReports, tier > .degraded { (tier, why) = (.degraded, "degraded \(degradedInARow) s in a row: \(figures)") }
+        } else if loss >= Self.bar(Self.degraded.lossPercent, s.packets) || rtt >= Self.degraded.rttMs {
+            let since = degradedSince ?? now
+            degradedSince = since
+            if now - since >= Self.degradedForMs, tier > .degraded {
+                (tier, why) = (.degraded, "degraded for \((now - since) / 1000 + 1) s: \(figures)")
+            }
         } else {
-            degradedInARow = 0
+            degradedSince = nil
         }
         for step in Self.upgrades {
             guard loss < step.lossPercent && rtt < step.rttMs else {
@@ -98,6 +109,15 @@ public struct QualityJudge: Sendable {
         return tier != before
     }
 
+    /// A downgrade threshold as measured over `packets` packets: the threshold plus one standard error of a loss
+    /// rate at the threshold, so that sampling noise alone (100 packets at a true 5 % show 15 % once in 10,000
+    /// samples) does not pass it: 15 % → 18.6 % and 5 % → 7.2 % over 100 packets.
+    static func bar(_ percent: Double, _ packets: Int?) -> Double {
+        guard let packets, packets > 0 else { return percent }
+        let p = percent / 100
+        return percent + 100 * (p * (1 - p) / Double(packets)).squareRoot()
+    }
+
     static func describe(_ s: QualitySample) -> String {
         [s.lossPercent.map { "loss \(Self.format($0)) %" }, s.rttMs.map { "rtt \(Self.format($0)) ms" }].compactMap { $0 }.joined(separator: ", ")
     }
@@ -108,15 +128,17 @@ public struct QualityJudge: Sendable {
     }
 }
 
-/// Loss of one RTP stream, taken once a second over the last two seconds (100 packets of a 20 ms stream: one second's
-/// 50 are too few to tell 5 % from 15 % reliably, and a loss rate sitting at a threshold would make the judge flap).
-/// A relay counts from the sequence numbers it forwards (the RTP header is clear; SRTP encrypts only the payload);
-/// an end adds its receiver's counts.
+/// Loss of one RTP stream over the last two seconds, taken every half second (100 packets of a 20 ms stream: one
+/// second's 50 are too few to tell 5 % from 15 %, and a loss rate sitting at a threshold would make the judge flap;
+/// taken twice a second, loss that starts is seen within 1.2–1.7 s at 25 %). A relay counts from the sequence numbers
+/// it forwards (the RTP header is clear; SRTP encrypts only the payload); an end adds its receiver's counts.
 public struct LossMeter: Sendable {
+    /// Windows the loss is taken over: this one and the three before (each `QualityJudge.sampleMs`).
+    static let windows = 4
     private var highest: UInt16?
     private var expected = 0
     private var received = 0
-    private var previous: (expected: Int, received: Int) = (0, 0)
+    private var previous: [(expected: Int, received: Int)] = []
 
     public init() {}
 
@@ -140,16 +162,22 @@ public struct LossMeter: Sendable {
         self.received += received
     }
 
-    /// The loss in % over this window and the one before (nil when fewer than `minimum` packets were due), and a
-    /// new window.
-    public mutating func take(minimum: Int = 10) -> Double? {
-        defer {
-            previous = (expected, received)
-            (expected, received) = (0, 0)
-        }
-        let due = expected + previous.expected
+    /// Loss in % over `due` packets.
+    public struct Reading: Sendable, Equatable {
+        public var percent: Double
+        public var due: Int
+    }
+
+    /// The loss over this window and the ones before it (nil when fewer than `minimum` packets were due: a stream in
+    /// DTX sends one packet every 400 ms, five in two seconds, and its silence must not freeze the judge), and a new
+    /// window.
+    public mutating func take(minimum: Int = 4) -> Reading? {
+        previous.append((expected, received))
+        if previous.count > Self.windows { previous.removeFirst() }
+        (expected, received) = (0, 0)
+        let due = previous.reduce(0) { $0 + $1.expected }
         guard due >= minimum else { return nil }
-        return 100 * Double(max(0, due - received - previous.received)) / Double(due)
+        return Reading(percent: 100 * Double(max(0, due - previous.reduce(0) { $0 + $1.received })) / Double(due), due: due)
     }
 }
 

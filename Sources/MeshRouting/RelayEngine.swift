@@ -170,9 +170,14 @@ public struct RelayEngine: Sendable {
         var figures: [HopFigures] = []
         var lastActivity: Int64
         var packetsForward = 0, bytesForward = 0, packetsBack = 0, bytesBack = 0, drops = 0
-        /// A relay's loss meters of the media it forwards each way, and its judge (docs/calls.md, "Quality").
+        /// A relay's loss meters of the media it forwards each way (docs/calls.md, "Quality").
         var lossForward = LossMeter(), lossBack = LossMeter()
-        var judge: QualityJudge?
+    }
+
+    /// A relay's judgement of one call it carries: kept per call, not per session, so that a chain rebuilt through
+    /// this node (the same call, a new session) goes on being judged where it was.
+    struct Judgement {
+        var judge = QualityJudge(ceiling: .studio)
         var lastVerdictAt: Int64 = .min
     }
 
@@ -227,12 +232,13 @@ public struct RelayEngine: Sendable {
     /// Calls this node quelches as a relay: the caller's media toward the callee is dropped here (docs/calls.md,
     /// "Call control"). Forgotten with the call's last session here.
     private var quelchedCalls: Set<UInt64> = []
+    /// The calls this node judges as a relay; forgotten with the call's last session here.
+    private var judgements: [UInt64: Judgement] = [:]
     /// The sessions with a set-up in progress (the tick's work every 50 ms; idle sessions are swept once a second).
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
     private var nextJudging: Int64 = 0
-    /// Relays (and the ends) judge the calls they carry once a second; relays repeat a verdict below studio this often.
-    public static let judgeMs: Int64 = 1_000
+    /// Relays repeat a verdict below studio this often.
     static let verdictRepeatMs: Int64 = 5_000
     static let idleSweepMs: Int64 = 1_000
     /// Label → session and whether the label is for packets from downstream.
@@ -714,35 +720,41 @@ public struct RelayEngine: Sendable {
         }
         for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
         if config.judges, now >= nextJudging {
-            nextJudging = now + Self.judgeMs
+            nextJudging = now + QualityJudge.sampleMs
             actions += judge(routes: routes, now: now)
         }
         return actions
     }
 
-    /// Once a second each relayed session with media is judged: the worse direction's loss (`LossMeter`), and the
-    /// RTT of this node's slower link of the session. A change of tier is sent at once, a tier below studio again
-    /// every `verdictRepeatMs` (a lost verdict does not hold, and the ends forget one not repeated).
+    /// Every `QualityJudge.sampleMs` each call this node relays with media is judged: the worst loss its sessions here
+    /// measured (either direction, `LossMeter`), and the RTT of this node's slowest link of them. A change of tier is
+    /// sent at once, a tier below studio again every `verdictRepeatMs` (a lost verdict does not hold, and the ends
+    /// forget one not repeated); each goes toward both ends of every session of the call here.
     private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        var actions: [RelayAction] = []
+        var samples: [UInt64: (loss: LossMeter.Reading?, rtt: Double?, keys: [ChainKey])] = [:]
         for key in sessions.keys.sorted() {
             guard var session = sessions[key], session.role == .relay, session.pending == nil,
                   let up = session.up?.node, let down = session.down?.node else { continue }
-            let losses = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
-            guard let loss = losses.max() else {
-                sessions[key] = session
-                continue
-            }
-            let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
-            let sample = QualitySample(lossPercent: loss, rttMs: rtts.max())
-            var judge = session.judge ?? QualityJudge(ceiling: .studio)
-            let changed = judge.sample(sample, now: now)
-            session.judge = judge
-            if changed || (judge.tier < .studio && now - session.lastVerdictAt >= Self.verdictRepeatMs) {
-                session.lastVerdictAt = now
-                actions.append(.judged(key, judge.tier, sample))
-            }
+            let readings = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
             sessions[key] = session
+            let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
+            var entry = samples[key.call] ?? (nil, nil, [])
+            entry.loss = (readings + [entry.loss].compactMap { $0 }).max { $0.percent < $1.percent }
+            entry.rtt = (rtts + [entry.rtt].compactMap { $0 }).max()
+            entry.keys.append(key)
+            samples[key.call] = entry
+        }
+        var actions: [RelayAction] = []
+        for (call, entry) in samples.sorted(by: { $0.key < $1.key }) {
+            guard let loss = entry.loss else { continue }
+            let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt)
+            var judgement = judgements[call] ?? Judgement()
+            let changed = judgement.judge.sample(sample, now: now)
+            if changed || (judgement.judge.tier < .studio && now - judgement.lastVerdictAt >= Self.verdictRepeatMs) {
+                judgement.lastVerdictAt = now
+                actions += entry.keys.map { .judged($0, judgement.judge.tier, sample) }
+            }
+            judgements[call] = judgement
         }
         return actions
     }
@@ -923,6 +935,7 @@ public struct RelayEngine: Sendable {
         if callChains[key.call]?.isEmpty == true {
             callChains[key.call] = nil
             quelchedCalls.remove(key.call)
+            judgements[key.call] = nil
         }
         if let refusedBy, let now, let up = session.up, tombstones.count < Self.maxTombstones {
             tombstones[key] = Tombstone(from: up.node, reason: reason, by: refusedBy, untilMs: now + Self.tombstoneMs)
@@ -968,7 +981,9 @@ public struct RelayEngine: Sendable {
                         downstream: s.down?.node.checksummed, downstreamLabel: s.role == .callee ? nil : s.downLabel,
                         packetsForward: s.packetsForward, bytesForward: s.bytesForward, packetsBack: s.packetsBack,
                         bytesBack: s.bytesBack, drops: s.drops, idleMs: now - s.lastActivity,
-                        quelched: s.role == .relay && quelchedCalls.contains(s.key.call), tier: s.judge?.tier.name, why: s.judge?.why)
+                        quelched: s.role == .relay && quelchedCalls.contains(s.key.call),
+                        tier: s.role == .relay ? judgements[s.key.call]?.judge.tier.name : nil,
+                        why: s.role == .relay ? judgements[s.key.call]?.judge.why : nil)
         }
     }
 
