@@ -39,9 +39,7 @@ struct Calls: ParsableCommand {
                                           "LATE/CONCEAL", "FEC/RED", "PLAYOUT NOW/MEAN/P95", "JITTER", "STRETCH", "DRIFT",
                                           "DTX OUT/IN", "DURATION"]))
         for c in calls {
-            if let control = c["control"], control != .null, describeControl(control) != "call \(text(c["id"])): hold none" {
-                print(describeControl(control))
-            }
+            if let control = c["control"], control != .null, c["state"]?.stringValue == "active" { print(describeControl(control)) }
             if let d = c["direct"], d != .null {
                 print("\(text(c["id"])) direct path: \(text(d["state"])), \(text(d["local"])) > \(text(d["remote"])), "
                       + "\(text(d["attempts"])) attempt(s), \(text(d["fallbacks"])) fallback(s)")

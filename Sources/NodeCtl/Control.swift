@@ -30,9 +30,7 @@ func describeControl(_ c: JSONValue) -> String {
         return "call \(text(c["call"])): " + (c["quelched"]?.boolValue == true ? "quelched here (the caller's media stops at this relay)" : "not quelched here")
     }
     var parts = ["hold \(text(c["hold"]))"]
-    if let q = c["quality"], q != .null, q["tier"] != q["ceiling"] || !(q["switches"]?.arrayValue?.isEmpty ?? true) {
-        parts.append("quality \(text(q["tier"])): \(text(q["why"]))")
-    }
+    if let q = c["quality"], q != .null { parts.append("quality \(text(q["tier"])): \(text(q["why"]))") }
     if c["muted"]?.boolValue == true { parts.append("muted") }
     if c["quelchedHere"]?.boolValue == true { parts.append("caller quelched here") }
     let by = c["quelchedBy"]?.arrayValue ?? []
