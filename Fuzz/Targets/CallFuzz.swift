@@ -53,7 +53,7 @@ enum CallFuzz {
                          ControlEnvelope(fromCaller: true, sequence: 1, message: .transferFailed(.declined)).serialize()]),
             Fuzz.framed([QualityVerdict.sign(call: id.raw, tier: .degraded, sample: QualitySample(lossPercent: 7, rttMs: 40), counter: 1,
                                              key: Fuzz.peerKey).serialize(),
-                         ControlEnvelope(fromCaller: true, sequence: 3, message: .propose(id: 1, tier: .normal)).serialize(),
+                         ControlEnvelope(fromCaller: true, sequence: 3, message: .propose(id: 1, tier: .normal, atMs: 500)).serialize(),
                          ControlEnvelope(fromCaller: false, sequence: 4, message: .answer(id: 1, accept: true)).serialize()]),
             Fuzz.framed([QuelchNotice.sign(call: id, on: true, counter: 1, key: Fuzz.peerKey).serialize(),
                          QuelchNotice.sign(call: id, on: false, counter: 2, key: Fuzz.peerKey).serialize()]),

@@ -39,8 +39,9 @@ public enum ControlMessage: Equatable, Sendable {
     case transfer(to: WalletAddress)
     /// The caller's node could not reach the transfer target: the call stays, on hold.
     case transferFailed(CallEndReason)
-    /// The caller proposes moving both ends up to `tier`; the callee answers.
-    case propose(id: UInt32, tier: QualityTier)
+    /// The caller proposes moving both ends up to `tier` at `atMs` of the call (ms since it was answered); the
+    /// callee answers.
+    case propose(id: UInt32, tier: QualityTier, atMs: UInt32)
     case answer(id: UInt32, accept: Bool)
 
     enum Kind: UInt8 { case state = 1, transfer, transferFailed, propose, answer }
@@ -61,7 +62,8 @@ public struct ControlEnvelope: Equatable, Sendable {
 
     /// side u8 (0 caller, 1 callee), sequence u32, kind u8, then the body: flags u8 (bit 0: hold), judged tier u8
     /// and current tier u8 for a state; the target's 20 bytes for a transfer; the reason byte for a failed transfer;
-    /// proposal id u32 and tier u8 for a proposal; proposal id u32 and accept u8 for an answer.
+    /// proposal id u32, tier u8 and the call time to switch at (ms since the answer) u32 for a proposal; proposal id
+    /// u32 and accept u8 for an answer.
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 32)
         w.write(UInt8(fromCaller ? 0 : 1))
@@ -72,10 +74,11 @@ public struct ControlEnvelope: Equatable, Sendable {
             w.write(UInt8(hold ? 1 : 0))
             w.write(UInt8(judged.rawValue))
             w.write(UInt8(current.rawValue))
-        case .propose(let id, let tier):
+        case .propose(let id, let tier, let atMs):
             w.write(ControlMessage.Kind.propose.rawValue)
             w.write(id)
             w.write(UInt8(tier.rawValue))
+            w.write(atMs)
         case .answer(let id, let accept):
             w.write(ControlMessage.Kind.answer.rawValue)
             w.write(id)
@@ -99,8 +102,8 @@ public struct ControlEnvelope: Equatable, Sendable {
             guard let flags = r.readUInt8(), flags <= 1, let judged = Self.tier(&r), let current = Self.tier(&r) else { return nil }
             message = .state(hold: flags == 1, judged: judged, current: current)
         case .propose:
-            guard let id = r.readUInt32(), let tier = Self.tier(&r) else { return nil }
-            message = .propose(id: id, tier: tier)
+            guard let id = r.readUInt32(), let tier = Self.tier(&r), let atMs = r.readUInt32() else { return nil }
+            message = .propose(id: id, tier: tier, atMs: atMs)
         case .answer:
             guard let id = r.readUInt32(), let accept = r.readUInt8(), accept <= 1 else { return nil }
             message = .answer(id: id, accept: accept == 1)
@@ -178,13 +181,16 @@ public struct QuelchNotice: Equatable, Sendable {
 ///
 /// Quality: the call's tier is the weakest of the relays' verdicts (while media goes over the chain), this end's
 /// own judge and the other end's. A lower tier is taken at once by each end on its own (and told to the other in
-/// its state): downgrades are mandatory. A higher one is proposed by the caller once every judge allows it; the
-/// callee accepts only if its own judges allow it too; a rejection or no answer within `proposalTimeoutMs` cancels,
-/// and the next proposal waits `coolDownMs`.
+/// its state): downgrades are mandatory. A higher one is proposed by the caller once every judge allows it, to take
+/// effect `switchLeadMs` later in call time (ms since the answer, which both ends count from); the callee accepts
+/// only if its own judges allow it too, and both switch at that call time (an acceptance that comes later switches the
+/// caller at once); a rejection or no answer within `proposalTimeoutMs` cancels, and the next proposal waits
+/// `coolDownMs`.
 public struct CallControl: Sendable {
     public static let repeatMs: Int64 = 1_000
     public static let settleMs: Int64 = 3_000
     public static let proposalTimeoutMs: Int64 = 2_000
+    public static let switchLeadMs: Int64 = 500
     public static let coolDownMs: Int64 = 30_000
     /// A relay's verdict not repeated for this long is forgotten (the relay left the path, or its media did).
     public static let verdictLifetimeMs: Int64 = 12_000
@@ -253,12 +259,17 @@ public struct CallControl: Sendable {
     private var quelchCounters: [WalletAddress: UInt64] = [:]
     private var nextRepeat: Int64?
     private var settleUntil: Int64 = .min
-    private var proposal: (id: UInt32, tier: QualityTier, sentAt: Int64)?
+    private var proposal: (id: UInt32, tier: QualityTier, sentAt: Int64, at: Int64)?
+    /// An accepted upgrade waiting for its call time: the tier, when (this end's clock), and why.
+    private var upgrade: (tier: QualityTier, at: Int64, why: String)?
+    /// When the call was answered here: call time counts from it.
+    public let answeredAt: Int64
     private var proposals: UInt32 = 0
     private var coolDownUntil: Int64 = .min
 
-    public init(caller: Bool, ceiling: QualityTier = .normal) {
+    public init(caller: Bool, ceiling: QualityTier = .normal, answeredAt: Int64 = 0) {
         self.caller = caller
+        self.answeredAt = answeredAt
         self.ceiling = ceiling
         tier = ceiling
         own = QualityJudge(ceiling: ceiling)
@@ -327,14 +338,11 @@ public struct CallControl: Sendable {
             guard !caller, case .asked(let target) = transfer else { return [] }
             transfer = .failed(target, reason)
             return [.transferFailed(reason)]
-        case .propose(let id, let proposed):
+        case .propose(let id, let proposed, let atMs):
             guard !caller else { return [] }
-            let allowed = target(now: now).tier
-            var events: [Event] = [.send(self.envelope(.answer(id: id, accept: proposed > tier && proposed <= allowed)))]
-            if proposed > tier && proposed <= allowed {
-                events += move(to: proposed, why: "upgrade proposed by the caller and accepted", now: now)
-            }
-            return events
+            let accept = proposed > tier && proposed <= target(now: now).tier
+            if accept { upgrade = (proposed, answeredAt + Int64(atMs), "upgrade proposed by the caller and accepted") }
+            return [.send(self.envelope(.answer(id: id, accept: accept)))] + dueUpgrade(now: now)
         case .answer(let id, let accept):
             guard caller, let pending = proposal, pending.id == id else { return [] }
             proposal = nil
@@ -342,7 +350,8 @@ public struct CallControl: Sendable {
                 coolDownUntil = now + Self.coolDownMs
                 return []
             }
-            return move(to: pending.tier, why: "upgrade accepted by the callee", now: now)
+            upgrade = (pending.tier, pending.at, "upgrade accepted by the callee")
+            return dueUpgrade(now: now)
         }
     }
 
@@ -380,7 +389,7 @@ public struct CallControl: Sendable {
             coolDownUntil = now + Self.coolDownMs
         }
         verdicts = verdicts.filter { now - $0.value.at < Self.verdictLifetimeMs }
-        return events + reevaluate(now: now)
+        return events + dueUpgrade(now: now) + reevaluate(now: now)
     }
 
     /// The weakest judgement now and whose it is.
@@ -404,14 +413,24 @@ public struct CallControl: Sendable {
     private mutating func reevaluate(now: Int64) -> [Event] {
         let (allowed, why) = target(now: now)
         if allowed < tier { return move(to: allowed, why: why, now: now) }
-        guard caller, allowed > tier, proposal == nil, now >= coolDownUntil else { return [] }
+        guard caller, allowed > tier, proposal == nil, upgrade == nil, now >= coolDownUntil else { return [] }
         proposals += 1
-        proposal = (proposals, allowed, now)
-        return [.send(envelope(.propose(id: proposals, tier: allowed)))]
+        let at = now + Self.switchLeadMs
+        proposal = (proposals, allowed, now, at)
+        return [.send(envelope(.propose(id: proposals, tier: allowed, atMs: UInt32(clamping: at - answeredAt))))]
+    }
+
+    /// An accepted upgrade whose call time has come (while every judge still allows it; else it lapses).
+    private mutating func dueUpgrade(now: Int64) -> [Event] {
+        guard let pending = upgrade, now >= pending.at else { return [] }
+        upgrade = nil
+        guard pending.tier <= target(now: now).tier else { return [] }
+        return move(to: pending.tier, why: pending.why, now: now)
     }
 
     private mutating func move(to next: QualityTier, why: String, now: Int64) -> [Event] {
         guard next != tier else { return [] }
+        if next < tier { upgrade = nil }
         switches.append(TierSwitch(atMs: now, from: tier.name, to: next.name, why: why))
         tier = next
         tierWhy = why

@@ -27,7 +27,7 @@ struct ControlChannel {
 extension NodeRuntime {
     /// The call is answered: its control channel opens.
     func openControl(_ id: CallID, keys: SRTPKeys, caller: Bool, bitrate: Int, now: Int64) {
-        controls[id] = ControlChannel(state: CallControl(caller: caller, ceiling: QualityTier(bitrate: bitrate)),
+        controls[id] = ControlChannel(state: CallControl(caller: caller, ceiling: QualityTier(bitrate: bitrate), answeredAt: now),
                                       key: controlKey(keys, caller: caller), nextJudgeAt: now + QualityJudge.sampleMs,
                                       verifications: TokenBucket(ControlChannel.verificationRate, nowMs: now))
     }

@@ -13,7 +13,7 @@ struct CallControlTests {
     @Test func messagesRoundTripAndMalformedOnesAreRefused() {
         let target = keyPair(1).address
         for message in [ControlMessage.state(hold: true, judged: .normal, current: .normal), .state(hold: false, judged: .degraded, current: .studio),
-                        .transfer(to: target), .transferFailed(.busy), .propose(id: 7, tier: .good), .answer(id: 7, accept: false)] {
+                        .transfer(to: target), .transferFailed(.busy), .propose(id: 7, tier: .good, atMs: 12_345), .answer(id: 7, accept: false)] {
             for fromCaller in [true, false] {
                 let envelope = ControlEnvelope(fromCaller: fromCaller, sequence: 77, message: message)
                 #expect(ControlEnvelope(parsing: envelope.serialize()) == envelope)
@@ -196,9 +196,12 @@ struct CallControlTests {
         let proposalResult = caller.receive(good, allowed: path, now: 15_000)
         let proposal = try #require(proposalResult)
         #expect(Self.switches(proposal).isEmpty, "no move up without the callee's consent")
-        #expect(proposal.contains { if case .send(let e) = $0, case .propose(_, .normal) = e.message { true } else { false } })
+        #expect(proposal.contains { if case .send(let e) = $0, case .propose(_, .normal, 15_500) = e.message { true } else { false } },
+                "to switch half a second on, in call time")
         Self.exchange(proposal, from: &caller, to: &callee, now: 15_010)
-        #expect(caller.tier == .normal && callee.tier == .normal)
+        #expect(caller.tier == .catastrophic && callee.tier == .catastrophic, "accepted, not yet due")
+        let (callerDue, calleeDue) = (caller.tick(now: 15_500), callee.tick(now: 15_500))
+        #expect(Self.switches(callerDue) == [.normal] && Self.switches(calleeDue) == [.normal], "both at the agreed call time")
         #expect(caller.switches.map(\.to) == ["catastrophic", "normal"])
     }
 
