@@ -102,7 +102,20 @@ extension NodeRuntime: ControlService {
             "socket": socketJSON(),
             "storeWriter": (try? JSONValue(encoding: writer.counters)) ?? .null,
             "callMalformed": .number(Double(calls.malformed)),
+            "direct": directStatsJSON(),
             "version": .string(MeshVersion.string),
+        ])
+    }
+
+    /// Direct paths (docs/calls.md, "Direct paths"): attempts, successes, fallbacks, and the time from answer to the
+    /// first media on the direct path over the latest calls that got there (median, 95th percentile, largest).
+    private func directStatsJSON() -> JSONValue {
+        let times = directTimes.sorted()
+        func at(_ q: Double) -> JSONValue { times.isEmpty ? .null : .number(Double(times[min(times.count - 1, Int(q * Double(times.count)))])) }
+        return .object([
+            "attempts": .number(Double(counters.directAttempts)), "successes": .number(Double(counters.directSuccesses)),
+            "fallbacks": .number(Double(counters.directFallbacks)),
+            "msToDirect": .object(["count": .number(Double(times.count)), "p50": at(0.5), "p95": at(0.95), "max": times.last.map { .number(Double($0)) } ?? .null]),
         ])
     }
 

@@ -97,7 +97,11 @@ extension NodeRuntime {
             let first = path.msToDirect == nil
             if path.received(now: now) {
                 counters.directSuccesses += 1
-                if first, let ms = path.msToDirect { counters.msToDirectTotal += Int(ms) }
+                if first, let ms = path.msToDirect {
+                    counters.msToDirectTotal += Int(ms)
+                    directTimes.append(ms)
+                    if directTimes.count > Self.directTimesKept { directTimes.removeFirst() }
+                }
                 logger.info("call moved to the direct path", metadata: [
                     "call": "\(id)", "local": "\(path.selected.map { "\($0.local)" } ?? "-")",
                     "remote": "\(path.selected.map { "\($0.remote)" } ?? "-")"])

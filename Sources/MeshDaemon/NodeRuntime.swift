@@ -76,6 +76,9 @@ public final class NodeRuntime: @unchecked Sendable {
     var media: [CallID: CallMedia] = [:]
     /// Each answered call's direct path, with direct paths on; kept while the call is remembered.
     var directs: [CallID: DirectPath] = [:]
+    /// The latest calls' times from answer to first media on the direct path, ms (at most `directTimesKept`).
+    var directTimes: [Int64] = []
+    static let directTimesKept = 1_000
     /// Each answered call's control channel (hold, mute, quelch, transfer), while it lasts.
     var controls: [CallID: ControlChannel] = [:]
     /// Calls placed for a blind transfer → the call they replace once answered.

@@ -28,6 +28,11 @@ struct Info: ParsableCommand {
             .map { "\($0) \(text(link[$0]))" }.joined(separator: ", ")])
         let node = info["nodeCounters"] ?? .null
         rows.append(["refused media", "unknown call \(text(node["mediaUnknownCall"])), wrong neighbour \(text(node["mediaWrongNeighbour"]))"])
+        let direct = info["direct"] ?? .null
+        let times = direct["msToDirect"] ?? .null
+        rows.append(["direct paths", "attempts \(text(direct["attempts"])), successes \(text(direct["successes"])), "
+                     + "fallbacks \(text(direct["fallbacks"])); answer to direct media p50 \(text(times["p50"])) ms, "
+                     + "p95 \(text(times["p95"])) ms, max \(text(times["max"])) ms over \(text(times["count"])) calls"])
         let control = info["controlCounters"] ?? .null
         rows.append(["control socket", ["connectionsAccepted", "oversizedRequests", "slowClientsClosed", "acceptBackoffs"]
             .map { "\($0) \(text(control[$0]))" }.joined(separator: ", ")])

@@ -37,6 +37,10 @@ struct DirectCallTests {
         #expect((metrics?["meshnode_direct_successes_total"]?.doubleValue ?? 0) >= 1, "\(metrics ?? .null)")
         #expect(metrics?["meshnode_direct_fallbacks_total"]?.doubleValue == 0, "\(metrics ?? .null)")
         #expect((metrics?["meshnode_direct_seconds_to_direct_total"]?.doubleValue ?? 0) > 0, "\(metrics ?? .null)")
+        // node-ctl info: the time to direct over the calls that got there.
+        let times = document.json["info"]?["a"]?["direct"]?["msToDirect"]
+        #expect((times?["count"]?.intValue ?? 0) >= 1 && (times?["p50"]?.doubleValue ?? .infinity) < 2_000, "\(times ?? .null)")
+        #expect((times?["p50"]?.doubleValue ?? 1) <= (times?["p95"]?.doubleValue ?? 0))
     }
 
     /// Symmetric/symmetric (no TURN): no direct pair exists; the call stays on the chain with continuous audio.
