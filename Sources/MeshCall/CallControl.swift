@@ -191,6 +191,9 @@ public struct CallControl: Sendable {
     public static let settleMs: Int64 = 3_000
     public static let proposalTimeoutMs: Int64 = 2_000
     public static let switchLeadMs: Int64 = 500
+    /// The caller proposes once every judgement has allowed the higher tier this long (the other end's state and the
+    /// relays' verdicts have had time to reach both ends).
+    public static let proposeAfterMs: Int64 = 1_000
     public static let coolDownMs: Int64 = 30_000
     /// A relay's verdict not repeated for this long is forgotten (the relay left the path, or its media did).
     public static let verdictLifetimeMs: Int64 = 12_000
@@ -262,6 +265,8 @@ public struct CallControl: Sendable {
     private var proposal: (id: UInt32, tier: QualityTier, sentAt: Int64, at: Int64)?
     /// An accepted upgrade waiting for its call time: the tier, when (this end's clock), and why.
     private var upgrade: (tier: QualityTier, at: Int64, why: String)?
+    /// Since when every judgement allows a higher tier than the call's (the caller's proposals wait `proposeAfterMs`).
+    private var allowedHigherSince: Int64?
     /// When the call was answered here: call time counts from it.
     public let answeredAt: Int64
     private var proposals: UInt32 = 0
@@ -318,11 +323,10 @@ public struct CallControl: Sendable {
             remoteHold = hold
             if holdChanged { events.append(.remoteHold(hold)) }
             peerJudged = judged
-            // The other end is lower: downgrades are mandatory. The caller higher: it moved up after this end
-            // accepted (a lost answer or state aside), which this end follows if its own judges still allow it.
-            if current < tier {
-                events += move(to: current, why: "the other end moved down to \(current.name)", now: now)
-            } else if !caller, current > tier, current <= target(now: now).tier {
+            // Downgrades come from the judges (the other end's is `judged`, taken above), never from where the other
+            // end stands: its state may be older than a switch both agreed on. The caller higher: it moved up after
+            // this end accepted, and this end follows if its own judges still allow it (its switch may have lapsed).
+            if !caller, current > tier, current <= target(now: now).tier {
                 events += move(to: current, why: "the caller moved up to \(current.name) (accepted)", now: now)
             }
             // This end says where it stands too, so that both repeat while the call is held.
@@ -340,8 +344,10 @@ public struct CallControl: Sendable {
             return [.transferFailed(reason)]
         case .propose(let id, let proposed, let atMs):
             guard !caller else { return [] }
-            let accept = proposed > tier && proposed <= target(now: now).tier
-            if accept { upgrade = (proposed, answeredAt + Int64(atMs), "upgrade proposed by the caller and accepted") }
+            // Accepted whenever this end's judges allow it, also when this end is there already (the caller may have
+            // missed an earlier acceptance).
+            let accept = proposed <= target(now: now).tier
+            if accept, proposed > tier { upgrade = (proposed, answeredAt + Int64(atMs), "upgrade proposed by the caller and accepted") }
             return [.send(self.envelope(.answer(id: id, accept: accept)))] + dueUpgrade(now: now)
         case .answer(let id, let accept):
             guard caller, let pending = proposal, pending.id == id else { return [] }
@@ -413,7 +419,13 @@ public struct CallControl: Sendable {
     private mutating func reevaluate(now: Int64) -> [Event] {
         let (allowed, why) = target(now: now)
         if allowed < tier { return move(to: allowed, why: why, now: now) }
-        guard caller, allowed > tier, proposal == nil, upgrade == nil, now >= coolDownUntil else { return [] }
+        guard allowed > tier else {
+            allowedHigherSince = nil
+            return []
+        }
+        let since = allowedHigherSince ?? now
+        allowedHigherSince = since
+        guard caller, now - since >= Self.proposeAfterMs, proposal == nil, upgrade == nil, now >= coolDownUntil else { return [] }
         proposals += 1
         let at = now + Self.switchLeadMs
         proposal = (proposals, allowed, now, at)

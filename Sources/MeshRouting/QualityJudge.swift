@@ -32,10 +32,14 @@ public struct QualitySample: Sendable, Equatable {
     public var lossPercent: Double?
     public var packets: Int?
     public var rttMs: Double?
-    public init(lossPercent: Double?, packets: Int? = nil, rttMs: Double?) {
+    /// RFC 3550 interarrival jitter, ms: shown with the figures, not judged (the playout buffer absorbs it; what it
+    /// cannot absorb arrives late and counts as loss at the ends).
+    public var jitterMs: Double?
+    public init(lossPercent: Double?, packets: Int? = nil, rttMs: Double?, jitterMs: Double? = nil) {
         self.lossPercent = lossPercent
         self.packets = packets
         self.rttMs = rttMs
+        self.jitterMs = jitterMs
     }
 }
 
@@ -55,8 +59,8 @@ public struct QualityJudge: Sendable {
     /// 10 s, up to degraded; good (below 2 % / 80 ms) for 10 s, normal; excellent (below 1 % / 50 ms) for 30 s, good;
     /// studio (below 0.5 % / 30 ms) for 60 s, studio. Each bar sits well below the threshold that brings the tier
     /// down, so that loss at a threshold cannot pass both.
-    /// How often a judge takes a sample: twice a second.
-    public static let sampleMs: Int64 = 500
+    /// How often a judge takes a sample: four times a second.
+    public static let sampleMs: Int64 = 250
 
     public static let upgrades: [(tier: QualityTier, lossPercent: Double, rttMs: Double, forMs: Int64)] = [
         (.degraded, 10, 150, 10_000), (.normal, 2, 80, 10_000), (.good, 1, 50, 30_000), (.studio, 0.5, 30, 60_000),
@@ -83,10 +87,10 @@ public struct QualityJudge: Sendable {
         let (loss, rtt) = (s.lossPercent ?? 0, s.rttMs ?? 0)
         let figures = Self.describe(s)
         let before = tier
-        if loss >= Self.bar(Self.critical.lossPercent, s.packets) || rtt >= Self.critical.rttMs {
+        if loss >= Self.bar(Self.critical.lossPercent, s.packets, errors: 2) || rtt >= Self.critical.rttMs {
             degradedSince = degradedSince ?? now
             if tier > .catastrophic { (tier, why) = (.catastrophic, "critical: \(figures)") }
-        } else if loss >= Self.bar(Self.degraded.lossPercent, s.packets) || rtt >= Self.degraded.rttMs {
+        } else if loss >= Self.bar(Self.degraded.lossPercent, s.packets, errors: 1) || rtt >= Self.degraded.rttMs {
             let since = degradedSince ?? now
             degradedSince = since
             if now - since >= Self.degradedForMs, tier > .degraded {
@@ -109,17 +113,20 @@ public struct QualityJudge: Sendable {
         return tier != before
     }
 
-    /// A downgrade threshold as measured over `packets` packets: the threshold plus one standard error of a loss
-    /// rate at the threshold, so that sampling noise alone (100 packets at a true 5 % show 15 % once in 10,000
-    /// samples) does not pass it: 15 % → 18.6 % and 5 % → 7.2 % over 100 packets.
-    static func bar(_ percent: Double, _ packets: Int?) -> Double {
+    /// A downgrade threshold as measured over `packets` packets: the threshold plus `errors` standard errors of a
+    /// loss rate at the threshold, so that sampling noise alone does not pass it. A call has several judges, each
+    /// sampling four times a second, and the call follows the weakest: the critical bar, which acts at once, takes
+    /// two (15 % → 22.1 % over 100 packets: a true 10 % passes it about once in 10,000 samples), the degraded bar,
+    /// which must hold for 2 s, one (5 % → 7.2 %).
+    static func bar(_ percent: Double, _ packets: Int?, errors: Double) -> Double {
         guard let packets, packets > 0 else { return percent }
         let p = percent / 100
-        return percent + 100 * (p * (1 - p) / Double(packets)).squareRoot()
+        return percent + errors * 100 * (p * (1 - p) / Double(packets)).squareRoot()
     }
 
     static func describe(_ s: QualitySample) -> String {
-        [s.lossPercent.map { "loss \(Self.format($0)) %" }, s.rttMs.map { "rtt \(Self.format($0)) ms" }].compactMap { $0 }.joined(separator: ", ")
+        [s.lossPercent.map { "loss \(Self.format($0)) %" }, s.rttMs.map { "rtt \(Self.format($0)) ms" },
+         s.jitterMs.map { "jitter \(Self.format($0)) ms" }].compactMap { $0 }.joined(separator: ", ")
     }
 
     private static func format(_ value: Double) -> String {
@@ -133,16 +140,27 @@ public struct QualityJudge: Sendable {
 /// taken twice a second, loss that starts is seen within 1.2–1.7 s at 25 %). A relay counts from the sequence numbers
 /// it forwards (the RTP header is clear; SRTP encrypts only the payload); an end adds its receiver's counts.
 public struct LossMeter: Sendable {
-    /// Windows the loss is taken over: this one and the three before (each `QualityJudge.sampleMs`).
-    static let windows = 4
+    /// Windows the loss is taken over, two seconds' worth (each `QualityJudge.sampleMs`).
+    static let windows = Int(2_000 / QualityJudge.sampleMs)
     private var highest: UInt16?
     private var expected = 0
     private var received = 0
     private var previous: [(expected: Int, received: Int)] = []
+    /// RFC 3550 §6.4.1 interarrival jitter of the stream (48 kHz RTP clock), ms, and the last packet's clocks.
+    private var jitter: Double?
+    private var last: (timestamp: UInt32, arrivalMs: Int64)?
 
     public init() {}
 
-    public mutating func note(sequence: UInt16) {
+    /// One packet; with its RTP timestamp and arrival time, the jitter too.
+    public mutating func note(sequence: UInt16, timestamp: UInt32? = nil, arrivalMs: Int64? = nil) {
+        if let timestamp, let arrivalMs {
+            if let last {
+                let d = Double(arrivalMs - last.arrivalMs) - Double(Int32(bitPattern: timestamp &- last.timestamp)) / 48
+                jitter = (jitter ?? 0) + (abs(d) - (jitter ?? 0)) / 16
+            }
+            last = (timestamp, arrivalMs)
+        }
         received += 1
         guard let h = highest else {
             highest = sequence
@@ -162,10 +180,11 @@ public struct LossMeter: Sendable {
         self.received += received
     }
 
-    /// Loss in % over `due` packets.
+    /// Loss in % over `due` packets, and the stream's jitter (nil without timestamps).
     public struct Reading: Sendable, Equatable {
         public var percent: Double
         public var due: Int
+        public var jitterMs: Double?
     }
 
     /// The loss over this window and the ones before it (nil when fewer than `minimum` packets were due: a stream in
@@ -177,7 +196,8 @@ public struct LossMeter: Sendable {
         (expected, received) = (0, 0)
         let due = previous.reduce(0) { $0 + $1.expected }
         guard due >= minimum else { return nil }
-        return Reading(percent: 100 * Double(max(0, due - previous.reduce(0) { $0 + $1.received })) / Double(due), due: due)
+        return Reading(percent: 100 * Double(max(0, due - previous.reduce(0) { $0 + $1.received })) / Double(due), due: due,
+                       jitterMs: jitter)
     }
 }
 
@@ -189,6 +209,8 @@ public struct QualityVerdict: Equatable, Sendable {
     /// The worse direction's loss over the last two seconds, in 0.1 %; the RTT of this relay's slower link, ms.
     public var lossPermille: UInt16
     public var rttMs: UInt16
+    /// The worst jitter of the call's streams here, 0.1 ms.
+    public var jitterTenths: UInt16
     /// Grows with each verdict the relay sends for the call (its clock in ms, kept growing).
     public var counter: UInt64
     public var signature: Signature
@@ -196,35 +218,42 @@ public struct QualityVerdict: Equatable, Sendable {
     public static func sign(call: UInt64, tier: QualityTier, sample: QualitySample, counter: UInt64, key: PrivateKey) -> QualityVerdict {
         let loss = UInt16(clamping: Int(((sample.lossPercent ?? 0) * 10).rounded()))
         let rtt = UInt16(clamping: Int((sample.rttMs ?? 0).rounded()))
-        let digest = Self.digest(call: call, tier: tier, loss: loss, rtt: rtt, counter: counter)
-        return QualityVerdict(call: call, tier: tier, lossPermille: loss, rttMs: rtt, counter: counter, signature: key.sign(digest: digest))
+        let jitter = UInt16(clamping: Int(((sample.jitterMs ?? 0) * 10).rounded()))
+        let digest = Self.digest(call: call, tier: tier, loss: loss, rtt: rtt, jitter: jitter, counter: counter)
+        return QualityVerdict(call: call, tier: tier, lossPermille: loss, rttMs: rtt, jitterTenths: jitter, counter: counter,
+                              signature: key.sign(digest: digest))
     }
 
     public var signer: WalletAddress? {
-        signature.recoverAddress(digest: Self.digest(call: call, tier: tier, loss: lossPermille, rtt: rttMs, counter: counter))
+        signature.recoverAddress(digest: Self.digest(call: call, tier: tier, loss: lossPermille, rtt: rttMs, jitter: jitterTenths,
+                                                     counter: counter))
     }
 
-    /// "loss 12.3 %, rtt 40 ms".
-    public var figures: String { "loss \(lossPermille / 10).\(lossPermille % 10) %, rtt \(rttMs) ms" }
+    /// "loss 12.3 %, rtt 40 ms, jitter 2.5 ms".
+    public var figures: String {
+        "loss \(lossPermille / 10).\(lossPermille % 10) %, rtt \(rttMs) ms, jitter \(jitterTenths / 10).\(jitterTenths % 10) ms"
+    }
 
-    static func digest(call: UInt64, tier: QualityTier, loss: UInt16, rtt: UInt16, counter: UInt64) -> [UInt8] {
+    static func digest(call: UInt64, tier: QualityTier, loss: UInt16, rtt: UInt16, jitter: UInt16, counter: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 48)
         w.write(bytes: Array("meshcall/v1/verdict".utf8))
         w.write(call)
         w.write(UInt8(tier.rawValue))
         w.write(loss)
         w.write(rtt)
+        w.write(jitter)
         w.write(counter)
         return Keccak.hash256(w.bytes)
     }
 
-    /// call u64, tier u8, loss u16 (0.1 %), rtt u16 (ms), counter u64, signature (65 bytes).
+    /// call u64, tier u8, loss u16 (0.1 %), rtt u16 (ms), jitter u16 (0.1 ms), counter u64, signature (65 bytes).
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 86)
         w.write(call)
         w.write(UInt8(tier.rawValue))
         w.write(lossPermille)
         w.write(rttMs)
+        w.write(jitterTenths)
         w.write(counter)
         w.write(bytes: signature.bytes)
         return w.bytes
@@ -233,16 +262,18 @@ public struct QualityVerdict: Equatable, Sendable {
     public init?(parsing bytes: [UInt8]) {
         var r = ByteReader(bytes)
         guard let call = r.readUInt64(), let tier = r.readUInt8().flatMap({ QualityTier(rawValue: Int($0)) }),
-              let loss = r.readUInt16(), loss <= 1_000, let rtt = r.readUInt16(), let counter = r.readUInt64(),
-              let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)), r.isAtEnd else { return nil }
-        self.init(call: call, tier: tier, lossPermille: loss, rttMs: rtt, counter: counter, signature: signature)
+              let loss = r.readUInt16(), loss <= 1_000, let rtt = r.readUInt16(), let jitter = r.readUInt16(),
+              let counter = r.readUInt64(), let signature = r.readBytes(Signature.byteCount).flatMap(Signature.init(bytes:)),
+              r.isAtEnd else { return nil }
+        self.init(call: call, tier: tier, lossPermille: loss, rttMs: rtt, jitterTenths: jitter, counter: counter, signature: signature)
     }
 
-    init(call: UInt64, tier: QualityTier, lossPermille: UInt16, rttMs: UInt16, counter: UInt64, signature: Signature) {
+    init(call: UInt64, tier: QualityTier, lossPermille: UInt16, rttMs: UInt16, jitterTenths: UInt16, counter: UInt64, signature: Signature) {
         self.call = call
         self.tier = tier
         self.lossPermille = lossPermille
         self.rttMs = rttMs
+        self.jitterTenths = jitterTenths
         self.counter = counter
         self.signature = signature
     }

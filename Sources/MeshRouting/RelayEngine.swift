@@ -416,7 +416,7 @@ public struct RelayEngine: Sendable {
         // The session is counted in place, in its table (one lookup, no copy of its lists per packet).
         guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
               let (role, to, fromRightNeighbour) = Self.count(&sessions[key], from: node, fromDown: fromDown, bytes: payload.count,
-                                                              sequence: Self.rtpSequence(payload), now: now)
+                                                              rtp: Self.rtpHeader(payload), now: now)
         else {
             counters.unknownLabel += 1
             return []
@@ -441,8 +441,8 @@ public struct RelayEngine: Sendable {
 
     /// Counts a packet on its session, in place: its role, the hop it goes on to, and whether it came from the
     /// session's neighbour on that side (else it is counted as a drop). Nil when the session is gone.
-    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int, sequence: UInt16?,
-                              now: Int64) -> (Role, Hop?, Bool)?
+    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int,
+                              rtp: (sequence: UInt16, timestamp: UInt32)?, now: Int64) -> (Role, Hop?, Bool)?
     {
         guard session != nil else { return nil }
         guard (fromDown ? session!.down : session!.up)?.node == node else {
@@ -453,21 +453,23 @@ public struct RelayEngine: Sendable {
         if fromDown {
             session!.packetsBack += 1
             session!.bytesBack += bytes
-            if let sequence { session!.lossBack.note(sequence: sequence) }
+            if let rtp { session!.lossBack.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
         } else {
             session!.packetsForward += 1
             session!.bytesForward += bytes
-            if let sequence { session!.lossForward.note(sequence: sequence) }
+            if let rtp { session!.lossForward.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
         }
         let to = fromDown ? session!.up : session!.down
         if session!.role == .relay, to?.label ?? 0 == 0 { session!.drops += 1 }
         return (session!.role, to, true)
     }
 
-    /// The RTP sequence number of a media data message (inner tag 0x20, RTP version 2), nil for anything else.
-    private static func rtpSequence(_ payload: [UInt8]) -> UInt16? {
+    /// The RTP sequence number and timestamp of a media data message (inner tag 0x20, RTP version 2), nil for
+    /// anything else.
+    private static func rtpHeader(_ payload: [UInt8]) -> (sequence: UInt16, timestamp: UInt32)? {
         guard payload.count >= TrunkWire.mediaHeaderBytes, payload[5] == TrunkWire.mediaTag, payload[6] >> 6 == 2 else { return nil }
-        return UInt16(payload[8]) << 8 | UInt16(payload[9])
+        let timestamp = UInt32(payload[10]) << 24 | UInt32(payload[11]) << 16 | UInt32(payload[12]) << 8 | UInt32(payload[13])
+        return (UInt16(payload[8]) << 8 | UInt16(payload[9]), timestamp)
     }
 
     private mutating func receiveAtEnd(_ key: ChainKey, role: Role, _ bytes: ArraySlice<UInt8>, now: Int64) -> [RelayAction] {
@@ -727,19 +729,21 @@ public struct RelayEngine: Sendable {
     }
 
     /// Every `QualityJudge.sampleMs` each call this node relays with media is judged: the worst loss its sessions here
-    /// measured (either direction, `LossMeter`), and the RTT of this node's slowest link of them. A change of tier is
+    /// measured (either direction, `LossMeter`), and the RTT of this node's slowest link of them; the worst jitter goes
+    /// with the figures (shown, not judged). A change of tier is
     /// sent at once, a tier below studio again every `verdictRepeatMs` (a lost verdict does not hold, and the ends
     /// forget one not repeated); each goes toward both ends of every session of the call here.
     private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        var samples: [UInt64: (loss: LossMeter.Reading?, rtt: Double?, keys: [ChainKey])] = [:]
+        var samples: [UInt64: (loss: LossMeter.Reading?, jitter: Double?, rtt: Double?, keys: [ChainKey])] = [:]
         for key in sessions.keys.sorted() {
             guard var session = sessions[key], session.role == .relay, session.pending == nil,
                   let up = session.up?.node, let down = session.down?.node else { continue }
             let readings = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
             sessions[key] = session
             let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
-            var entry = samples[key.call] ?? (nil, nil, [])
+            var entry = samples[key.call] ?? (nil, nil, nil, [])
             entry.loss = (readings + [entry.loss].compactMap { $0 }).max { $0.percent < $1.percent }
+            entry.jitter = (readings.compactMap(\.jitterMs) + [entry.jitter].compactMap { $0 }).max()
             entry.rtt = (rtts + [entry.rtt].compactMap { $0 }).max()
             entry.keys.append(key)
             samples[key.call] = entry
@@ -747,7 +751,7 @@ public struct RelayEngine: Sendable {
         var actions: [RelayAction] = []
         for (call, entry) in samples.sorted(by: { $0.key < $1.key }) {
             guard let loss = entry.loss else { continue }
-            let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt)
+            let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt, jitterMs: entry.jitter)
             var judgement = judgements[call] ?? Judgement()
             let changed = judgement.judge.sample(sample, now: now)
             if changed || (judgement.judge.tier < .studio && now - judgement.lastVerdictAt >= Self.verdictRepeatMs) {

@@ -66,7 +66,13 @@ import Testing
     /// 30 % loss on the link b–c of the chain a > b > c > d: both ends step down within 2 s, and both are back at
     /// their tier (normal) after the stable period once the loss stops: only down while lossy, only up after.
     @Test func lossOnAMiddleHopMovesBothEndsDownTogetherAndBackUp() throws {
-        let lab = try runMeshLab(["line", "4", "--step", "call a d 34 &", "--step", "sleep 4", "--step", "loss b c 30",
+        // Speech all through the lossy seconds (the lab's own sample is 6 s; in the pauses of a call in DTX a judge has
+        // few packets to go on, and rightly waits for more).
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let speech = try speechSample(in: scratch, text: Array(repeating: "This call crosses a lossy link in the middle of the chain.",
+                                                               count: 5).joined(separator: " "))
+        let lab = try runMeshLab(["line", "4", "--speech", speech, "--step", "call a d 34 &", "--step", "sleep 4", "--step", "loss b c 30",
                                   "--step", "sleep 4", "--step", "loss b c 0", "--step", "sleep 18", "--step", "calls d",
                                   "--step", "wait-calls"], timeout: 240)
         let (on, off) = (try meshLabStep(lab, "loss b c 30")["atMs"]?.doubleValue ?? 0, try meshLabStep(lab, "loss b c 0")["atMs"]?.doubleValue ?? 0)

@@ -193,14 +193,17 @@ struct CallControlTests {
         // The relay judges normal again: the caller proposes, the callee accepts (its own judges allow it), both move.
         let good = QualityVerdict.sign(call: 1, tier: .normal, sample: QualitySample(lossPercent: 0, rttMs: 10), counter: 20, key: relay)
         _ = callee.receive(good, allowed: nil, now: 15_000)
-        let proposalResult = caller.receive(good, allowed: path, now: 15_000)
-        let proposal = try #require(proposalResult)
-        #expect(Self.switches(proposal).isEmpty, "no move up without the callee's consent")
-        #expect(proposal.contains { if case .send(let e) = $0, case .propose(_, .normal, 15_500) = e.message { true } else { false } },
+        let heard = caller.receive(good, allowed: path, now: 15_000)
+        #expect(heard.map(Self.switches) == [], "no move up without the callee's consent")
+        let early = caller.tick(now: 15_500)
+        #expect(!early.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } },
+                "not before every judgement allowed it for a second")
+        let proposal = caller.tick(now: 16_000)
+        #expect(proposal.contains { if case .send(let e) = $0, case .propose(_, .normal, 16_500) = e.message { true } else { false } },
                 "to switch half a second on, in call time")
-        Self.exchange(proposal, from: &caller, to: &callee, now: 15_010)
+        Self.exchange(proposal, from: &caller, to: &callee, now: 16_010)
         #expect(caller.tier == .catastrophic && callee.tier == .catastrophic, "accepted, not yet due")
-        let (callerDue, calleeDue) = (caller.tick(now: 15_500), callee.tick(now: 15_500))
+        let (callerDue, calleeDue) = (caller.tick(now: 16_500), callee.tick(now: 16_500))
         #expect(Self.switches(callerDue) == [.normal] && Self.switches(calleeDue) == [.normal], "both at the agreed call time")
         #expect(caller.switches.map(\.to) == ["catastrophic", "normal"])
     }
@@ -220,22 +223,24 @@ struct CallControlTests {
         #expect(callee.own.tier == .degraded)
         let up = QualityVerdict.sign(call: 1, tier: .normal, sample: QualitySample(lossPercent: 0, rttMs: 10), counter: 2, key: relay)
         _ = callee.receive(up, allowed: nil, now: 4_000)
-        let proposalResult = caller.receive(up, allowed: path, now: 4_000)
-        let proposal = try #require(proposalResult)
-        Self.exchange(proposal, from: &caller, to: &callee, now: 4_000)
+        _ = caller.receive(up, allowed: path, now: 4_000)
+        let proposal = caller.tick(now: 5_000)
+        Self.exchange(proposal, from: &caller, to: &callee, now: 5_000)
+        _ = (caller.tick(now: 5_500), callee.tick(now: 5_500))
         #expect(caller.tier == .degraded && callee.tier == .degraded, "rejected")
         let soon = caller.tick(now: 20_000)
         #expect(!soon.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } }, "cooling down")
-        let later = caller.tick(now: 34_001)
+        let later = caller.tick(now: 35_001)
         #expect(later.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } }, "proposes again")
-        _ = caller.tick(now: 36_001)
+        _ = caller.tick(now: 37_001)
         let afterTimeout = caller.tick(now: 40_000)
         #expect(!afterTimeout.contains { if case .send(let e) = $0, case .propose = e.message { true } else { false } },
                 "the unanswered proposal timed out into a new cool-down")
         #expect(caller.tier == .degraded)
     }
 
-    /// The other end's lower tier is followed at once; on a direct path the relays' verdicts do not count.
+    /// The other end's judgement is one of the judges: its downgrade is followed at once; on a direct path the relays'
+    /// verdicts do not count. An end's stale state (from before a switch both agreed on) moves nothing down.
     @Test func theOtherEndsDowngradeIsFollowedAndDirectPathsIgnoreRelays() {
         let relay = keyPair(8)
         var caller = CallControl(caller: true, ceiling: .normal)
@@ -244,6 +249,10 @@ struct CallControlTests {
         #expect(Self.switches(events) == [.catastrophic])
         Self.exchange(events, from: &callee, to: &caller, now: 1_010)
         #expect(caller.tier == .catastrophic, "the callee's downgrade is mandatory for the caller too")
+        var fresh = CallControl(caller: false, ceiling: .normal)
+        let stale = fresh.receive(ControlEnvelope(fromCaller: true, sequence: 5, message: .state(hold: false, judged: .normal, current: .degraded)),
+                                  now: 0)
+        #expect(Self.switches(stale).isEmpty && fresh.tier == .normal, "where the other end stands is not a judgement")
 
         var direct = CallControl(caller: true, ceiling: .normal)
         direct.direct = true

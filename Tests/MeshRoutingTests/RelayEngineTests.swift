@@ -367,7 +367,7 @@ struct RelayNet {
         }
         media(2)
         #expect(net.judged[1].isEmpty && net.judged[2].isEmpty, "no loss: nothing to say below studio")
-        net.loss[Edge(1, 2)] = 0.2
+        net.loss[Edge(1, 2)] = 0.3
         let start = net.now
         media(3)
         for relay in [1, 2] {
@@ -380,8 +380,10 @@ struct RelayNet {
         _ = start
         net.loss[Edge(1, 2)] = nil
         media(12)
-        #expect(net.judged[2].last?.tier == .normal, "\(net.judged[2].map(\.tier))")
-        #expect(net.sessions(2).first?.tier == "normal")
+        // Back at normal, or (when the lossy link made the caller rebuild its chain and the relay's sessions of the
+        // call went meanwhile) a new judgement that objects to nothing.
+        let now = net.sessions(2).first?.tier.flatMap(QualityTier.named)
+        #expect(now.map { $0 >= .normal } == true, "\(now.map(\.name) ?? "-"): \(net.judged[2].map(\.tier))")
     }
 
     // MARK: 2. hop limit
