@@ -135,10 +135,10 @@ public struct QualityJudge: Sendable {
     }
 }
 
-/// Loss of one RTP stream over the last two seconds, taken every half second (100 packets of a 20 ms stream: one
-/// second's 50 are too few to tell 5 % from 15 %, and a loss rate sitting at a threshold would make the judge flap;
-/// taken twice a second, loss that starts is seen within 1.2–1.7 s at 25 %). A relay counts from the sequence numbers
-/// it forwards (the RTP header is clear; SRTP encrypts only the payload); an end adds its receiver's counts.
+/// Loss of one RTP stream over the last two seconds, taken every `QualityJudge.sampleMs` (100 packets of a 20 ms
+/// stream: one second's 50 are too few to tell 5 % from 15 %, and a loss rate sitting at a threshold would make the
+/// judge flap). A relay counts from the sequence numbers it forwards (the RTP header is clear; SRTP encrypts only the
+/// payload), and measures the jitter from the timestamps; an end adds its receiver's counts.
 public struct LossMeter: Sendable {
     /// Windows the loss is taken over, two seconds' worth (each `QualityJudge.sampleMs`).
     static let windows = Int(2_000 / QualityJudge.sampleMs)

@@ -11,9 +11,10 @@ import Testing
 /// Real `mesh-node run` processes on loopback, real calls through the `mesh-node call` command.
 @Suite(.serialized) struct CallTests {
     /// Starts an echo node B and a node A linked to it (A dials B, pinned to B's node key).
+    /// `extra`: more `mesh-node run` arguments, for both nodes.
     private func echoPair(_ scratch: Scratch, calleeMode: String = "echo", extra: [String] = [],
                           namespace: NetworkNamespace? = nil) throws -> (NodeProcess, NodeProcess) {
-        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", calleeMode, "--record-dir", scratch.file("rec")],
+        let b = try NodeProcess("b", in: scratch, arguments: ["--auto-answer", calleeMode, "--record-dir", scratch.file("rec")] + extra,
                                 namespace: namespace)
         let a = try NodeProcess("a", in: scratch, arguments: ["--peer", "\(b.address)@127.0.0.1:\(b.port)"] + extra,
                                 namespace: namespace)
@@ -53,11 +54,17 @@ import Testing
         defer { scratch.remove() }
         let namespace = try NetworkNamespace()
         defer { namespace.remove() }
+        // About 18 s of speech: the playout waits for copies once it has seen enough losses with a successor lost
+        // too (docs/media.md), so the copies played build up over the call.
         let speech = try speechSample(in: scratch, text: """
             The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. \
-            It is easy to tell the depth of a well. These days a chicken leg is a rare dish.
+            It is easy to tell the depth of a well. These days a chicken leg is a rare dish. \
+            Rice is often served in round bowls. The juice of lemons makes fine punch. \
+            The box was thrown beside the parked truck. The hogs were fed chopped corn and garbage.
             """)
-        let (a, b) = try echoPair(scratch, namespace: namespace)
+        // The media path's own answer to loss (redundant copies) is what is measured: with coordinated quality
+        // switching on, 10 % loss would also step the call down to the degraded profile (QualityLabTests).
+        let (a, b) = try echoPair(scratch, extra: ["--quality-switching", "off"], namespace: namespace)
         defer {
             a.stop()
             b.stop()
@@ -72,7 +79,7 @@ import Testing
         let placing = placeCallInBackground(from: a, to: b, play: speech, record: scratch.file("reply.wav"))
         var caller: JSONValue?
         var callee: JSONValue?
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             caller = (try? a.ctlJSON(["calls"]))?["calls"]?.arrayValue?.first?["media"]
             callee = (try? b.ctlJSON(["calls"]))?["calls"]?.arrayValue?.first?["media"]
