@@ -265,6 +265,8 @@ public struct CallControl: Sendable {
     private var proposal: (id: UInt32, tier: QualityTier, sentAt: Int64, at: Int64)?
     /// An accepted upgrade waiting for its call time: the tier, when (this end's clock), and why.
     private var upgrade: (tier: QualityTier, at: Int64, why: String)?
+    /// Where the other end last said it stands.
+    private var peerCurrent: QualityTier?
     /// Since when every judgement allows a higher tier than the call's (the caller's proposals wait `proposeAfterMs`).
     private var allowedHigherSince: Int64?
     /// When the call was answered here: call time counts from it.
@@ -324,11 +326,9 @@ public struct CallControl: Sendable {
             if holdChanged { events.append(.remoteHold(hold)) }
             peerJudged = judged
             // Downgrades come from the judges (the other end's is `judged`, taken above), never from where the other
-            // end stands: its state may be older than a switch both agreed on. The caller higher: it moved up after
-            // this end accepted, and this end follows if its own judges still allow it (its switch may have lapsed).
-            if !caller, current > tier, current <= target(now: now).tier {
-                events += move(to: current, why: "the caller moved up to \(current.name) (accepted)", now: now)
-            }
+            // end stands: its state may be older than a switch both agreed on. Where the caller stands is kept: a
+            // callee whose agreed switch lapsed follows it up once its own judges allow (`reevaluate`).
+            peerCurrent = current
             // This end says where it stands too, so that both repeat while the call is held.
             if holdChanged { events.append(.send(stateMessage(now: now, changed: true))) }
             return events + reevaluate(now: now)
@@ -419,6 +419,9 @@ public struct CallControl: Sendable {
     private mutating func reevaluate(now: Int64) -> [Event] {
         let (allowed, why) = target(now: now)
         if allowed < tier { return move(to: allowed, why: why, now: now) }
+        if !caller, upgrade == nil, let up = peerCurrent, up > tier, up <= allowed {
+            return move(to: up, why: "the caller is at \(up.name), which this end's judges allow", now: now)
+        }
         guard allowed > tier else {
             allowedHigherSince = nil
             return []

@@ -254,6 +254,17 @@ struct CallControlTests {
                                   now: 0)
         #expect(Self.switches(stale).isEmpty && fresh.tier == .normal, "where the other end stands is not a judgement")
 
+        // A callee held down by a verdict the caller no longer has (the caller moved up without it) follows the
+        // caller once that verdict is gone.
+        var held = CallControl(caller: false, ceiling: .normal)
+        let low = QualityVerdict.sign(call: 1, tier: .degraded, sample: QualitySample(lossPercent: 6, rttMs: 10), counter: 1, key: relay)
+        _ = held.receive(low, allowed: nil, now: 0)
+        let callerUp = held.receive(ControlEnvelope(fromCaller: true, sequence: 9, message: .state(hold: false, judged: .normal, current: .normal)),
+                                    now: 1_000)
+        #expect(Self.switches(callerUp).isEmpty && held.tier == .degraded, "its own judges do not allow it yet")
+        let later = held.tick(now: CallControl.verdictLifetimeMs + 1)
+        #expect(Self.switches(later) == [.normal], "the verdict expired: up to where the caller is")
+
         var direct = CallControl(caller: true, ceiling: .normal)
         direct.direct = true
         let verdict = QualityVerdict.sign(call: 1, tier: .catastrophic, sample: QualitySample(lossPercent: 30, rttMs: 10), counter: 1, key: relay)
