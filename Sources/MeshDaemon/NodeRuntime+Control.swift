@@ -47,8 +47,7 @@ extension NodeRuntime {
                 channel.loss.add(expected: received + lost, received: received)
                 let loss = channel.loss.take()
                 let rtt = channel.state.direct ? nil : relay.chains(call: id.raw, now: now).first { $0.role == "active" }?.rttMs
-                events += channel.state.judge(QualitySample(lossPercent: loss?.percent, packets: loss?.due, rttMs: rtt,
-                                                            jitterMs: stats.jitterMs), now: now)
+                events += channel.state.judge(QualitySample(loss, rttMs: rtt, jitterMs: stats.jitterMs), now: now)
             }
             controls[id] = channel
             run(id, events)

@@ -321,9 +321,9 @@ public enum ChainInner: Equatable, Sendable {
     /// Call signalling or media for the call layer (its first byte is the call layer's tag).
     case call([UInt8])
     /// The caller's liveness probe, on its active chain or on the standby; the callee's end answers with a pong
-    /// carrying the same numbers, and replies on the chain of the latest active probe (or call bytes). Once the call
-    /// is answered both carry an 8-byte MAC under a key only the two ends hold (`ProbeKey`): a relay can neither
-    /// answer probes for a callee it cuts off nor move the callee's replies.
+    /// carrying the same numbers, and replies on the chain of the latest active probe (call bytes do not move them:
+    /// relays inject their own). Once the call is answered both carry an 8-byte MAC under a key only the two ends
+    /// hold (`ProbeKey`): a relay can neither answer probes for a callee it cuts off nor move the callee's replies.
     case probe(sequence: UInt32, sentAtMs: UInt64, active: Bool = true, mac: [UInt8] = [])
     case pong(sequence: UInt32, sentAtMs: UInt64, mac: [UInt8] = [])
 

@@ -498,13 +498,14 @@ public struct RelayEngine: Sendable {
                 return []
             }
             chain.lastHeard = now
+            if callers[key.call]?.active == key.chain { callers[key.call]?.lostSince = nil }
             chain.rttMs = Double(max(now - Int64(clamping: at), 0))
             if let i = chain.probes.lastIndex(where: { $0.sequence == seq }) { chain.probes[i].answered = true }
             callers[key.call]?.chains[key.chain] = chain
             return []
         case .call(let bytes):
-            // The callee answers over the chain the caller's traffic came over last (the caller moved to it).
-            if role == .callee { callees[key.call] = key.chain }
+            // Call bytes do not move the callee's replies: a relay injects its own (verdicts, quelch notices) on every
+            // chain of the call it carries, a stale one too; only the caller's active probes say where it is.
             return [.deliver(call: key.call, bytes)]
         }
     }
@@ -732,17 +733,21 @@ public struct RelayEngine: Sendable {
     /// measured (either direction, `LossMeter`), and the RTT of this node's slowest link of them; the worst jitter goes
     /// with the figures (shown, not judged). A change of tier is
     /// sent at once, a tier below studio again every `verdictRepeatMs` (a lost verdict does not hold, and the ends
-    /// forget one not repeated); each goes toward both ends of every session of the call here.
+    /// forget one not repeated); each goes toward both ends of every session of the call that carries media here.
     private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        var samples: [UInt64: (loss: LossMeter.Reading?, jitter: Double?, rtt: Double?, keys: [ChainKey])] = [:]
+        var samples: [UInt64: (loss: LossMeter.Reading?, recent: LossMeter.Reading?, jitter: Double?, rtt: Double?, keys: [ChainKey])] = [:]
         for key in sessions.keys.sorted() {
             guard var session = sessions[key], session.role == .relay, session.pending == nil,
                   let up = session.up?.node, let down = session.down?.node else { continue }
             let readings = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
             sessions[key] = session
+            // A session without media (a chain the caller left, not yet swept) is neither judged nor told.
+            guard !readings.isEmpty else { continue }
             let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
-            var entry = samples[key.call] ?? (nil, nil, nil, [])
+            var entry = samples[key.call] ?? (nil, nil, nil, nil, [])
             entry.loss = (readings + [entry.loss].compactMap { $0 }).max { $0.percent < $1.percent }
+            entry.recent = (readings + [entry.recent].compactMap { $0 }).filter { $0.recentPercent != nil }
+                .max { $0.recentPercent! < $1.recentPercent! }
             entry.jitter = (readings.compactMap(\.jitterMs) + [entry.jitter].compactMap { $0 }).max()
             entry.rtt = (rtts + [entry.rtt].compactMap { $0 }).max()
             entry.keys.append(key)
@@ -751,7 +756,8 @@ public struct RelayEngine: Sendable {
         var actions: [RelayAction] = []
         for (call, entry) in samples.sorted(by: { $0.key < $1.key }) {
             guard let loss = entry.loss else { continue }
-            let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt, jitterMs: entry.jitter)
+            let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt, jitterMs: entry.jitter,
+                                       recentLossPercent: entry.recent?.recentPercent, recentPackets: entry.recent?.recentDue)
             var judgement = judgements[call] ?? Judgement()
             let changed = judgement.judge.sample(sample, now: now)
             if changed || (judgement.judge.tier < .studio && now - judgement.lastVerdictAt >= Self.verdictRepeatMs) {
@@ -777,7 +783,20 @@ public struct RelayEngine: Sendable {
             // unanswered (it could not be switched to anyway: `lost` wants it heard within one probe interval
             // plus deadAfterMs), so a new standby is built instead of a dead one being kept.
             let deadAfter = isActive ? config.deadAfterMs : 2 * config.standbyProbeMs + config.deadAfterMs
-            if now - max(chain.lastHeard, established, chain.activeSince) >= deadAfter {
+            let silence = now - max(chain.lastHeard, established, chain.activeSince)
+            if isActive, silence >= deadAfter, usableStandby(end, now: now) == nil, silence < config.repairGiveUpMs {
+                // Make-before-break with no standby to move to: the silent chain stays the call's (it may only be
+                // lossy: a rebuild across a lossy link takes seconds) while a replacement is built; the replacement
+                // comes up as the standby and the failover below moves the call to it.
+                end.lostSince = end.lostSince ?? now
+                if !end.chains.values.contains(where: { $0.established == nil }), now >= end.nextRebuildTry {
+                    end.nextRebuildTry = now + config.setupRetryMs
+                    callers[call] = end
+                    actions += build(call, standby: false, routes: routes, now: now)
+                    guard let updated = callers[call] else { return actions }
+                    end = updated
+                }
+            } else if silence >= deadAfter {
                 callers[call] = end
                 actions += remove(key, reason: .timeout, notify: [.down])
                 actions += lost(key, why: "nothing back for \(deadAfter) ms", routes: routes, now: now)
@@ -785,18 +804,13 @@ public struct RelayEngine: Sendable {
                 end = updated
                 continue
             }
-            var c = chain
-            if now >= c.nextProbe {
-                c.nextProbe = now + (isActive ? config.probeMs : config.standbyProbeMs)
-                c.probeSequence &+= 1
-                c.probes.append((sequence: c.probeSequence, at: now, answered: false))
-                if c.probes.count > config.lossWindow { c.probes.removeFirst(c.probes.count - config.lossWindow) }
+            if now >= chain.nextProbe {
                 callers[call] = end
-                let probe = ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)), active: isActive)
-                let mac = end.probeKey?.mac(probe) ?? []
-                actions += sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: UInt64(max(now, 0)), active: isActive,
-                                                           mac: mac).serialize())
+                actions += probe(key, now: now)
+                guard let updated = callers[call] else { return actions }
+                end = updated
             }
+            guard var c = end.chains[id] else { continue }
             if isActive, now >= c.nextReport, let session = sessions[key], let down = session.down {
                 c.nextReport = now + config.reportMs
                 actions.append(.send(ChainMessage.report(label: down.label, [routes.figures(down.node)]).serialize(), to: down.node))
@@ -823,6 +837,29 @@ public struct RelayEngine: Sendable {
         return actions
     }
 
+    /// The call's standby when it can take over: established and heard within a probe interval and `deadAfterMs`.
+    private func usableStandby(_ end: CallerEnd, now: Int64) -> UInt32? {
+        guard let standby = end.standby, let chain = end.chains[standby], chain.established != nil,
+              now - chain.lastHeard < config.standbyProbeMs + config.deadAfterMs else { return nil }
+        return standby
+    }
+
+    /// Sends the next probe on one of the caller's chains and schedules the one after. A chain that just became the
+    /// active one is probed at once: its probe moves the callee's replies to it.
+    private mutating func probe(_ key: ChainKey, now: Int64) -> [RelayAction] {
+        guard var end = callers[key.call], var c = end.chains[key.chain] else { return [] }
+        let isActive = end.active == key.chain
+        c.nextProbe = now + (isActive ? config.probeMs : config.standbyProbeMs)
+        c.probeSequence &+= 1
+        c.probes.append((sequence: c.probeSequence, at: now, answered: false))
+        if c.probes.count > config.lossWindow { c.probes.removeFirst(c.probes.count - config.lossWindow) }
+        end.chains[key.chain] = c
+        callers[key.call] = end
+        let at = UInt64(max(now, 0))
+        let mac = end.probeKey?.mac(ChainInner.probe(sequence: c.probeSequence, sentAtMs: at, active: isActive)) ?? []
+        return sendInner(key, ChainInner.probe(sequence: c.probeSequence, sentAtMs: at, active: isActive, mac: mac).serialize())
+    }
+
     /// Moves the call to its standby when the active chain keeps losing probes and the standby does not; the lossy
     /// chain is torn down and a new standby built as usual.
     private mutating func leaveLossyChain(_ call: UInt64, now: Int64) -> [RelayAction] {
@@ -836,14 +873,14 @@ public struct RelayEngine: Sendable {
         end.active = standbyID
         end.standby = nil
         end.chains[activeID] = nil
-        end.chains[standbyID]?.nextProbe = now
         end.chains[standbyID]?.activeSince = now
         end.lossSwitchAt = now
         end.nextStandbyTry = now + config.standbyRetryMs
         callers[call] = end
         counters.failovers += 1
         let why = "\(Int(loss.rounded())) % of probes lost on the active chain, \(Int(standbyLoss.rounded())) % on the standby"
-        return remove(ChainKey(call: call, chain: activeID), reason: .replaced, notify: [.down])
+        return probe(ChainKey(call: call, chain: standbyID), now: now)
+            + remove(ChainKey(call: call, chain: activeID), reason: .replaced, notify: [.down])
             + [.chainSwitched(call: call, from: active.nodes, to: standby.nodes, why: why)]
     }
 
@@ -872,7 +909,7 @@ public struct RelayEngine: Sendable {
         }
         end.standbyAttempts = 0
         callers[key.call] = end
-        return actions
+        return end.active == key.chain ? probe(key, now: now) + actions : actions
     }
 
     private mutating func chainFailed(_ key: ChainKey, why: String, now: Int64) -> [RelayAction] {
@@ -899,18 +936,23 @@ public struct RelayEngine: Sendable {
     /// or builds a new chain.
     private mutating func lost(_ key: ChainKey, why: String, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
         if callees[key.call] == key.chain {
-            callees[key.call] = callChains[key.call]?.min()
+            // The chain the caller's traffic came over last (its probes keep the active one fresh), not a stale one.
+            callees[key.call] = callChains[key.call]?.max { a, b in
+                let (x, y) = (sessions[ChainKey(call: key.call, chain: a)]?.lastActivity ?? 0, sessions[ChainKey(call: key.call, chain: b)]?.lastActivity ?? 0)
+                return (x, a) < (y, b)
+            }
         }
         guard var end = callers[key.call], let chain = end.chains.removeValue(forKey: key.chain) else { return [] }
         var actions: [RelayAction] = []
+        var promoted: UInt32?
         if end.standby == key.chain { end.standby = nil }
         if end.active == key.chain {
             end.active = nil
-            if let standby = end.standby, let next = end.chains[standby], next.established != nil,
-               now - next.lastHeard < config.standbyProbeMs + config.deadAfterMs {
+            if let standby = usableStandby(end, now: now), let next = end.chains[standby] {
+                promoted = standby
                 end.active = standby
                 end.standby = nil
-                end.chains[standby]?.nextProbe = now
+                end.lostSince = nil
                 end.chains[standby]?.activeSince = now
                 end.nextStandbyTry = now
                 counters.failovers += 1
@@ -920,6 +962,7 @@ public struct RelayEngine: Sendable {
             }
         }
         callers[key.call] = end
+        if let promoted { actions = probe(ChainKey(call: key.call, chain: promoted), now: now) + actions }
         if end.active == nil, !end.chains.values.contains(where: { $0.established == nil }) {
             actions += build(key.call, standby: false, routes: routes, now: now)
         }

@@ -88,15 +88,53 @@ struct QualityJudgeTests {
                         if Double(rng.next() % 10_000) / 100 >= threshold { meter.note(sequence: sequence) }
                     }
                     let before = judge.tier
-                    let reading = meter.take()
-                    if judge.sample(QualitySample(lossPercent: reading?.percent, packets: reading?.due, rttMs: 20),
-                                    now: Int64(quarter) * QualityJudge.sampleMs) {
+                    if judge.sample(QualitySample(meter.take(), rttMs: 20, jitterMs: nil), now: Int64(quarter) * QualityJudge.sampleMs) {
                         changes += 1
                         if judge.tier > before { ups += 1 }
                     }
                 }
                 // Down once (twice at the critical threshold: degraded, then catastrophic) and never back.
                 #expect(changes <= 2 && ups == 0, "threshold \(threshold) %, seed \(seed): \(changes) changes, \(ups) up")
+            }
+        }
+    }
+
+    /// When loss begins, the last second alone passes the critical bar before the two seconds do: 40 % loss from
+    /// one instant on a 50 packets/s stream is judged critical sooner (each seed against the same stream judged on
+    /// the two seconds only), while 10 % loss (degraded) never reaches catastrophic through it in a minute.
+    @Test func theLastSecondStepsDownSoonerWithoutFalseAlarms() {
+        func stepDown(seed: UInt64, recent: Bool) -> Int64? {
+            var (rng, meter, judge) = (SplitMix64(seed: seed), LossMeter(), QualityJudge(ceiling: .normal))
+            var sequence: UInt16 = 0
+            for quarter in 0..<40 {
+                for _ in 0..<(quarter % 2 == 0 ? 12 : 13) {
+                    sequence &+= 1
+                    if quarter < 16 || rng.next() % 100 >= 40 { meter.note(sequence: sequence) }
+                }
+                var sample = QualitySample(meter.take(), rttMs: 20, jitterMs: nil)
+                if !recent { (sample.recentLossPercent, sample.recentPackets) = (nil, nil) }
+                _ = judge.sample(sample, now: Int64(quarter) * QualityJudge.sampleMs)
+                if judge.tier == .catastrophic { return Int64(quarter - 15) * QualityJudge.sampleMs }
+            }
+            return nil
+        }
+        let seeds = UInt64(1)...20
+        let (quick, slow) = (seeds.compactMap { stepDown(seed: $0, recent: true) }, seeds.compactMap { stepDown(seed: $0, recent: false) })
+        #expect(quick.count == 20 && slow.count == 20)
+        #expect(quick.reduce(0, +) * 10 <= slow.reduce(0, +) * 8, "ms after the loss began: \(quick) against \(slow)")
+        #expect(zip(quick, slow).allSatisfy { $0 <= $1 })
+
+        for seed in seeds {
+            var (rng, meter, judge) = (SplitMix64(seed: seed), LossMeter(), QualityJudge(ceiling: .normal))
+            var sequence: UInt16 = 0
+            for quarter in 0..<240 {
+                for _ in 0..<(quarter % 2 == 0 ? 12 : 13) {
+                    sequence &+= 1
+                    if rng.next() % 100 >= 10 { meter.note(sequence: sequence) }
+                }
+                _ = judge.sample(QualitySample(meter.take(), rttMs: 20, jitterMs: nil), now: Int64(quarter) * QualityJudge.sampleMs)
+                #expect(judge.tier != .catastrophic, "seed \(seed), \(quarter / 4) s: \(judge.why)")
+                if judge.tier == .catastrophic { break }
             }
         }
     }

@@ -575,6 +575,7 @@ struct RelayNet {
         net.open(1, from: 0, to: 3)
         let session = try #require(net.sessions(1).first)
         let fromUp = try #require(session.upstreamLabel), fromDown = try #require(session.downstreamLabel)
+        let forwarded = net.engines[1].counters.forwardedPackets  // the new chain's first probe and its pong
         var rng = SplitMix64(seed: 9)
         var forged: [UInt32] = []
         while forged.count < 20 {
@@ -597,7 +598,7 @@ struct RelayNet {
         #expect(r5.isEmpty)
         #expect(net.engines[1].counters.wrongNeighbour == 3)
         #expect(net.sessions(1).first?.drops == 3)
-        #expect(net.engines[1].counters.forwardedPackets == 0)
+        #expect(net.engines[1].counters.forwardedPackets == forwarded)
         // The callee too drops a label it does not know.
         let r6 = net.receive(ChainMessage.data(label: forged[0], [0x01]), at: 3, from: 2)
         #expect(r6.isEmpty)
@@ -607,7 +608,7 @@ struct RelayNet {
         let out = net.receive(ChainMessage.data(label: fromUp, [0x01, 7]), at: 1, from: 0)
         let downLabel = try #require(net.sessions(2).first?.upstreamLabel)
         #expect(out == [.send(ChainMessage.data(label: downLabel, [0x01, 7]), to: net.address(2))])
-        #expect(net.engines[1].counters.forwardedPackets == 1)
+        #expect(net.engines[1].counters.forwardedPackets == forwarded + 1)
     }
 
     // MARK: 6. bad set-ups
@@ -796,6 +797,32 @@ struct RelayNet {
         #expect(moves.count <= 3, "at most one loss move per 10 s: \(moves.map(\.at))")
     }
 
+    /// A chain that loses 40 % each way on one link (64 % of probes unanswered: 300 ms without a pong is a quarter
+    /// of such spans) still carries the call. With no standby to move to, a silent active chain is kept while a
+    /// replacement is built (make-before-break: a rebuild across the lossy link takes seconds, and tearing the chain
+    /// down first left the call without media meanwhile: 105 of these 600 delivered). A chain cut outright has its
+    /// replacement under way within 300 ms and a tick, and a call that cannot get one ends after `repairGiveUpMs`.
+    @Test func aLossyOnlyChainKeepsTheCallAndADeadOneIsReplacedAtOnce() {
+        var net = RelayNet.line(4, seed: 8)
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 1_000) { $0.chain(1, at: 0) != nil })
+        net.loss[Edge(1, 2)] = 0.4
+        for _ in 0..<600 {
+            net.send(1, from: 0, [0x01])
+            net.step()
+        }
+        let delivered = net.delivered[3].count
+        #expect(delivered >= 600 * 50 / 100, "\(delivered) of 600 delivered (60 % pass the lossy link)")
+        #expect(net.failures[0].isEmpty)
+        net.loss[Edge(1, 2)] = nil
+        net.advance(3_000)
+        net.cut.insert(Edge(2, 3))
+        let cutAt = net.now
+        #expect(net.run(for: 2_000) { $0.engines[0].chains(call: 1, now: $0.now).contains { $0.role == "building" } })
+        #expect(net.now - cutAt <= 300 + RelayNet.tickMs, "a replacement \(net.now - cutAt) ms after the cut")
+        #expect(net.run(for: RelayConfig().repairGiveUpMs + 2_000) { !$0.failures[0].isEmpty }, "no chain: the call ends")
+    }
+
     /// After a failover the callee's replies follow the caller to the new chain even while the caller sends no
     /// call bytes (a pause): the probes on the active chain move them, the standby's probes do not.
     @Test func theCalleeFollowsTheActiveChainsProbesThroughASilence() {
@@ -811,6 +838,38 @@ struct RelayNet {
         net.advance(200)
         net.send(1, from: 3, [0x03])
         #expect(net.delivered[0].map(\.bytes) == [[0x02], [0x03]], "the callee replied over the new chain without hearing call bytes")
+    }
+
+    /// A chain the caller left while its teardown was lost on the way stays at the nodes after the loss until they
+    /// sweep it. Bytes a relay injects on it (a verdict, a quelch notice) reach the callee but do not pull its
+    /// replies onto it (only the caller's active probes move them), and a relay judges and tells only the sessions
+    /// of a call that carry media.
+    @Test func aStaleChainNeitherPullsTheCalleesRepliesNorHearsVerdicts() throws {
+        // 0 – 1 – 2 – 5 and 0 – 3 – 4 – 5.
+        var net = RelayNet(count: 6, edges: [(0, 1), (1, 2), (2, 5), (0, 3), (3, 4), (4, 5)], seed: 9)
+        net.open(1, from: 0, to: 5)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        let old = try #require(net.chain(1, at: 0)), live = try #require(net.chain(1, at: 0, role: "standby"))
+        let stale = try #require(net.sessions(old[1]).first.flatMap { UInt32($0.chain, radix: 16) })
+        net.cut.insert(Edge(old[0], old[1]))
+        #expect(net.run(for: 1_000) { $0.chain(1, at: 0) == live }, "failed over")
+        #expect(net.sessions(old[1]).count == 1 && net.sessions(5).count == 2, "the old chain is still at \(old[1]) and 5")
+
+        net.process(net.engines[old[1]].inject(ChainKey(call: 1, chain: stale), [0x42, 1]), at: old[1])
+        #expect(net.delivered[5].map(\.bytes) == [[0x42, 1]])
+        net.send(1, from: 5, [0x02])
+        #expect(net.delivered[0].map(\.bytes) == [[0x02]], "the reply went on the caller's chain, not the stale one")
+
+        net.loss[Edge(0, live[0])] = 0.3
+        var sequence: UInt16 = 0
+        for _ in 0..<150 {
+            sequence &+= 1
+            net.send(1, from: 0, [0x20, 0x80, 111, UInt8(sequence >> 8), UInt8(sequence & 0xFF), 0, 0, 0, 0, 1, 2, 3, 4]
+                     + Array(repeating: 9, count: 40))
+            if sequence % 2 == 0 { net.step() }
+        }
+        #expect(!net.judged[live[0]].isEmpty, "the loss was judged")
+        #expect(net.judged[old[1]].isEmpty, "\(net.judged[old[1]].map(\.key))")
     }
 
     /// A caller with a single neighbour still gets a standby: through the same first hop, then away from the active
