@@ -134,9 +134,13 @@ struct IceSignal: Equatable {
 /// choice) nor fake a fallback. The same idea as the chain's `ProbeKey`, with its own label.
 struct IceKey {
     let key: EndToEndKey
+    /// The direct path's keepalives are sealed with a key of their own (`DirectPath.keepalive`).
+    let keepaliveKey: EndToEndKey
 
     init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
         key = EndToEndKey(label: "meshcall/v1/ice", tag: CallInner.iceTag, callerToCallee: callerToCallee, calleeToCaller: calleeToCaller)
+        keepaliveKey = EndToEndKey(label: "meshcall/v1/keepalive", tag: DirectPath.keepaliveMagic[0], callerToCallee: callerToCallee,
+                                   calleeToCaller: calleeToCaller)
     }
 
     /// The message as it goes after the 0x30 tag: side u8 (0 caller, 1 callee), generation u32, kind u8, body,

@@ -1,4 +1,5 @@
 import MeshICE
+import MeshWire
 
 /// One call's direct path (docs/calls.md, "Direct paths"): the ICE agent of the current attempt, whether media goes
 /// over it, and the figures the call summary shows. Owned by the node's event loop; the agent's events reach it
@@ -31,8 +32,9 @@ final class DirectPath {
     var directMsBefore: Int64 = 0
     var endedAt: Int64?
 
-    /// Keepalive on the direct path every 100 ms; the path is dead after 400 ms without anything from the peer
-    /// over it (four keepalives lost in a row, or a cut), which leaves room to be back on the chain within a second.
+    /// Keepalive on the direct path every 100 ms, media or not; the path is dead after 400 ms without an authentic
+    /// keepalive from the peer over it (four lost in a row, or a cut), which leaves room to be back on the chain
+    /// within a second.
     static let keepaliveMs: Int64 = 100
     static let deadAfterMs: Int64 = 400
     /// Media goes over both paths this long after the move (make-before-break): ten packets at 20 ms.
@@ -43,8 +45,12 @@ final class DirectPath {
     static let attemptTimeoutMs: Int64 = 5_000
     static let firstBackoffMs: Int64 = 5_000
     static let maxBackoffMs: Int64 = 60_000
-    /// What a keepalive carries: not RTP (whose first byte is 0x80–0xBF), so the receiver tells it from media.
-    static let keepalive: [UInt8] = Array("meshka".utf8)
+    /// A keepalive begins with these bytes: not RTP (whose first byte is 0x80–0xBF), so the receiver tells it from
+    /// media.
+    static let keepaliveMagic: [UInt8] = Array("meshka".utf8)
+    /// The last keepalive number sent, and the highest one taken from the peer.
+    private var keepalivesSent: UInt32 = 0
+    private var keepaliveHeard: UInt32 = 0
 
     init(caller: Bool, key: IceKey, now: Int64) {
         self.caller = caller
@@ -72,7 +78,32 @@ final class DirectPath {
         attempts += 1
     }
 
-    /// Something came from the peer over the direct path; true when this moved media onto it.
+    /// The next keepalive: "meshka", side u8 (0 caller, 1 callee), generation u32, number u32 (growing through the
+    /// call), then the first 16 bytes of Keccak-256(keepalive key ‖ 0x6D ‖ everything before). Only the two ends hold
+    /// the key (from the SRTP master keys): nobody else can make a dead path look alive or a path nobody answers
+    /// look proven.
+    func keepalive() -> [UInt8] {
+        keepalivesSent &+= 1
+        var w = ByteWriter(capacity: 31)
+        w.write(bytes: Self.keepaliveMagic)
+        w.write(UInt8(caller ? 0 : 1))
+        w.write(generation)
+        w.write(keepalivesSent)
+        return key.keepaliveKey.seal(w.bytes)
+    }
+
+    /// Whether `bytes` is a keepalive from the peer for this attempt, authentic and newer than any before (a replay,
+    /// a reflection of this end's own, or another attempt's is not).
+    func takeKeepalive(_ bytes: [UInt8]) -> Bool {
+        guard let content = key.keepaliveKey.open(bytes), content.starts(with: Self.keepaliveMagic) else { return false }
+        var r = ByteReader(Array(content.dropFirst(Self.keepaliveMagic.count)))
+        guard let side = r.readUInt8(), side == (caller ? 1 : 0), r.readUInt32() == generation, let number = r.readUInt32(),
+              r.isAtEnd, number > keepaliveHeard else { return false }
+        keepaliveHeard = number
+        return true
+    }
+
+    /// An authentic keepalive came from the peer over the direct path; true when this moved media onto it.
     func received(now: Int64) -> Bool {
         lastReceived = now
         guard directSince == nil, selected != nil else { return false }

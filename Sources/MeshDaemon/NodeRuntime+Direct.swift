@@ -91,9 +91,17 @@ extension NodeRuntime {
             if path.selectedAt == nil {
                 path.selectedAt = now
                 path.lastKeepalive = now
-                agent.send(DirectPath.keepalive)
+                agent.send(path.keepalive())
             }
         case .received(let bytes):
+            guard bytes.starts(with: DirectPath.keepaliveMagic) else {
+                if let m = media[id], m.inbound(bytes, nowMs: now) { calls.mediaArrived(id, now: now) }
+                return
+            }
+            guard path.takeKeepalive(bytes) else {
+                counters.iceBadMac += 1
+                return
+            }
             let first = path.msToDirect == nil
             if path.received(now: now) {
                 counters.directSuccesses += 1
@@ -106,7 +114,6 @@ extension NodeRuntime {
                     "call": "\(id)", "local": "\(path.selected.map { "\($0.local)" } ?? "-")",
                     "remote": "\(path.selected.map { "\($0.remote)" } ?? "-")"])
             }
-            if bytes != DirectPath.keepalive, let m = media[id], m.inbound(bytes, nowMs: now) { calls.mediaArrived(id, now: now) }
         case .failed:
             fallBack(id, path, why: "ICE failed", tell: true, now: now)
         case .stateChanged:
@@ -130,7 +137,6 @@ extension NodeRuntime {
     func sendMedia(_ id: CallID, _ packet: [UInt8], now: Int64) {
         if let path = directs[id], path.isDirect, let agent = path.agent {
             agent.send(packet)
-            path.lastKeepalive = now
             if !path.onChainToo(now: now) { return }
         }
         runRelay(relay.send(call: id.raw, CallInner.media(packet).serialize()))
@@ -145,7 +151,7 @@ extension NodeRuntime {
             }
             if let agent = path.agent, path.selectedAt != nil, now - path.lastKeepalive >= DirectPath.keepaliveMs {
                 path.lastKeepalive = now
-                agent.send(DirectPath.keepalive)
+                agent.send(path.keepalive())
             }
             if path.caller, path.agent == nil, let next = path.nextAttempt, now >= next {
                 path.nextAttempt = nil

@@ -161,7 +161,7 @@ extension NodeRuntime {
         m.add("meshnode_direct_seconds_to_direct_total", .counter,
               "Sum over calls of the time from answer to media on the direct path (with successes: the mean).",
               Double(counters.msToDirectTotal) / 1000)
-        m.add("meshnode_direct_ice_bad_mac_total", .counter, "ICE signalling messages dropped for a wrong MAC.", counters.iceBadMac)
+        m.add("meshnode_direct_ice_bad_mac_total", .counter, "ICE signalling messages and direct-path keepalives dropped as not authentic (a wrong MAC, a replay, a reflection).", counters.iceBadMac)
 
         let s = stun.counters
         m.add("meshnode_stun_requests_total", .counter, "STUN Binding Requests received on the node's UDP port.", s.requests)

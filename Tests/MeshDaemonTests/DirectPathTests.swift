@@ -32,6 +32,35 @@ import Testing
         #expect(key.open([]) == nil)
     }
 
+    /// Keepalives over the direct path are sealed under the call's keepalive key: the peer takes each one once, in
+    /// order; a replay, an older one, this end's own reflected back, another attempt's, another call's, one with any
+    /// bit flipped or cut short is refused (the node counts it in `iceBadMac` and it proves nothing).
+    @Test func keepalivesAreAuthenticFreshAndFromThePeer() {
+        let (caller, callee) = (DirectPath(caller: true, key: key, now: 0), DirectPath(caller: false, key: key, now: 0))
+        (caller.generation, callee.generation) = (3, 3)
+        let (first, second) = (caller.keepalive(), caller.keepalive())
+        #expect(first.starts(with: DirectPath.keepaliveMagic) && first.count == 6 + 1 + 4 + 4 + 16)
+        #expect(callee.takeKeepalive(first) && callee.takeKeepalive(second))
+        #expect(!callee.takeKeepalive(second) && !callee.takeKeepalive(first), "a replay, an older one")
+        #expect(!caller.takeKeepalive(caller.keepalive()), "a reflection of the caller's own")
+        #expect(caller.takeKeepalive(callee.keepalive()), "the other way")
+        let other = DirectPath(caller: false, key: IceKey(callerToCallee: Array(repeating: 1, count: 30),
+                                                          calleeToCaller: Array(repeating: 3, count: 30)), now: 0)
+        other.generation = 3
+        let next = caller.keepalive()
+        #expect(!other.takeKeepalive(next), "another call's key")
+        for index in next.indices {
+            var altered = next
+            altered[index] ^= 0x01
+            #expect(!callee.takeKeepalive(altered), "bit flipped at \(index)")
+        }
+        #expect(!callee.takeKeepalive(Array(next.dropLast())))
+        callee.generation = 4
+        #expect(!callee.takeKeepalive(next), "another attempt's")
+        callee.generation = 3
+        #expect(callee.takeKeepalive(next))
+    }
+
     @Test func theSequenceWindowDropsCopiesNotNewPackets() {
         var window = SequenceWindow()
         #expect(!window.contains(100))
