@@ -59,18 +59,28 @@ struct DirectCallTests {
     }
 
     /// The direct path cut mid-call in one direction (b to a dropped at a's host): a notices within 400 ms, both
-    /// ends go back to the chain (b told over it), and the echo's longest gap stays under a second.
-    @Test func aCutDirectPathFallsBackToTheChainWithinASecond() throws {
+    /// ends go back to the chain (b told over it), and the echo's longest gap stays under a second. The cut is
+    /// lifted at 4 s: the caller tries again after its 5 s backoff and media goes direct again, the echo still
+    /// without a gap of a second.
+    @Test func aCutDirectPathFallsBackToTheChainWithinASecondAndIsRetriedAfterTheBackoff() throws {
         let scratch = Scratch()
         defer { scratch.remove() }
-        let (call, document) = try runDirectCall(homes: "cone", scratch: scratch, cutAt: 2.5)
+        let (call, document) = try runDirectCall(homes: "cone", scratch: scratch, cutAt: 2.5, restoreAt: 4, duration: 11)
         let direct = call["summary"]?["direct"]
         let context = "\(direct ?? .null); \(mediaFigures(call["summary"]))"
         #expect(call["status"]?.intValue == 0, "\(call["stderr"] ?? .null)")
-        #expect(direct?["fallbacks"]?.intValue == 1 && (direct?["msDirect"]?.doubleValue ?? 0) > 1_000, "\(context)")
+        #expect(direct?["fallbacks"]?.intValue == 1 && direct?["attempts"]?.intValue == 2, "\(context)")
+        #expect((direct?["msDirect"]?.doubleValue ?? 0) > 3_000, "direct before the cut and again after the retry: \(context)")
         for node in ["a", "b"] {
             #expect(document.json["info"]?[node]?["nodeCounters"]?["directFallbacks"]?.intValue == 1, "\(node)")
         }
+        // a's view, sampled every 50 ms: direct, back on the chain at the cut, direct again 5 s after the fallback.
+        let states = (call["samples"]?.arrayValue ?? []).compactMap { s in s["state"]?.stringValue.map { (s["t"]?.doubleValue ?? 0, $0) } }
+        let fellBack = states.drop { $0.1 != "direct" }.first { $0.1 != "direct" }
+        let back = fellBack.flatMap { f in states.first { $0.0 > f.0 && $0.1 == "direct" } }
+        #expect(fellBack.map { $0.0 >= 2.5 && $0.0 < 3.5 } == true, "fallback at \(fellBack.map { "\($0.0) s" } ?? "-")")
+        let retryAfter = fellBack.flatMap { f in back.map { $0.0 - f.0 } }
+        #expect(retryAfter.map { (4.5...7).contains($0) } == true, "direct again \(retryAfter.map { "\($0) s" } ?? "never") after the fallback")
         let gap = call["longestGapMs"]?.doubleValue ?? .infinity
         #expect(gap < 1_000, "longest gap \(gap) ms: \(context)")
         let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
@@ -84,12 +94,14 @@ struct DirectCallDocument {
     let speech: String
 }
 
-/// Runs one `Tools/direct-call` echo call of 6 s in a nat-lab with homes a and b behind NATs of kind `homes`, and
-/// returns the call's entry and the whole document. nat-lab removes its namespaces and processes however it ends.
-func runDirectCall(homes: String, scratch: Scratch, cutAt: Double? = nil) throws -> (JSONValue, DirectCallDocument) {
+/// Runs one `Tools/direct-call` echo call (6 s unless told) in a nat-lab with homes a and b behind NATs of kind
+/// `homes`, and returns the call's entry and the whole document. nat-lab removes its namespaces and processes however it ends.
+func runDirectCall(homes: String, scratch: Scratch, cutAt: Double? = nil, restoreAt: Double? = nil,
+                   duration: Double = 6) throws -> (JSONValue, DirectCallDocument) {
     let out = scratch.file("direct.json")
-    var command = [directCallPath, "--bin-dir", Binaries.directory, "--out", out, "--duration", "6"]
+    var command = [directCallPath, "--bin-dir", Binaries.directory, "--out", out, "--duration", String(duration)]
     if let cutAt { command += ["--cut-at", String(cutAt)] }
+    if let restoreAt { command += ["--restore-at", String(restoreAt)] }
     let arguments = ["--public", "1", "--mesh-nodes", "--bin-dir", Binaries.directory, "--home", "a:\(homes)",
                      "--home", "b:\(homes)", "--timeout", "60", "--"] + command
     let run = try runCommand(natLabPath, arguments, timeout: 90, stopGrace: 10, recordTimeout: false)
