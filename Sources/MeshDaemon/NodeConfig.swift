@@ -129,6 +129,12 @@ public struct NodeConfig: Sendable {
     public var allowLinks: [WalletAddress] = []
     /// Where to serve `GET /metrics` in the Prometheus text format (docs/metrics.md); nil: no endpoint.
     public var metrics: HostPort?
+    /// A TURN server (coturn) direct-path attempts also gather relayed candidates from, for networks where no other
+    /// pair works (two symmetric NATs), with its long-term credentials: the user name and a file holding the
+    /// password (docs/calls.md, "Direct paths").
+    public var turn: HostPort?
+    public var turnUser: String?
+    public var turnPasswordFile: String?
 
     public init() {}
 
@@ -160,6 +166,7 @@ public struct NodeConfig: Sendable {
         "listen", "key", "wallets", "passphrase_file", "data_dir", "control_socket", "peers", "bootstrap", "advertise",
         "auto_answer", "record_dir", "bitrate", "vad", "denoise", "redundancy", "socket_buffer", "hop_limit", "max_sessions",
         "max_sessions_per_neighbour", "allow_links", "metrics", "setups_per_second", "trunking", "trunk_hold_ms", "direct_paths", "quality_switching", "relay_only",
+        "turn", "turn_user", "turn_password_file",
     ]
 
     /// Reads a TOML file (format in docs/configuration.md). Relative paths in it are relative to the file.
@@ -252,6 +259,9 @@ public struct NodeConfig: Sendable {
             config.socketBuffer = try checkSocketBuffer(b, what: "config \(file): socket_buffer")
         }
         config.metrics = try string("metrics").map { (s) throws(ConfigError) in try HostPort(parsing: s, what: "config \(file): metrics") }
+        config.turn = try string("turn").map { (s) throws(ConfigError) in try HostPort(parsing: s, what: "config \(file): turn") }
+        config.turnUser = try string("turn_user")
+        config.turnPasswordFile = try string("turn_password_file").map(path)
         config.allowLinks = try strings("allow_links").map { (s) throws(ConfigError) in try parseNode(s, what: "config \(file): allow_links") }
         for (key, setting, range) in [("hop_limit", \NodeConfig.hopLimit, hopLimits), ("max_sessions", \NodeConfig.maxSessions, sessionLimits),
                                       ("max_sessions_per_neighbour", \NodeConfig.maxSessionsPerNeighbour, sessionLimits),

@@ -24,6 +24,7 @@ extension NodeRuntime {
            let ip = endpoint.ipAddress, let port = endpoint.port {
             settings.stunServer = STUNServer(host: ip, port: UInt16(port))
         }
+        settings.turn = turnServer
         let agent: ICEAgent
         do {
             agent = try ICEAgent(controlling: path.caller, settings: settings) { [loop] event in

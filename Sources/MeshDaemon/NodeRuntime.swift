@@ -3,6 +3,7 @@ import Logging
 import MeshCall
 import MeshControl
 import MeshDHT
+import MeshICE
 import MeshIdentity
 import MeshLink
 import MeshMedia
@@ -76,6 +77,8 @@ public final class NodeRuntime: @unchecked Sendable {
     var media: [CallID: CallMedia] = [:]
     /// Each answered call's direct path, with direct paths on; kept while the call is remembered.
     var directs: [CallID: DirectPath] = [:]
+    /// The configured TURN server direct-path attempts gather relayed candidates from (`turn`), resolved at start.
+    var turnServer: TURNServer?
     /// The latest calls' times from answer to first media on the direct path, ms (at most `directTimesKept`).
     var directTimes: [Int64] = []
     static let directTimesKept = 1_000
@@ -224,6 +227,7 @@ public final class NodeRuntime: @unchecked Sendable {
         let bootstrap: [SocketAddress]
         let advertise: [SocketAddress]
         let metrics: SocketAddress?
+        let turn: TURNServer?
 
         init(_ config: NodeConfig) throws(ConfigError) {
             listen = try NodeRuntime.resolve(config.listen, what: "listen \(config.listen)")
@@ -231,6 +235,7 @@ public final class NodeRuntime: @unchecked Sendable {
             bootstrap = try config.bootstrap.map { (b) throws(ConfigError) in try NodeRuntime.resolve(b.endpoint, what: "bootstrap \(b)") }
             advertise = try config.advertise.map { (a) throws(ConfigError) in try NodeRuntime.resolve(a, what: "advertise \(a)") }
             metrics = try config.metrics.map { (m) throws(ConfigError) in try NodeRuntime.resolve(m, what: "metrics \(m)") }
+            turn = try NodeRuntime.turnServer(config)
         }
     }
 
@@ -242,6 +247,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Starts reading the bound UDP socket (a `UDPReader` thread), starts the control socket and dials the
     /// configured peers.
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
+        turnServer = endpoints.turn
         udpSocket = socket
         udp = UDPReader(socket: socket, deliver: { batch in
             self.loop.execute {
@@ -797,6 +803,28 @@ public final class NodeRuntime: @unchecked Sendable {
         } catch {
             throw ConfigError("\(what): cannot resolve host \(endpoint.host)")
         }
+    }
+
+    /// The TURN server of `turn`, `turn_user` and `turn_password_file` (all three or none), its host resolved to an
+    /// address (libnice takes a numeric one) and the password read from its file (the first line).
+    static func turnServer(_ config: NodeConfig) throws(ConfigError) -> TURNServer? {
+        guard let turn = config.turn else {
+            guard config.turnUser == nil, config.turnPasswordFile == nil else {
+                throw ConfigError("turn_user and turn_password_file (--turn-user, --turn-password-file) need a turn server (--turn)")
+            }
+            return nil
+        }
+        guard let user = config.turnUser, !user.isEmpty, let file = config.turnPasswordFile else {
+            throw ConfigError("turn \(turn): needs turn_user and turn_password_file (--turn-user, --turn-password-file)")
+        }
+        guard (1...65535).contains(turn.port) else { throw ConfigError("turn \(turn): the port must be 1–65535") }
+        let password: [UInt8]
+        do { password = try KeyStore.readPassphrase(fromFile: file) } catch { throw ConfigError("turn password file: \(error)") }
+        guard let ip = try resolve(turn, what: "turn \(turn)").ipAddress, let text = String(validating: password, as: UTF8.self),
+              !text.contains("\n") else {
+            throw ConfigError("turn password file \(file): one line of UTF-8 text expected")
+        }
+        return TURNServer(host: ip, port: UInt16(turn.port), username: user, password: text)
     }
 
     static func describe(_ address: SocketAddress) -> String {

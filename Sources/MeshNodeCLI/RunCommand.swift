@@ -51,6 +51,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this TCP HOST:PORT (default: none).",
                                valueName: "host:port"))
     var metrics: String?
+    @Option(help: ArgumentHelp("A TURN server direct-path attempts also use (coturn, long-term credentials; default: none).",
+                               valueName: "host:port"))
+    var turn: String?
+    @Option(help: "The TURN server's user name.") var turnUser: String?
+    @Option(help: ArgumentHelp("A file whose first line is the TURN server's password.", valueName: "file")) var turnPasswordFile: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: String = "info"
 
     func run() throws {
@@ -106,6 +111,9 @@ struct RunCommand: ParsableCommand {
             if let socketBuffer { c.socketBuffer = try NodeConfig.checkSocketBuffer(socketBuffer, what: "--socket-buffer") }
             if !allowLink.isEmpty { c.allowLinks = try allowLink.map { (s) throws(ConfigError) in try NodeConfig.parseNode(s, what: "--allow-link") } }
             if let metrics { c.metrics = try HostPort(parsing: metrics, what: "--metrics") }
+            if let turn { c.turn = try HostPort(parsing: turn, what: "--turn") }
+            if let turnUser { c.turnUser = turnUser }
+            if let turnPasswordFile { c.turnPasswordFile = turnPasswordFile }
             if let hopLimit { c.hopLimit = try NodeConfig.checkRange(hopLimit, NodeConfig.hopLimits, what: "--hop-limit") }
             if let maxSessions { c.maxSessions = try NodeConfig.checkRange(maxSessions, NodeConfig.sessionLimits, what: "--max-sessions") }
             if let maxSessionsPerNeighbour {

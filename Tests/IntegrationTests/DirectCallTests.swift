@@ -58,6 +58,22 @@ struct DirectCallTests {
         #expect(gap < 1_000, "longest gap \(gap) ms")
     }
 
+    /// Symmetric/symmetric with a TURN server configured on both nodes (coturn in the lab): the call leaves the chain
+    /// for a pair of relayed candidates within 2 s of the answer, and the echo matches the speech.
+    @Test func symmetricToSymmetricGoesDirectThroughAConfiguredTURNServer() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let (call, document) = try runDirectCall(homes: "symmetric", scratch: scratch, turn: true)
+        let direct = call["summary"]?["direct"]
+        let context = "\(direct ?? .null); \(mediaFigures(call["summary"]))"
+        #expect(call["status"]?.intValue == 0, "\(call["stderr"] ?? .null)")
+        #expect((direct?["msToDirect"]?.doubleValue ?? .infinity) < 2_000 && direct?["fallbacks"]?.intValue == 0, "\(context)")
+        let pair = [direct?["local"]?.stringValue ?? "", direct?["remote"]?.stringValue ?? ""]
+        #expect(pair.contains { $0.hasPrefix("relay") }, "a relayed candidate in the pair: \(pair)")
+        let match = try speechMatch(document.speech, call["record"]?.stringValue ?? "")
+        #expect((match["correlation"]?.doubleValue ?? 0) > speechMatchFloor, "\(match); \(context)")
+    }
+
     /// The direct path cut mid-call in one direction (b to a dropped at a's host): a notices within 400 ms, both
     /// ends go back to the chain (b told over it), and the echo's longest gap stays under a second. The cut is
     /// lifted at 4 s: the caller tries again after its 5 s backoff and media goes direct again, the echo still
@@ -97,13 +113,14 @@ struct DirectCallDocument {
 /// Runs one `Tools/direct-call` echo call (6 s unless told) in a nat-lab with homes a and b behind NATs of kind
 /// `homes`, and returns the call's entry and the whole document. nat-lab removes its namespaces and processes however it ends.
 func runDirectCall(homes: String, scratch: Scratch, cutAt: Double? = nil, restoreAt: Double? = nil,
-                   duration: Double = 6) throws -> (JSONValue, DirectCallDocument) {
+                   duration: Double = 6, turn: Bool = false) throws -> (JSONValue, DirectCallDocument) {
     let out = scratch.file("direct.json")
     var command = [directCallPath, "--bin-dir", Binaries.directory, "--out", out, "--duration", String(duration)]
     if let cutAt { command += ["--cut-at", String(cutAt)] }
     if let restoreAt { command += ["--restore-at", String(restoreAt)] }
+    if turn { command.append("--turn") }
     let arguments = ["--public", "1", "--mesh-nodes", "--bin-dir", Binaries.directory, "--home", "a:\(homes)",
-                     "--home", "b:\(homes)", "--timeout", "60", "--"] + command
+                     "--home", "b:\(homes)", "--timeout", "60"] + (turn ? ["--turn"] : []) + ["--"] + command
     let run = try runCommand(natLabPath, arguments, timeout: 90, stopGrace: 10, recordTimeout: false)
     guard let text = try? String(contentsOfFile: out, encoding: .utf8), let document = try? decodeJSON(text) else {
         throw HarnessError("direct-call wrote nothing (nat-lab exit \(run.status)): \(run.stderr.suffix(2_000))")
