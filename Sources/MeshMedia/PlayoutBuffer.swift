@@ -364,7 +364,8 @@ struct PlayoutBuffer {
         // with the arrival phase, which is no reason to stretch. While the buffer waits for rebuilders its bottom
         // is the packets it waits for and one more: a level that sat lower in the band (below the target by up to
         // a quarter) would have the copy d packets on arrive after its lost packet's turn at some arrival phases.
-        let low = max(0.75 * target, target - 85, Double(recoveryPackets + (recoveryPackets > 0 ? 1 : 0)) * packetMs)
+        let recovery = recoveryPackets
+        let low = max(0.75 * target, target - 85, recovery > 0 ? Double(recovery + 1) * packetMs : 0)
         let high = max(target + packetMs, low + 20)
         guard let next = pending[lastSequence + 1] ?? oldestPending else {
             return underrun()

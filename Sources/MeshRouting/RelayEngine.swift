@@ -747,7 +747,7 @@ public struct RelayEngine: Sendable {
             var entry = samples[key.call] ?? (nil, nil, nil, nil, [])
             entry.loss = (readings + [entry.loss].compactMap { $0 }).max { $0.percent < $1.percent }
             entry.recent = (readings + [entry.recent].compactMap { $0 }).filter { $0.recentPercent != nil }
-                .max { $0.recentPercent! < $1.recentPercent! }
+                .max { ($0.recentPercent ?? 0) < ($1.recentPercent ?? 0) }
             entry.jitter = (readings.compactMap(\.jitterMs) + [entry.jitter].compactMap { $0 }).max()
             entry.rtt = (rtts + [entry.rtt].compactMap { $0 }).max()
             entry.keys.append(key)
@@ -786,16 +786,9 @@ public struct RelayEngine: Sendable {
             let silence = now - max(chain.lastHeard, established, chain.activeSince)
             if isActive, silence >= deadAfter, usableStandby(end, now: now) == nil, silence < config.repairGiveUpMs {
                 // Make-before-break with no standby to move to: the silent chain stays the call's (it may only be
-                // lossy: a rebuild across a lossy link takes seconds) while a replacement is built; the replacement
-                // comes up as the standby and the failover below moves the call to it.
+                // lossy: a rebuild across a lossy link takes seconds) while a replacement is built (below, as for a
+                // call with no chain); the replacement comes up as the standby and the failover moves the call to it.
                 end.lostSince = end.lostSince ?? now
-                if !end.chains.values.contains(where: { $0.established == nil }), now >= end.nextRebuildTry {
-                    end.nextRebuildTry = now + config.setupRetryMs
-                    callers[call] = end
-                    actions += build(call, standby: false, routes: routes, now: now)
-                    guard let updated = callers[call] else { return actions }
-                    end = updated
-                }
             } else if silence >= deadAfter {
                 callers[call] = end
                 actions += remove(key, reason: .timeout, notify: [.down])
@@ -820,14 +813,16 @@ public struct RelayEngine: Sendable {
         callers[call] = end
         actions += leaveLossyChain(call, now: now)
         guard let end = callers[call] else { return actions }
-        if end.active != nil, end.standby == nil, now >= end.nextStandbyTry {
-            callers[call]?.nextStandbyTry = now + config.standbyRetryMs
-            actions += build(call, standby: true, routes: routes, now: now)
-        }
-        if end.active == nil, end.lostSince != nil, !end.chains.values.contains(where: { $0.established == nil }),
+        // No working chain (none at all, or a silent active one with no standby to take over): a new one, every
+        // `setupRetryMs` while none is being built.
+        if end.lostSince != nil, usableStandby(end, now: now) == nil, !end.chains.values.contains(where: { $0.established == nil }),
            now >= end.nextRebuildTry {
             callers[call]?.nextRebuildTry = now + config.setupRetryMs
             actions += build(call, standby: false, routes: routes, now: now)
+        }
+        if end.active != nil, end.standby == nil, now >= end.nextStandbyTry {
+            callers[call]?.nextStandbyTry = now + config.standbyRetryMs
+            actions += build(call, standby: true, routes: routes, now: now)
         }
         if let since = end.lostSince, end.active == nil, now - since >= config.repairGiveUpMs {
             actions += close(call: call)
