@@ -108,6 +108,12 @@ public final class NodeRuntime: @unchecked Sendable {
     var udpSocket: UDPSocket?
     /// Datagrams queued in this turn of the event loop (`sendDatagram`).
     var outbox = Outbox()
+    /// The forwarding path's one buffer: each link payload read in place is decrypted into it, a forwarded packet
+    /// is relabelled there and sealed from there into the outbox (docs/performance.md, "Allocations").
+    var payloadBuffer: [UInt8] = []
+    /// The messages of a trunk read in place, and the one of them being forwarded (reused the same way).
+    var trunkMessages = TrunkMessages()
+    var messageBuffer: [UInt8] = []
     var control: ControlServer?
     /// The `--metrics` HTTP endpoint (docs/metrics.md), when asked for.
     var metricsServer: Channel?
@@ -249,11 +255,8 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
         turnServer = endpoints.turn
         udpSocket = socket
-        udp = UDPReader(socket: socket, deliver: { batch in
-            self.loop.execute {
-                self.receive(batch)
-                self.udp?.batchDone()
-            }
+        udp = UDPReader(socket: socket, wake: {
+            self.loop.execute { self.udp?.drain(self.receive) }
         }, failed: { code in
             self.loop.execute {
                 guard self.udp != nil else { return }
@@ -325,7 +328,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 self.runCall(self.calls.hangup(call.id, now: now))
             }
             self.leaveOverlay(now: now)
-            for (neighbour, trunk) in self.trunks.flushAll() { self.run(self.links.send(trunk, to: neighbour, now: now)) }
+            for (neighbour, trunk) in self.trunks.flushAll() { self.sendTrunk(trunk, to: neighbour, now: now) }
             self.run(self.links.closeAll(now: now))
             self.flushOutbox()
             self.control?.close()
@@ -418,8 +421,27 @@ public final class NodeRuntime: @unchecked Sendable {
     // MARK: inputs
 
     /// One batch read from the node's port.
-    private func receive(_ batch: [ReceivedDatagram]) {
-        for datagram in batch { receive(datagram: datagram.bytes, from: datagram.source) }
+    private func receive(_ batch: UDPReader.Batch) {
+        for (i, source) in batch.sources.enumerated() { receive(batch.datagram(i), from: source) }
+    }
+
+    /// A datagram where it lies in its batch: link datagrams are read in place (forwarding one allocates nothing);
+    /// STUN and DHT datagrams are copied out for their layers.
+    private func receive(_ datagram: UnsafeRawBufferPointer, from source: SocketAddress) {
+        guard let first = datagram.first, first > 3, first != DHTWire.marker else {
+            receive(datagram: Array(datagram), from: source)
+            return
+        }
+        switch links.receive(datagram, from: source, now: Self.now(), payload: &payloadBuffer) {
+        case .payload(let node):
+            guard ChainMessage.isData(payloadBuffer) else {
+                deliver(payloadBuffer, from: node)
+                return
+            }
+            forward(&payloadBuffer, from: node, now: Self.now())
+        case .actions(let actions):
+            run(actions)
+        }
     }
 
     /// The node's port carries link datagrams (0xE1–0xE3), DHT datagrams (0xE4) and STUN (0–3, RFC 7983).
@@ -451,7 +473,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// The end of a turn: trunks with company leave, lone packets start their hold, and every queued datagram goes.
     private func endTurn() {
         let now = Self.now()
-        for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { run(links.send(trunk, to: neighbour, now: now)) }
+        for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { sendTrunk(trunk, to: neighbour, now: now) }
         scheduleTrunkHold()
         flushOutbox()
         turnEnding = false
@@ -469,14 +491,22 @@ public final class NodeRuntime: @unchecked Sendable {
         }
     }
 
-    /// A data message to a neighbour: into its trunk when trunking is on, else a datagram of its own.
+    /// A data message to a neighbour: into its trunk when trunking is on, else a datagram of its own, sealed
+    /// straight into the outbox.
     private func sendData(_ message: [UInt8], to neighbour: WalletAddress, now: Int64) {
         guard config.trunking, TrunkWire.canCarry(message) else {
-            run(links.send(message, to: neighbour, now: now))
+            guard udp != nil, links.send(message, to: neighbour, now: now, into: &outbox) else { return }
+            endTurnSoon()
             return
         }
         endTurnSoon()
-        if let full = trunks.enqueue(message, to: neighbour, now: Self.monotonicUs()) { run(links.send(full, to: neighbour, now: now)) }
+        if let full = trunks.enqueue(message, to: neighbour, now: Self.monotonicUs()) { sendTrunk(full, to: neighbour, now: now) }
+    }
+
+    /// A finished trunk, sealed straight into the outbox; its storage goes back to the trunker for the next one.
+    private func sendTrunk(_ trunk: consuming [UInt8], to neighbour: WalletAddress, now: Int64) {
+        if udp != nil, links.send(trunk, to: neighbour, now: now, into: &outbox) { endTurnSoon() }
+        trunks.recycle(consume trunk, to: neighbour)
     }
 
     /// Wakes up for the earliest held trunk (a lone packet's wait for company ends).
@@ -487,7 +517,7 @@ public final class NodeRuntime: @unchecked Sendable {
             self.trunkTimer = nil
             guard self.udp != nil else { return }
             let now = Self.now()
-            for (neighbour, trunk) in self.trunks.expire(now: Self.monotonicUs()) { self.run(self.links.send(trunk, to: neighbour, now: now)) }
+            for (neighbour, trunk) in self.trunks.expire(now: Self.monotonicUs()) { self.sendTrunk(trunk, to: neighbour, now: now) }
             self.scheduleTrunkHold()
         }
         trunkTimer = (task, deadline)
@@ -517,12 +547,18 @@ public final class NodeRuntime: @unchecked Sendable {
 
     private func deliver(_ payload: [UInt8], from node: WalletAddress) {
         if ChainMessage.isData(payload) {
-            runRelay(relay.forward(payload, from: node, now: Self.now()))
+            var message = payload
+            forward(&message, from: node, now: Self.now())
             return
         }
         if TrunkWire.isTrunk(payload) {
             let now = Self.now()
-            for message in trunks.open(payload, from: node) { runRelay(relay.forward(message, from: node, now: now)) }
+            trunks.open(payload, from: node, into: &trunkMessages)
+            for message in trunkMessages {
+                messageBuffer.removeAll(keepingCapacity: true)
+                messageBuffer.append(contentsOf: message)
+                forward(&messageBuffer, from: node, now: now)
+            }
             return
         }
         if ChainMessage.claims(payload) {
@@ -556,6 +592,14 @@ public final class NodeRuntime: @unchecked Sendable {
             }
         case .gossip(let body):
             runGossip(gossip.receive(body, from: node, nowMs: now))
+        }
+    }
+
+    /// The hot path: a data message (its storage reused) relabelled and passed on, or handed up at a chain's end.
+    private func forward(_ message: inout [UInt8], from node: WalletAddress, now: Int64) {
+        switch relay.forward(&message, from: node, now: now) {
+        case .pass(let to): sendData(message, to: to, now: now)
+        case .actions(let actions): runRelay(actions)
         }
     }
 
@@ -599,7 +643,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 if ChainMessage.isData(bytes) {
                     sendData(bytes, to: to, now: now)
                 } else {
-                    if let trunk = trunks.flush(to) { run(links.send(trunk, to: to, now: now)) }
+                    if let trunk = trunks.flush(to) { sendTrunk(trunk, to: to, now: now) }
                     run(links.send(bytes, to: to, now: now))
                 }
             case .deliver(let call, let bytes):

@@ -90,47 +90,81 @@ struct UDPSocket {
     }
 }
 
-/// One datagram read from the node's port.
-struct ReceivedDatagram: Sendable {
-    let bytes: [UInt8]
-    let source: SocketAddress
-}
-
-/// Reads the node's UDP port on a thread of its own: batches of up to `batch` datagrams per recvmmsg, each batch
-/// handed to `deliver` (which passes it to the event loop). At most `inFlight` batches wait for the event loop; when
-/// it falls that far behind, the thread waits too and the kernel's receive buffer absorbs the rest (and drops what
-/// does not fit, counted in `udp_kernel_drops`), as with any reader that is too slow.
+/// Reads the node's UDP port on a thread of its own into a fixed pool of `inFlight` batch buffers, up to `batch`
+/// datagrams per recvmmsg, and hands full buffers to the event loop: `wake` runs (on the reader thread) when the
+/// loop must call `drain`, which works through every buffer that is ready and gives each back. Nothing is allocated
+/// per datagram or per batch (docs/performance.md, "Allocations"): the buffers are reused, a source address is
+/// made once per address and port, and the loop is woken only when it is not already due to drain. When all
+/// buffers wait for the loop, the thread waits too and the kernel's receive buffer absorbs the rest (and drops
+/// what does not fit, counted in `udp_kernel_drops`), as with any reader that is too slow.
 ///
-/// Isolation (docs/architecture.md): the thread touches nothing but the descriptor and its own buffer; every datagram
-/// reaches the node's state on the event loop.
+/// Isolation (docs/architecture.md): a buffer belongs to the reader thread until it is queued and to the event
+/// loop until it is given back; both queues are guarded by one lock. The thread touches no runtime state.
 final class UDPReader: @unchecked Sendable {
     static let batch = 32
     static let slotBytes = 2_048
     static let inFlight = 8
 
+    /// One recvmmsg's worth of datagrams, each in its slot, and where each came from.
+    final class Batch: @unchecked Sendable {
+        fileprivate let slots = UnsafeMutablePointer<UInt8>.allocate(capacity: UDPReader.batch * UDPReader.slotBytes)
+        fileprivate(set) var sources: [SocketAddress] = []
+        fileprivate var lengths: [Int] = []
+
+        fileprivate init() {
+            sources.reserveCapacity(UDPReader.batch)
+            lengths.reserveCapacity(UDPReader.batch)
+        }
+
+        deinit { slots.deallocate() }
+
+        /// The bytes of datagram `i`, valid until the batch is given back.
+        func datagram(_ i: Int) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(start: slots + i * UDPReader.slotBytes, count: lengths[i])
+        }
+    }
+
     private let descriptor: CInt
     private let lock = NSLock()
     private var stopping = false
+    private var free: [Batch] = (0..<UDPReader.inFlight).map { _ in Batch() }
+    private var ready: [Batch] = []
+    private var drainDue = false
     private let finished = DispatchSemaphore(value: 0)
-    /// Made at 0 and signalled `inFlight` times: libdispatch traps when a semaphore is freed below the value it was
-    /// made with, which is where this one stands when the node stops with batches still queued to the event loop
-    /// (seen as a crash at SIGTERM after calls, nat-lab homes).
+    /// Free buffers. Made at 0 and signalled `inFlight` times: libdispatch traps when a semaphore is freed below
+    /// the value it was made with, which is where this one stands when the node stops with batches still queued to
+    /// the event loop (seen as a crash at SIGTERM after calls, nat-lab homes).
     private let credits = DispatchSemaphore(value: 0)
 
-    /// Starts reading. `deliver` runs on the reader thread; `failed` once, if the socket fails for good.
-    init(socket: UDPSocket, deliver: @escaping @Sendable ([ReceivedDatagram]) -> Void, failed: @escaping @Sendable (CInt) -> Void) {
+    /// Starts reading. `wake` runs on the reader thread when the event loop must call `drain`; `failed` once, if the
+    /// socket fails for good.
+    init(socket: UDPSocket, wake: @escaping @Sendable () -> Void, failed: @escaping @Sendable (CInt) -> Void) {
         descriptor = socket.descriptor
+        free.reserveCapacity(Self.inFlight)
+        ready.reserveCapacity(Self.inFlight)
         for _ in 0..<Self.inFlight { credits.signal() }
         let thread = Thread { [self] in
-            read(deliver: deliver, failed: failed)
+            read(wake: wake, failed: failed)
             finished.signal()
         }
         thread.name = "udp-reader"
         thread.start()
     }
 
-    /// A batch handed over has been worked through: the thread may hand over another.
-    func batchDone() { credits.signal() }
+    /// On the event loop: every ready batch to `body`, in order, each given back to the reader after.
+    func drain(_ body: (Batch) -> Void) {
+        while let batch = lock.withLock({ () -> Batch? in
+            guard !ready.isEmpty else {
+                drainDue = false
+                return nil
+            }
+            return ready.removeFirst()
+        }) {
+            body(batch)
+            lock.withLock { free.append(batch) }
+            credits.signal()
+        }
+    }
 
     /// Stops the thread (within 100 ms: its poll timeout) and waits for it.
     func stop() {
@@ -140,16 +174,27 @@ final class UDPReader: @unchecked Sendable {
 
     private var isStopping: Bool { lock.withLock { stopping } }
 
-    private func read(deliver: @Sendable ([ReceivedDatagram]) -> Void, failed: @Sendable (CInt) -> Void) {
-        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.batch * Self.slotBytes)
-        defer { buffer.deallocate() }
+    private func read(wake: @Sendable () -> Void, failed: @Sendable (CInt) -> Void) {
         var received = [mesh_received](repeating: mesh_received(), count: Self.batch)
+        var sources = SourceCache()
         while !isStopping {
+            guard credits.wait(timeout: .now() + .milliseconds(100)) == .success else { continue }
+            let batch = lock.withLock { free.removeLast() }
             let n = received.withUnsafeMutableBufferPointer {
-                mesh_receive_batch(descriptor, buffer, Self.slotBytes, $0.baseAddress, UInt32(Self.batch), 100)
+                mesh_receive_batch(descriptor, batch.slots, Self.slotBytes, $0.baseAddress, UInt32(Self.batch), 100)
             }
-            if n < 0 {
-                let code = errno
+            let code = n < 0 ? errno : 0
+            batch.sources.removeAll(keepingCapacity: true)
+            batch.lengths.removeAll(keepingCapacity: true)
+            for i in 0..<Int(max(n, 0)) {
+                guard let source = sources.address(received[i].address) else { continue }
+                if batch.lengths.count < i { (batch.slots + batch.lengths.count * Self.slotBytes).update(from: batch.slots + i * Self.slotBytes, count: received[i].length) }
+                batch.sources.append(source)
+                batch.lengths.append(received[i].length)
+            }
+            guard !batch.lengths.isEmpty else {
+                lock.withLock { free.append(batch) }
+                credits.signal()
                 // Only a descriptor that is gone ends the reading; anything else costs that one read.
                 if code == EBADF || code == ENOTSOCK || code == EINVAL {
                     failed(code)
@@ -157,24 +202,57 @@ final class UDPReader: @unchecked Sendable {
                 }
                 continue
             }
-            guard n > 0 else { continue }
-            var batch: [ReceivedDatagram] = []
-            batch.reserveCapacity(Int(n))
-            for i in 0..<Int(n) {
-                guard let source = UDPSocket.address(received[i].address) else { continue }
-                batch.append(ReceivedDatagram(bytes: Array(UnsafeBufferPointer(start: buffer + i * Self.slotBytes, count: received[i].length)),
-                                              source: source))
+            let mustWake = lock.withLock { () -> Bool in
+                ready.append(batch)
+                defer { drainDue = true }
+                return !drainDue
             }
-            while credits.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
-                if isStopping { return }
-            }
-            deliver(batch)
+            if mustWake { wake() }
         }
     }
 }
 
+/// The reader's source addresses, made once per address and port: a `SocketAddress` is a boxed value (an
+/// allocation), and a relay hears the same few neighbours all the time.
+private struct SourceCache {
+    static let limit = 4_096
+    private var known: [SourceKey: SocketAddress] = [:]
+
+    /// The raw address bytes of a source: IPv4 or IPv6 address, port, scope.
+    private struct SourceKey: Hashable {
+        let family: sa_family_t
+        let port: UInt16
+        let high: UInt64
+        let low: UInt64
+        let scope: UInt32
+    }
+
+    mutating func address(_ storage: sockaddr_storage) -> SocketAddress? {
+        let family = CInt(storage.ss_family)
+        let key: SourceKey? = withUnsafeBytes(of: storage) { raw in
+            switch family {
+            case AF_INET:
+                let a = raw.load(as: sockaddr_in.self)
+                return SourceKey(family: a.sin_family, port: a.sin_port, high: 0, low: UInt64(a.sin_addr.s_addr), scope: 0)
+            case AF_INET6:
+                let a = raw.load(as: sockaddr_in6.self)
+                let words = withUnsafeBytes(of: a.sin6_addr) { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+                return SourceKey(family: a.sin6_family, port: a.sin6_port, high: words.0, low: words.1, scope: a.sin6_scope_id)
+            default:
+                return nil
+            }
+        }
+        guard let key else { return nil }
+        if let address = known[key] { return address }
+        guard let address = UDPSocket.address(storage) else { return nil }
+        if known.count >= Self.limit { known.removeAll(keepingCapacity: true) }
+        known[key] = address
+        return address
+    }
+}
+
 /// Datagrams waiting for the end of the event loop's turn, to leave together: their bytes in one reused buffer.
-struct Outbox {
+struct Outbox: DatagramSink {
     fileprivate var bytes: [UInt8] = []
     fileprivate var datagrams: [mesh_datagram] = []
     fileprivate var addresses: [SocketAddress] = []
@@ -183,14 +261,20 @@ struct Outbox {
     var count: Int { datagrams.count }
 
     mutating func append(_ datagram: [UInt8], to address: SocketAddress) {
+        datagram.withUnsafeBytes { source in append(length: source.count, to: address) { $0.copyMemory(from: source) } }
+    }
+
+    /// A datagram written in place by `write` (a link seal: the forwarding path's only copy of a packet).
+    mutating func append(length: Int, to address: SocketAddress, write: (UnsafeMutableRawBufferPointer) -> Void) {
         var entry = mesh_datagram()
         entry.offset = bytes.count
-        entry.length = datagram.count
+        entry.length = length
         address.withSockAddr { pointer, length in
             withUnsafeMutableBytes(of: &entry.address) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: length)) }
             entry.address_length = socklen_t(length)
         }
-        bytes.append(contentsOf: datagram)
+        bytes.append(contentsOf: repeatElement(0, count: length))
+        bytes.withUnsafeMutableBytes { write(UnsafeMutableRawBufferPointer(rebasing: $0[entry.offset...])) }
         datagrams.append(entry)
         addresses.append(address)
     }

@@ -40,48 +40,47 @@ public enum LinkCrypto {
         }
     }
 
-    /// One transport datagram in a single allocation: `header`, then the inner type byte and `body`, encrypted in
-    /// place (libsodium allows the ciphertext over the message), then the tag.
-    static func seal(key: [UInt8], counter: UInt64, header: (UInt8, UInt32, UInt64), inner: UInt8, body: [UInt8]) -> [UInt8] {
+    /// The size of a sealed transport datagram around a body of `bodyBytes`: header, inner type, body, tag.
+    static func sealedBytes(body bodyBytes: Int) -> Int { LinkWire.transportHeaderBytes + 1 + bodyBytes + tagBytes }
+
+    /// One transport datagram written into `out` (exactly `sealedBytes(body: body.count)` bytes): `header`, then the
+    /// inner type byte and `body`, encrypted in place (libsodium allows the ciphertext over the message), then the tag.
+    static func seal(key: [UInt8], counter: UInt64, header: (UInt8, UInt32, UInt64), inner: UInt8, body: UnsafeRawBufferPointer,
+                     into out: UnsafeMutableRawBufferPointer) {
         let headerBytes = LinkWire.transportHeaderBytes
         let plainBytes = 1 + body.count
-        return [UInt8](unsafeUninitializedCapacity: headerBytes + plainBytes + tagBytes) { out, count in
-            let base = out.baseAddress!
-            base[0] = header.0
-            withUnsafeBytes(of: header.1.bigEndian) { (base + 1).initialize(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 4) }
-            withUnsafeBytes(of: header.2.bigEndian) { (base + 5).initialize(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 8) }
-            base[headerBytes] = inner
-            body.withUnsafeBufferPointer { b in
-                if let source = b.baseAddress { (base + headerBytes + 1).initialize(from: source, count: b.count) }
-            }
-            var written: UInt64 = 0
-            withNonce(counter) { nonce in
-                _ = crypto_aead_chacha20poly1305_ietf_encrypt(
-                    base + headerBytes, &written, base + headerBytes, UInt64(plainBytes), base, UInt64(headerBytes), nil, nonce, key)
-            }
-            count = headerBytes + plainBytes + tagBytes
+        precondition(out.count == headerBytes + plainBytes + tagBytes)
+        out[0] = header.0
+        out.storeBytes(of: header.1.bigEndian, toByteOffset: 1, as: UInt32.self)
+        out.storeBytes(of: header.2.bigEndian, toByteOffset: 5, as: UInt64.self)
+        out[headerBytes] = inner
+        if body.count > 0 { UnsafeMutableRawBufferPointer(rebasing: out[(headerBytes + 1)...]).copyMemory(from: body) }
+        let base = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var written: UInt64 = 0
+        withNonce(counter) { nonce in
+            _ = crypto_aead_chacha20poly1305_ietf_encrypt(
+                base + headerBytes, &written, base + headerBytes, UInt64(plainBytes), base, UInt64(headerBytes), nil, nonce, key)
         }
     }
 
-    /// Authenticates and decrypts the part of a transport datagram after its header; nil when the tag is wrong.
-    static func open(key: [UInt8], counter: UInt64, datagram: [UInt8]) -> [UInt8]? {
+    /// Authenticates and decrypts the part of a transport datagram after its header into `plaintext` (resized to
+    /// fit, its storage reused); false, with `plaintext` empty, when the tag is wrong.
+    static func open(key: [UInt8], counter: UInt64, datagram: UnsafeRawBufferPointer, into plaintext: inout [UInt8]) -> Bool {
         let headerBytes = LinkWire.transportHeaderBytes
         let cipherBytes = datagram.count - headerBytes
-        guard cipherBytes >= tagBytes else { return nil }
-        var ok = false
-        // (Capacity 1 at least, so an empty plaintext still has a buffer to point at.)
-        let plaintext = [UInt8](unsafeUninitializedCapacity: max(cipherBytes - tagBytes, 1)) { out, count in
-            var written: UInt64 = 0
-            let rc = datagram.withUnsafeBufferPointer { d in
-                withNonce(counter) { nonce in
-                    crypto_aead_chacha20poly1305_ietf_decrypt(
-                        out.baseAddress, &written, nil, d.baseAddress! + headerBytes, UInt64(cipherBytes), d.baseAddress,
-                        UInt64(headerBytes), nonce, key)
-                }
+        plaintext.removeAll(keepingCapacity: true)
+        guard cipherBytes >= tagBytes else { return false }
+        // (One byte at least, so an empty plaintext still has a buffer to point at.)
+        plaintext.append(contentsOf: repeatElement(0, count: max(cipherBytes - tagBytes, 1)))
+        let d = datagram.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        var written: UInt64 = 0
+        let rc = plaintext.withUnsafeMutableBufferPointer { out in
+            withNonce(counter) { nonce in
+                crypto_aead_chacha20poly1305_ietf_decrypt(
+                    out.baseAddress, &written, nil, d + headerBytes, UInt64(cipherBytes), d, UInt64(headerBytes), nonce, key)
             }
-            ok = rc == 0
-            count = ok ? cipherBytes - tagBytes : 0
         }
-        return ok ? plaintext : nil
+        plaintext.removeLast(plaintext.count - (rc == 0 ? cipherBytes - tagBytes : 0))
+        return rc == 0
     }
 }

@@ -53,6 +53,35 @@ public enum LinkAction<Address: Hashable & Sendable>: Sendable {
     case refused(Address, reason: String)
 }
 
+/// What a datagram read in place (`receive(_:from:now:payload:)`) came to.
+public enum LinkReceipt<Address: Hashable & Sendable> {
+    /// An application payload from this neighbour, decrypted into the caller's buffer (no allocation).
+    case payload(from: WalletAddress)
+    /// Anything else, as `receive(_:from:now:)` returns it.
+    case actions([LinkAction<Address>])
+}
+
+/// Where sealed datagrams can be written in place (the node's outbox), so a forwarded packet is never copied into
+/// an array of its own.
+public protocol DatagramSink<Address> {
+    associatedtype Address
+    /// Appends a datagram of `length` bytes for `address`; `write` fills exactly those bytes.
+    mutating func append(length: Int, to address: Address, write: (UnsafeMutableRawBufferPointer) -> Void)
+}
+
+/// A sink for one datagram, made into a `LinkAction.send`.
+struct OneDatagram<Address: Hashable & Sendable>: DatagramSink {
+    var action: LinkAction<Address>?
+
+    mutating func append(length: Int, to address: Address, write: (UnsafeMutableRawBufferPointer) -> Void) {
+        let bytes = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            write(UnsafeMutableRawBufferPointer(buffer))
+            count = length
+        }
+        action = .send(bytes, to: address)
+    }
+}
+
 /// Datagrams dropped or refused, by reason; and totals.
 public struct LinkCounters: Sendable, Codable, Equatable {
     public var malformed = 0
@@ -239,11 +268,21 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Encrypts an application payload to a neighbour whose link is up. Returns no action when it is not.
     public mutating func send(_ payload: [UInt8], to address: WalletAddress, now: Int64) -> [LinkAction<Address>] {
+        var one = OneDatagram<Address>()
+        send(payload, to: address, now: now, into: &one)
+        return one.action.map { [$0] } ?? []
+    }
+
+    /// Encrypts an application payload to a neighbour whose link is up straight into `sink` (the forwarding path:
+    /// no allocation). False when the link is not up.
+    @discardableResult
+    public mutating func send<Sink: DatagramSink<Address>>(_ payload: [UInt8], to address: WalletAddress, now: Int64,
+                                                         into sink: inout Sink) -> Bool {
         // Moved out and back: reading `peers[address]?.up` alone would copy the whole peer.
-        guard var peer = peers.removeValue(forKey: address) else { return [] }
+        guard var peer = peers.removeValue(forKey: address) else { return false }
         defer { peers[address] = peer }
-        guard peer.up else { return [] }
-        return seal(&peer, inner: .application, body: payload, now: now).map { [$0] } ?? []
+        guard peer.up else { return false }
+        return payload.withUnsafeBytes { seal(&peer, inner: .application, body: $0, now: now, into: &sink) }
     }
 
     /// Tells every neighbour this node is going away and takes all links down.
@@ -273,6 +312,23 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             counters.malformed += 1
             return []
         }
+    }
+
+    /// One datagram from the UDP port, read where it lies: a transport datagram of a known session whose inner
+    /// message is an application payload is decrypted into `payload` (its storage reused) and nothing is
+    /// allocated — the forwarding path; anything else goes the way of `receive(_:from:now:)`.
+    public mutating func receive(_ datagram: UnsafeRawBufferPointer, from source: Address, now: Int64,
+                                 payload: inout [UInt8]) -> LinkReceipt<Address> {
+        guard datagram.first == LinkMessageType.transport.rawValue, datagram.count >= LinkWire.transportMinBytes,
+              sessionOwners[Self.transportIndex(datagram)] != nil
+        else { return .actions(receive(Array(datagram), from: source, now: now)) }
+        counters.packetsIn += 1
+        counters.bytesIn += datagram.count
+        guard let peer = openTransport(datagram, from: source, now: now, into: &payload) else { return .actions([]) }
+        guard payload.first == InnerType.application.rawValue else { return .actions(receiveInner(payload, from: peer, now: now)) }
+        // The type byte is removed in place (a move of the bytes, no copy).
+        payload.removeFirst()
+        return .payload(from: peer)
     }
 
     /// Timers: handshake retries, pings, dead links, rekeying. Call at least every `pingIntervalMs`.
@@ -329,8 +385,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Smoothed RTT (nil before the first pong) and ping loss of a neighbour whose link is up.
     public func quality(_ address: WalletAddress) -> (rttMs: Double?, lossPercent: Double)? {
-        guard let peer = peers[address], peer.up else { return nil }
-        return (peer.srttMs, Self.lossPercent(peer.pingOutcomes))
+        guard let index = peers.index(forKey: address), peers.values[index].up else { return nil }
+        return (peers.values[index].srttMs, Self.lossPercent(peers.values[index].pingOutcomes))
     }
 
     /// The node key and current endpoint of a neighbour whose link is up.
@@ -622,43 +678,67 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     // MARK: transport
 
+    /// A transport datagram's session index (its header is there: `transportMinBytes` were checked).
+    private static func transportIndex(_ datagram: UnsafeRawBufferPointer) -> UInt32 {
+        UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: 1, as: UInt32.self))
+    }
+
     private mutating func receiveTransport(_ datagram: [UInt8], from source: Address, now: Int64) -> [LinkAction<Address>] {
         guard datagram.count >= LinkWire.transportMinBytes else {
             counters.malformed += 1
             return []
         }
-        var reader = ByteReader(datagram, offset: 1)
-        guard let index = reader.readUInt32(), let counter = reader.readUInt64() else {
-            counters.malformed += 1
-            return []
-        }
-        if let entry = halfOpen[index] { return completeHandshake(entry, datagram: datagram, counter: counter, from: source, now: now) }
+        let index = datagram.withUnsafeBytes(Self.transportIndex)
+        if let entry = halfOpen[index] { return completeHandshake(entry, datagram: datagram, from: source, now: now) }
+        var plaintext: [UInt8] = []
+        guard let peer = datagram.withUnsafeBytes({ openTransport($0, from: source, now: now, into: &plaintext) }) else { return [] }
+        return receiveInner(plaintext, from: peer, now: now)
+    }
+
+    /// Authenticates and decrypts a transport datagram of an established session into `plaintext` (the inner type
+    /// byte first) and notes it on its peer. Nil when it is not for a known, live session, replayed or forged
+    /// (counted).
+    private mutating func openTransport(_ datagram: UnsafeRawBufferPointer, from source: Address, now: Int64,
+                                        into plaintext: inout [UInt8]) -> WalletAddress? {
+        let index = Self.transportIndex(datagram)
+        let counter = UInt64(bigEndian: datagram.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
         // The peer and its session are moved out of their tables while they change (and back after), so the
         // replay window and the rest change in place instead of being copied per datagram.
         guard let owner = sessionOwners[index], var peer = peers.removeValue(forKey: owner) else {
             counters.unknownSession += 1
-            return []
+            return nil
         }
         defer { peers[owner] = peer }
         let isCurrent = peer.current?.localIndex == index
         guard var session = isCurrent ? peer.current.take() : peer.previous?.localIndex == index ? peer.previous.take() : nil else {
             counters.unknownSession += 1
-            return []
+            return nil
         }
-        let plaintext = now - session.createdAt < config.rejectAfterMs ? open(datagram, counter: counter, session: &session) : nil
+        let opened = now - session.createdAt < config.rejectAfterMs
+            && open(datagram, counter: counter, session: &session, into: &plaintext)
         if isCurrent { peer.current = session } else { peer.previous = session }
-        guard let plaintext else { return [] }
+        guard opened else { return nil }
+        note(datagram.count, on: &peer, from: source, now: now)
+        return owner
+    }
+
+    /// The inner message of an authentic transport datagram from `address`.
+    private mutating func receiveInner(_ plaintext: consuming [UInt8], from address: WalletAddress, now: Int64) -> [LinkAction<Address>] {
+        guard var peer = peers.removeValue(forKey: address) else { return [] }
+        defer { peers[address] = peer }
         var actions: [LinkAction<Address>] = []
-        accept(plaintext, datagram: datagram, peer: &peer, from: source, now: now, actions: &actions)
+        handleInner(plaintext, peer: &peer, now: now, actions: &actions)
         return actions
     }
 
     /// The initiator's first authentic transport datagram on a half-open session: it proved its key and that
     /// it receives at its address. Only now does the responder keep a peer for it.
-    private mutating func completeHandshake(_ entry: HalfOpen<Address>, datagram: [UInt8], counter: UInt64, from source: Address,
+    private mutating func completeHandshake(_ entry: HalfOpen<Address>, datagram: [UInt8], from source: Address,
                                             now: Int64) -> [LinkAction<Address>] {
         var session = entry.session
-        guard let plaintext = open(datagram, counter: counter, session: &session) else { return [] }
+        var plaintext: [UInt8] = []
+        let counter = UInt64(bigEndian: datagram.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 5, as: UInt64.self) })
+        guard datagram.withUnsafeBytes({ open($0, counter: counter, session: &session, into: &plaintext) }) else { return [] }
         dropHalfOpen(session.localIndex)
         let initiator = entry.initiatorKey.address
         var peer = peers[initiator] ?? Peer(publicKey: entry.initiatorKey, endpoint: source, now: now)
@@ -666,32 +746,33 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         sessionOwners[session.localIndex] = initiator
         var actions: [LinkAction<Address>] = []
         install(session, in: &peer, now: now, actions: &actions)
-        accept(plaintext, datagram: datagram, peer: &peer, from: source, now: now, actions: &actions)
+        note(datagram.count, on: &peer, from: source, now: now)
+        handleInner(plaintext, peer: &peer, now: now, actions: &actions)
         peers[initiator] = peer
         return actions
     }
 
-    /// Checks the counter against the replay window and authenticates; counts the failure and returns nil.
-    private mutating func open(_ datagram: [UInt8], counter: UInt64, session: inout Session) -> [UInt8]? {
+    /// Checks the counter against the replay window and authenticates into `plaintext`; counts the failure and
+    /// returns false.
+    private mutating func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, session: inout Session, into plaintext: inout [UInt8]) -> Bool {
         guard counter < LinkWire.counterLimit, session.replay.wouldAccept(counter) else {
             counters.replayed += 1
-            return nil
+            return false
         }
-        guard let plaintext = LinkCrypto.open(key: session.receiveKey, counter: counter, datagram: datagram) else {
+        guard LinkCrypto.open(key: session.receiveKey, counter: counter, datagram: datagram, into: &plaintext) else {
             counters.authFailed += 1
-            return nil
+            return false
         }
         _ = session.replay.accept(counter)
-        return plaintext
+        return true
     }
 
-    private mutating func accept(_ plaintext: consuming [UInt8], datagram: [UInt8], peer: inout Peer<Address>, from source: Address, now: Int64,
-                                 actions: inout [LinkAction<Address>]) {
+    /// An authentic datagram of `bytes` from `source`: the peer's endpoint follows it.
+    private func note(_ bytes: Int, on peer: inout Peer<Address>, from source: Address, now: Int64) {
         peer.endpoint = source
         peer.lastReceivedAt = now
         peer.packetsIn += 1
-        peer.bytesIn += datagram.count
-        handleInner(plaintext, peer: &peer, now: now, actions: &actions)
+        peer.bytesIn += bytes
     }
 
     private mutating func handleInner(_ plaintext: consuming [UInt8], peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
@@ -734,14 +815,27 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     }
 
     private mutating func seal(_ peer: inout Peer<Address>, inner: InnerType, body: [UInt8], now: Int64) -> LinkAction<Address>? {
-        guard let session = peer.current, session.sendCounter < LinkWire.counterLimit else { return nil }
+        var one = OneDatagram<Address>()
+        _ = body.withUnsafeBytes { seal(&peer, inner: inner, body: $0, now: now, into: &one) }
+        return one.action
+    }
+
+    /// Seals one transport datagram to the peer's endpoint into `sink`; false when the peer has no session to send on.
+    private mutating func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
+                                                           now: Int64, into sink: inout Sink) -> Bool {
+        guard let session = peer.current, session.sendCounter < LinkWire.counterLimit else { return false }
         let counter = session.sendCounter
         peer.current?.sendCounter += 1
-        let datagram = LinkCrypto.seal(key: session.sendKey, counter: counter,
-                                       header: (LinkMessageType.transport.rawValue, session.remoteIndex, counter), inner: inner.rawValue, body: body)
+        let length = LinkCrypto.sealedBytes(body: body.count)
+        sink.append(length: length, to: peer.endpoint) { out in
+            LinkCrypto.seal(key: session.sendKey, counter: counter, header: (LinkMessageType.transport.rawValue, session.remoteIndex, counter),
+                            inner: inner.rawValue, body: body, into: out)
+        }
         peer.packetsOut += 1
-        peer.bytesOut += datagram.count
-        return outbound(datagram, to: peer.endpoint)
+        peer.bytesOut += length
+        counters.packetsOut += 1
+        counters.bytesOut += length
+        return true
     }
 
     private mutating func outbound(_ datagram: [UInt8], to endpoint: Address) -> LinkAction<Address> {
@@ -803,7 +897,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     private static func lossPercent(_ outcomes: [Bool]) -> Double {
         guard !outcomes.isEmpty else { return 0 }
-        return 100 * Double(outcomes.filter { !$0 }.count) / Double(outcomes.count)
+        return 100 * Double(outcomes.reduce(0) { $0 + ($1 ? 0 : 1) }) / Double(outcomes.count)
     }
 
     private func freshIndex() -> UInt32 {

@@ -170,7 +170,7 @@ public enum ChainMessage: Equatable, Sendable {
     }
 
     /// Whether a link payload is a data message (the forwarding path, parsed in place).
-    public static func isData(_ payload: [UInt8]) -> Bool { payload.first == Tag.data.rawValue }
+    public static func isData(_ payload: some Collection<UInt8>) -> Bool { payload.first == Tag.data.rawValue }
 
     /// Whether a link payload belongs to this layer.
     public static func claims(_ payload: [UInt8]) -> Bool {
@@ -225,9 +225,10 @@ public enum ChainMessage: Equatable, Sendable {
     }
 
     /// The label of a data, report or report-back message, read in place.
-    static func label(of bytes: [UInt8]) -> UInt32? {
+    static func label<Bytes: RandomAccessCollection<UInt8>>(of bytes: Bytes) -> UInt32? where Bytes.Index == Int {
         guard bytes.count >= 5 else { return nil }
-        return UInt32(bytes[1]) << 24 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 8 | UInt32(bytes[4])
+        let b = bytes.startIndex
+        return UInt32(bytes[b + 1]) << 24 | UInt32(bytes[b + 2]) << 16 | UInt32(bytes[b + 3]) << 8 | UInt32(bytes[b + 4])
     }
 
     /// Rewrites the label of a data message in place: all a relay does to a packet it forwards.

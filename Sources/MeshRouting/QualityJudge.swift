@@ -97,18 +97,19 @@ public struct QualityJudge: Sendable {
     public mutating func sample(_ s: QualitySample, now: Int64) -> Bool {
         guard s.lossPercent != nil || s.rttMs != nil else { return false }
         let (loss, rtt) = (s.lossPercent ?? 0, s.rttMs ?? 0)
-        let figures = Self.describe(s)
+        // Made only when the tier changes (a relay samples every call it carries four times a second).
+        func figures() -> String { Self.describe(s) }
         let before = tier
         let recentCritical = s.recentLossPercent.map { $0 >= Self.bar(Self.critical.lossPercent, s.recentPackets, errors: 3) } ?? false
         if loss >= Self.bar(Self.critical.lossPercent, s.packets, errors: 2) || recentCritical || rtt >= Self.critical.rttMs {
             degradedSince = degradedSince ?? now
             let recent = recentCritical ? s.recentLossPercent.map { ", \(Self.format($0)) % in the last second" } ?? "" : ""
-            if tier > .catastrophic { (tier, why) = (.catastrophic, "critical: \(figures)\(recent)") }
+            if tier > .catastrophic { (tier, why) = (.catastrophic, "critical: \(figures())\(recent)") }
         } else if loss >= Self.bar(Self.degraded.lossPercent, s.packets, errors: 1) || rtt >= Self.degraded.rttMs {
             let since = degradedSince ?? now
             degradedSince = since
             if now - since >= Self.degradedForMs, tier > .degraded {
-                (tier, why) = (.degraded, "degraded for \((now - since) / 1000 + 1) s: \(figures)")
+                (tier, why) = (.degraded, "degraded for \((now - since) / 1000 + 1) s: \(figures())")
             }
         } else {
             degradedSince = nil
@@ -121,7 +122,7 @@ public struct QualityJudge: Sendable {
             let start = since[step.tier] ?? now
             since[step.tier] = start
             if now - start >= step.forMs, step.tier > tier, step.tier <= ceiling {
-                (tier, why) = (step.tier, "\(step.tier.name) conditions for \((now - start) / 1000) s: \(figures)")
+                (tier, why) = (step.tier, "\(step.tier.name) conditions for \((now - start) / 1000) s: \(figures())")
             }
         }
         return tier != before

@@ -74,6 +74,14 @@ public enum RelayAction: Sendable, Equatable {
     case judged(ChainKey, QualityTier, QualitySample)
 }
 
+/// What the hot path (`RelayEngine.forward`) made of a data message.
+public enum Forwarded: Sendable {
+    /// Pass it on to this neighbour: its label was rewritten in place.
+    case pass(to: WalletAddress)
+    /// Anything else (an end of the chain, a drop): these actions.
+    case actions([RelayAction])
+}
+
 /// Counters of the forwarding layer (`node-ctl sessions --json`).
 public struct RelayCounters: Sendable, Codable, Equatable {
     public var malformed = 0
@@ -179,6 +187,43 @@ public struct RelayEngine: Sendable {
     struct Judgement {
         var judge = QualityJudge(ceiling: .studio)
         var lastVerdictAt: Int64 = .min
+    }
+
+    /// What a relay's sessions of one call measured in one judging round: the worst of each figure, and the
+    /// sessions (usually one; a second while a chain is rebuilt through this node).
+    struct CallSample {
+        var loss: LossMeter.Reading?
+        var recent: LossMeter.Reading?
+        var jitter: Double?
+        var rtt: Double?
+        private var first: ChainKey
+        private var more: [ChainKey] = []
+
+        init(key: ChainKey) { first = key }
+
+        var keys: [ChainKey] { [first] + more }
+
+        /// One session's readings (each direction) and the RTTs of its two links.
+        mutating func add(_ key: ChainKey, _ forward: LossMeter.Reading?, _ back: LossMeter.Reading?, rtts: (Double?, Double?)) {
+            if key != first { more.append(key) }
+            take(forward)
+            take(back)
+            note(rtts.0)
+            note(rtts.1)
+        }
+
+        private mutating func note(_ r: Double?) {
+            if let r { rtt = max(rtt ?? r, r) }
+        }
+
+        private mutating func take(_ reading: LossMeter.Reading?) {
+            guard let reading else { return }
+            // Ties go to more packets due, so that the table's order never shows.
+            if loss.map({ ($0.percent, $0.due) < (reading.percent, reading.due) }) ?? true { loss = reading }
+            if let percent = reading.recentPercent,
+               recent.map({ ($0.recentPercent ?? 0, $0.recentDue) < (percent, reading.recentDue) }) ?? true { recent = reading }
+            if let j = reading.jitterMs { jitter = max(jitter ?? j, j) }
+        }
     }
 
     /// The caller's view of one chain of its call.
@@ -394,7 +439,13 @@ public struct RelayEngine: Sendable {
 
     /// A link payload of this layer (`ChainMessage.claims`) from the neighbour `node`.
     public mutating func receive(_ payload: [UInt8], from node: WalletAddress, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        if ChainMessage.isData(payload) { return forward(payload, from: node, now: now) }
+        if ChainMessage.isData(payload) {
+            var message = payload
+            switch forward(&message, from: node, now: now) {
+            case .pass(let to): return [.send(message, to: to)]
+            case .actions(let actions): return actions
+            }
+        }
         guard let message = ChainMessage(parsing: payload) else {
             counters.malformed += 1
             return []
@@ -411,57 +462,58 @@ public struct RelayEngine: Sendable {
     }
 
     /// The hot path, for data messages (`ChainMessage.isData`): look the label up, check the neighbour, rewrite the
-    /// label, pass the payload on (or up, at an end of the chain).
-    public mutating func forward(_ payload: [UInt8], from node: WalletAddress, now: Int64) -> [RelayAction] {
-        // The session is counted in place, in its table (one lookup, no copy of its lists per packet).
+    /// label in place and pass the message on (nothing is allocated), or hand it up at an end of the chain.
+    public mutating func forward(_ payload: inout [UInt8], from node: WalletAddress, now: Int64) -> Forwarded {
+        // The session is counted in place, in its table, through its index: one lookup, no copy of its lists per
+        // packet, and no allocation (an access through the key-subscript, optional and all, allocates a frame for
+        // a value this large).
         guard let label = ChainMessage.label(of: payload), let (key, fromDown) = labels[label],
-              let (role, to, fromRightNeighbour) = Self.count(&sessions[key], from: node, fromDown: fromDown, bytes: payload.count,
-                                                              rtp: Self.rtpHeader(payload), now: now)
+              let index = sessions.index(forKey: key)
         else {
             counters.unknownLabel += 1
-            return []
+            return .actions([])
         }
+        let (role, to, fromRightNeighbour) = Self.count(&sessions.values[index], from: node, fromDown: fromDown, bytes: payload.count,
+                                                        rtp: Self.rtpHeader(payload), now: now)
         guard fromRightNeighbour else {
             counters.wrongNeighbour += 1
-            return []
+            return .actions([])
         }
-        guard role == .relay else { return receiveAtEnd(key, role: role, payload[5...], now: now) }
-        guard let to, to.label != 0 else { return [] }
+        guard role == .relay else { return .actions(receiveAtEnd(key, role: role, payload[5...], now: now)) }
+        guard let to, to.label != 0 else { return .actions([]) }
         if !quelchedCalls.isEmpty, !fromDown, payload.count > 5, payload[5] == TrunkWire.mediaTag,
            quelchedCalls.contains(key.call) {
             counters.quelchDrops += 1
-            return []
+            return .actions([])
         }
-        var out = payload
-        ChainMessage.setLabel(to.label, in: &out)
+        ChainMessage.setLabel(to.label, in: &payload)
         counters.forwardedPackets += 1
-        counters.forwardedBytes += out.count
-        return [.send(out, to: to.node)]
+        counters.forwardedBytes += payload.count
+        return .pass(to: to.node)
     }
 
     /// Counts a packet on its session, in place: its role, the hop it goes on to, and whether it came from the
-    /// session's neighbour on that side (else it is counted as a drop). Nil when the session is gone.
-    private static func count(_ session: inout Session?, from node: WalletAddress, fromDown: Bool, bytes: Int,
-                              rtp: (sequence: UInt16, timestamp: UInt32)?, now: Int64) -> (Role, Hop?, Bool)?
+    /// session's neighbour on that side (else it is counted as a drop).
+    private static func count(_ session: inout Session, from node: WalletAddress, fromDown: Bool, bytes: Int,
+                              rtp: (sequence: UInt16, timestamp: UInt32)?, now: Int64) -> (Role, Hop?, Bool)
     {
-        guard session != nil else { return nil }
-        guard (fromDown ? session!.down : session!.up)?.node == node else {
-            session!.drops += 1
-            return (session!.role, nil, false)
+        guard (fromDown ? session.down : session.up)?.node == node else {
+            session.drops += 1
+            return (session.role, nil, false)
         }
-        session!.lastActivity = now
+        session.lastActivity = now
         if fromDown {
-            session!.packetsBack += 1
-            session!.bytesBack += bytes
-            if let rtp { session!.lossBack.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
+            session.packetsBack += 1
+            session.bytesBack += bytes
+            if let rtp { session.lossBack.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
         } else {
-            session!.packetsForward += 1
-            session!.bytesForward += bytes
-            if let rtp { session!.lossForward.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
+            session.packetsForward += 1
+            session.bytesForward += bytes
+            if let rtp { session.lossForward.note(sequence: rtp.sequence, timestamp: rtp.timestamp, arrivalMs: now) }
         }
-        let to = fromDown ? session!.up : session!.down
-        if session!.role == .relay, to?.label ?? 0 == 0 { session!.drops += 1 }
-        return (session!.role, to, true)
+        let to = fromDown ? session.up : session.down
+        if session.role == .relay, to?.label ?? 0 == 0 { session.drops += 1 }
+        return (session.role, to, true)
     }
 
     /// The RTP sequence number and timestamp of a media data message (inner tag 0x20, RTP version 2), nil for
@@ -716,8 +768,13 @@ public struct RelayEngine: Sendable {
         if now >= nextIdleSweep {
             nextIdleSweep = now + Self.idleSweepMs
             tombstones = tombstones.filter { now < $0.value.untilMs }
-            for (key, session) in sessions.sorted(by: { $0.key < $1.key })
-            where session.pending == nil && session.role != .caller && now - session.lastActivity >= config.idleTimeoutMs {
+            // Read in place (a relay holds thousands of sessions); the few idle ones are removed in key order.
+            var idle: [ChainKey] = []
+            for index in sessions.indices where sessions.values[index].pending == nil && sessions.values[index].role != .caller
+                && now - sessions.values[index].lastActivity >= config.idleTimeoutMs {
+                idle.append(sessions.keys[index])
+            }
+            for key in idle.sorted() {
                 actions += remove(key, reason: .idle, notify: [.up, .down]) + lost(key, why: "idle", routes: routes, now: now)
             }
         }
@@ -735,38 +792,48 @@ public struct RelayEngine: Sendable {
     /// sent at once, a tier below studio again every `verdictRepeatMs` (a lost verdict does not hold, and the ends
     /// forget one not repeated); each goes toward both ends of every session of the call that carries media here.
     private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
-        var samples: [UInt64: (loss: LossMeter.Reading?, recent: LossMeter.Reading?, jitter: Double?, rtt: Double?, keys: [ChainKey])] = [:]
-        for key in sessions.keys.sorted() {
-            guard var session = sessions[key], session.role == .relay, session.pending == nil,
-                  let up = session.up?.node, let down = session.down?.node else { continue }
-            let readings = [session.lossForward.take(), session.lossBack.take()].compactMap { $0 }
-            sessions[key] = session
-            // A session without media (a chain the caller left, not yet swept) is neither judged nor told.
-            guard !readings.isEmpty else { continue }
-            let rtts = [routes.figures(up).rttMs, routes.figures(down).rttMs].compactMap { $0 }
-            var entry = samples[key.call] ?? (nil, nil, nil, nil, [])
-            entry.loss = (readings + [entry.loss].compactMap { $0 }).max { $0.percent < $1.percent }
-            entry.recent = (readings + [entry.recent].compactMap { $0 }).filter { $0.recentPercent != nil }
-                .max { ($0.recentPercent ?? 0) < ($1.recentPercent ?? 0) }
-            entry.jitter = (readings.compactMap(\.jitterMs) + [entry.jitter].compactMap { $0 }).max()
-            entry.rtt = (rtts + [entry.rtt].compactMap { $0 }).max()
-            entry.keys.append(key)
-            samples[key.call] = entry
+        // Sessions are read in place, in table order (the figures are maxima, so order does not matter), and each
+        // neighbour's RTT once: a relay carrying thousands of sessions must not stall its forwarding for this.
+        var samples: [UInt64: CallSample] = [:]
+        var rtts: [WalletAddress: Double?] = [:]
+        func rtt(_ node: WalletAddress) -> Double? {
+            if let known = rtts[node] { return known }
+            let measured = routes.figures(node).rttMs
+            rtts[node] = measured
+            return measured
         }
-        var actions: [RelayAction] = []
-        for (call, entry) in samples.sorted(by: { $0.key < $1.key }) {
+        var index = sessions.startIndex
+        while index != sessions.endIndex {
+            defer { sessions.formIndex(after: &index) }
+            guard sessions.values[index].role == .relay, sessions.values[index].pending == nil,
+                  let up = sessions.values[index].up?.node, let down = sessions.values[index].down?.node else { continue }
+            let forward = sessions.values[index].lossForward.take()
+            let back = sessions.values[index].lossBack.take()
+            // A session without media (a chain the caller left, not yet swept) is neither judged nor told.
+            guard forward != nil || back != nil else { continue }
+            let key = sessions.keys[index]
+            samples[key.call, default: CallSample(key: key)].add(key, forward, back, rtts: (rtt(up), rtt(down)))
+        }
+        var verdicts: [(call: UInt64, actions: [RelayAction])] = []
+        for (call, entry) in samples {
             guard let loss = entry.loss else { continue }
             let sample = QualitySample(lossPercent: loss.percent, packets: loss.due, rttMs: entry.rtt, jitterMs: entry.jitter,
                                        recentLossPercent: entry.recent?.recentPercent, recentPackets: entry.recent?.recentDue)
-            var judgement = judgements[call] ?? Judgement()
-            let changed = judgement.judge.sample(sample, now: now)
-            if changed || (judgement.judge.tier < .studio && now - judgement.lastVerdictAt >= Self.verdictRepeatMs) {
-                judgement.lastVerdictAt = now
-                actions += entry.keys.map { .judged($0, judgement.judge.tier, sample) }
-            }
-            judgements[call] = judgement
+            let (tier, due) = Self.sample(&judgements[call, default: Judgement()], sample, now: now)
+            if due { verdicts.append((call, entry.keys.sorted().map { .judged($0, tier, sample) })) }
         }
-        return actions
+        return verdicts.sorted { $0.call < $1.call }.flatMap(\.actions)
+    }
+
+    /// One call's sample to its judgement: the tier, and whether a verdict is due (a change, or a tier below studio
+    /// not told for `verdictRepeatMs`).
+    private static func sample(_ judgement: inout Judgement, _ sample: QualitySample, now: Int64) -> (QualityTier, Bool) {
+        let changed = judgement.judge.sample(sample, now: now)
+        guard changed || (judgement.judge.tier < .studio && now - judgement.lastVerdictAt >= verdictRepeatMs) else {
+            return (judgement.judge.tier, false)
+        }
+        judgement.lastVerdictAt = now
+        return (judgement.judge.tier, true)
     }
 
     /// The caller's upkeep of a call's chains: probes and reports, failover when the active chain goes quiet,

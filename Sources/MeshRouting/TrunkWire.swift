@@ -18,7 +18,7 @@ public enum TrunkWire {
 
     /// Whether `append` takes `message`: a data message (tag, label) no longer than an entry can be. Anything else
     /// is sent as its own link payload.
-    public static func canCarry(_ message: [UInt8]) -> Bool {
+    public static func canCarry(_ message: some Collection<UInt8>) -> Bool {
         message.count >= 5 && message.count <= maxEntryBytes && ChainMessage.isData(message)
     }
 
@@ -72,13 +72,15 @@ struct RTPHeader: Equatable, Sendable {
     var ssrc: UInt32
 
     /// The header of a media data message (inner bytes 0x20 and an RTP version 2 header), nil for any other.
-    init?(message m: [UInt8]) {
-        guard m.count >= TrunkWire.mediaHeaderBytes, m[5] == TrunkWire.mediaTag, m[6] >> 6 == 2 else { return nil }
-        byte0 = m[6]
-        byte1 = m[7]
-        seq = UInt16(m[8]) << 8 | UInt16(m[9])
-        ts = UInt32(m[10]) << 24 | UInt32(m[11]) << 16 | UInt32(m[12]) << 8 | UInt32(m[13])
-        ssrc = UInt32(m[14]) << 24 | UInt32(m[15]) << 16 | UInt32(m[16]) << 8 | UInt32(m[17])
+    init?<Bytes: RandomAccessCollection<UInt8>>(message: Bytes) where Bytes.Index == Int {
+        let b = message.startIndex
+        func m(_ i: Int) -> UInt8 { message[b + i] }
+        guard message.count >= TrunkWire.mediaHeaderBytes, m(5) == TrunkWire.mediaTag, m(6) >> 6 == 2 else { return nil }
+        byte0 = m(6)
+        byte1 = m(7)
+        seq = UInt16(m(8)) << 8 | UInt16(m(9))
+        ts = UInt32(m(10)) << 24 | UInt32(m(11)) << 16 | UInt32(m(12)) << 8 | UInt32(m(13))
+        ssrc = UInt32(m(14)) << 24 | UInt32(m(15)) << 16 | UInt32(m(16)) << 8 | UInt32(m(17))
     }
 
     /// Whether two headers share what a mini entry never carries: byte0, byte1 (marker bit included), SSRC.
@@ -157,6 +159,9 @@ public struct TrunkEncoder: Sendable {
     public let maxBytes: Int
     private(set) var contexts: ContextTable<Context>
     private var open = ByteWriter(capacity: 0)
+    /// Sent trunks' storage, given back for the next trunks (`recycle`): two, since a trunk that fills up opens
+    /// the next before it is sent and given back.
+    private var spares: [[UInt8]] = []
     /// Entries in the open trunk.
     public private(set) var pending = 0
     public private(set) var counters = TrunkCounters()
@@ -181,7 +186,8 @@ public struct TrunkEncoder: Sendable {
         var finished: [UInt8]?
         if pending > 0, open.bytes.count + entryBytes > maxBytes { finished = finish() }
         if pending == 0 {
-            open = ByteWriter(capacity: Swift.max(maxBytes, 1 + entryBytes))
+            if let storage = spares.popLast() { open = ByteWriter(reusing: consume storage) }
+            open.reset(capacity: Swift.max(maxBytes, 1 + entryBytes))
             open.write(TrunkWire.tag)
         }
         pending += 1
@@ -199,6 +205,11 @@ public struct TrunkEncoder: Sendable {
             open.write(bytes: message)
         }
         return finished
+    }
+
+    /// Gives a finished trunk's storage back for the next trunk (no allocation per trunk).
+    public mutating func recycle(_ trunk: consuming [UInt8]) {
+        if spares.count < 2 { spares.append(consume trunk) }
     }
 
     /// The open trunk (nil when empty); contexts are kept.
@@ -244,19 +255,27 @@ public struct TrunkDecoder: Sendable {
         references = ContextTable(capacity: maxContexts)
     }
 
-    /// The data messages of one trunk payload, restored byte for byte, in order. Malformed entries are dropped and
-    /// counted; a length running past the end drops the rest of the trunk.
+    /// The data messages of one trunk payload, restored byte for byte, in order.
     public mutating func decode(_ payload: [UInt8]) -> [[UInt8]] {
+        var out = TrunkMessages()
+        decode(payload, into: &out)
+        return out.map(Array.init)
+    }
+
+    /// The data messages of one trunk payload, restored byte for byte, in order, into `out` (emptied first, its
+    /// storage reused: nothing is allocated per message). Malformed entries are dropped and counted; a length
+    /// running past the end drops the rest of the trunk.
+    public mutating func decode(_ payload: [UInt8], into out: inout TrunkMessages) {
+        out.removeAll()
         guard TrunkWire.isTrunk(payload) else {
             counters.malformed += 1
-            return []
+            return
         }
         counters.trunks += 1
         guard payload.count > 1 else {
             counters.malformed += 1
-            return []
+            return
         }
-        var out: [[UInt8]] = []
         var at = 1
         while at < payload.count {
             guard at + 2 <= payload.count else {
@@ -272,40 +291,38 @@ public struct TrunkDecoder: Sendable {
             }
             at = end
             switch header >> 14 {
-            case TrunkWire.fullKind: if let message = full(payload[start..<end]) { out.append(message) }
-            case TrunkWire.miniKind: if let message = mini(payload[start..<end]) { out.append(message) }
+            case TrunkWire.fullKind: full(payload[start..<end], into: &out)
+            case TrunkWire.miniKind: mini(payload[start..<end], into: &out)
             default: counters.malformed += 1
             }
         }
-        return out
     }
 
     /// Forgets a label's reference (its session ended).
     public mutating func forget(label: UInt32) { references[label] = nil }
 
     /// A full entry's data message as it is; a media one becomes its label's reference.
-    private mutating func full(_ body: ArraySlice<UInt8>) -> [UInt8]? {
-        let message = Array(body)
-        guard TrunkWire.canCarry(message) else {
+    private mutating func full(_ body: ArraySlice<UInt8>, into out: inout TrunkMessages) {
+        guard TrunkWire.canCarry(body) else {
             counters.malformed += 1
-            return nil
+            return
         }
-        if let h = RTPHeader(message: message) { references[ChainMessage.label(of: message)!] = h }
+        if let h = RTPHeader(message: body) { references[ChainMessage.label(of: body)!] = h }
         counters.fullEntries += 1
-        return message
+        out.append(body)
     }
 
     /// A mini entry's data message, its header restored by forward offsets from the label's reference.
-    private mutating func mini(_ body: ArraySlice<UInt8>) -> [UInt8]? {
+    private mutating func mini(_ body: ArraySlice<UInt8>, into out: inout TrunkMessages) {
         guard body.count >= TrunkWire.miniHeaderBytes else {
             counters.malformed += 1
-            return nil
+            return
         }
         let b = body.startIndex
         let label = UInt32(body[b]) << 24 | UInt32(body[b + 1]) << 16 | UInt32(body[b + 2]) << 8 | UInt32(body[b + 3])
         guard let ref = references[label] else {
             counters.miniWithoutContext += 1
-            return nil
+            return
         }
         let seqAhead = UInt16(body[b + 5] &- UInt8(truncatingIfNeeded: ref.seq))
         let tsLow = UInt32(body[b + 6]) << 16 | UInt32(body[b + 7]) << 8 | UInt32(body[b + 8])
@@ -314,19 +331,47 @@ public struct TrunkDecoder: Sendable {
         h.ts = ref.ts &+ ((tsLow &- ref.ts) & 0xFF_FFFF)
         guard seqAhead >= 1, seqAhead <= TrunkWire.bridgedSeq, TrunkWire.check(h) == body[b + 4] else {
             counters.miniMismatch += 1
-            return nil
+            return
         }
-        var w = ByteWriter(capacity: TrunkWire.mediaHeaderBytes + body.count - TrunkWire.miniHeaderBytes)
-        w.write(ChainMessage.Tag.data.rawValue)
-        w.write(bytes: body[b..<(b + 4)])
-        w.write(TrunkWire.mediaTag)
-        w.write(h.byte0)
-        w.write(h.byte1)
-        w.write(h.seq)
-        w.write(h.ts)
-        w.write(h.ssrc)
-        w.write(bytes: body[(b + TrunkWire.miniHeaderBytes)...])
+        out.append(restoring: h, label: body[b..<(b + 4)], rest: body[(b + TrunkWire.miniHeaderBytes)...])
         counters.miniEntries += 1
-        return w.bytes
+    }
+}
+
+/// The data messages of one trunk, restored back to back into one buffer that is reused from trunk to trunk.
+public struct TrunkMessages: RandomAccessCollection, Sendable {
+    private var writer = ByteWriter(capacity: 0)
+    private var ends: [Int] = []
+
+    public init() {}
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { ends.count }
+
+    public subscript(position: Int) -> ArraySlice<UInt8> { writer.bytes[(position == 0 ? 0 : ends[position - 1])..<ends[position]] }
+
+    mutating func removeAll() {
+        writer.reset()
+        ends.removeAll(keepingCapacity: true)
+    }
+
+    /// A message as it is.
+    mutating func append(_ message: ArraySlice<UInt8>) {
+        writer.write(bytes: message)
+        ends.append(writer.bytes.count)
+    }
+
+    /// A media data message from a mini entry: tag, label, 0x20, the restored RTP header, the rest.
+    mutating func append(restoring h: RTPHeader, label: ArraySlice<UInt8>, rest: ArraySlice<UInt8>) {
+        writer.write(ChainMessage.Tag.data.rawValue)
+        writer.write(bytes: label)
+        writer.write(TrunkWire.mediaTag)
+        writer.write(h.byte0)
+        writer.write(h.byte1)
+        writer.write(h.seq)
+        writer.write(h.ts)
+        writer.write(h.ssrc)
+        writer.write(bytes: rest)
+        ends.append(writer.bytes.count)
     }
 }

@@ -115,11 +115,18 @@ public struct Trunker: Sendable {
     /// When the next held trunk must leave.
     public var nextDeadline: Int64? { holding.values.min() }
 
-    /// The data messages of a trunk from `neighbour`, restored byte for byte.
-    public mutating func open(_ payload: [UInt8], from neighbour: WalletAddress) -> [[UInt8]] {
+    /// The data messages of a trunk from `neighbour`, restored byte for byte into `messages` (its storage reused).
+    public mutating func open(_ payload: [UInt8], from neighbour: WalletAddress, into messages: inout TrunkMessages) {
         var decoder = decoders.removeValue(forKey: neighbour) ?? TrunkDecoder()
         defer { decoders[neighbour] = decoder }
-        return decoder.decode(payload)
+        decoder.decode(payload, into: &messages)
+    }
+
+    /// Gives a sent trunk's storage back for the next trunk to `neighbour`.
+    public mutating func recycle(_ trunk: consuming [UInt8], to neighbour: WalletAddress) {
+        guard var state = outgoing.removeValue(forKey: neighbour) else { return }
+        state.encoder.recycle(consume trunk)
+        outgoing[neighbour] = state
     }
 
     /// The link to `neighbour` went down: its header contexts go (a new link starts with full headers), and so do

@@ -62,6 +62,19 @@ public struct ByteWriter: Sendable {
         bytes.reserveCapacity(capacity)
     }
 
+    /// A writer on the storage of `storage` (its bytes dropped): written bytes handed back for reuse.
+    public init(reusing storage: consuming [UInt8]) {
+        bytes = consume storage
+        bytes.removeAll(keepingCapacity: true)
+    }
+
+    /// Drops what was written and makes room for `capacity` bytes, keeping the storage (no allocation when it is
+    /// this writer's alone and large enough).
+    public mutating func reset(capacity: Int = 0) {
+        bytes.removeAll(keepingCapacity: true)
+        bytes.reserveCapacity(capacity)
+    }
+
     public mutating func write(_ value: UInt8) { bytes.append(value) }
 
     public mutating func write<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {

@@ -182,8 +182,7 @@ struct RelayNet {
 
     /// What node `j` answers to `payload` from `i`, not passed on.
     mutating func receive(_ payload: [UInt8], at j: Int, from i: Int) -> [RelayAction] {
-        ChainMessage.isData(payload) ? engines[j].forward(payload, from: addresses[i], now: now)
-            : engines[j].receive(payload, from: addresses[i], routes: routes(j), now: now)
+        engines[j].receive(payload, from: addresses[i], routes: routes(j), now: now)
     }
 
     mutating func process(_ actions: [RelayAction], at origin: Int) {

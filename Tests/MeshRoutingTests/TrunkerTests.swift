@@ -27,7 +27,7 @@ import Testing
     /// What the next hop gets out of the trunks that left.
     func opened(_ trunks: [(WalletAddress, [UInt8])]) -> [[UInt8]] {
         var receiver = Trunker()
-        return trunks.flatMap { receiver.open($0.1, from: a) }
+        return trunks.flatMap { receiver.opened($0.1, from: a) }
     }
 
     @Test func aBatchLeavesTogetherAtItsEnd() {
@@ -109,8 +109,35 @@ import Testing
         let rest = t.endOfBatch(now: 0)
         #expect(Set(rest.map(\.0)) == [a, b])
         var receiver = Trunker()
-        let atA = early.flatMap { receiver.open($0, from: a) } + rest.filter { $0.0 == a }.flatMap { receiver.open($0.1, from: a) }
+        let atA = early.flatMap { receiver.opened($0, from: a) } + rest.filter { $0.0 == a }.flatMap { receiver.opened($0.1, from: a) }
         #expect(atA == toA, "every message to a, in order, across the trunks")
+    }
+
+    /// The forwarding path reuses storage: each trunk, once sent, is given back for a later one, and one
+    /// `TrunkMessages` takes every trunk that arrives. Neither may leak bytes from one trunk into the next.
+    @Test func reusedStorageCarriesEveryTrunkIntact() {
+        var sender = Trunker(config: Self.config(holdUs: 0, maxBytes: 300))
+        var receiver = Trunker()
+        var messages = TrunkMessages()
+        var sent: [[UInt8]] = []
+        var restored: [[UInt8]] = []
+        func deliver(_ trunk: consuming [UInt8]) {
+            receiver.open(trunk, from: a, into: &messages)
+            restored += messages.map(Array.init)
+            sender.recycle(trunk, to: a)
+        }
+        for round in 0..<20 {
+            // Sizes vary, so a reused buffer is sometimes longer than the trunk written into it.
+            for session in 0..<(3 + round % 5) {
+                let m = Self.media(label: UInt32(session), seq: UInt16(round), size: 20 + 37 * ((round + session) % 4))
+                sent.append(m)
+                if let full = sender.enqueue(m, to: a, now: Int64(round) * 20_000) { deliver(full) }
+            }
+            for (_, trunk) in sender.endOfBatch(now: Int64(round) * 20_000) { deliver(trunk) }
+        }
+        #expect(restored.count == sent.count)
+        #expect(restored.indices.first { restored[$0] != sent[$0] } == nil)
+        #expect(sender.sent.miniEntries > 0, "mini entries were restored from reused buffers too")
     }
 
     @Test func flushEmptiesOneNeighbourAndLinkDownForgets() {
@@ -122,5 +149,14 @@ import Testing
         t.linkDown(b)
         #expect(t.endOfBatch(now: 0).isEmpty, "b's queue went with its link")
         #expect(t.flushAll().isEmpty)
+    }
+}
+
+extension Trunker {
+    /// The messages of one trunk from `neighbour` as arrays.
+    mutating func opened(_ payload: [UInt8], from neighbour: WalletAddress) -> [[UInt8]] {
+        var messages = TrunkMessages()
+        open(payload, from: neighbour, into: &messages)
+        return messages.map(Array.init)
     }
 }
