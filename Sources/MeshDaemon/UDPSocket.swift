@@ -253,7 +253,9 @@ private struct SourceCache {
 
 /// Datagrams waiting for the end of the event loop's turn, to leave together: their bytes in one reused buffer.
 struct Outbox: DatagramSink {
+    /// The datagrams' bytes back to back: `used` of them; the storage only grows (no zeroing per datagram).
     fileprivate var bytes: [UInt8] = []
+    private var used = 0
     fileprivate var datagrams: [mesh_datagram] = []
     fileprivate var addresses: [SocketAddress] = []
 
@@ -267,20 +269,21 @@ struct Outbox: DatagramSink {
     /// A datagram written in place by `write` (a link seal: the forwarding path's only copy of a packet).
     mutating func append(length: Int, to address: SocketAddress, write: (UnsafeMutableRawBufferPointer) -> Void) {
         var entry = mesh_datagram()
-        entry.offset = bytes.count
+        entry.offset = used
         entry.length = length
         address.withSockAddr { pointer, length in
             withUnsafeMutableBytes(of: &entry.address) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: length)) }
             entry.address_length = socklen_t(length)
         }
-        bytes.append(contentsOf: repeatElement(0, count: length))
-        bytes.withUnsafeMutableBytes { write(UnsafeMutableRawBufferPointer(rebasing: $0[entry.offset...])) }
+        used += length
+        if bytes.count < used { bytes.append(contentsOf: repeatElement(0, count: max(used - bytes.count, 16_384))) }
+        bytes.withUnsafeMutableBytes { write(UnsafeMutableRawBufferPointer(rebasing: $0[entry.offset..<used])) }
         datagrams.append(entry)
         addresses.append(address)
     }
 
     mutating func removeAll() {
-        bytes.removeAll(keepingCapacity: true)
+        used = 0
         datagrams.removeAll(keepingCapacity: true)
         addresses.removeAll(keepingCapacity: true)
     }

@@ -68,10 +68,18 @@ public enum LinkCrypto {
     static func open(key: [UInt8], counter: UInt64, datagram: UnsafeRawBufferPointer, into plaintext: inout [UInt8]) -> Bool {
         let headerBytes = LinkWire.transportHeaderBytes
         let cipherBytes = datagram.count - headerBytes
-        plaintext.removeAll(keepingCapacity: true)
-        guard cipherBytes >= tagBytes else { return false }
-        // (One byte at least, so an empty plaintext still has a buffer to point at.)
-        plaintext.append(contentsOf: repeatElement(0, count: max(cipherBytes - tagBytes, 1)))
+        guard cipherBytes >= tagBytes else {
+            plaintext.removeAll(keepingCapacity: true)
+            return false
+        }
+        // Resized, not refilled: packets of one size leave it as it is. (One byte at least, so an empty plaintext
+        // still has a buffer to point at.)
+        let size = max(cipherBytes - tagBytes, 1)
+        if plaintext.count > size {
+            plaintext.removeLast(plaintext.count - size)
+        } else {
+            plaintext.append(contentsOf: repeatElement(0, count: size - plaintext.count))
+        }
         let d = datagram.baseAddress!.assumingMemoryBound(to: UInt8.self)
         var written: UInt64 = 0
         let rc = plaintext.withUnsafeMutableBufferPointer { out in

@@ -278,11 +278,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     @discardableResult
     public mutating func send<Sink: DatagramSink<Address>>(_ payload: [UInt8], to address: WalletAddress, now: Int64,
                                                          into sink: inout Sink) -> Bool {
-        // Moved out and back: reading `peers[address]?.up` alone would copy the whole peer.
-        guard var peer = peers.removeValue(forKey: address) else { return false }
-        defer { peers[address] = peer }
-        guard peer.up else { return false }
-        return payload.withUnsafeBytes { seal(&peer, inner: .application, body: $0, now: now, into: &sink) }
+        // In place, in its table: reading `peers[address]?.up` alone would copy the whole peer.
+        guard let slot = peers.index(forKey: address) else { return false }
+        return payload.withUnsafeBytes { Self.sealApplication(&peers.values[slot], body: $0, counters: &counters, into: &sink) }
     }
 
     /// Tells every neighbour this node is going away and takes all links down.
@@ -702,24 +700,32 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
                                         into plaintext: inout [UInt8]) -> WalletAddress? {
         let index = Self.transportIndex(datagram)
         let counter = UInt64(bigEndian: datagram.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
-        // The peer and its session are moved out of their tables while they change (and back after), so the
-        // replay window and the rest change in place instead of being copied per datagram.
-        guard let owner = sessionOwners[index], var peer = peers.removeValue(forKey: owner) else {
+        guard let owner = sessionOwners[index], let slot = peers.index(forKey: owner) else {
             counters.unknownSession += 1
             return nil
         }
-        defer { peers[owner] = peer }
+        // The peer changes in place, in its table (even reading one of its fields through the table would copy it).
+        let opened = Self.open(datagram, index: index, counter: counter, on: &peers.values[slot], from: source, now: now,
+                               rejectAfterMs: config.rejectAfterMs, counters: &counters, into: &plaintext)
+        return opened ? owner : nil
+    }
+
+    /// `openTransport` on the peer that owns the session: its session is moved out while it changes (and back after),
+    /// so the replay window and the rest are never copied per datagram.
+    private static func open(_ datagram: UnsafeRawBufferPointer, index: UInt32, counter: UInt64, on peer: inout Peer<Address>,
+                             from source: Address, now: Int64, rejectAfterMs: Int64, counters: inout LinkCounters,
+                             into plaintext: inout [UInt8]) -> Bool {
         let isCurrent = peer.current?.localIndex == index
         guard var session = isCurrent ? peer.current.take() : peer.previous?.localIndex == index ? peer.previous.take() : nil else {
             counters.unknownSession += 1
-            return nil
+            return false
         }
-        let opened = now - session.createdAt < config.rejectAfterMs
-            && open(datagram, counter: counter, session: &session, into: &plaintext)
+        let opened = now - session.createdAt < rejectAfterMs
+            && open(datagram, counter: counter, session: &session, counters: &counters, into: &plaintext)
         if isCurrent { peer.current = session } else { peer.previous = session }
-        guard opened else { return nil }
+        guard opened else { return false }
         note(datagram.count, on: &peer, from: source, now: now)
-        return owner
+        return true
     }
 
     /// The inner message of an authentic transport datagram from `address`.
@@ -738,7 +744,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         var session = entry.session
         var plaintext: [UInt8] = []
         let counter = UInt64(bigEndian: datagram.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 5, as: UInt64.self) })
-        guard datagram.withUnsafeBytes({ open($0, counter: counter, session: &session, into: &plaintext) }) else { return [] }
+        guard datagram.withUnsafeBytes({ Self.open($0, counter: counter, session: &session, counters: &counters, into: &plaintext) })
+        else { return [] }
         dropHalfOpen(session.localIndex)
         let initiator = entry.initiatorKey.address
         var peer = peers[initiator] ?? Peer(publicKey: entry.initiatorKey, endpoint: source, now: now)
@@ -746,7 +753,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         sessionOwners[session.localIndex] = initiator
         var actions: [LinkAction<Address>] = []
         install(session, in: &peer, now: now, actions: &actions)
-        note(datagram.count, on: &peer, from: source, now: now)
+        Self.note(datagram.count, on: &peer, from: source, now: now)
         handleInner(plaintext, peer: &peer, now: now, actions: &actions)
         peers[initiator] = peer
         return actions
@@ -754,7 +761,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Checks the counter against the replay window and authenticates into `plaintext`; counts the failure and
     /// returns false.
-    private mutating func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, session: inout Session, into plaintext: inout [UInt8]) -> Bool {
+    private static func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, session: inout Session, counters: inout LinkCounters,
+                             into plaintext: inout [UInt8]) -> Bool {
         guard counter < LinkWire.counterLimit, session.replay.wouldAccept(counter) else {
             counters.replayed += 1
             return false
@@ -768,7 +776,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     }
 
     /// An authentic datagram of `bytes` from `source`: the peer's endpoint follows it.
-    private func note(_ bytes: Int, on peer: inout Peer<Address>, from source: Address, now: Int64) {
+    private static func note(_ bytes: Int, on peer: inout Peer<Address>, from source: Address, now: Int64) {
         peer.endpoint = source
         peer.lastReceivedAt = now
         peer.packetsIn += 1
@@ -816,19 +824,26 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     private mutating func seal(_ peer: inout Peer<Address>, inner: InnerType, body: [UInt8], now: Int64) -> LinkAction<Address>? {
         var one = OneDatagram<Address>()
-        _ = body.withUnsafeBytes { seal(&peer, inner: inner, body: $0, now: now, into: &one) }
+        _ = body.withUnsafeBytes { Self.seal(&peer, inner: inner, body: $0, counters: &counters, into: &one) }
         return one.action
     }
 
+    /// An application payload to a peer whose link is up.
+    private static func sealApplication<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, body: UnsafeRawBufferPointer,
+                                                                    counters: inout LinkCounters, into sink: inout Sink) -> Bool {
+        peer.up && seal(&peer, inner: .application, body: body, counters: &counters, into: &sink)
+    }
+
     /// Seals one transport datagram to the peer's endpoint into `sink`; false when the peer has no session to send on.
-    private mutating func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
-                                                           now: Int64, into sink: inout Sink) -> Bool {
-        guard let session = peer.current, session.sendCounter < LinkWire.counterLimit else { return false }
-        let counter = session.sendCounter
+    private static func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
+                                                          counters: inout LinkCounters, into sink: inout Sink) -> Bool {
+        guard let counter = peer.current?.sendCounter, counter < LinkWire.counterLimit, let remoteIndex = peer.current?.remoteIndex,
+              let key = peer.current?.sendKey
+        else { return false }
         peer.current?.sendCounter += 1
         let length = LinkCrypto.sealedBytes(body: body.count)
         sink.append(length: length, to: peer.endpoint) { out in
-            LinkCrypto.seal(key: session.sendKey, counter: counter, header: (LinkMessageType.transport.rawValue, session.remoteIndex, counter),
+            LinkCrypto.seal(key: key, counter: counter, header: (LinkMessageType.transport.rawValue, remoteIndex, counter),
                             inner: inner.rawValue, body: body, into: out)
         }
         peer.packetsOut += 1

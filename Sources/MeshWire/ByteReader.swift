@@ -78,8 +78,7 @@ public struct ByteWriter: Sendable {
     public mutating func write(_ value: UInt8) { bytes.append(value) }
 
     public mutating func write<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {
-        let size = MemoryLayout<T>.size
-        for i in stride(from: size - 1, through: 0, by: -1) { bytes.append(UInt8(truncatingIfNeeded: value >> (i * 8))) }
+        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     public mutating func write(bytes other: some Sequence<UInt8>) { bytes.append(contentsOf: other) }
