@@ -89,7 +89,7 @@ let package = Package(
         .executableTarget(name: "LinkBench", dependencies: ["MeshLink", "MeshIdentity", "CSodium", "CMeshIO"], swiftSettings: strict),
         .target(name: "CBatchIO"),
         .executableTarget(name: "ForwardLoad", dependencies: [
-            "CBatchIO", "MeshLink", "MeshRouting", "MeshIdentity", "MeshWire",
+            "CBatchIO", "MeshLink", "MeshRouting", "MeshIdentity", "MeshWire", "MeshStun",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),

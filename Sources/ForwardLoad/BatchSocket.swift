@@ -12,6 +12,15 @@ struct LoopbackPort: LinkEndpoint {
     var description: String { "127.0.0.1:\(port)" }
 }
 
+/// 127.0.0.1:`port` as the socket calls take it.
+func loopbackAddress(port: UInt16) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    return address
+}
+
 /// One end's UDP socket on 127.0.0.1, read and written in batches of up to 64 datagrams (recvmmsg, sendmmsg through
 /// CBatchIO). Owned by one thread: the descriptor is made by `bind()` on the main thread, the buffers by the owner.
 final class BatchSocket {
@@ -39,9 +48,7 @@ final class BatchSocket {
                 _ = setsockopt(fd, SOL_SOCKET, plain, &size, socklen_t(MemoryLayout<Int32>.size))
             }
         }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var address = loopbackAddress(port: 0)
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }

@@ -8,11 +8,13 @@ import MeshIdentity
 struct ForwardLoad: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ForwardLoad",
-        abstract: "Send call-like media through one relay (mesh-node or the C baseline relay) and measure it at the sink.",
+        abstract: "Send call-like media through one relay (mesh-node, the C baseline relay or a TURN server) and measure it at the sink.",
         discussion: """
             Mesh relay (default): S and D link to the relay with their own node identities, S sets up one chain \
             S → relay → D per session with signed set-ups, then sends data messages. --plain: the C relay of \
-            Tools/bench-forward.d (labels installed by a control datagram, no link crypto). Every packet is made \
+            Tools/bench-forward.d (labels installed by a control datagram, no link crypto). --turn: a TURN server \
+            (coturn with --no-auth): one socket, allocation, permission and channel per session, packets as \
+            ChannelData, relayed to the sink from each allocation's relayed address. Every packet is made \
             (mesh: sealed) before the traffic phase, so the sender's own crypto does not limit the rate it offers. \
             Modes: saturate (as fast as the relay takes it: at most --window packets in flight, for --seconds or \
             --count packets; no latency), voice (--sessions × 50 packets/s, on one shared 20 ms grid or each \
@@ -20,9 +22,12 @@ struct ForwardLoad: ParsableCommand {
             stream S → D at 500 packets/s not through the relay). Prints one JSON object.
             """)
 
-    @Option(help: "The relay's UDP port on 127.0.0.1.") var relayPort: UInt16
+    @Option(help: "The relay's UDP port on 127.0.0.1 (mesh-node, or the C relay with --plain).") var relayPort: UInt16?
     @Option(help: "saturate or voice.") var mode: String
     @Flag(help: "Speak the C relay's plain format instead of the mesh protocol.") var plain = false
+    @Option(help: ArgumentHelp("Go through the TURN server at 127.0.0.1:PORT (RFC 8656, without credentials) instead of a relay at --relay-port.",
+                               valueName: "127.0.0.1:PORT"))
+    var turn: String?
     @Flag(help: "Send the packets of each batch (one tick of the grid, one saturate batch) in trunks with mini-frames, as a node with --trunking on does.")
     var trunking = false
     @Option(help: "Sessions (chains) through the relay.") var sessions = 100
@@ -39,7 +44,16 @@ struct ForwardLoad: ParsableCommand {
     var relayPid: Int32?
     @Option(help: "Give up setting sessions up after this long, seconds.") var setupTimeout: Double = 60
 
+    /// The TURN server's port from `--turn 127.0.0.1:PORT` (loopback only, as every address here).
+    private var turnPort: UInt16? {
+        guard let turn, turn.hasPrefix("127.0.0.1:") else { return nil }
+        return UInt16(turn.dropFirst("127.0.0.1:".count)).flatMap { $0 == 0 ? nil : $0 }
+    }
+
     func validate() throws {
+        guard (relayPort == nil) != (turn == nil) else { throw ValidationError("give either --relay-port or --turn") }
+        guard turn == nil || turnPort != nil else { throw ValidationError("--turn takes 127.0.0.1:PORT (loopback only)") }
+        guard turn == nil || !(plain || trunking) else { throw ValidationError("--turn goes with neither --plain nor --trunking") }
         guard ["saturate", "voice"].contains(mode) else { throw ValidationError("--mode must be saturate or voice") }
         guard ["shared", "independent"].contains(grid) else { throw ValidationError("--grid must be shared or independent") }
         guard sessions >= 1, sessions <= 1_000_000 else { throw ValidationError("--sessions must be 1 to 1,000,000") }
@@ -52,11 +66,11 @@ struct ForwardLoad: ParsableCommand {
     }
 
     func run() throws {
-        let framing: Framing = plain ? .plain : .mesh(sender: PrivateKey(), sink: PrivateKey())
+        let framing: Framing = turn != nil ? .turn : plain ? .plain : .mesh(sender: PrivateKey(), sink: PrivateKey())
         let (senderFd, _) = try BatchSocket.bind()
         let (sinkFd, sinkPort) = try BatchSocket.bind()
         let shared = Shared()
-        let (sessions, relayPort) = (self.sessions, self.relayPort)
+        let (sessions, relayPort) = (self.sessions, self.relayPort ?? turnPort ?? 0)
         let sinkThread = Thread {
             var sink = Sink(fd: sinkFd, framing: framing, sessions: sessions, relayPort: relayPort, shared: shared)
             sink.run()
@@ -77,8 +91,10 @@ struct ForwardLoad: ParsableCommand {
         try sender.link(shared: shared, timeoutNs: 20_000_000_000)
         let rssBefore = relay?.rssKiB()
         let setupStart = monotonicNs()
-        sender.setUp(window: 128, timeoutNs: Int(setupTimeout * 1e9))
+        try sender.setUp(window: 128, timeoutNs: Int(setupTimeout * 1e9))
         let setupSeconds = Double(monotonicNs() - setupStart) / 1e9
+        let relayedPorts = sender.relayedPorts
+        shared.relayedPorts.withLock { $0 = relayedPorts }
         let rssAfterSetup = relay?.rssKiB()
         guard sender.sessionsUp > 0 else {
             throw LoadError(description: "no session set up in \(setupTimeout) s (refusals: \(sender.refusals))")
@@ -115,7 +131,7 @@ struct ForwardLoad: ParsableCommand {
         let relayCpu = cpuStart.0.flatMap { before in cpuEnd.0.map { $0 - before } }
         let relayRunDelay = cpuStart.2.flatMap { before in cpuEnd.2.map { $0 - before } }
         let report = Report(
-            mode: mode, relay: plain ? "plain" : "mesh", grid: mode == "voice" ? grid : nil, sessions: sessions,
+            mode: mode, relay: turn != nil ? "turn" : plain ? "plain" : "mesh", grid: mode == "voice" ? grid : nil, sessions: sessions,
             sessionsUp: sender.sessionsUp, setupsAnswered: sink.setupsAnswered, payloadBytes: payloadBytes, setupSeconds: setupSeconds, prepareSeconds: prepareSeconds,
             durationSeconds: duration, sent: sent, received: sink.unique, lost: lost, duplicates: sink.duplicates,
             misrouted: sink.misrouted, trunking: trunking, trunkDrops: sink.trunkDrops, lossPercent: sent > 0 ? 100 * Double(lost) / Double(sent) : 0,
@@ -124,7 +140,7 @@ struct ForwardLoad: ParsableCommand {
             directSent: counts.direct, directReceived: sink.directPackets,
             directLatencyP50Us: sink.directP50Us, directLatencyP99Us: sink.directP99Us,
             sinkDatagrams: sink.wireDatagrams, sinkBytes: sink.wireBytes, otherPayloads: sink.otherPayloads,
-            sendLagP99Us: mode == "voice" ? lag.percentile(0.99) : nil, sendErrors: sender.socket.sendErrors,
+            sendLagP99Us: mode == "voice" ? lag.percentile(0.99) : nil, sendErrors: sender.sendErrors,
             refusals: sender.refusals, teardowns: sender.teardowns, generatorCpuSeconds: cpuEnd.1 - cpuStart.1,
             relayCpuSeconds: relayCpu, relayRunDelaySeconds: relayRunDelay, relayRssBeforeSetupKiB: rssBefore, relayRssAfterSetupKiB: rssAfterSetup, relayRssEndKiB: rssEnd)
         let encoder = JSONEncoder()
@@ -180,12 +196,13 @@ struct ForwardLoad: ParsableCommand {
     }
 
     /// saturate: groups of 64 packets round the sessions, `count` packets or a pool for `seconds` at 100,000 packets/s
-    /// (mesh; the mesh relay forwards fewer than that per core here) or 200,000 (plain, cheap to make). A run whose pool
+    /// (mesh; the mesh relay forwards fewer than that per core here) or 200,000 (plain and TURN, cheap to make). A run whose pool
     /// is sent before `seconds` ends early (`durationSeconds`).
     private func saturateGroups(_ sender: inout Sender) -> [Group] {
         let up = (0..<sessions).filter { sender.relayLabels[$0] != 0 }
         var groups: [Group] = []
-        var cursor = 0, left = count ?? Int(seconds * (plain ? 200_000 : 100_000))
+        let sealed = if case .mesh = sender.framing { true } else { false }
+        var cursor = 0, left = count ?? Int(seconds * (sealed ? 100_000 : 200_000))
         while left > 0 {
             let n = min(BatchSocket.batch, left)
             groups.append(sender.prepare((0..<n).lazy.map { up[(cursor + $0) % up.count] }, offsetNs: 0))
@@ -267,7 +284,7 @@ struct RelayProcess {
 /// The JSON object ForwardLoad prints.
 struct Report: Encodable {
     let mode: String
-    /// "mesh" (mesh-node) or "plain" (the C relay).
+    /// "mesh" (mesh-node), "plain" (the C relay) or "turn" (a TURN server).
     let relay: String
     let grid: String?
     let sessions: Int

@@ -2,6 +2,7 @@ import Glibc
 import MeshIdentity
 import MeshLink
 import MeshRouting
+import MeshStun
 
 /// The neighbours the sender sends data to.
 enum Hop {
@@ -10,8 +11,9 @@ enum Hop {
     case sink
 }
 
-/// The sender S: links to the relay and to the sink (mesh), sets up one chain per session S → relay → sink by hand,
-/// then prepares and sends generated media packets. Runs on the main thread.
+/// The sender S: links to the relay and to the sink (mesh), sets up one chain per session S → relay → sink by hand
+/// (TURN: an allocation, a permission and a channel to the sink per session, each on its own socket), then prepares
+/// and sends generated media packets. Runs on the main thread.
 struct Sender {
     let framing: Framing
     let sessions: Int
@@ -40,6 +42,8 @@ struct Sender {
     private var trunks: TrunkEncoder?
     /// Acknowledged table size of the C relay.
     private var plainInstalled = 0
+    /// TURN: each session's socket and allocation.
+    private var turn: TurnSessions?
 
     init(fd: Int32, framing: Framing, sessions: Int, payloadBytes: Int, relayPort: UInt16, sinkPort: UInt16, trunking: Bool) {
         trunks = trunking ? TrunkEncoder() : nil
@@ -62,6 +66,12 @@ struct Sender {
 
     var sessionsUp: Int { relayLabels.reduce(0) { $0 + ($1 == 0 ? 0 : 1) } }
 
+    /// TURN: each session's relayed port (empty before the set-up and for other relays).
+    var relayedPorts: [UInt16] { turn?.relayedPorts ?? [] }
+
+    /// Datagrams the kernel refused to send.
+    var sendErrors: Int { socket.sendErrors + (turn?.sendErrors ?? 0) }
+
     // MARK: links and set-up
 
     /// Mesh: links to the relay (unpinned: it tells its address) and to the sink, and waits until both are up and
@@ -81,13 +91,14 @@ struct Sender {
     }
 
     /// Sets up every session (mesh: signed chain set-ups, at most `window` outstanding, re-sent after 2 s, a refused
-    /// one tried again with the next chain id after 100 ms; plain: the C relay's label table). Returns when all are
-    /// up or after `timeoutNs`.
-    mutating func setUp(window: Int, timeoutNs: Int) {
-        messages = (0..<sessions).map { frame(label: 0, inner: MediaPacket.template(session: $0, payloadBytes: payloadBytes)) }
-        directMessage = frame(label: Labels.direct, inner: MediaPacket.template(session: sessions, payloadBytes: payloadBytes))
+    /// one tried again with the next chain id after 100 ms; plain: the C relay's label table; TURN: `TurnSessions`,
+    /// which throws unless all are up). Returns when all are up or after `timeoutNs`.
+    mutating func setUp(window: Int, timeoutNs: Int) throws {
+        messages = (0..<sessions).map { framing.message(label: 0, inner: MediaPacket.template(session: $0, payloadBytes: payloadBytes)) }
+        directMessage = framing.direct.message(label: Labels.direct, inner: MediaPacket.template(session: sessions, payloadBytes: payloadBytes))
         let deadline = monotonicNs() + timeoutNs
-        guard case .mesh = framing else {
+        switch framing {
+        case .plain:
             while plainInstalled < sessions && monotonicNs() < deadline {
                 installPlainTable()
                 let wait = monotonicNs() + 500_000_000
@@ -95,6 +106,13 @@ struct Sender {
             }
             if plainInstalled >= sessions { relayLabels = (0..<sessions).map(Labels.plainRelay) }
             return
+        case .turn:
+            let turn = try TurnSessions(sessions: sessions, server: relayPort)
+            self.turn = turn
+            try turn.setUp(peer: StunAddress(ip: [127, 0, 0, 1], port: sinkPort)!, window: window, timeoutNs: timeoutNs)
+            relayLabels = Array(repeating: UInt32(TurnSessions.channel), count: sessions)
+            return
+        case .mesh: break
         }
         let wallet = PrivateKey()
         var next = 0
@@ -195,35 +213,23 @@ struct Sender {
 
     // MARK: sending
 
-    /// A data message of this framing around `inner`.
-    private func frame(label: UInt32, inner: [UInt8]) -> [UInt8] {
-        switch framing {
-        case .mesh: return ChainMessage.data(label: label, inner)
-        case .plain:
-            var bytes = [0, 0, 0, 0] + inner
-            put(label, in: &bytes, at: 0)
-            return bytes
-        }
-    }
-
     /// The datagrams of one group of packets sent together: the next packet of each listed session that is set up
     /// (`Sender.direct`: of the baseline stream to the sink), stamped with their scheduled send time, `offsetNs` after
     /// the traffic phase starts. Made before the traffic phase (mesh: sealed on the links then, so the sender's own
     /// crypto does not limit the rate it offers; the links are not ticked while the pool is sent, so the link counters
     /// stay in order).
     mutating func prepare<S: Sequence<Int>>(_ list: S, offsetNs: Int) -> Group {
-        var relayed: [[UInt8]] = [], direct: [[UInt8]] = []
-        let offset = framing.innerOffset
+        var relayed: [Message] = [], direct: [Message] = []
         for i in list {
             if i == Self.direct {
-                MediaPacket.stamp(&directMessage, at: offset, number: directPrepared, offsetNs: offsetNs)
+                MediaPacket.stamp(&directMessage, at: framing.direct.innerOffset, number: directPrepared, offsetNs: offsetNs)
                 directPrepared += 1
-                direct.append(directMessage)
+                direct.append(Message(session: i, bytes: directMessage))
             } else if relayLabels[i] != 0 {
-                put(relayLabels[i], in: &messages[i], at: offset - 4)
-                MediaPacket.stamp(&messages[i], at: offset, number: prepared[i], offsetNs: offsetNs)
+                framing.set(label: relayLabels[i], in: &messages[i])
+                MediaPacket.stamp(&messages[i], at: framing.innerOffset, number: prepared[i], offsetNs: offsetNs)
                 prepared[i] += 1
-                relayed.append(messages[i])
+                relayed.append(Message(session: i, bytes: messages[i]))
             }
         }
         return Group(offsetNs: offsetNs, datagrams: transmit(messages: relayed, to: .relay) + transmit(messages: direct, to: .sink),
@@ -234,39 +240,60 @@ struct Sender {
     static let direct = -1
 
     /// Every data message the sender sends goes through here (the place a trunk encoder packs them into trunk
-    /// payloads): the datagrams that carry them to `hop` (mesh: sealed on the link; plain: as they are).
-    mutating func transmit(messages: [[UInt8]], to hop: Hop) -> [Datagram] {
+    /// payloads): the datagrams that carry them to `hop` (mesh: sealed on the link; plain: as they are; TURN: each
+    /// on its session's own socket).
+    mutating func transmit(messages: [Message], to hop: Hop) -> [Datagram] {
         guard !messages.isEmpty else { return [] }
+        if turn != nil, hop == .relay { return messages.map { Datagram(bytes: $0.bytes, to: .session($0.session)) } }
         let port = hop == .relay ? relayPort : sinkPort
-        guard links != nil else { return messages.map { Datagram(bytes: $0, port: port) } }
+        guard links != nil else { return messages.map { Datagram(bytes: $0.bytes, to: .port(port)) } }
         let node = hop == .relay ? relayNode! : sinkNode!
         let now = wallMs()
-        var payloads = messages
+        var payloads = messages.map(\.bytes)
         // A batch leaves together: the messages to the relay in as few trunks as fit (the direct baseline stream stays
         // per packet, so that it measures the path, not trunking).
         if hop == .relay, var encoder = trunks {
-            payloads = messages.compactMap { encoder.append($0) }
+            payloads = payloads.compactMap { encoder.append($0) }
             if let last = encoder.finish() { payloads.append(last) }
             trunks = encoder
         }
         var datagrams: [Datagram] = []
         datagrams.reserveCapacity(payloads.count)
         for payload in payloads {
-            for case .send(let bytes, let to) in links!.send(payload, to: node, now: now) { datagrams.append(Datagram(bytes: bytes, port: to.port)) }
+            for case .send(let bytes, let to) in links!.send(payload, to: node, now: now) { datagrams.append(Datagram(bytes: bytes, to: .port(to.port))) }
         }
         return datagrams
     }
 
-    /// Sends a prepared group (queued: `socket.flush()` sends what is queued).
+    /// Sends a prepared group (on the sender's socket queued: `socket.flush()` sends what is queued; on a TURN
+    /// session's socket at once, one datagram a socket).
     func send(_ group: Group) {
-        for datagram in group.datagrams { socket.queue(datagram.bytes, to: datagram.port) }
+        for datagram in group.datagrams {
+            switch datagram.to {
+            case .port(let port): socket.queue(datagram.bytes, to: port)
+            case .session(let session): turn?.send(datagram.bytes, session: session)
+            }
+        }
     }
 }
 
-/// A UDP datagram to 127.0.0.1:`port`.
-struct Datagram {
+/// A data message of one session (`Sender.direct`: of the baseline stream).
+struct Message {
+    let session: Int
     let bytes: [UInt8]
-    let port: UInt16
+}
+
+/// A UDP datagram and the way it leaves.
+struct Datagram {
+    enum Route {
+        /// From the sender's socket to 127.0.0.1:port (the relay or the sink).
+        case port(UInt16)
+        /// From the session's own socket, connected to the TURN server.
+        case session(Int)
+    }
+
+    let bytes: [UInt8]
+    let to: Route
 }
 
 /// Packets sent together, made by `Sender.prepare`: how many go through the relay and to the sink directly.

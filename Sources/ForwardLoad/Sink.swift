@@ -2,6 +2,7 @@ import Foundation
 import MeshIdentity
 import MeshLink
 import MeshRouting
+import MeshStun
 import Synchronization
 
 /// How the two ends speak to the relay.
@@ -10,12 +11,43 @@ enum Framing: Sendable {
     case mesh(sender: PrivateKey, sink: PrivateKey)
     /// The C relay's plain datagrams `[label u32][inner]`, labels installed by a control message.
     case plain
+    /// A TURN server (RFC 8656): ChannelData `[channel u16][length u16][inner]` on each session's own socket, the
+    /// channel being the session's label; the server relays the inner bytes alone, from the session's relayed address.
+    case turn
 
     /// Where the inner bytes start in a data message of this framing.
     var innerOffset: Int {
         switch self {
         case .mesh: 5
-        case .plain: 4
+        case .plain, .turn: 4
+        }
+    }
+
+    /// The framing of the direct baseline stream S → D: that of the relayed packets, except plain with TURN (no TURN
+    /// server on that path).
+    var direct: Framing {
+        if case .turn = self { return .plain }
+        return self
+    }
+
+    /// A data message of this framing around `inner` with the relay's `label` for its session.
+    func message(label: UInt32, inner: [UInt8]) -> [UInt8] {
+        switch self {
+        case .mesh: return ChainMessage.data(label: label, inner)
+        case .plain:
+            var bytes = [0, 0, 0, 0] + inner
+            put(label, in: &bytes, at: 0)
+            return bytes
+        case .turn: return ChannelData.frame(channel: UInt16(truncatingIfNeeded: label), data: inner)
+        }
+    }
+
+    /// Writes the relay's `label` into a data message of this framing made with another one (a template stamped per
+    /// packet).
+    func set(label: UInt32, in message: inout [UInt8]) {
+        switch self {
+        case .mesh, .plain: put(label, in: &message, at: innerOffset - 4)
+        case .turn: put(UInt16(truncatingIfNeeded: label), in: &message, at: 0)
         }
     }
 }
@@ -43,6 +75,8 @@ final class Shared: Sendable {
     /// When the traffic phase started (monotonic ns) in voice mode, which packets' scheduled send times count from;
     /// 0: latencies are not measured (saturate mode).
     let trafficStart = Atomic<Int>(0)
+    /// TURN: each session's relayed port, which the sink maps back to the session (set once the sessions are up).
+    let relayedPorts = Mutex<[UInt16]>([])
     let report = Mutex<SinkReport?>(nil)
     let done = DispatchSemaphore(value: 0)
 }
@@ -51,7 +85,7 @@ final class Shared: Sendable {
 struct SinkReport: Sendable {
     var unique = 0
     var duplicates = 0
-    /// Packets whose label named another session than the one inside them.
+    /// Packets whose label (TURN: relayed source address) named another session than the one inside them.
     var misrouted = 0
     /// Trunk entries the sink could not restore (malformed, a mini-frame without or against its context).
     var trunkDrops = 0
@@ -69,8 +103,9 @@ struct SinkReport: Sendable {
 }
 
 /// The sink D: takes the relay's datagrams on its own socket (and the sender's direct baseline stream), answers
-/// chain set-ups (mesh), checks every packet: session, loss and duplicates by packet number, and in voice mode the
-/// one-way latency from the packet's scheduled send time.
+/// chain set-ups (mesh), checks every packet: session (by its label, or with TURN by the relayed address it came
+/// from), loss and duplicates by packet number, and in voice mode the one-way latency from the packet's scheduled
+/// send time.
 struct Sink {
     let framing: Framing
     let sessions: Int
@@ -88,6 +123,8 @@ struct Sink {
     private var start = 0
     /// Trunks from the relay (a relay with --trunking on), opened as a node does.
     private var trunks = TrunkDecoder()
+    /// TURN: the session relayed from each source port, −1 for none (empty until `shared.relayedPorts` is set).
+    private var sessionOfPort: [Int32] = []
 
     init(fd: Int32, framing: Framing, sessions: Int, relayPort: UInt16, shared: Shared) {
         self.framing = framing
@@ -109,14 +146,18 @@ struct Sink {
             let nowNs = monotonicNs()
             start = shared.trafficStart.load(ordering: .acquiring)
             let nowMs = links == nil || count == 0 ? 0 : wallMs()
+            if case .turn = framing, sessionOfPort.isEmpty { mapRelayedPorts() }
             for i in 0..<count {
                 let port = socket.source(i)
-                if port == relayPort, measuring {
+                let relayed = sessionOfPort.isEmpty ? -1 : Int(sessionOfPort[Int(port)])
+                if port == relayPort || relayed >= 0, measuring {
                     report.wireDatagrams += 1
                     report.wireBytes += socket.size(i)
                 }
                 if links != nil {
                     perform(links!.receive(socket.datagram(i), from: LoopbackPort(port: port), now: nowMs), nowNs: nowNs)
+                } else if relayed >= 0 {
+                    take(message: socket.datagram(i), innerAt: 0, session: relayed, nowNs: nowNs)
                 } else {
                     take(message: socket.datagram(i), labelAt: 0, nowNs: nowNs)
                 }
@@ -142,6 +183,14 @@ struct Sink {
         let final = report
         shared.report.withLock { $0 = final }
         shared.done.signal()
+    }
+
+    /// TURN: the map from relayed source ports to sessions, once the sender has published the ports.
+    private mutating func mapRelayedPorts() {
+        let ports = shared.relayedPorts.withLock { $0 }
+        guard !ports.isEmpty else { return }
+        sessionOfPort = Array(repeating: -1, count: Int(UInt16.max) + 1)
+        for (session, port) in ports.enumerated() { sessionOfPort[Int(port)] = Int32(session) }
     }
 
     private mutating func perform(_ actions: [LinkAction<LoopbackPort>], nowNs: Int = 0) {
@@ -175,21 +224,28 @@ struct Sink {
         }
     }
 
-    /// One data message (mesh data payload or plain datagram) whose label starts at `labelAt`.
+    /// One data message (mesh data payload or plain datagram) whose label starts at `labelAt`: the baseline stream's
+    /// label, or one the sink gave a session.
     private mutating func take(message: [UInt8], labelAt: Int, nowNs: Int) {
+        let label = message.count >= labelAt + 4 ? message.withUnsafeBytes { get(UInt32.self, $0, at: labelAt) } : nil
+        switch label {
+        case Labels.direct?: take(message: message, innerAt: labelAt + 4, session: Sender.direct, nowNs: nowNs)
+        case let label? where label &- Labels.sinkBase < UInt32(sessions):
+            take(message: message, innerAt: labelAt + 4, session: Int(label &- Labels.sinkBase), nowNs: nowNs)
+        default: report.otherPayloads += 1
+        }
+    }
+
+    /// One packet whose inner bytes start at `innerAt`, come as `session`'s (by their label or the relayed address
+    /// they came from; `Sender.direct`: the baseline stream).
+    private mutating func take(message: [UInt8], innerAt: Int, session: Int, nowNs: Int) {
         message.withUnsafeBytes { bytes in
-            guard bytes.count >= labelAt + 4, let packet = MediaPacket.read(bytes, at: labelAt + 4) else {
+            guard let packet = MediaPacket.read(bytes, at: innerAt) else {
                 report.otherPayloads += 1
                 return
             }
-            let label = get(UInt32.self, bytes, at: labelAt)
-            if label == Labels.direct {
+            if session == Sender.direct {
                 if start > 0 { direct.record(ns: nowNs - start - packet.offsetNs) }
-                return
-            }
-            let session = Int(label &- Labels.sinkBase)
-            guard session < sessions else {
-                report.otherPayloads += 1
                 return
             }
             guard session == packet.session else {

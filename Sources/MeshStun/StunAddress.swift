@@ -21,7 +21,8 @@ public struct StunAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The value of an XOR-MAPPED-ADDRESS (RFC 8489 §14.2): port XOR the cookie's high 16 bits; the address XOR
-    /// the cookie (IPv4) or the cookie and the transaction id (IPv6).
+    /// the cookie (IPv4) or the cookie and the transaction id (IPv6). TURN's XOR-PEER-ADDRESS and
+    /// XOR-RELAYED-ADDRESS are encoded the same way (RFC 8656 §18.3, §18.5).
     public func xorMappedValue(transactionID: [UInt8]) -> [UInt8] {
         var out = ByteWriter(capacity: 20)
         out.write(UInt8(0))
@@ -32,7 +33,8 @@ public struct StunAddress: Sendable, Hashable, CustomStringConvertible {
         return out.bytes
     }
 
-    /// Reads an XOR-MAPPED-ADDRESS value; nil when the family byte or the length is wrong.
+    /// Reads an XOR-MAPPED-ADDRESS (or XOR-PEER-ADDRESS, XOR-RELAYED-ADDRESS) value; nil when the family byte or
+    /// the length is wrong.
     public init?(xorMappedValue value: [UInt8], transactionID: [UInt8]) {
         var reader = ByteReader(value)
         guard reader.readUInt8() != nil, let family = reader.readUInt8(), let xPort = reader.readUInt16() else { return nil }
@@ -82,9 +84,13 @@ extension StunMessage {
     }
 
     /// The reflexive address in a Binding Success Response (its XOR-MAPPED-ADDRESS; none in RFC 3489 messages).
-    public var xorMappedAddress: StunAddress? {
+    public var xorMappedAddress: StunAddress? { xorAddress(AttributeType.xorMappedAddress) }
+
+    /// The first attribute of `type` read as an XOR-encoded address (XOR-MAPPED-ADDRESS, XOR-PEER-ADDRESS,
+    /// XOR-RELAYED-ADDRESS); nil when absent or malformed, and in RFC 3489 messages, which have no cookie to XOR with.
+    public func xorAddress(_ type: UInt16) -> StunAddress? {
         guard !isClassic else { return nil }
-        return attribute(AttributeType.xorMappedAddress).flatMap { StunAddress(xorMappedValue: $0, transactionID: transactionID) }
+        return attribute(type).flatMap { StunAddress(xorMappedValue: $0, transactionID: transactionID) }
     }
 
     /// The reflexive address as MAPPED-ADDRESS carries it (RFC 3489 servers, and RFC 5389 servers answering them).

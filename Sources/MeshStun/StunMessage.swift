@@ -28,6 +28,14 @@ public struct StunMessage: Sendable, Equatable {
         public static let bindingSuccess = MessageType(rawValue: 0x0101)
         public static let bindingError = MessageType(rawValue: 0x0111)
 
+        /// The type of `method` (12 bits) in class `messageClass` (0–3): the class's two bits go between the method's
+        /// (RFC 8489 §5: M11–M7, C1, M6–M4, C0, M3–M0).
+        public init(method: UInt16, messageClass: UInt8) {
+            precondition(method < 0x1000 && messageClass < 4, "a STUN method has 12 bits, a class 2")
+            let c = UInt16(messageClass)
+            self.init(rawValue: (method & 0x000F) | (method & 0x0070) << 1 | (method & 0x0F80) << 2 | (c & 1) << 4 | (c & 2) << 7)
+        }
+
         /// The method (12 bits; Binding is 1).
         public var method: UInt16 { (rawValue & 0x000F) | (rawValue & 0x00E0) >> 1 | (rawValue & 0x3E00) >> 2 }
         /// The class: 0 request, 1 indication, 2 success response, 3 error response.
@@ -35,7 +43,24 @@ public struct StunMessage: Sendable, Equatable {
         public var description: String { "0x" + String(rawValue, radix: 16) }
     }
 
-    /// Attribute types this module reads or writes (RFC 8489 §18.3).
+    /// Methods this module reads or writes: STUN's Binding (RFC 8489 §18.2) and TURN's (RFC 8656 §17).
+    public enum Method {
+        public static let binding: UInt16 = 0x001
+        public static let allocate: UInt16 = 0x003
+        public static let refresh: UInt16 = 0x004
+        public static let createPermission: UInt16 = 0x008
+        public static let channelBind: UInt16 = 0x009
+    }
+
+    /// The four message classes (RFC 8489 §5).
+    public enum MessageClass {
+        public static let request: UInt8 = 0
+        public static let indication: UInt8 = 1
+        public static let success: UInt8 = 2
+        public static let error: UInt8 = 3
+    }
+
+    /// Attribute types this module reads or writes (RFC 8489 §18.3; TURN's, RFC 8656 §18).
     public enum AttributeType {
         public static let mappedAddress: UInt16 = 0x0001
         /// RFC 5780 (RFC 3489 before it): asks the server to answer from another address or port.
@@ -43,6 +68,11 @@ public struct StunMessage: Sendable, Equatable {
         public static let username: UInt16 = 0x0006
         public static let messageIntegrity: UInt16 = 0x0008
         public static let errorCode: UInt16 = 0x0009
+        public static let channelNumber: UInt16 = 0x000C
+        public static let lifetime: UInt16 = 0x000D
+        public static let xorPeerAddress: UInt16 = 0x0012
+        public static let xorRelayedAddress: UInt16 = 0x0016
+        public static let requestedTransport: UInt16 = 0x0019
         public static let xorMappedAddress: UInt16 = 0x0020
         public static let software: UInt16 = 0x8022
         public static let fingerprint: UInt16 = 0x8028

@@ -43,4 +43,84 @@ import Testing
         #expect((sessions["sessions"]?.arrayValue ?? []).filter { $0["role"]?.stringValue == "relay" }.count == 20)
         #expect((sessions["counters"]?["forwardedPackets"]?.intValue ?? 0) >= report["received"]?.intValue ?? .max)
     }
+
+    /// The TURN anchor of Tools/bench-forward (--anchors turn): through a real coturn, each session with its own
+    /// socket, allocation, permission and channel; coturn relays each ChannelData's inner bytes to the sink from the
+    /// session's relayed address, which the sink maps back to the session.
+    @Test(.enabled(if: TurnServer.executable != nil, "turnserver (coturn) is not installed: Tools/setup installs it"))
+    func twentySessionsThroughCoturnAllSetUpWithoutLoss() throws {
+        let scratch = Scratch()
+        defer { scratch.remove() }
+        let turn = try TurnServer(in: scratch)
+        defer { turn.stop() }
+        let result = try runCommand(Binaries.directory + "/ForwardLoad", [
+            "--turn", "127.0.0.1:\(turn.port)", "--mode", "voice", "--sessions", "20", "--seconds", "2", "--grid", "shared",
+            "--relay-pid", String(turn.process.processIdentifier),
+        ], timeout: 15)
+        #expect(result.status == 0, "ForwardLoad failed: \(result.stderr)")
+        let report = try decodeJSON(result.stdout)
+        #expect(report["relay"]?.stringValue == "turn")
+        #expect(report["sessionsUp"]?.intValue == 20)
+        let sent = report["sent"]?.intValue ?? 0
+        #expect(sent >= 20 * 50 * 2 * 9 / 10, "sent \(sent) packets")
+        #expect((report["lossPercent"]?.doubleValue ?? 100) < 1)
+        #expect(report["misrouted"]?.intValue == 0)
+        #expect(report["duplicates"]?.intValue == 0)
+        #expect(report["otherPayloads"]?.intValue == 0)
+        #expect(report["sendErrors"]?.intValue == 0)
+        // One datagram a packet from the relayed addresses, carrying the inner bytes alone: [0x20][RTP header][120 bytes].
+        let datagrams = report["sinkDatagrams"]?.intValue ?? 0
+        #expect(datagrams >= report["received"]?.intValue ?? .max)
+        #expect(report["sinkBytes"]?.intValue == datagrams * (1 + 12 + 120))
+        #expect((report["directReceived"]?.intValue ?? 0) > 0)
+        #expect((report["latencyP50Us"]?.intValue ?? 0) > 0)
+    }
+}
+
+/// Debian's coturn on a free UDP port of 127.0.0.1, without credentials, as Tools/bench-forward runs it (its log in the
+/// scratch folder). `stop()` ends it.
+final class TurnServer {
+    static let executable = ["/usr/bin", "/usr/sbin", "/usr/local/bin"].map { $0 + "/turnserver" }
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    let port: UInt16
+    let process = Process()
+    let log: String
+
+    /// Starts it and waits (up to 10 s) until it answers a STUN Binding Request.
+    init(in scratch: Scratch) throws {
+        guard let executable = Self.executable else { throw HarnessError("turnserver is not installed") }
+        port = try RFC5389Client().localPort
+        log = scratch.file("turn.log")
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = [
+            "-n", "--no-auth", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1", "--listening-port", String(port),
+            "--min-port", "10000", "--max-port", "29999", "--allow-loopback-peers", "--no-tcp", "--no-tls", "--no-dtls",
+            "--no-tcp-relay", "--no-cli", "--relay-threads", "1", "--log-file", log, "--simple-log", "--no-stdout-log",
+            "--pidfile", scratch.file("turn.pid"), "--userdb", scratch.file("turndb"),
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let client = try RFC5389Client()
+        let deadline = Date().addingTimeInterval(10)
+        while client.mappedAddress(port: port, wait: 0.2) == nil {
+            guard process.isRunning, Date() < deadline else {
+                stop()
+                let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.suffix(2_000) ?? "no log"
+                throw HarnessError("turnserver on 127.0.0.1:\(port) did not answer within 10 s: \(tail)")
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(5)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+    }
 }
