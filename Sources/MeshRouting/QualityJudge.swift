@@ -85,8 +85,9 @@ public struct QualityJudge: Sendable {
     public private(set) var why = "no figures yet"
     /// Since when every sample was degraded or worse.
     private var degradedSince: Int64?
-    /// Since when each upgrade's condition has held without a break.
-    private var since: [QualityTier: Int64] = [:]
+    /// Since when each upgrade's condition (by its place in `upgrades`) has held without a break: inline (a relay
+    /// keeps a judge for every call it carries).
+    private var since = UpgradeClocks()
 
     public init(ceiling: QualityTier) {
         self.ceiling = ceiling
@@ -114,13 +115,13 @@ public struct QualityJudge: Sendable {
         } else {
             degradedSince = nil
         }
-        for step in Self.upgrades {
+        for (index, step) in Self.upgrades.enumerated() {
             guard loss < step.lossPercent && rtt < step.rttMs else {
-                since[step.tier] = nil
+                since[index] = nil
                 continue
             }
-            let start = since[step.tier] ?? now
-            since[step.tier] = start
+            let start = since[index] ?? now
+            since[index] = start
             if now - start >= step.forMs, step.tier > tier, step.tier <= ceiling {
                 (tier, why) = (step.tier, "\(step.tier.name) conditions for \((now - start) / 1000) s: \(figures())")
             }
@@ -158,12 +159,17 @@ public struct QualityJudge: Sendable {
 /// judge flap). A relay counts from the sequence numbers it forwards (the RTP header is clear; SRTP encrypts only the
 /// payload), and measures the jitter from the timestamps; an end adds its receiver's counts.
 public struct LossMeter: Sendable {
-    /// Windows the loss is taken over, two seconds' worth (each `QualityJudge.sampleMs`).
-    static let windows = Int(2_000 / QualityJudge.sampleMs)
+    /// Windows the loss is taken over, two seconds' worth (each `QualityJudge.sampleMs`, 250 ms): one a lane of
+    /// `Counts`.
+    static let windows = Counts.scalarCount
+    /// The counts of the last `windows` windows, oldest in lane 0, zeros before there were that many: kept inline,
+    /// not in an array of their own (a relay keeps two meters a session). A count saturates at 65,535 in a window.
+    typealias Counts = SIMD8<UInt16>
     private var highest: UInt16?
     private var expected = 0
     private var received = 0
-    private var previous: [(expected: Int, received: Int)] = []
+    private var previousExpected = Counts()
+    private var previousReceived = Counts()
     /// RFC 3550 §6.4.1 interarrival jitter of the stream (48 kHz RTP clock), ms, and the last packet's clocks.
     private var jitter: Double?
     private var last: (timestamp: UInt32, arrivalMs: Int64)?
@@ -214,18 +220,53 @@ public struct LossMeter: Sendable {
     /// DTX sends one packet every 400 ms, five in two seconds, and its silence must not freeze the judge), and a new
     /// window.
     public mutating func take(minimum: Int = 4) -> Reading? {
-        previous.append((expected, received))
-        if previous.count > Self.windows { previous.removeFirst() }
+        previousExpected = Self.shifted(previousExpected, expected)
+        previousReceived = Self.shifted(previousReceived, received)
         (expected, received) = (0, 0)
-        func loss(_ windows: ArraySlice<(expected: Int, received: Int)>) -> (percent: Double, due: Int) {
-            let due = windows.reduce(0) { $0 + $1.expected }
-            return (due == 0 ? 0 : 100 * Double(max(0, due - windows.reduce(0) { $0 + $1.received })) / Double(due), due)
+        func loss(_ due: Int, _ received: Int) -> (percent: Double, due: Int) {
+            (due == 0 ? 0 : 100 * Double(max(0, due - received)) / Double(due), due)
         }
-        let (all, recent) = (loss(previous[...]), loss(previous.suffix(Self.windows / 2)))
+        let all = loss(Self.sum(previousExpected), Self.sum(previousReceived))
+        let recent = loss(Self.sum(previousExpected.highHalf), Self.sum(previousReceived.highHalf))
         guard all.due >= minimum else { return nil }
         return Reading(percent: all.percent, due: all.due, jitterMs: jitter,
                        recentPercent: recent.due >= Self.recentMinimum ? recent.percent : nil, recentDue: recent.due)
     }
+}
+
+/// One optional clock for each of `QualityJudge.upgrades`, inline.
+struct UpgradeClocks: Sendable {
+    private var clocks: (Int64?, Int64?, Int64?, Int64?) = (nil, nil, nil, nil)
+
+    subscript(index: Int) -> Int64? {
+        get {
+            switch index {
+            case 0: clocks.0
+            case 1: clocks.1
+            case 2: clocks.2
+            case 3: clocks.3
+            default: preconditionFailure("QualityJudge has four upgrades")
+            }
+        }
+        set {
+            switch index {
+            case 0: clocks.0 = newValue
+            case 1: clocks.1 = newValue
+            case 2: clocks.2 = newValue
+            case 3: clocks.3 = newValue
+            default: preconditionFailure("QualityJudge has four upgrades")
+            }
+        }
+    }
+}
+
+extension LossMeter {
+    /// The counts with the oldest window dropped and `count` as the newest.
+    private static func shifted(_ c: Counts, _ count: Int) -> Counts {
+        Counts(c[1], c[2], c[3], c[4], c[5], c[6], c[7], UInt16(clamping: count))
+    }
+
+    private static func sum<V: SIMD>(_ counts: V) -> Int where V.Scalar == UInt16 { counts.indices.reduce(0) { $0 + Int(counts[$1]) } }
 }
 
 /// A relay's judgement of a call it carries, signed with its node key, sent to both ends (inner tag 0x42): the tier

@@ -283,6 +283,12 @@ public struct RelayEngine: Sendable {
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
     private var nextJudging: Int64 = 0
+    /// The share of calls (`call % judgingSlices`) the next judging round takes.
+    private var judgingSlice: UInt64 = 0
+    /// Calls are judged in this many slices, one a round, `sampleMs / judgingSlices` apart: each still every `sampleMs`,
+    /// but a relay carrying thousands never stops forwarding for all of them at once (a round over 2,000 sessions
+    /// at once held packets for milliseconds: docs/performance.md).
+    static let judgingSlices: UInt64 = 5
     /// Relays repeat a verdict below studio this often.
     static let verdictRepeatMs: Int64 = 5_000
     static let idleSweepMs: Int64 = 1_000
@@ -780,21 +786,24 @@ public struct RelayEngine: Sendable {
         }
         for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
         if config.judges, now >= nextJudging {
-            nextJudging = now + QualityJudge.sampleMs
-            actions += judge(routes: routes, now: now)
+            nextJudging = now + QualityJudge.sampleMs / Int64(Self.judgingSlices)
+            actions += judge(slice: judgingSlice, routes: routes, now: now)
+            judgingSlice = (judgingSlice + 1) % Self.judgingSlices
         }
         return actions
     }
 
-    /// Every `QualityJudge.sampleMs` each call this node relays with media is judged: the worst loss its sessions here
+    /// Every `QualityJudge.sampleMs` each call this node relays with media is judged (a slice of the calls a round):
+    /// the worst loss its sessions here
     /// measured (either direction, `LossMeter`), and the RTT of this node's slowest link of them; the worst jitter goes
     /// with the figures (shown, not judged). A change of tier is
     /// sent at once, a tier below studio again every `verdictRepeatMs` (a lost verdict does not hold, and the ends
     /// forget one not repeated); each goes toward both ends of every session of the call that carries media here.
-    private mutating func judge(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+    private mutating func judge(slice: UInt64, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
         // Sessions are read in place, in table order (the figures are maxima, so order does not matter), and each
         // neighbour's RTT once: a relay carrying thousands of sessions must not stall its forwarding for this.
         var samples: [UInt64: CallSample] = [:]
+        samples.reserveCapacity(sessions.count / Int(Self.judgingSlices) + 1)
         var rtts: [WalletAddress: Double?] = [:]
         func rtt(_ node: WalletAddress) -> Double? {
             if let known = rtts[node] { return known }
@@ -805,7 +814,8 @@ public struct RelayEngine: Sendable {
         var index = sessions.startIndex
         while index != sessions.endIndex {
             defer { sessions.formIndex(after: &index) }
-            guard sessions.values[index].role == .relay, sessions.values[index].pending == nil,
+            guard sessions.keys[index].call % Self.judgingSlices == slice, sessions.values[index].role == .relay,
+                  sessions.values[index].pending == nil,
                   let up = sessions.values[index].up?.node, let down = sessions.values[index].down?.node else { continue }
             let forward = sessions.values[index].lossForward.take()
             let back = sessions.values[index].lossBack.take()
