@@ -163,16 +163,20 @@ final class NodeProcess {
 
     /// SIGTERM, then SIGKILL after 5 s. Returns the exit status.
     @discardableResult
-    func stop() -> Int32 {
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(5)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+    func stop() -> Int32 { terminate(process) }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL after 5 s. Returns its exit status.
+@discardableResult
+func terminate(_ process: Process) -> Int32 {
+    if process.isRunning {
+        process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+    process.waitUntilExit()
+    return process.terminationStatus
 }
 
 /// A network namespace of the test's own with loopback up, for impairing traffic with nftables rules without
