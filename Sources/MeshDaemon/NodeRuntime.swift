@@ -63,6 +63,8 @@ public final class NodeRuntime: @unchecked Sendable {
     let store: NodeStore
     /// Every database write and recording append runs here, off the event loop (docs/storage.md).
     let writer = StoreWriter()
+    /// Signs relays' quality verdicts off the event loop, in order (docs/architecture.md, "Isolation model").
+    let verdictSigner = DispatchQueue(label: "verdict-signer", qos: .utility)
     let wallets: [PrivateKey]
     var lookups: [LookupID: EventLoopPromise<LookupOutcome>] = [:]
     /// The endpoints and relays of the records last published, to republish when they change.
@@ -669,8 +671,17 @@ public final class NodeRuntime: @unchecked Sendable {
                 noteChains(id, now: now)
             case .judged(let key, let tier, let sample):
                 noticeCounter = max(noticeCounter + 1, UInt64(max(now, 0)))
-                let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: noticeCounter, key: nodeKey)
-                runRelay(relay.inject(key, CallInner.verdict(verdict.serialize()).serialize()))
+                // Signed on the signer's thread, not here: a relay whose link to a neighbour turns bad judges every call
+                // on it at once, and a thousand signatures (45 µs each) would hold all forwarding for 45 ms.
+                let (counter, nodeKey, loop) = (noticeCounter, nodeKey, loop)
+                verdictSigner.async {
+                    let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: counter, key: nodeKey)
+                    let bytes = CallInner.verdict(verdict.serialize()).serialize()
+                    loop.execute {
+                        guard self.udp != nil else { return }
+                        self.runRelay(self.relay.inject(key, bytes))
+                    }
+                }
             }
         }
     }

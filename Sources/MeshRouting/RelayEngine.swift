@@ -776,8 +776,7 @@ public struct RelayEngine: Sendable {
             tombstones = tombstones.filter { now < $0.value.untilMs }
             // Read in place (a relay holds thousands of sessions); the few idle ones are removed in key order.
             var idle: [ChainKey] = []
-            for index in sessions.indices where sessions.values[index].pending == nil && sessions.values[index].role != .caller
-                && now - sessions.values[index].lastActivity >= config.idleTimeoutMs {
+            for index in sessions.indices where Self.isIdle(&sessions.values[index], now: now, after: config.idleTimeoutMs) {
                 idle.append(sessions.keys[index])
             }
             for key in idle.sorted() {
@@ -814,14 +813,11 @@ public struct RelayEngine: Sendable {
         var index = sessions.startIndex
         while index != sessions.endIndex {
             defer { sessions.formIndex(after: &index) }
-            guard sessions.keys[index].call % Self.judgingSlices == slice, sessions.values[index].role == .relay,
-                  sessions.values[index].pending == nil,
-                  let up = sessions.values[index].up?.node, let down = sessions.values[index].down?.node else { continue }
-            let forward = sessions.values[index].lossForward.take()
-            let back = sessions.values[index].lossBack.take()
-            // A session without media (a chain the caller left, not yet swept) is neither judged nor told.
-            guard forward != nil || back != nil else { continue }
             let key = sessions.keys[index]
+            // A session without media (a chain the caller left, not yet swept) is neither judged nor told.
+            guard key.call % Self.judgingSlices == slice, let (up, down, forward, back) = Self.readings(&sessions.values[index]),
+                  forward != nil || back != nil
+            else { continue }
             samples[key.call, default: CallSample(key: key)].add(key, forward, back, rtts: (rtt(up), rtt(down)))
         }
         var verdicts: [(call: UInt64, actions: [RelayAction])] = []
@@ -833,6 +829,21 @@ public struct RelayEngine: Sendable {
             if due { verdicts.append((call, entry.keys.sorted().map { .judged($0, tier, sample) })) }
         }
         return verdicts.sorted { $0.call < $1.call }.flatMap(\.actions)
+    }
+
+    /// A relayed session's two neighbours and its loss meters' readings (each taken: a new window begins); nil for
+    /// a session that does not relay (yet). Through `inout`: a session read through its table would be copied whole
+    /// for each field.
+    private static func readings(_ session: inout Session)
+        -> (up: WalletAddress, down: WalletAddress, forward: LossMeter.Reading?, back: LossMeter.Reading?)?
+    {
+        guard session.role == .relay, session.pending == nil, let up = session.up?.node, let down = session.down?.node else { return nil }
+        return (up, down, session.lossForward.take(), session.lossBack.take())
+    }
+
+    /// Whether a session (not a caller's, not being set up) has been idle for `idleMs`; `inout` as `readings`.
+    private static func isIdle(_ session: inout Session, now: Int64, after idleMs: Int64) -> Bool {
+        session.pending == nil && session.role != .caller && now - session.lastActivity >= idleMs
     }
 
     /// One call's sample to its judgement: the tier, and whether a verdict is due (a change, or a tier below studio
