@@ -257,8 +257,8 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
         turnServer = endpoints.turn
         udpSocket = socket
-        udp = UDPReader(socket: socket, wake: {
-            self.loop.execute { self.udp?.drain(self.receive) }
+        udp = UDPReader(socket: socket, wake: { reader in
+            self.loop.execute { reader.drain(self.receive) }
         }, failed: { code in
             self.loop.execute {
                 guard self.udp != nil else { return }

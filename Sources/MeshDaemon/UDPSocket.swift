@@ -136,9 +136,10 @@ final class UDPReader: @unchecked Sendable {
     /// the event loop (seen as a crash at SIGTERM after calls, nat-lab homes).
     private let credits = DispatchSemaphore(value: 0)
 
-    /// Starts reading. `wake` runs on the reader thread when the event loop must call `drain`; `failed` once, if the
+    /// Starts reading. `wake` runs on the reader thread when the event loop must call this reader's `drain` (it is
+    /// handed the reader: the first datagram can arrive before the caller has stored it); `failed` once, if the
     /// socket fails for good.
-    init(socket: UDPSocket, wake: @escaping @Sendable () -> Void, failed: @escaping @Sendable (CInt) -> Void) {
+    init(socket: UDPSocket, wake: @escaping @Sendable (UDPReader) -> Void, failed: @escaping @Sendable (CInt) -> Void) {
         descriptor = socket.descriptor
         free.reserveCapacity(Self.inFlight)
         ready.reserveCapacity(Self.inFlight)
@@ -151,8 +152,10 @@ final class UDPReader: @unchecked Sendable {
         thread.start()
     }
 
-    /// On the event loop: every ready batch to `body`, in order, each given back to the reader after.
+    /// On the event loop: every ready batch to `body`, in order, each given back to the reader after. Nothing once
+    /// the reader is stopping.
     func drain(_ body: (Batch) -> Void) {
+        guard !isStopping else { return }
         while let batch = lock.withLock({ () -> Batch? in
             guard !ready.isEmpty else {
                 drainDue = false
@@ -174,7 +177,7 @@ final class UDPReader: @unchecked Sendable {
 
     private var isStopping: Bool { lock.withLock { stopping } }
 
-    private func read(wake: @Sendable () -> Void, failed: @Sendable (CInt) -> Void) {
+    private func read(wake: @Sendable (UDPReader) -> Void, failed: @Sendable (CInt) -> Void) {
         var received = [mesh_received](repeating: mesh_received(), count: Self.batch)
         var sources = SourceCache()
         while !isStopping {
@@ -207,7 +210,7 @@ final class UDPReader: @unchecked Sendable {
                 defer { drainDue = true }
                 return !drainDue
             }
-            if mustWake { wake() }
+            if mustWake { wake(self) }
         }
     }
 }
