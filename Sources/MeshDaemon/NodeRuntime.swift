@@ -257,8 +257,11 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
         turnServer = endpoints.turn
         udpSocket = socket
-        udp = UDPReader(socket: socket, wake: { reader in
-            self.loop.execute { reader.drain(self.receive) }
+        let reader = UDPReader(socket: socket)
+        udp = reader
+        // The wake captures the runtime alone (a closure of one reference allocates no context).
+        reader.start(wake: {
+            self.loop.execute { self.drainUDP() }
         }, failed: { code in
             self.loop.execute {
                 guard self.udp != nil else { return }
@@ -421,6 +424,13 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     // MARK: inputs
+
+    /// What the reader has read, a bounded share at a time: when more is ready, the next share waits behind what
+    /// the loop queued meanwhile (the end of this turn, timers).
+    private func drainUDP() {
+        guard let udp, udp.drain(receive) else { return }
+        loop.execute { self.drainUDP() }
+    }
 
     /// One batch read from the node's port.
     private func receive(_ batch: UDPReader.Batch) {

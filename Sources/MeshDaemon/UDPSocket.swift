@@ -104,6 +104,9 @@ final class UDPReader: @unchecked Sendable {
     static let batch = 32
     static let slotBytes = 2_048
     static let inFlight = 8
+    /// Batches one `drain` takes at most: 2,048 datagrams, a few milliseconds of work (each turn back to the loop
+    /// costs a task, so not fewer).
+    static let drainLimit = 64
 
     /// One recvmmsg's worth of datagrams, each in its slot, and where each came from.
     final class Batch: @unchecked Sendable {
@@ -136,14 +139,17 @@ final class UDPReader: @unchecked Sendable {
     /// the event loop (seen as a crash at SIGTERM after calls, nat-lab homes).
     private let credits = DispatchSemaphore(value: 0)
 
-    /// Starts reading. `wake` runs on the reader thread when the event loop must call this reader's `drain` (it is
-    /// handed the reader: the first datagram can arrive before the caller has stored it); `failed` once, if the
-    /// socket fails for good.
-    init(socket: UDPSocket, wake: @escaping @Sendable (UDPReader) -> Void, failed: @escaping @Sendable (CInt) -> Void) {
+    init(socket: UDPSocket) {
         descriptor = socket.descriptor
         free.reserveCapacity(Self.inFlight)
         ready.reserveCapacity(Self.inFlight)
         for _ in 0..<Self.inFlight { credits.signal() }
+    }
+
+    /// Starts reading, once the caller has stored this reader (the first datagrams can arrive at once, and `wake`
+    /// must find it). `wake` runs on the reader thread when the event loop must call `drain`; `failed` once, if the
+    /// socket fails for good.
+    func start(wake: @escaping @Sendable () -> Void, failed: @escaping @Sendable (CInt) -> Void) {
         let thread = Thread { [self] in
             read(wake: wake, failed: failed)
             finished.signal()
@@ -152,21 +158,25 @@ final class UDPReader: @unchecked Sendable {
         thread.start()
     }
 
-    /// On the event loop: every ready batch to `body`, in order, each given back to the reader after. Nothing once
-    /// the reader is stopping.
-    func drain(_ body: (Batch) -> Void) {
-        guard !isStopping else { return }
-        while let batch = lock.withLock({ () -> Batch? in
-            guard !ready.isEmpty else {
-                drainDue = false
-                return nil
-            }
-            return ready.removeFirst()
-        }) {
+    /// On the event loop: the ready batches to `body`, in order, each given back to the reader after — at most
+    /// `drainLimit` of them, so that a reader refilling them as fast as they go back cannot keep the loop here for
+    /// ever. True when more may be ready: the caller drains again after what the loop has queued meanwhile (the
+    /// turn's sends, timers). Nothing once the reader is stopping.
+    func drain(_ body: (Batch) -> Void) -> Bool {
+        guard !isStopping else { return false }
+        for _ in 0..<Self.drainLimit {
+            guard let batch = lock.withLock({ () -> Batch? in
+                guard !ready.isEmpty else {
+                    drainDue = false
+                    return nil
+                }
+                return ready.removeFirst()
+            }) else { return false }
             body(batch)
             lock.withLock { free.append(batch) }
             credits.signal()
         }
+        return true
     }
 
     /// Stops the thread (within 100 ms: its poll timeout) and waits for it.
@@ -177,7 +187,7 @@ final class UDPReader: @unchecked Sendable {
 
     private var isStopping: Bool { lock.withLock { stopping } }
 
-    private func read(wake: @Sendable (UDPReader) -> Void, failed: @Sendable (CInt) -> Void) {
+    private func read(wake: @Sendable () -> Void, failed: @Sendable (CInt) -> Void) {
         var received = [mesh_received](repeating: mesh_received(), count: Self.batch)
         var sources = SourceCache()
         while !isStopping {
@@ -210,7 +220,7 @@ final class UDPReader: @unchecked Sendable {
                 defer { drainDue = true }
                 return !drainDue
             }
-            if mustWake { wake(self) }
+            if mustWake { wake() }
         }
     }
 }

@@ -776,19 +776,26 @@ public struct RelayEngine: Sendable {
             tombstones = tombstones.filter { now < $0.value.untilMs }
             // Read in place (a relay holds thousands of sessions); the few idle ones are removed in key order.
             var idle: [ChainKey] = []
-            for index in sessions.indices where Self.isIdle(&sessions.values[index], now: now, after: config.idleTimeoutMs) {
-                idle.append(sessions.keys[index])
+            var index = sessions.startIndex
+            while index != sessions.endIndex {
+                if Self.isIdle(&sessions.values[index], now: now, after: config.idleTimeoutMs) { idle.append(sessions.keys[index]) }
+                sessions.formIndex(after: &index)
             }
             for key in idle.sorted() {
                 actions += remove(key, reason: .idle, notify: [.up, .down]) + lost(key, why: "idle", routes: routes, now: now)
             }
         }
         for call in callers.keys.sorted() { actions += maintain(call, routes: routes, now: now) }
-        if config.judges, now >= nextJudging {
-            nextJudging = now + QualityJudge.sampleMs / Int64(Self.judgingSlices)
+        // A late tick judges the slices it missed too (a round at most), so each call is still judged every sampleMs.
+        let step = QualityJudge.sampleMs / Int64(Self.judgingSlices)
+        var slices: UInt64 = 0
+        while config.judges, now >= nextJudging, slices < Self.judgingSlices {
             actions += judge(slice: judgingSlice, routes: routes, now: now)
             judgingSlice = (judgingSlice + 1) % Self.judgingSlices
+            nextJudging += step
+            slices += 1
         }
+        if now >= nextJudging { nextJudging = now + step }
         return actions
     }
 
