@@ -444,13 +444,14 @@ public final class NodeRuntime: @unchecked Sendable {
             receive(datagram: Array(datagram), from: source)
             return
         }
-        switch links.receive(datagram, from: source, now: Self.now(), payload: &payloadBuffer) {
+        let now = Self.now()
+        switch links.receive(datagram, from: source, now: now, payload: &payloadBuffer) {
         case .payload(let node):
             guard ChainMessage.isData(payloadBuffer) else {
                 deliver(payloadBuffer, from: node)
                 return
             }
-            forward(&payloadBuffer, from: node, now: Self.now())
+            forward(&payloadBuffer, from: node, now: now)
         case .actions(let actions):
             run(actions)
         }
