@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "MeshICETests", dependencies: ["MeshICE"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),
         .testTarget(name: "MeshIdentityTests", dependencies: ["MeshIdentity"], swiftSettings: strict),
-        .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshLinkTests", dependencies: ["MeshLink", "MeshTestKit", "MeshWire"], swiftSettings: strict),
         .testTarget(name: "MeshMediaTests", dependencies: ["MeshMedia", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshCallTests", dependencies: ["MeshCall", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshDaemonTests", dependencies: [

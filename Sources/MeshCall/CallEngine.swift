@@ -74,6 +74,8 @@ public struct CallEngine: Sendable {
     public private(set) var staleOffers = 0
     /// The offers taken lately: when, and the refusal sent (nil: it rang).
     private var recentOffers: [CallID: (at: Int64, refusal: CallEndReason?)] = [:]
+    /// The wall clock, for offers' signed timestamps (the shell keeps it current; `now` is monotonic).
+    public var clock = WallClock()
 
     public init(wallets: [PrivateKey], config: CallConfig = CallConfig()) {
         self.wallets = Dictionary(wallets.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
@@ -92,7 +94,7 @@ public struct CallEngine: Sendable {
                                bitrate: Int, replacing: CallID? = nil, now: Int64) -> (CallID, [CallAction])? {
         guard let key = wallets[local], !inCall(local, besides: replacing), calls[id] == nil else { return nil }
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
-        let timestamp = UInt64(max(now, 0))
+        let timestamp = UInt64(max(clock.wall(now), 0))
         let signed = CallMessage.Offer.signedPart(callID: id, caller: local, callee: remote, ephemeral: ephemeral,
                                                   timestampMs: timestamp, bitrate: UInt32(clamping: bitrate))
         let offer = CallMessage.Offer(callID: id, caller: local, callee: remote, ephemeral: ephemeral, timestampMs: timestamp,
@@ -215,7 +217,7 @@ public struct CallEngine: Sendable {
             malformed += 1
             return [.send(CallMessage.reject(id, .badSignature).serialize(), to: node)]
         }
-        guard abs(now - Int64(clamping: offer.timestampMs)) <= config.offerMaxSkewMs else {
+        guard abs(clock.wall(now) - Int64(clamping: offer.timestampMs)) <= config.offerMaxSkewMs else {
             staleOffers += 1
             return [.send(CallMessage.reject(id, .staleOffer).serialize(), to: node)]
         }

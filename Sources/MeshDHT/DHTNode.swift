@@ -53,7 +53,9 @@ public struct ClockSkewReport: Sendable, Equatable, CustomStringConvertible {
 /// timestamp must be within `maxClockSkewMs` of `nowMs`, and a request seen before is dropped. Cheap checks
 /// come first (docs/dht.md, "Hostile peers"): a response must match a request in flight to that endpoint, a
 /// request must pass its source's rate limits and not be a replay, before any signature is recovered.
-/// `nowMs` is wall-clock Unix time in milliseconds (timestamps and record expiry are compared across nodes). The shell owns the UDP socket: DHT datagrams are those whose first byte is `DHTWire.marker`.
+/// `nowMs` is the node's monotonic clock in milliseconds (timeouts, rate limits, refresh); what is compared across
+/// nodes (signed timestamps, record expiry) is wall-clock Unix time, `clock.wall(nowMs)`. The shell owns the UDP
+/// socket: DHT datagrams are those whose first byte is `DHTWire.marker`.
 public struct DHTNode: Sendable {
     public let identity: PrivateKey
     public private(set) var core: DHTProtocol
@@ -104,6 +106,12 @@ public struct DHTNode: Sendable {
     }
 
     public var localID: NodeID { core.localID }
+
+    /// The wall clock the envelope's timestamps and the core's record expiry are read from (the shell keeps it current).
+    public var clock: WallClock {
+        get { core.clock }
+        set { core.clock = newValue }
+    }
     public var config: DHTConfig { core.config }
 
     // MARK: inputs
@@ -140,13 +148,13 @@ public struct DHTNode: Sendable {
             return []
         }
         // Overflow-checked, and `magnitude` not `abs`: a timestamp 2^63 ms before `nowMs` has a skew of Int64.min.
-        let skew = opened.timestampMs.subtractingReportingOverflow(nowMs)
+        let skew = opened.timestampMs.subtractingReportingOverflow(clock.wall(nowMs))
         guard !skew.overflow, skew.partialValue.magnitude <= core.config.maxClockSkewMs.magnitude else {
             if opened.packet.message.isResponse {
                 core.counters.staleTimestamp += 1
                 return []
             }
-            return refuseClock(opened, skewMs: skew.overflow ? (nowMs < 0 ? .max : .min) : skew.partialValue,
+            return refuseClock(opened, skewMs: skew.overflow ? (clock.wall(nowMs) < 0 ? .max : .min) : skew.partialValue,
                                from: source, nowMs: nowMs)
         }
         if opened.packet.message.isResponse {
@@ -163,7 +171,7 @@ public struct DHTNode: Sendable {
                 return []
             }
             let key = ReplayCache.Key(txid: opened.packet.txid, tag: opened.replayTag)
-            guard count(replays.verdict(key, timestampMs: opened.timestampMs, nowMs: nowMs)) else { return [] }
+            guard count(replays.verdict(key, timestampMs: opened.timestampMs, nowMs: clock.wall(nowMs))) else { return [] }
             if !cookied {
                 let write: Bool
                 switch opened.packet.message {
@@ -182,7 +190,7 @@ public struct DHTNode: Sendable {
                     return [.send(reply, to: source)]
                 }
             }
-            guard count(replays.insert(key, timestampMs: opened.timestampMs, nowMs: nowMs)) else { return [] }
+            guard count(replays.insert(key, timestampMs: opened.timestampMs, nowMs: clock.wall(nowMs))) else { return [] }
         }
         guard let sender = opened.sender(), sender != localID else {
             core.counters.badSignature += 1
@@ -227,7 +235,7 @@ public struct DHTNode: Sendable {
     }
 
     public mutating func tick(nowMs: Int64) -> [DHTAction] {
-        replays.expire(before: nowMs - core.config.maxClockSkewMs)
+        replays.expire(before: clock.wall(nowMs) - core.config.maxClockSkewMs)
         limits.prune(nowMs: nowMs)
         cookiedLimits.prune(nowMs: nowMs)
         sentRequests = sentRequests.filter { nowMs - $0.value.atMs < 2 * config.requestTimeoutMs }
@@ -283,7 +291,7 @@ public struct DHTNode: Sendable {
         }
         core.counters.staleTimestamp += 1
         core.counters.clockNoticesSent += 1
-        let notice = DHTWire.ClockNotice(txid: opened.packet.txid, clockMs: nowMs).serialized()
+        let notice = DHTWire.ClockNotice(txid: opened.packet.txid, clockMs: clock.wall(nowMs)).serialized()
         core.counters.bytesOut += notice.count
         var actions: [DHTAction] = [.send(notice, to: source)]
         if shouldLogSkew(SkewLogKey(endpoint: source, ours: false), nowMs: nowMs) {
@@ -316,7 +324,7 @@ public struct DHTNode: Sendable {
         actions.map { action in
             switch action {
             case .send(let packet, let to):
-                var datagram = DHTWire.seal(packet, timestampMs: nowMs, identity: identity)
+                var datagram = DHTWire.seal(packet, timestampMs: clock.wall(nowMs), identity: identity)
                 if !packet.message.isResponse {
                     sentRequests[packet.txid] = (to, datagram, nowMs, false)
                     if let cookie = cookies[to], nowMs - cookie.atMs < config.cookieReuseMs {

@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshWire
 
 /// What the message-level core asks of its caller: `DHTNode` signs and sends packets; the simulator delivers
 /// them as they are.
@@ -39,6 +40,8 @@ public struct DHTProtocol: Sendable {
     public let localID: NodeID
     public let config: DHTConfig
     public internal(set) var counters = DHTCounters()
+    /// The wall clock: record expiries and sequences, and clock notices, are wall-clock time; `nowMs` is monotonic.
+    public var clock = WallClock()
 
     private(set) var table: RoutingTable
     private var store: [NodeID: PresenceRecord] = [:]
@@ -124,7 +127,7 @@ public struct DHTProtocol: Sendable {
     /// Contacts and records from storage: contacts go into buckets (unverified), valid records into the store.
     public mutating func restore(contacts: [Contact], records: [PresenceRecord], nowMs: Int64) {
         for contact in contacts where contact.id != localID { table.restore(contact, nowMs: nowMs) }
-        for record in records where record.validate(nowMs: nowMs, config: config) == nil {
+        for record in records where record.validate(nowMs: clock.wall(nowMs), config: config) == nil {
             if let existing = store[record.key], existing.sequence >= record.sequence { continue }
             store[record.key] = record
             holdings.set(record.key, to: Holdings.unattributed)
@@ -213,7 +216,7 @@ public struct DHTProtocol: Sendable {
         request.refusedForClock = true
         pending[txid] = request
         counters.clockNoticesReceived += 1
-        let skew = nowMs.subtractingReportingOverflow(theirClockMs)
+        let skew = clock.wall(nowMs).subtractingReportingOverflow(theirClockMs)
         let skewMs = skew.overflow ? (theirClockMs < 0 ? .max : .min) : skew.partialValue
         if clockRefusals[endpoint] != nil || clockRefusals.count < Self.clockRefusalLimit {
             clockRefusals[endpoint] = (skewMs, nowMs)
@@ -254,15 +257,15 @@ public struct DHTProtocol: Sendable {
 
     /// Signs and publishes a record for `wallet` (expiring after `recordTTLms`) and keeps it alive: re-signed
     /// with a higher sequence when less than `renewBeforeMs` is left. The sequence is the larger of the last
-    /// one + 1 and `nowMs`, so it grows across restarts without being stored.
+    /// one + 1 and the wall clock, so it grows across restarts without being stored.
     public mutating func publish(wallet: PrivateKey, endpoints: [DHTEndpoint], relays: [Contact], nowMs: Int64)
         -> [DHTProtocolAction]
     {
         let key = NodeID.key(for: wallet.address)
         let previous = max(own[key]?.record.sequence ?? 0, store[key]?.sequence ?? 0, tombstones[key]?.sequence ?? 0)
         let record = PresenceRecord.make(wallet: wallet, homeNode: localID, endpoints: endpoints, relays: relays,
-                                         sequence: max(previous + 1, UInt64(max(nowMs, 0))),
-                                         expiresAtMs: nowMs + config.recordTTLms)
+                                         sequence: max(previous + 1, UInt64(max(clock.wall(nowMs), 0))),
+                                         expiresAtMs: clock.wall(nowMs) + config.recordTTLms)
         own[key] = OwnRecord(record: record, signer: wallet, nextRepublishMs: nowMs)
         return publish(record, nowMs: nowMs)
     }
@@ -396,17 +399,18 @@ public struct DHTProtocol: Sendable {
     private mutating func accept(_ record: PresenceRecord, from origin: Holdings.Origin, nowMs: Int64,
                                  actions: inout [DHTProtocolAction]) -> StoreResult {
         let key = record.key
-        if let existing = store[key], existing == record, existing.expiresAtMs > nowMs { return .stored }
+        let wallMs = clock.wall(nowMs)
+        if let existing = store[key], existing == record, existing.expiresAtMs > wallMs { return .stored }
         if let tombstone = tombstones[key], record.sequence <= tombstone.sequence { return .stale }
         let existing = store[key]
-        if let existing, existing.expiresAtMs > nowMs, existing.sequence >= record.sequence { return .stale }
+        if let existing, existing.expiresAtMs > wallMs, existing.sequence >= record.sequence { return .stale }
         if existing == nil, origin != Holdings.unattributed,
            holdings.count(node: origin.node) >= config.maxRecordsPerNode
             || holdings.count(prefix: origin.prefix) >= config.maxRecordsPerPrefix {
             counters.quotaExceeded += 1
             return .full
         }
-        if let refusal = record.validate(nowMs: nowMs, config: config) {
+        if let refusal = record.validate(nowMs: wallMs, config: config) {
             counters.refusedRecords[refusal, default: 0] += 1
             return .refused(refusal)
         }
@@ -425,7 +429,7 @@ public struct DHTProtocol: Sendable {
     }
 
     private func liveRecord(_ key: NodeID, nowMs: Int64) -> PresenceRecord? {
-        guard let record = store[key], record.expiresAtMs > nowMs else { return nil }
+        guard let record = store[key], record.expiresAtMs > clock.wall(nowMs) else { return nil }
         return record
     }
 
@@ -469,7 +473,7 @@ public struct DHTProtocol: Sendable {
             case .nodes(let contacts):
                 lookup.answered(sender.id, contacts: contacts.filter { $0.id != localID })
             case .value(let record):
-                if let refusal = record.key == lookup.target ? record.validate(nowMs: nowMs, config: config) : .wrongKey {
+                if let refusal = record.key == lookup.target ? record.validate(nowMs: clock.wall(nowMs), config: config) : .wrongKey {
                     counters.refusedRecords[refusal, default: 0] += 1
                     lookup.failed(sender.id)
                 } else {
@@ -648,16 +652,17 @@ public struct DHTProtocol: Sendable {
     }
 
     private mutating func maintain(nowMs: Int64, actions: inout [DHTProtocolAction]) {
-        for key in store.filter({ $0.value.expiresAtMs <= nowMs }).keys.sorted() {
+        let wallMs = clock.wall(nowMs)
+        for key in store.filter({ $0.value.expiresAtMs <= wallMs }).keys.sorted() {
             dropRecord(key, tombstone: nil, actions: &actions)
         }
-        tombstones = tombstones.filter { $0.value.expiresAtMs > nowMs }
+        tombstones = tombstones.filter { $0.value.expiresAtMs > wallMs }
         clockRefusals = clockRefusals.filter { nowMs - $0.value.atMs < Self.clockRefusalMemoryMs }
         for key in own.keys.sorted() {
             guard let entry = own[key] else { continue }
-            if let signer = entry.signer, entry.record.expiresAtMs - nowMs <= config.renewBeforeMs {
+            if let signer = entry.signer, entry.record.expiresAtMs - wallMs <= config.renewBeforeMs {
                 actions += publish(wallet: signer, endpoints: entry.record.endpoints, relays: entry.record.relays, nowMs: nowMs)
-            } else if entry.record.expiresAtMs <= nowMs {
+            } else if entry.record.expiresAtMs <= wallMs {
                 own[key] = nil
             } else if nowMs >= entry.nextRepublishMs {
                 actions += publish(entry.record, nowMs: nowMs)

@@ -25,7 +25,7 @@ extension NodeRuntime: ControlService {
                     }
                     let wallet: WalletAddress
                     do { wallet = try WalletAddress(parsing: text) } catch { throw RPCError.invalidParams("\(error)") }
-                    return self.lookup(wallet).map { Self.lookupJSON($0, now: Self.now()) }
+                    return self.lookup(wallet).map { Self.lookupJSON($0, wallMs: Self.wallNow()) }
                 case "gossip.routes":
                     return self.loop.makeSucceededFuture(.object([
                         "routes": try JSONValue(encoding: self.gossip.routes(nowMs: Self.now())),

@@ -185,24 +185,23 @@ extension NodeRuntime {
         guard let text = params["call"]?.stringValue?.lowercased(), !text.isEmpty else {
             throw RPCError.invalidParams("\(method) needs \"call\": a call id")
         }
-        let now = Self.now()
-        noticeCounter = max(noticeCounter + 1, UInt64(max(now, 0)))
+        let counter = nextNoticeCounter()
         if let record = calls.calls.values.first(where: { $0.id.description.hasPrefix(text) && $0.state == .active }) {
             guard record.role == .callee else {
                 throw RPCError.failed("the caller's node cannot quelch its own caller; its operator mutes (node-ctl mute)")
             }
             controls[record.id]?.state.quelchedHere = on
-            let notice = QuelchNotice.sign(call: record.id, on: on, counter: noticeCounter, key: nodeKey)
+            let notice = QuelchNotice.sign(call: record.id, on: on, counter: counter, key: nodeKey)
             runRelay(relay.send(call: record.id.raw, CallInner.quelch(notice.serialize()).serialize()))
             applyGates(record.id)
             logger.info(on ? "caller quelched here" : "caller unquelched here", metadata: ["call": "\(record.id)"])
             return controlJSON(record.id)
         }
-        let relayed = Set(relay.sessions(now: now).filter { $0.role == "relay" && $0.call.hasPrefix(text) }.map(\.call))
+        let relayed = Set(relay.sessions(now: Self.now()).filter { $0.role == "relay" && $0.call.hasPrefix(text) }.map(\.call))
         guard relayed.count == 1, let call = relayed.first.flatMap(CallID.init(hex:)) else {
             throw RPCError.failed(relayed.isEmpty ? "no active call or relayed session \(text) here" : "call id \(text) is ambiguous")
         }
-        let notice = QuelchNotice.sign(call: call, on: on, counter: noticeCounter, key: nodeKey)
+        let notice = QuelchNotice.sign(call: call, on: on, counter: counter, key: nodeKey)
         runRelay(relay.quelch(call: call.raw, on, notice: CallInner.quelch(notice.serialize()).serialize()) ?? [])
         logger.info(on ? "relayed call quelched" : "relayed call unquelched", metadata: ["call": "\(call)"])
         return .object(["call": .string(call.description), "role": .string("relay"), "quelched": .bool(on)])

@@ -40,14 +40,14 @@ extension NodeRuntime {
         }
         if now >= nextContactSave {
             nextContactSave = now + Self.contactSaveMs
-            saveContacts(now: now)
+            saveContacts()
         }
     }
 
     /// Withdraws the hosted wallets' records (best effort) and saves the table.
     func leaveOverlay(now: Int64) {
         for wallet in wallets { runDHT(dht.withdraw(wallet.address, nowMs: now)) }
-        saveContacts(now: now)
+        saveContacts()
     }
 
     /// Signs and publishes a record for every hosted wallet with the node's endpoints and relays (`reach`,
@@ -132,11 +132,12 @@ extension NodeRuntime {
     }
 
     /// Writes what changed in the routing table since the last save.
-    private func saveContacts(now: Int64) {
+    private func saveContacts() {
         let contacts = Set(dht.contacts)
         let (added, removed, store) = (Array(contacts.subtracting(savedContacts)), Array(savedContacts.subtracting(contacts)), store)
         guard !added.isEmpty || !removed.isEmpty else { return }
-        persist { try store.updateContacts(added: added, removed: removed, nowMs: now) }
+        let wallMs = Self.wallNow()
+        persist { try store.updateContacts(added: added, removed: removed, nowMs: wallMs) }
         savedContacts = contacts
     }
 
@@ -162,7 +163,8 @@ extension NodeRuntime {
         ])
     }
 
-    static func recordJSON(_ record: PresenceRecord, now: Int64) -> JSONValue {
+    /// A record as `node-ctl` shows it; `wallMs` is the wall clock (its expiry is wall-clock time).
+    static func recordJSON(_ record: PresenceRecord, wallMs: Int64) -> JSONValue {
         .object([
             "wallet": .string(record.wallet.checksummed),
             "homeNode": .string(record.homeNode.address.checksummed),
@@ -170,13 +172,13 @@ extension NodeRuntime {
             "endpoints": .array(record.endpoints.map { .string($0.description) }),
             "relays": .array(record.relays.map { .string("\($0.id.address.checksummed)@\($0.endpoint)") }),
             "sequence": .number(Double(record.sequence)),
-            "expiresInS": .number(Double((record.expiresAtMs - now) / 1000)),
+            "expiresInS": .number(Double((record.expiresAtMs - wallMs) / 1000)),
         ])
     }
 
-    static func lookupJSON(_ outcome: LookupOutcome, now: Int64) -> JSONValue {
+    static func lookupJSON(_ outcome: LookupOutcome, wallMs: Int64) -> JSONValue {
         .object([
-            "record": outcome.record.map { recordJSON($0, now: now) } ?? .null,
+            "record": outcome.record.map { recordJSON($0, wallMs: wallMs) } ?? .null,
             "queried": .number(Double(outcome.queried)),
             "rounds": .number(Double(outcome.rounds)),
             "messages": .number(Double(outcome.messages)),

@@ -10,6 +10,7 @@ import MeshMedia
 import MeshRouting
 import MeshStore
 import MeshStun
+import MeshWire
 import NIOCore
 import NIOPosix
 
@@ -88,7 +89,7 @@ public final class NodeRuntime: @unchecked Sendable {
     var controls: [CallID: ControlChannel] = [:]
     /// Calls placed for a blind transfer → the call they replace once answered.
     var transfers: [CallID: CallID] = [:]
-    /// The counter of this node's latest signed notice or verdict (its clock in ms, kept growing).
+    /// The counter of this node's latest signed notice or verdict (`nextNoticeCounter`).
     var noticeCounter: UInt64 = 0
     var finished: [CallID: CallMediaStats] = [:]
     /// The media figures of every call that ended, for the node-wide media counters (docs/metrics.md).
@@ -136,7 +137,41 @@ public final class NodeRuntime: @unchecked Sendable {
     var nextCostRefresh: Int64 = 0
     static let resolveTimeoutMs: Int64 = 2_000
 
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    /// The node's clock for everything but what is signed, shown as a time of day or stored: ms, the wall clock's
+    /// reading when first read, then moving with the monotonic clock, so an NTP step moves no timer, RTT or playout
+    /// deadline (docs/architecture.md, "Clocks").
+    static func now() -> Int64 { clockBase.ms + Int64((NIODeadline.now().uptimeNanoseconds - clockBase.uptimeNs) / 1_000_000) }
+
+    private static let clockBase = (ms: wallNow(), uptimeNs: NIODeadline.now().uptimeNanoseconds)
+
+    /// Wall-clock Unix ms: for signed timestamps, expiries, stored times and times of day (cores get it as an offset,
+    /// `syncClocks`).
+    static func wallNow() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// The wall clock as an offset from `now()`, handed to every core on the link tick. A step of a second or more
+    /// (NTP, `date -s`) is logged: it moves signed timestamps, not timers.
+    func syncClocks() {
+        let clock = WallClock(offsetMs: Self.wallNow() - Self.now())
+        let step = clock.offsetMs - links.clock.offsetMs
+        if abs(step) >= Self.clockStepLoggedMs {
+            logger.notice("wall clock stepped", metadata: ["by-ms": "\(step > 0 ? "+" : "")\(step)"])
+        }
+        links.clock = clock
+        dht.clock = clock
+        gossip.clock = clock
+        relay.clock = clock
+        finder.clock = clock
+        calls.clock = clock
+    }
+
+    static let clockStepLoggedMs: Int64 = 1_000
+
+    /// The next counter for a signed quelch notice or quality verdict: it must grow, across restarts too, so it is
+    /// the wall clock in ms once that is ahead.
+    func nextNoticeCounter() -> UInt64 {
+        noticeCounter = max(noticeCounter + 1, UInt64(max(Self.wallNow(), 0)))
+        return noticeCounter
+    }
 
     /// A monotonic clock in µs, for timers that must not jump with the wall clock.
     static func monotonicUs() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000) }
@@ -155,10 +190,10 @@ public final class NodeRuntime: @unchecked Sendable {
         calls = CallEngine(wallets: wallets)
         dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
         let storedContacts = try store.contacts()
-        dht.restore(contacts: storedContacts, records: try store.records(nowMs: now), nowMs: now)
+        dht.restore(contacts: storedContacts, records: try store.records(nowMs: Self.wallNow()), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
         gossip = GossipEngine(local: nodeKey.address, hosted: wallets, nodeKey: nodeKey,
-                              sequence: UInt32(truncatingIfNeeded: now / 1000), config: config.gossipConfig, nowMs: now)
+                              sequence: UInt32(truncatingIfNeeded: Self.wallNow() / 1000), config: config.gossipConfig, nowMs: now)
         var finderConfig = WalletFinder.Config()
         finderConfig.maxTTL = UInt8(config.hopLimit)
         finder = WalletFinder(config: finderConfig)
@@ -171,6 +206,7 @@ public final class NodeRuntime: @unchecked Sendable {
         stopped = loop.makePromise()
         // The contacts table is saved as what changed since this (docs/storage.md).
         savedContacts = Set(storedContacts)
+        syncClocks()
     }
 
     /// Loads keys and state, binds the UDP port and the control socket, dials the configured peers.
@@ -355,6 +391,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func scheduleLinkTick() {
         loop.scheduleTask(in: .milliseconds(Self.linkTickMs)) {
             guard self.udp != nil else { return }
+            self.syncClocks()
             let now = Self.now()
             self.run(self.links.tick(now: now))
             self.runCall(self.calls.tick(now: now))
@@ -678,13 +715,13 @@ public final class NodeRuntime: @unchecked Sendable {
                     "call": "\(id)", "from": "\(from.map(\.description).joined(separator: ">"))",
                     "to": "\(to.map(\.description).joined(separator: ">"))", "why": "\(why)"])
                 chainHistory[id, default: ChainHistory()].switches.append(
-                    ChainSwitch(atMs: now, from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
+                    ChainSwitch(atMs: Self.wallNow(), from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
                 noteChains(id, now: now)
             case .judged(let key, let tier, let sample):
-                noticeCounter = max(noticeCounter + 1, UInt64(max(now, 0)))
+                let counter = nextNoticeCounter()
                 // Signed on the signer's thread, not here: a relay whose link to a neighbour turns bad judges every call
                 // on it at once, and a thousand signatures (45 µs each) would hold all forwarding for 45 ms.
-                let (counter, nodeKey, loop) = (noticeCounter, nodeKey, loop)
+                let (nodeKey, loop) = (nodeKey, loop)
                 verdictSigner.async {
                     let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: counter, key: nodeKey)
                     let bytes = CallInner.verdict(verdict.serialize()).serialize()
@@ -806,7 +843,7 @@ public final class NodeRuntime: @unchecked Sendable {
             (source, sink) = (.client, .client)
         case (.callee, .record):
             do {
-                let path = try Recordings.path(directory: config.resolvedRecordDir, caller: call.remote, nowMs: now)
+                let path = try Recordings.path(directory: config.resolvedRecordDir, caller: call.remote, nowMs: Self.wallNow())
                 (source, sink) = (.silence, .recorder(try WAVWriter(path: path), path: path))
             } catch {
                 logger.error("cannot record call", metadata: ["call": "\(id)", "error": "\(error)"])

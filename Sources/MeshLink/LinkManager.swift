@@ -216,13 +216,16 @@ struct Dial<Address: Hashable & Sendable> {
 }
 
 /// The link layer of one node, sans-IO: authenticated, encrypted links to neighbours over one UDP port.
-/// Inputs are datagrams, application payloads and ticks with `now` (wall-clock milliseconds, used for the
-/// handshake's replay timestamps); outputs are `LinkAction`s. See docs/links.md for the protocol.
+/// Inputs are datagrams, application payloads and ticks with `now` (the node's monotonic clock, ms: every timer;
+/// the handshake's signed timestamps are wall-clock time, `clock.wall(now)`); outputs are `LinkAction`s. See
+/// docs/links.md for the protocol.
 public struct LinkManager<Address: LinkEndpoint>: Sendable {
     public let identity: PrivateKey
     public let localAddress: WalletAddress
     public let config: LinkConfig
     public private(set) var counters = LinkCounters()
+    /// The wall clock, for the timestamps handshakes sign and check (the shell keeps it current).
+    public var clock = WallClock()
 
     private var peers: [WalletAddress: Peer<Address>] = [:]
     private var sessionOwners: [UInt32: WalletAddress] = [:]
@@ -356,8 +359,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             let connected = dial.peer.map { peers[$0]?.up ?? false } ?? false
             if connected {
                 dial.attempts = 0
-            } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt || dial.nextAttemptAt - now > config.handshakeBackoffMaxMs {
-                // (The second case: the wall clock was set back, for example after a refusal for its skew.)
+            } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt {
                 let backoff = min(config.handshakeRetryMs << Int64(min(dial.attempts, 16)), config.handshakeBackoffMaxMs)
                 dial.attempts += 1
                 dial.nextAttemptAt = now + backoff
@@ -424,7 +426,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         let index = freshIndex()
         let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
         let message = HandshakeInit(senderIndex: index, responder: expected?.bytes ?? LinkWire.anyResponder, ephemeral: ephemeral,
-                                    timestampMs: UInt64(max(now, 0)), signer: identity, cookie: nil)
+                                    timestampMs: UInt64(max(clock.wall(now), 0)), signer: identity, cookie: nil)
         pending[index] = PendingInit(endpoint: endpoint, expected: expected, secret: secret, message: message,
                                      expiresAt: now + max(lifetime, config.handshakeRetryMs))
         return (index, outbound(message.serialized, to: endpoint))
@@ -460,7 +462,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             counters.rateLimited += 1
             return []
         }
-        let skew = Int64(clamping: message.timestampMs) - now
+        let skew = Int64(clamping: message.timestampMs) - clock.wall(now)
         guard abs(skew) <= config.initClockSkewMs else {
             return refuseClock(message, skew: skew, from: source, now: now)
         }
@@ -524,7 +526,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     /// bytes than the initiation), and logs it at most once per `refusalLogIntervalMs` per endpoint.
     private mutating func refuseClock(_ message: HandshakeInit, skew: Int64, from source: Address, now: Int64) -> [LinkAction<Address>] {
         counters.clockSkew += 1
-        let refusal = HandshakeRefusal(receiverIndex: message.senderIndex, reason: .clock, responderClockMs: UInt64(max(now, 0)))
+        let refusal = HandshakeRefusal(receiverIndex: message.senderIndex, reason: .clock, responderClockMs: UInt64(max(clock.wall(now), 0)))
         var actions = [outbound(refusal.serialized(initMac1: message.mac1), to: source)]
         var reason = ""
         if clockRefusalLog.logsNext(source) {

@@ -138,6 +138,8 @@ public struct GossipEngine: Sendable {
     public private(set) var counters = GossipCounters()
     /// Forgotten feasibility, expired cache entries and refutations are swept this often.
     static let pruneIntervalMs: Int64 = 1_000
+    /// The wall clock: announcements' expiries are wall-clock time; `nowMs` is monotonic (the shell keeps it current).
+    public var clock = WallClock()
     private var nextPruneAt: Int64 = 0
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
@@ -153,7 +155,7 @@ public struct GossipEngine: Sendable {
 
     /// Signs "this node hosts `key`'s wallet" at `sequence`, valid for the configured lifetime.
     private mutating func announce(_ key: PrivateKey, sequence: UInt32, nowMs: Int64) {
-        let expires = UInt32(clamping: (nowMs + config.announcementLifetimeMs) / 1000)
+        let expires = UInt32(clamping: (clock.wall(nowMs) + config.announcementLifetimeMs) / 1000)
         let announcement = HostAnnouncement.sign(wallet: key, origin: local, sequence: sequence, expiresAtS: expires)
         selected[key.address] = Selected(entry: GossipEntry(announcement, hops: 0, metric: 0), via: nil, since: nowMs)
     }
@@ -249,11 +251,12 @@ public struct GossipEngine: Sendable {
     public mutating func tick(nowMs: Int64) -> [GossipAction] {
         var actions: [GossipAction] = []
         var changed: Set<WalletAddress> = []
+        let wallMs = clock.wall(nowMs)
         for node in neighbours.keys.sorted() {
             guard var neighbour = neighbours.removeValue(forKey: node) else { continue }
             let heardAt = neighbour.digestMatchedAt
             for (wallet, learned) in neighbour.learned
-            where nowMs - max(learned.refreshedAt, heardAt) >= config.routeHoldMs || nowMs >= learned.entry.announcement.expiresAtMs {
+            where nowMs - max(learned.refreshedAt, heardAt) >= config.routeHoldMs || wallMs >= learned.entry.announcement.expiresAtMs {
                 neighbour.learned[wallet] = nil
                 changed.insert(wallet)
             }
@@ -269,8 +272,8 @@ public struct GossipEngine: Sendable {
         }
         for key in hosted.values.sorted(by: { $0.address < $1.address }) {
             guard let own = selected[key.address]?.entry.announcement,
-                  own.expiresAtMs - nowMs < config.announcementLifetimeMs / 2 else { continue }
-            announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: nowMs / 1000)), nowMs: nowMs)
+                  own.expiresAtMs - wallMs < config.announcementLifetimeMs / 2 else { continue }
+            announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: wallMs / 1000)), nowMs: nowMs)
             changed.insert(key.address)
         }
         if nowMs >= nextPruneAt {
@@ -280,9 +283,9 @@ public struct GossipEngine: Sendable {
                 feasibility[wallet] = nil
                 changed.insert(wallet)
             }
-            verified = verified.filter { nowMs < $0.value }
-            newest = newest.filter { nowMs < $0.value.expiresAtMs }
-            refutations = refutations.filter { nowMs < $0.value.untilMs }
+            verified = verified.filter { wallMs < $0.value }
+            newest = newest.filter { wallMs < $0.value.expiresAtMs }
+            refutations = refutations.filter { wallMs < $0.value.untilMs }
         }
         if !changed.isEmpty { actions += reselect(changed, nowMs: nowMs) }
         return actions
@@ -295,7 +298,8 @@ public struct GossipEngine: Sendable {
     private enum Judgement { case accepted, refused, deferred }
 
     private mutating func accept(_ a: HostAnnouncement, from neighbour: inout Neighbour, nowMs: Int64) -> Judgement {
-        guard a.expiresAtMs > nowMs, a.expiresAtMs <= nowMs + config.announcementLifetimeMs + config.maxClockSkewMs else {
+        let wallMs = clock.wall(nowMs)
+        guard a.expiresAtMs > wallMs, a.expiresAtMs <= wallMs + config.announcementLifetimeMs + config.maxClockSkewMs else {
             counters.expired += 1
             return .refused
         }

@@ -320,6 +320,9 @@ public struct RelayEngine: Sendable {
     private var relayedPerNeighbour: [WalletAddress: Int] = [:]
     private var relayed = 0
     public private(set) var counters = RelayCounters()
+    /// The wall clock: set-ups carry a signed wall-clock expiry; every timer runs on the monotonic `now` (the shell
+    /// keeps this current).
+    public var clock = WallClock()
 
     public init(local: WalletAddress, config: RelayConfig = RelayConfig(), seed: UInt64) {
         self.local = local
@@ -427,7 +430,7 @@ public struct RelayEngine: Sendable {
         }
         firstHops.removeAll { avoid.contains($0) && $0 != end.target }
         let downLabel = allocateLabel(key, fromDown: true)
-        let expires = UInt64(max(now + config.setupLifetimeMs, 0))
+        let expires = UInt64(max(clock.wall(now) + config.setupLifetimeMs, 0))
         let request = ChainMessage.Setup.sign(key: key, wallet: end.wallet, target: end.target, expiresAtMs: expires,
                                               hopLimit: UInt8(clamping: config.hopLimit), backLabel: downLabel, path: [local],
                                               avoid: avoid)
@@ -597,7 +600,8 @@ public struct RelayEngine: Sendable {
             return refuse(.rateLimited)
         }
         let expires = Int64(clamping: setup.expiresAtMs)
-        guard expires > now, expires <= now + config.setupLifetimeMs + config.maxClockSkewMs else { return refuse(.expired) }
+        let wallMs = clock.wall(now)
+        guard expires > wallMs, expires <= wallMs + config.setupLifetimeMs + config.maxClockSkewMs else { return refuse(.expired) }
         guard setup.isAuthentic else { return refuse(.badSignature) }
         if setup.target == local {
             // A call's chains all come from its caller's wallet (the first set-up's), and a call has a few at most:
@@ -643,7 +647,7 @@ public struct RelayEngine: Sendable {
             pending.candidates.removeFirst()
             guard routes.isUp(next) else { continue }
             let budgetLeft = min(Int(pending.request.hopLimit), config.hopLimit, ChainMessage.maxNodes) - (pending.request.path.count - 1)
-            pending.deadline = min(now + config.hopWaitMs * Int64(max(budgetLeft, 1)), Int64(clamping: pending.request.expiresAtMs))
+            pending.deadline = min(now + config.hopWaitMs * Int64(max(budgetLeft, 1)), clock.monotonic(Int64(clamping: pending.request.expiresAtMs)))
             pending.nextRetry = now + config.setupRetryMs
             session.down = Hop(node: next, label: 0)
             session.pending = pending

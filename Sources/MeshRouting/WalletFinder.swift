@@ -87,6 +87,8 @@ public struct WalletFinder: Sendable {
     private var asked: [UInt64: Asked] = [:]
     private var budgets: [WalletAddress: TokenBucket] = [:]
     public private(set) var counters = Counters()
+    /// The wall clock, for host announcements' expiries (the shell keeps it current; `now` is monotonic).
+    public var clock = WallClock()
 
     public init(config: Config = Config()) { self.config = config }
 
@@ -132,7 +134,7 @@ public struct WalletFinder: Sendable {
                 counters.duplicates += 1
                 return []
             }
-            guard announcement.expiresAtMs > now, announcement.isAuthentic else {
+            guard announcement.expiresAtMs > clock.wall(now), announcement.isAuthentic else {
                 counters.forged += 1
                 return []
             }

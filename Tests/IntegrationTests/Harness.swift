@@ -98,9 +98,11 @@ final class NodeProcess {
 
     /// `namespace`: run inside that network namespace (`ip netns exec`); the control socket is a file, so
     /// `node-ctl` reaches it from outside. `waitUntilUp: false` returns as soon as the process started (call
-    /// `waitUntilUp()` later), so many nodes can start at once.
+    /// `waitUntilUp()` later), so many nodes can start at once. `environment` is added to the test's own, and the
+    /// node started through env(1): with libfaketime preloaded (ClockStepTests), a node spawned straight from this
+    /// process, which has not loaded it, saw no arguments.
     init(_ name: String, in scratch: Scratch, arguments: [String], namespace: NetworkNamespace? = nil,
-         listen: String = "127.0.0.1:0", waitUntilUp: Bool = true) throws {
+         listen: String = "127.0.0.1:0", waitUntilUp: Bool = true, environment: [String: String] = [:]) throws {
         self.name = name
         self.scratch = scratch
         socket = scratch.file("\(name).sock")
@@ -110,6 +112,10 @@ final class NodeProcess {
         if let namespace {
             process.executableURL = URL(fileURLWithPath: NetworkNamespace.ip)
             process.arguments = ["netns", "exec", namespace.name, Binaries.meshNode] + run
+        } else if !environment.isEmpty {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = [Binaries.meshNode] + run
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         } else {
             process.executableURL = URL(fileURLWithPath: Binaries.meshNode)
             process.arguments = run

@@ -220,7 +220,7 @@ import Testing
         #expect(net.nodes[1].counters.signatureRecoveries == 1, "one recovery, for the log line")
         #expect(net.refused[1] == ["handshake from \(net.address(0)) refused: its clock is 150 s ahead of ours (accepted: ±120 s)"])
         #expect(net.refused[0] == ["peer \(net.address(1)) refused our handshake: our clock is 150 s ahead of its clock"])
-        #expect(net.nodes[0].peerInfos(now: net.clock(0)).first?.refusal == net.refused[0]?.first)
+        #expect(net.nodes[0].peerInfos(now: net.now).first?.refusal == net.refused[0]?.first)
         #expect(net.nodes[1].peerCount == 0 && net.nodes[1].halfOpenCount == 0, "no state on the refusing side")
         let refusal = net.wire.first { $0.bytes.first == LinkMessageType.refusal.rawValue }!.bytes
         #expect(refusal.count < LinkWire.initBytes, "no amplification")
@@ -242,6 +242,31 @@ import Testing
         net.clockOffset[0] = -200_000
         net.connect(0, to: 1)
         #expect(net.refused[0] == ["peer \(net.address(1)) refused our handshake: our clock is 200 s behind its clock"])
+    }
+
+    /// Timers run on the monotonic `now`: a node whose wall clock steps 40 s ahead, then 80 s back, keeps its link
+    /// (it would look silent past `deadAfterMs`, or send no ping for 40 s), and its next handshake (the rekey) is
+    /// stamped with the stepped wall clock, within what the peer accepts.
+    @Test func aWallClockStepMovesNoLinkTimer() {
+        var net = LinkTestNet(count: 2)
+        net.connect(0, to: 1, pinned: net.address(1))
+        let connectedAt = net.now
+        #expect(net.nodes[0].isUp(net.address(1)))
+        net.clockOffset[0] = 40_000
+        net.advance(15_000)
+        net.clockOffset[0] = -40_000
+        net.advance(15_000)
+        #expect(net.downs.isEmpty)
+        #expect(net.nodes[0].isUp(net.address(1)) && net.nodes[1].isUp(net.address(0)))
+        let pings = net.nodes[1].peerInfos(now: net.now).first?.packetsIn ?? 0
+        #expect(pings >= 28, "a ping a second from node 0 for 30 s, got \(pings) packets")
+        let rekeyAt = connectedAt + LinkConfig().rekeyAfterMs
+        net.advance(rekeyAt + 2_000 - net.now)
+        let stamps = net.wire.compactMap { HandshakeInit(parsing: $0.bytes) }.filter { $0.responder == net.address(1).bytes }.map(\.timestampMs)
+        #expect(stamps.count == 2, "the first handshake and the rekey")
+        let wallAtRekey = rekeyAt - 40_000
+        #expect(stamps.last.map { (wallAtRekey...wallAtRekey + 100).contains(Int64($0)) } ?? false, "the rekey carries the wall clock: \(stamps)")
+        #expect(net.downs.isEmpty && net.nodes[1].counters.clockSkew == 0)
     }
 
     @Test func aRefusalNotTaggedWithOurInitiationsMac1IsIgnored() {

@@ -1,6 +1,7 @@
 import MeshIdentity
 @testable import MeshLink
 import MeshTestKit
+import MeshWire
 
 /// Test endpoints are small integers; each is its own host for the rate limit.
 extension Int: LinkEndpoint {
@@ -20,8 +21,10 @@ struct LinkTestNet {
     var wire: [(from: Int, to: Int, bytes: [UInt8])] = []
     /// Datagrams to drop (by predicate on sender and receiver).
     var drop: (Int, Int) -> Bool = { _, _ in false }
-    /// How far a node's wall clock is off the network's (ms).
-    var clockOffset: [Int: Int64] = [:]
+    /// How far a node's wall clock is off the network's (ms); every node's monotonic clock is `now`.
+    var clockOffset: [Int: Int64] = [:] {
+        didSet { for i in nodes.indices { nodes[i].clock = WallClock(offsetMs: clockOffset[i, default: 0]) } }
+    }
 
     init(count: Int, config: LinkConfig = LinkConfig()) {
         var seed = SplitMix64(seed: 42)
@@ -33,9 +36,6 @@ struct LinkTestNet {
 
     func address(_ i: Int) -> WalletAddress { nodes[i].localAddress }
 
-    /// Node `i`'s wall clock.
-    func clock(_ i: Int) -> Int64 { now + clockOffset[i, default: 0] }
-
     /// Runs the actions node `i` produced, delivering datagrams synchronously (zero latency) until quiet.
     mutating func run(_ actions: [LinkAction<Int>], at i: Int) {
         var queue = actions.map { (i, $0) }
@@ -45,7 +45,7 @@ struct LinkTestNet {
             case .send(let bytes, let to):
                 wire.append((node, to, bytes))
                 if drop(node, to) || !nodes.indices.contains(to) { continue }
-                let out = nodes[to].receive(bytes, from: node, now: clock(to))
+                let out = nodes[to].receive(bytes, from: node, now: now)
                 queue += out.map { (to, $0) }
             case .deliver(let payload, let from):
                 delivered[node, default: []].append((payload, from))
@@ -60,12 +60,12 @@ struct LinkTestNet {
     }
 
     mutating func connect(_ i: Int, to j: Int, pinned: WalletAddress? = nil) {
-        let actions = nodes[i].connect(to: j, pinned: pinned, now: clock(i))
+        let actions = nodes[i].connect(to: j, pinned: pinned, now: now)
         run(actions, at: i)
     }
 
     mutating func send(_ payload: [UInt8], from i: Int, to j: Int) {
-        let actions = nodes[i].send(payload, to: address(j), now: clock(i))
+        let actions = nodes[i].send(payload, to: address(j), now: now)
         run(actions, at: i)
     }
 
@@ -77,7 +77,7 @@ struct LinkTestNet {
             now += d
             left -= d
             for i in nodes.indices {
-                let actions = nodes[i].tick(now: clock(i))
+                let actions = nodes[i].tick(now: now)
                 run(actions, at: i)
             }
         }
@@ -85,7 +85,7 @@ struct LinkTestNet {
 
     /// Feeds raw bytes to node `to` as if they came from endpoint `from`.
     mutating func inject(_ bytes: [UInt8], from: Int, to: Int) {
-        let actions = nodes[to].receive(bytes, from: from, now: clock(to))
+        let actions = nodes[to].receive(bytes, from: from, now: now)
         run(actions, at: to)
     }
 }
