@@ -167,6 +167,20 @@ public struct CallEngine: Sendable {
         }
     }
 
+    /// When `tick` next has something to do: an offer to repeat or give up on, a call unanswered or silent for too
+    /// long, an ended call to forget. Nil without calls.
+    public var nextDeadline: Int64? {
+        calls.values.lazy.compactMap { call -> Int64? in
+            switch call.state {
+            case .offering, .ringing:
+                let giveUp = call.startedAt + (call.state == .offering ? config.noResponseMs : config.noAnswerMs)
+                return call.role == .caller && call.offer != nil ? min(giveUp, call.lastOfferSentAt + config.offerRetryMs) : giveUp
+            case .active: return call.lastMediaAt + config.mediaTimeoutMs
+            case .ended: return call.endedAt.map { $0 + config.endedMemoryMs }
+            }
+        }.min()
+    }
+
     public mutating func tick(now: Int64) -> [CallAction] {
         var actions: [CallAction] = []
         for call in calls.values.sorted(by: { $0.id < $1.id }) {

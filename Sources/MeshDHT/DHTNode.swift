@@ -107,6 +107,9 @@ public struct DHTNode: Sendable {
 
     public var localID: NodeID { core.localID }
 
+    /// When `tick` next has something to do (a request deadline, a join retry, housekeeping).
+    public var nextDeadline: Int64? { core.nextTimeoutMs }
+
     /// The wall clock the envelope's timestamps and the core's record expiry are read from (the shell keeps it current).
     public var clock: WallClock {
         get { core.clock }

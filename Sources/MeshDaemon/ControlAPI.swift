@@ -12,6 +12,8 @@ import NIOCore
 extension NodeRuntime: ControlService {
     public func handle(method: String, params: JSONValue, connection: ControlConnection) -> EventLoopFuture<JSONValue> {
         loop.flatSubmit {
+            // A request may make work sooner than the core timer is armed for (a call placed, a link dialled).
+            self.endTurnSoon()
             do {
                 switch method {
                 case "node.info": return self.loop.makeSucceededFuture(self.info())

@@ -25,7 +25,7 @@ extension NodeRuntime {
     }
 
     func overlayTick(now: Int64) {
-        runDHT(dht.tick(nowMs: now))
+        if dht.nextDeadline.map({ $0 <= now }) ?? false { runDHT(dht.tick(nowMs: now)) }
         var changedReach: Reach?
         if now >= nextReachCheck {
             nextReachCheck = now + Self.reachCheckMs

@@ -131,7 +131,11 @@ public final class NodeRuntime: @unchecked Sendable {
         let deadline: Int64
     }
 
+    /// How often the join window's check runs (`nextDeadline`).
     static let linkTickMs: Int64 = 100
+    /// The core timer (`armCoreTimer`) and its deadline; when it last fired.
+    var coreTimer: (task: Scheduled<Void>, at: Int64)?
+    var lastCoreTick: Int64 = 0
     /// How often link costs (RTT with a loss penalty) are handed to gossip.
     static let costRefreshMs: Int64 = 2_000
     var nextCostRefresh: Int64 = 0
@@ -329,8 +333,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 "auto-answer": "\(self.config.autoAnswer.rawValue)",
             ])
             if let address = self.metricsAddress { self.logger.info("metrics endpoint", metadata: ["address": "\(address)"]) }
-            self.scheduleLinkTick()
-            self.scheduleRelayTick()
+            self.armCoreTimer()
             self.scheduleMediaTick(deadline: .now())
         }.wait()
     }
@@ -388,34 +391,49 @@ public final class NodeRuntime: @unchecked Sendable {
 
     // MARK: timers
 
-    private func scheduleLinkTick() {
-        loop.scheduleTask(in: .milliseconds(Self.linkTickMs)) {
-            guard self.udp != nil else { return }
-            self.syncClocks()
-            let now = Self.now()
-            self.run(self.links.tick(now: now))
-            self.runCall(self.calls.tick(now: now))
-            self.runGossip(self.gossip.tick(nowMs: now))
-            self.overlayTick(now: now)
-            if now >= self.nextCostRefresh {
-                self.nextCostRefresh = now + Self.costRefreshMs
-                self.refreshLinkCosts(now: now)
-            }
-            self.expireResolves(now: now)
-            self.scheduleLinkTick()
+    /// The earliest deadline of the cores and of the shell's own upkeep (docs/architecture.md, "Clocks").
+    var nextDeadline: Int64 {
+        var next = [links.nextDeadline, calls.nextDeadline, dht.nextDeadline, relay.nextDeadline].reduce(gossip.nextDeadline) {
+            min($0, $1 ?? .max)
         }
+        next = min(next, nextReachCheck, nextContactSave, nextCostRefresh)
+        for pending in resolves.values { next = min(next, pending.deadline) }
+        // While the routing table fills after start, whether it doubled is checked every 100 ms (`overlayTick`).
+        if lastCoreTick - startedAt < Self.joinWindowMs { next = min(next, lastCoreTick + Self.linkTickMs) }
+        return next
     }
 
-    /// Chain upkeep (set-up retries, the caller's probes every 100 ms, failover) runs on its own 50 ms tick.
-    private func scheduleRelayTick() {
-        loop.scheduleTask(in: .milliseconds(Self.relayTickMs)) {
-            guard self.udp != nil else { return }
-            self.runRelay(self.relay.tick(routes: self.routes, now: Self.now()))
-            self.scheduleRelayTick()
-        }
+    /// Makes sure the core timer fires by `nextDeadline`: run at the end of every turn and after every core tick.
+    func armCoreTimer() {
+        guard udp != nil else { return }
+        let next = nextDeadline
+        if let armed = coreTimer, armed.at <= next { return }
+        coreTimer?.task.cancel()
+        let now = Self.now()
+        let delay = next <= now ? 0 : next - now
+        coreTimer = (loop.scheduleTask(in: .milliseconds(delay)) { self.coreTick() }, next)
     }
 
-    static let relayTickMs: Int64 = 50
+    /// Ticks the cores whose deadline came (and the shell's upkeep), then arms the timer for the next one.
+    private func coreTick() {
+        coreTimer = nil
+        guard udp != nil else { return }
+        syncClocks()
+        let now = Self.now()
+        lastCoreTick = now
+        func due(_ deadline: Int64?) -> Bool { deadline.map { $0 <= now } ?? false }
+        if due(links.nextDeadline) { run(links.tick(now: now)) }
+        if due(calls.nextDeadline) { runCall(calls.tick(now: now)) }
+        if due(gossip.nextDeadline) { runGossip(gossip.tick(nowMs: now)) }
+        overlayTick(now: now)
+        if due(relay.nextDeadline) { runRelay(relay.tick(routes: routes, now: now)) }
+        if now >= nextCostRefresh {
+            nextCostRefresh = now + Self.costRefreshMs
+            refreshLinkCosts(now: now)
+        }
+        expireResolves(now: now)
+        armCoreTimer()
+    }
 
     /// Media runs on a fixed 20 ms grid (deadlines, not delays, so it does not drift).
     private func scheduleMediaTick(deadline: NIODeadline) {
@@ -465,6 +483,7 @@ public final class NodeRuntime: @unchecked Sendable {
     /// What the reader has read, a bounded share at a time: when more is ready, the next share waits behind what
     /// the loop queued meanwhile (the end of this turn, timers).
     private func drainUDP() {
+        endTurnSoon()
         guard let udp, udp.drain(receive) else { return }
         loop.execute { self.drainUDP() }
     }
@@ -527,6 +546,7 @@ public final class NodeRuntime: @unchecked Sendable {
         scheduleTrunkHold()
         flushOutbox()
         turnEnding = false
+        armCoreTimer()
     }
 
     /// Sends what the turn queued.

@@ -372,6 +372,38 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return actions
     }
 
+    /// When `tick` next has something to do (docs/architecture.md, "Clocks"): a handshake to give up or retry, a
+    /// ping to send or count as lost, a link to mark down or rekey, a session or peer to forget, a refusal count to
+    /// log. Nil when nothing is scheduled. Ticking earlier does nothing but tidy (rate-limit buckets, old refusals).
+    public var nextDeadline: Int64? {
+        var next = Int64.max
+        for p in pending.values { next = min(next, p.expiresAt) }
+        for h in halfOpen.values { next = min(next, h.expiresAt) }
+        for dial in dials.values where dial.pendingIndex == nil && !(dial.peer.map { peers[$0]?.up ?? false } ?? false) {
+            next = min(next, dial.nextAttemptAt)
+        }
+        for peer in peers.values { next = min(next, peerDeadline(peer)) }
+        for flush in [clockRefusalLog.nextFlush, pinRefusalLog.nextFlush] { if let flush { next = min(next, flush) } }
+        return next == .max ? nil : next
+    }
+
+    /// `tickPeer`'s next work for one peer (and when a peer that is down is forgotten).
+    private func peerDeadline(_ peer: Peer<Address>) -> Int64 {
+        var next = peer.previous.map { $0.createdAt + config.rejectAfterMs } ?? .max
+        guard peer.up, let current = peer.current else {
+            return peer.sessions.isEmpty ? min(next, peer.lastReceivedAt + config.rejectAfterMs) : next
+        }
+        next = min(next, peer.lastReceivedAt + config.deadAfterMs, current.createdAt + config.rejectAfterMs, peer.nextPingAt)
+        for sentAt in peer.outstandingPings.values { next = min(next, sentAt + config.pingTimeoutMs) }
+        if !(peer.rekeyIndex.map { pending[$0] != nil } ?? false) { next = min(next, current.createdAt + rekeyAge(current)) }
+        return next
+    }
+
+    /// The initiator rekeys on time; the responder only if the initiator has not (for example after a restart).
+    private func rekeyAge(_ session: Session) -> Int64 {
+        session.isInitiator ? config.rekeyAfterMs : config.rekeyAfterMs + (config.rejectAfterMs - config.rekeyAfterMs) / 2
+    }
+
     // MARK: queries
 
     public func isUp(_ address: WalletAddress) -> Bool { peers.index(forKey: address).map { peers.values[$0].up } ?? false }
@@ -888,10 +920,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             w.write(id)
             if let ping = seal(&peer, inner: .ping, body: w.bytes, now: now) { actions.append(ping) }
         }
-        // The initiator rekeys on time; the responder only if the initiator has not (for example after a restart).
-        let rekeyAt = current.isInitiator ? config.rekeyAfterMs : config.rekeyAfterMs + (config.rejectAfterMs - config.rekeyAfterMs) / 2
         let rekeyPending = peer.rekeyIndex.map { pending[$0] != nil } ?? false
-        if age >= rekeyAt, !rekeyPending {
+        if age >= rekeyAge(current), !rekeyPending {
             let (index, action) = startHandshake(to: peer.endpoint, expected: peer.address, now: now, lifetime: config.handshakeRetryMs)
             peer.rekeyIndex = index
             actions.append(action)

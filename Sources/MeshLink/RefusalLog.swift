@@ -18,6 +18,11 @@ struct RefusalLog<Address: Hashable & Sendable>: Sendable {
         self.limit = limit
     }
 
+    /// When `flush` next has a line to log: the end of the earliest interval with refusals not logged.
+    var nextFlush: Int64? {
+        entries.values.lazy.filter { $0.suppressed > 0 }.map { $0.loggedAt + intervalMs }.min()
+    }
+
     /// Whether the next refusal from `endpoint` is logged (for a reason that costs work to tell).
     func logsNext(_ endpoint: Address) -> Bool {
         entries[endpoint] == nil && entries.count < limit

@@ -248,15 +248,30 @@ public struct GossipEngine: Sendable {
 
     /// Digests on schedule; routes that were not refreshed or whose announcement expired are dropped; hosted
     /// wallets are announced again (next sequence) when half their lifetime is gone.
+    /// When `tick` next has something to do: a digest to a neighbour, an own announcement to renew, and at least
+    /// every `pruneIntervalMs` the rest (routes past their hold or expiry, a full table owed once a neighbour's
+    /// budget refilled, pruning), which is checked on that cadence rather than tracked entry by entry.
+    public var nextDeadline: Int64 {
+        var next = nextPruneAt
+        for neighbour in neighbours.values { next = min(next, neighbour.nextDigestAt) }
+        for wallet in hosted.keys {
+            guard let own = selected[wallet]?.entry.announcement else { continue }
+            next = min(next, clock.monotonic(own.expiresAtMs - config.announcementLifetimeMs / 2))
+        }
+        return next
+    }
+
     public mutating func tick(nowMs: Int64) -> [GossipAction] {
         var actions: [GossipAction] = []
         var changed: Set<WalletAddress> = []
         let wallMs = clock.wall(nowMs)
+        // Routes past their hold or expiry, and full tables owed, are looked at once every `pruneIntervalMs`.
+        let sweep = nowMs >= nextPruneAt
         for node in neighbours.keys.sorted() {
             guard var neighbour = neighbours.removeValue(forKey: node) else { continue }
             let heardAt = neighbour.digestMatchedAt
-            for (wallet, learned) in neighbour.learned
-            where nowMs - max(learned.refreshedAt, heardAt) >= config.routeHoldMs || wallMs >= learned.entry.announcement.expiresAtMs {
+            for (wallet, learned) in neighbour.learned where sweep
+            && (nowMs - max(learned.refreshedAt, heardAt) >= config.routeHoldMs || wallMs >= learned.entry.announcement.expiresAtMs) {
                 neighbour.learned[wallet] = nil
                 changed.insert(wallet)
             }
@@ -264,7 +279,7 @@ public struct GossipEngine: Sendable {
                 neighbour.nextDigestAt = nowMs + config.digestIntervalMs
                 actions.append(.send(GossipMessage.digest(Self.digest(Array(neighbour.told.values))).serialize(), to: node))
             }
-            if neighbour.owesFull, neighbour.budget.refill(config.verificationRate, nowMs: nowMs) >= config.verificationBurst {
+            if sweep, neighbour.owesFull, neighbour.budget.refill(config.verificationRate, nowMs: nowMs) >= config.verificationBurst {
                 neighbour.owesFull = false
                 actions.append(.send(GossipMessage.requestFull.serialize(), to: node))
             }
@@ -276,7 +291,7 @@ public struct GossipEngine: Sendable {
             announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: wallMs / 1000)), nowMs: nowMs)
             changed.insert(key.address)
         }
-        if nowMs >= nextPruneAt {
+        if sweep {
             nextPruneAt = nowMs + Self.pruneIntervalMs
             // A wallet whose feasibility is forgotten may now take a route that was infeasible.
             for (wallet, f) in feasibility where f.forgetAt.map({ nowMs >= $0 }) ?? false {

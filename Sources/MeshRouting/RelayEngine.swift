@@ -283,6 +283,9 @@ public struct RelayEngine: Sendable {
     private var pendingKeys: Set<ChainKey> = []
     private var nextIdleSweep: Int64 = 0
     private var nextJudging: Int64 = 0
+    /// When `tick` last ran: a caller's chains are watched (probes, silence, failover, standby) every `watchMs`.
+    private var lastTick: Int64?
+    public static let watchMs: Int64 = 50
     /// The share of calls (`call % judgingSlices`) the next judging round takes.
     private var judgingSlice: UInt64 = 0
     /// Calls are judged in this many slices, one a round, `sampleMs / judgingSlices` apart: each still every `sampleMs`,
@@ -763,7 +766,24 @@ public struct RelayEngine: Sendable {
 
     // MARK: time
 
+    /// When `tick` next has something to do: a set-up to retry or give up, a caller's chains to watch (every
+    /// `watchMs`), the idle sweep and the judging rounds while sessions exist. Nil while the node carries nothing.
+    public var nextDeadline: Int64? {
+        var next = Int64.max
+        for key in pendingKeys {
+            guard let pending = sessions[key]?.pending else { continue }
+            next = min(next, pending.deadline, pending.nextRetry)
+        }
+        if !sessions.isEmpty {
+            next = min(next, nextIdleSweep)
+            if config.judges { next = min(next, nextJudging) }
+        }
+        if !callers.isEmpty { next = min(next, lastTick.map { $0 + Self.watchMs } ?? .min) }
+        return next == .max ? nil : next
+    }
+
     public mutating func tick(routes: some RelayRoutes, now: Int64) -> [RelayAction] {
+        lastTick = now
         var actions: [RelayAction] = []
         for key in pendingKeys.sorted() {
             guard let session = sessions[key], let pending = session.pending, let down = session.down else { continue }

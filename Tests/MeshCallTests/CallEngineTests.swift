@@ -54,6 +54,12 @@ struct CallPair {
         while left > 0 {
             now += step
             left -= step
+            // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
+            for engine in [a, b] {
+                guard let deadline = engine.nextDeadline, now < deadline else { continue }
+                var early = engine
+                #expect(early.tick(now: now).isEmpty, "ticked at \(now), before the deadline \(deadline), and acted")
+            }
             runA(a.tick(now: now))
             runB(b.tick(now: now))
         }

@@ -2,6 +2,7 @@ import MeshIdentity
 @testable import MeshLink
 import MeshTestKit
 import MeshWire
+import Testing
 
 /// Test endpoints are small integers; each is its own host for the rate limit.
 extension Int: LinkEndpoint {
@@ -77,6 +78,11 @@ struct LinkTestNet {
             now += d
             left -= d
             for i in nodes.indices {
+                // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
+                if let deadline = nodes[i].nextDeadline, now < deadline {
+                    var early = nodes[i]
+                    #expect(early.tick(now: now).isEmpty, "node \(i) ticked at \(now), before its deadline \(deadline), acted")
+                }
                 let actions = nodes[i].tick(now: now)
                 run(actions, at: i)
             }

@@ -59,7 +59,14 @@ struct GossipNet {
         while left > 0 {
             now += step
             left -= step
-            for i in nodes.indices { deliver(nodes[i].tick(nowMs: now), from: i) }
+            for i in nodes.indices {
+                // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
+                if now < nodes[i].nextDeadline {
+                    var early = nodes[i]
+                    #expect(early.tick(nowMs: now).isEmpty, "node \(i) ticked at \(now), before its deadline, and acted")
+                }
+                deliver(nodes[i].tick(nowMs: now), from: i)
+            }
         }
     }
 }

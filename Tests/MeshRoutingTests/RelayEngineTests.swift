@@ -229,6 +229,11 @@ struct RelayNet {
     mutating func step() {
         now += Self.tickMs
         for i in engines.indices where !killed.contains(i) {
+            // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
+            if let deadline = engines[i].nextDeadline, now < deadline {
+                var early = engines[i]
+                #expect(early.tick(routes: routes(i), now: now).isEmpty, "node \(i) ticked at \(now), before its deadline \(deadline), and acted")
+            }
             process(engines[i].tick(routes: routes(i), now: now), at: i)
         }
     }

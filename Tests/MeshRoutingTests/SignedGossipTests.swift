@@ -97,12 +97,12 @@ import Testing
         #expect(s.net.nodes[1].counters.expired == 2)
         #expect(s.net.nodes[1].counters.verifications == checks, "refused before any signature work")
         #expect(s.bobIsWhereHeIs())
-        // A short-lived announcement: taken while valid, dropped (and withdrawn downstream) when it expires,
-        // without waiting for the 35 s hold.
+        // A short-lived announcement: taken while valid, dropped (and withdrawn downstream) when it expires (routes
+        // are looked at once a second), without waiting for the 35 s hold.
         let brief = HostAnnouncement.sign(wallet: bobKey, origin: s.attacker.address, sequence: 902, expiresAtS: 5)
         s.attack([GossipEntry(brief, hops: 0, metric: 0)])
         #expect(s.net.nodes[2].route(to: s.bob)?.sequence == 902)
-        s.net.advance(5_000)
+        s.net.advance(5_000 + GossipEngine.pruneIntervalMs)
         #expect(s.net.nodes[1].route(to: s.bob)?.sequence != 902)
         #expect(s.net.nodes[2].route(to: s.bob)?.sequence != 902)
     }
