@@ -228,7 +228,7 @@ extension NodeRuntime: ControlService {
         let from = key.address
         let started = Self.now()
         return resolve(to).flatMap { home in
-            self.reach(home, started: Self.now(), nextTry: 0)
+            self.reach(home)
         }.flatMap { home -> EventLoopFuture<(Home, Int64)> in
             let resolved = Self.now()
             // The client may have gone while the callee was being resolved: then there is nobody to talk.
@@ -268,7 +268,15 @@ extension NodeRuntime: ControlService {
         var node: WalletAddress
         var source: String
         var hints: [WalletAddress] = []
-        var dial: [(SocketAddress, WalletAddress)] = []
+        var dial: [(endpoint: SocketAddress, node: WalletAddress)] = []
+    }
+
+    /// A call waiting to reach its callee's home node (`reach`).
+    struct PendingReach {
+        var plan: HomeReach<SocketAddress>
+        let home: Home
+        let promise: EventLoopPromise<Home>
+        var deadline: Int64 = .min
     }
 
     /// The callee's home node: from gossip (a wallet-signed route; when its home node is a linked neighbour, that
@@ -323,7 +331,7 @@ extension NodeRuntime: ControlService {
                         + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
             }
             let node = record.homeNode.address
-            var dial: [(SocketAddress, WalletAddress)] = record.endpoints.compactMap { endpoint in
+            var dial: [(endpoint: SocketAddress, node: WalletAddress)] = record.endpoints.compactMap { endpoint in
                 (try? SocketAddress(dhtEndpoint: endpoint)).map { ($0, node) }
             }
             dial += record.relays.compactMap { relay in (try? SocketAddress(dhtEndpoint: relay.endpoint)).map { ($0, relay.id.address) } }
@@ -332,28 +340,35 @@ extension NodeRuntime: ControlService {
         }
     }
 
-    /// When no link or node route reaches the home node yet, links are opened (pinned to their node keys) to the
-    /// home node's endpoints and to the relays its record lists, at once, every 500 ms; the chain then goes straight
-    /// to the home node if it accepted, else (after a grace period for the home node) through a relay that did
-    /// (docs/routing.md). Gives up after `resolveTimeoutMs` with what there is: the chain set-up then says whether
-    /// any route exists.
-    private func reach(_ home: Home, started: Int64, nextTry: Int64) -> EventLoopFuture<Home> {
-        let targets = home.dial
+    /// The home node, once a link or node route reaches it or the plan (`HomeReach`: which links to open, how
+    /// long to wait) says to build the chain with what there is.
+    private func reach(_ home: Home) -> EventLoopFuture<Home> {
+        let promise = loop.makePromise(of: Home.self)
+        nextReach += 1
+        reaches[nextReach] = PendingReach(plan: HomeReach(home: home.node, relays: home.hints, targets: home.dial, now: Self.now()),
+                                          home: home, promise: promise)
+        stepReaches()
+        return promise.futureResult
+    }
+
+    /// Steps every plan waiting to reach a home node: at the end of every turn (a link came up, a node route
+    /// arrived) and at its deadline.
+    func stepReaches() {
+        guard !reaches.isEmpty else { return }
         let now = Self.now()
-        let direct = links.isUp(home.node) || !routes.nextHops(toward: home.node, within: config.hopLimit).isEmpty
-        let relayUp = home.hints.contains { links.isUp($0) }
-        let homeDialled = targets.contains { $0.1 == home.node }
-        if direct || targets.isEmpty || now - started >= Self.resolveTimeoutMs
-            || (relayUp && (!homeDialled || now - started >= Self.homeGraceMs)) {
-            return loop.makeSucceededFuture(home)
-        }
-        let dialNow = now >= nextTry
-        if dialNow {
-            for (target, node) in targets where !links.isUp(node) { run(links.dialOnce(target, pinned: node, now: now)) }
-        }
-        let retryAt = dialNow ? now + 500 : nextTry
-        return loop.scheduleTask(in: .milliseconds(20)) {}.futureResult.flatMap {
-            self.reach(home, started: started, nextTry: retryAt)
+        for id in reaches.keys.sorted() {
+            guard var pending = reaches[id] else { continue }
+            let node = pending.home.node
+            let routed = links.isUp(node) || !routes.nextHops(toward: node, within: config.hopLimit).isEmpty
+            switch pending.plan.step(now: now, isUp: links.isUp, routed: routed) {
+            case .ready:
+                reaches[id] = nil
+                pending.promise.succeed(pending.home)
+            case .wait(let dial, let deadline):
+                for (endpoint, node) in dial { run(links.dialOnce(endpoint, pinned: node, now: now)) }
+                pending.deadline = deadline
+                reaches[id] = pending
+            }
         }
     }
 
@@ -389,8 +404,6 @@ extension NodeRuntime: ControlService {
         }
     }
 
-    /// How long a dialled home node gets to accept a link before a relay that already did is used instead.
-    static let homeGraceMs: Int64 = 800
 }
 
 /// The first success of two lookups; when both fail, the failure of the one that is not the fallback. Used on

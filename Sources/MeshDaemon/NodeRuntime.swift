@@ -103,6 +103,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Each call's chains as last seen and the switches between them, kept while the call is remembered.
     var chainHistory: [CallID: ChainHistory] = [:]
     var resolves: [UInt32: PendingResolve] = [:]
+    /// Calls reaching their callee's home node (`reach`), by a number of their own.
+    var reaches: [UInt64: PendingReach] = [:]
+    var nextReach: UInt64 = 0
     var counters = NodeCounters()
     /// Answers STUN Binding Requests on the node's port (docs/stun.md).
     var stun = StunResponder(nowMs: NodeRuntime.now())
@@ -136,6 +139,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// The core timer (`armCoreTimer`) and its deadline; when it last fired.
     var coreTimer: (task: Scheduled<Void>, at: Int64)?
     var lastCoreTick: Int64 = 0
+    /// Whether the media tick is running (`startMediaTick`).
+    var mediaTicking = false
     /// How often link costs (RTT with a loss penalty) are handed to gossip.
     static let costRefreshMs: Int64 = 2_000
     var nextCostRefresh: Int64 = 0
@@ -334,7 +339,6 @@ public final class NodeRuntime: @unchecked Sendable {
             ])
             if let address = self.metricsAddress { self.logger.info("metrics endpoint", metadata: ["address": "\(address)"]) }
             self.armCoreTimer()
-            self.scheduleMediaTick(deadline: .now())
         }.wait()
     }
 
@@ -398,6 +402,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         next = min(next, nextReachCheck, nextContactSave, nextCostRefresh)
         for pending in resolves.values { next = min(next, pending.deadline) }
+        for pending in reaches.values { next = min(next, pending.deadline) }
         // While the routing table fills after start, whether it doubled is checked every 100 ms (`overlayTick`).
         if lastCoreTick - startedAt < Self.joinWindowMs { next = min(next, lastCoreTick + Self.linkTickMs) }
         return next
@@ -432,14 +437,29 @@ public final class NodeRuntime: @unchecked Sendable {
             refreshLinkCosts(now: now)
         }
         expireResolves(now: now)
+        stepReaches()
         armCoreTimer()
     }
 
-    /// Media runs on a fixed 20 ms grid (deadlines, not delays, so it does not drift).
+    /// Media runs on a fixed 20 ms grid (deadlines, not delays, so it does not drift) while there is work for it:
+    /// a call's media, the control channel of an active call, a direct path not ended. A node without calls sleeps.
+    func startMediaTick() {
+        guard !mediaTicking, udp != nil else { return }
+        mediaTicking = true
+        scheduleMediaTick(deadline: .now())
+    }
+
+    private var mediaBusy: Bool {
+        !media.isEmpty || controls.keys.contains { calls.calls[$0]?.state == .active } || directs.values.contains { $0.endedAt == nil }
+    }
+
     private func scheduleMediaTick(deadline: NIODeadline) {
         let next = deadline + .milliseconds(Int64(Audio.frameMs))
         loop.scheduleTask(deadline: next) {
-            guard self.udp != nil else { return }
+            guard self.udp != nil, self.mediaBusy else {
+                self.mediaTicking = false
+                return
+            }
             self.mediaTick(nowMs: Self.now())
             let late = NIODeadline.now() - next > .milliseconds(200)
             self.scheduleMediaTick(deadline: late ? .now() : next)
@@ -541,6 +561,7 @@ public final class NodeRuntime: @unchecked Sendable {
 
     /// The end of a turn: trunks with company leave, lone packets start their hold, and every queued datagram goes.
     private func endTurn() {
+        stepReaches()
         let now = Self.now()
         for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { sendTrunk(trunk, to: neighbour, now: now) }
         scheduleTrunkHold()
@@ -875,6 +896,7 @@ public final class NodeRuntime: @unchecked Sendable {
         }
         do {
             media[id] = try CallMedia(id: id, keys: keys, config: mediaConfig, source: source, sink: sink)
+            startMediaTick()
         } catch {
             logger.error("cannot start media", metadata: ["call": "\(id)", "error": "\(error)"])
             runCall(calls.hangup(id, reason: .failed, now: now))
