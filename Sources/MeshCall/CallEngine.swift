@@ -170,15 +170,17 @@ public struct CallEngine: Sendable {
     /// When `tick` next has something to do: an offer to repeat or give up on, a call unanswered or silent for too
     /// long, an ended call to forget. Nil without calls.
     public var nextDeadline: Int64? {
-        calls.values.lazy.compactMap { call -> Int64? in
+        var next = Int64.max
+        for call in calls.values {
             switch call.state {
             case .offering, .ringing:
-                let giveUp = call.startedAt + (call.state == .offering ? config.noResponseMs : config.noAnswerMs)
-                return call.role == .caller && call.offer != nil ? min(giveUp, call.lastOfferSentAt + config.offerRetryMs) : giveUp
-            case .active: return call.lastMediaAt + config.mediaTimeoutMs
-            case .ended: return call.endedAt.map { $0 + config.endedMemoryMs }
+                next = min(next, call.startedAt + (call.state == .offering ? config.noResponseMs : config.noAnswerMs))
+                if call.role == .caller, call.offer != nil { next = min(next, call.lastOfferSentAt + config.offerRetryMs) }
+            case .active: next = min(next, call.lastMediaAt + config.mediaTimeoutMs)
+            case .ended: if let endedAt = call.endedAt { next = min(next, endedAt + config.endedMemoryMs) }
             }
-        }.min()
+        }
+        return next == .max ? nil : next
     }
 
     public mutating func tick(now: Int64) -> [CallAction] {

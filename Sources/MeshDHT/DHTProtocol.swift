@@ -198,7 +198,9 @@ public struct DHTProtocol: Sendable {
 
     /// When `tick` next has work: the earliest request deadline, join retry or housekeeping time.
     public var nextTimeoutMs: Int64? {
-        [pending.values.lazy.map(\.deadlineMs).min(), nextMaintenanceMs, join.nextMs].compactMap { $0 }.min()
+        var next = min(nextMaintenanceMs ?? .max, join.nextMs ?? .max)
+        for request in pending.values { next = min(next, request.deadlineMs) }
+        return next == .max ? nil : next
     }
 
     /// A request with this txid is in flight to `endpoint` (checked before a response's signature is).

@@ -395,12 +395,12 @@ public final class NodeRuntime: @unchecked Sendable {
 
     // MARK: timers
 
-    /// The earliest deadline of the cores and of the shell's own upkeep (docs/architecture.md, "Clocks").
+    /// The earliest deadline of the cores and of the shell's own upkeep (docs/architecture.md, "Clocks"). Read at
+    /// the end of every turn, so it allocates nothing: no array of the cores' deadlines, and `min` of two at a time
+    /// (`min` of more takes its arguments as an array).
     var nextDeadline: Int64 {
-        var next = [links.nextDeadline, calls.nextDeadline, dht.nextDeadline, relay.nextDeadline].reduce(gossip.nextDeadline) {
-            min($0, $1 ?? .max)
-        }
-        next = min(next, nextReachCheck, nextContactSave, nextCostRefresh)
+        var next = min(min(gossip.nextDeadline, links.nextDeadline ?? .max), min(calls.nextDeadline ?? .max, dht.nextDeadline ?? .max))
+        next = min(min(next, relay.nextDeadline ?? .max), min(nextReachCheck, min(nextContactSave, nextCostRefresh)))
         for pending in resolves.values { next = min(next, pending.deadline) }
         for pending in reaches.values { next = min(next, pending.deadline) }
         // While the routing table fills after start, whether it doubled is checked every 100 ms (`overlayTick`).
@@ -435,6 +435,7 @@ public final class NodeRuntime: @unchecked Sendable {
         if now >= nextCostRefresh {
             nextCostRefresh = now + Self.costRefreshMs
             refreshLinkCosts(now: now)
+            forgetEndedCalls()
         }
         expireResolves(now: now)
         stepReaches()
@@ -936,6 +937,10 @@ public final class NodeRuntime: @unchecked Sendable {
             resolves[query] = nil
             pending.promise.fail(RPCError.failed("\(pending.home) did not answer for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
+    }
+
+    /// Drops what the shell kept of calls the call engine has forgotten (with the link costs, every 2 s).
+    private func forgetEndedCalls() {
         finished = finished.filter { calls.calls[$0.key] != nil }
         directs = directs.filter { calls.calls[$0.key] != nil }
         controls = controls.filter { calls.calls[$0.key] != nil }

@@ -383,7 +383,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             next = min(next, dial.nextAttemptAt)
         }
         for peer in peers.values { next = min(next, peerDeadline(peer)) }
-        for flush in [clockRefusalLog.nextFlush, pinRefusalLog.nextFlush] { if let flush { next = min(next, flush) } }
+        next = min(min(next, clockRefusalLog.nextFlush ?? .max), pinRefusalLog.nextFlush ?? .max)
         return next == .max ? nil : next
     }
 
@@ -393,7 +393,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         guard peer.up, let current = peer.current else {
             return peer.sessions.isEmpty ? min(next, peer.lastReceivedAt + config.rejectAfterMs) : next
         }
-        next = min(next, peer.lastReceivedAt + config.deadAfterMs, current.createdAt + config.rejectAfterMs, peer.nextPingAt)
+        next = min(min(next, peer.lastReceivedAt + config.deadAfterMs), min(current.createdAt + config.rejectAfterMs, peer.nextPingAt))
         for sentAt in peer.outstandingPings.values { next = min(next, sentAt + config.pingTimeoutMs) }
         if !(peer.rekeyIndex.map { pending[$0] != nil } ?? false) { next = min(next, current.createdAt + rekeyAge(current)) }
         return next

@@ -20,7 +20,9 @@ struct RefusalLog<Address: Hashable & Sendable>: Sendable {
 
     /// When `flush` next has a line to log: the end of the earliest interval with refusals not logged.
     var nextFlush: Int64? {
-        entries.values.lazy.filter { $0.suppressed > 0 }.map { $0.loggedAt + intervalMs }.min()
+        var next: Int64?
+        for entry in entries.values where entry.suppressed > 0 { next = min(next ?? .max, entry.loggedAt + intervalMs) }
+        return next
     }
 
     /// Whether the next refusal from `endpoint` is logged (for a reason that costs work to tell).

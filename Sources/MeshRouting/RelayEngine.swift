@@ -772,7 +772,7 @@ public struct RelayEngine: Sendable {
         var next = Int64.max
         for key in pendingKeys {
             guard let pending = sessions[key]?.pending else { continue }
-            next = min(next, pending.deadline, pending.nextRetry)
+            next = min(next, min(pending.deadline, pending.nextRetry))
         }
         if !sessions.isEmpty {
             next = min(next, nextIdleSweep)
