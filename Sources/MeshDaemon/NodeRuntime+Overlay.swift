@@ -10,34 +10,17 @@ extension NodeRuntime {
     /// How often the routing table is checked for changes and, if it changed, written to the database
     /// (records are written as they are stored).
     static let contactSaveMs: Int64 = 2_000
-    /// How often the node checks whether its endpoints or relays changed.
-    static let reachCheckMs: Int64 = 2_000
-    /// Relays listed in a presence record (the DHT caps them too).
-    static let maxRelays = 4
-    /// After start, records are published again while the table keeps doubling, for this long.
-    static let joinWindowMs: Int64 = 60_000
 
     /// Joins the DHT; the DHT core retries and re-joins by itself (docs/dht.md, "Joining").
     func joinOverlay(bootstrap: [DHTEndpoint], advertise: [DHTEndpoint], now: Int64) {
-        advertisedEndpoints = advertise
+        presence = PresencePolicy(relayOnly: config.relayOnly, advertised: advertise, now: now)
         runDHT(dht.bootstrap(bootstrap, nowMs: now))
-        publishPresence(now: now)
+        publishPresence(now: now, reach: currentReach())
     }
 
     func overlayTick(now: Int64) {
         if dht.nextDeadline.map({ $0 <= now }) ?? false { runDHT(dht.tick(nowMs: now)) }
-        var changedReach: Reach?
-        if now >= nextReachCheck {
-            nextReachCheck = now + Self.reachCheckMs
-            let reach = currentReach()
-            if reach != publishedReach { changedReach = reach }
-        }
-        let joining = now - startedAt < Self.joinWindowMs
-        if let changedReach {
-            publishPresence(now: now, reach: changedReach)
-        } else if joining, dht.contactCount >= max(2 * contactsAtLastPublish, 1) {
-            publishPresence(now: now)
-        }
+        publishIfDue(now: now)
         if now >= nextContactSave {
             nextContactSave = now + Self.contactSaveMs
             saveContacts()
@@ -52,10 +35,15 @@ extension NodeRuntime {
 
     /// Signs and publishes a record for every hosted wallet with the node's endpoints and relays (`reach`,
     /// by default the current ones).
-    func publishPresence(now: Int64, reach: Reach? = nil) {
-        let reach = reach ?? currentReach()
-        publishedReach = reach
-        contactsAtLastPublish = dht.contactCount
+    /// Publishes when the presence policy says so: on the core tick, and at the end of every turn (the routing table
+    /// grows with DHT answers during the join window).
+    func publishIfDue(now: Int64) {
+        guard let reach = presence.due(now: now, contacts: dht.contactCount, current: currentReach) else { return }
+        publishPresence(now: now, reach: reach)
+    }
+
+    func publishPresence(now: Int64, reach: PresencePolicy.Reach) {
+        presence.didPublish(reach, contacts: dht.contactCount)
         for wallet in wallets {
             runDHT(dht.publish(wallet: wallet, endpoints: reach.endpoints, relays: reach.relays, nowMs: now))
         }
@@ -64,28 +52,13 @@ extension NodeRuntime {
         for record in dht.publishedRecords { persist { try store.saveRecord(record) } }
     }
 
-    struct Reach: Equatable {
-        var endpoints: [DHTEndpoint]
-        var relays: [Contact]
-        init(_ endpoints: [DHTEndpoint], _ relays: [Contact]) {
-            self.endpoints = endpoints
-            self.relays = relays
-        }
-    }
-
-    /// Endpoints: `--advertise`, else the bound address when it is a specific one; none for a relay-only node.
-    /// Relays: linked neighbours.
-    func currentReach() -> Reach {
-        var endpoints = config.relayOnly ? [] : advertisedEndpoints
-        if endpoints.isEmpty, !config.relayOnly, let bound = udpSocket?.localAddress, let endpoint = DHTEndpoint(socketAddress: bound),
-           !endpoint.ip.allSatisfy({ $0 == 0 }) {
-            endpoints = [endpoint]
-        }
-        let relays = links.upPeers.prefix(Self.maxRelays).compactMap { address -> Contact? in
+    /// The node's reach as the presence policy picks it from its bound address and linked neighbours.
+    func currentReach() -> PresencePolicy.Reach {
+        let neighbours = links.upPeers.compactMap { address -> Contact? in
             guard let peer = links.upPeer(address), let endpoint = DHTEndpoint(socketAddress: peer.endpoint) else { return nil }
             return Contact(id: NodeID(publicKey: peer.publicKey), endpoint: endpoint)
         }
-        return Reach(endpoints, relays)
+        return presence.reach(bound: udpSocket?.localAddress.flatMap(DHTEndpoint.init(socketAddress:)), neighbours: neighbours)
     }
 
     /// Runs DHT actions: datagrams out, records persisted, lookups done. A stored record is written on the writer's

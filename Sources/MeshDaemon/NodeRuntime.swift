@@ -68,15 +68,10 @@ public final class NodeRuntime: @unchecked Sendable {
     let verdictSigner = DispatchQueue(label: "verdict-signer", qos: .utility)
     let wallets: [PrivateKey]
     var lookups: [LookupID: EventLoopPromise<LookupOutcome>] = [:]
-    /// The endpoints and relays of the records last published, to republish when they change.
-    var publishedReach: Reach?
-    var nextReachCheck: Int64 = 0
+    /// When the hosted wallets' presence records are published, and with what (set up by `joinOverlay`).
+    var presence: PresencePolicy
     var nextContactSave: Int64 = 0
     var savedContacts: Set<Contact> = []
-    /// `--advertise`, resolved once at start (host names included).
-    var advertisedEndpoints: [DHTEndpoint] = []
-    /// While the routing table fills after start, records are published again each time it doubles.
-    var contactsAtLastPublish = 0
     var media: [CallID: CallMedia] = [:]
     /// Each answered call's direct path, with direct paths on; kept while the call is remembered.
     var directs: [CallID: DirectPath] = [:]
@@ -134,11 +129,8 @@ public final class NodeRuntime: @unchecked Sendable {
         let deadline: Int64
     }
 
-    /// How often the join window's check runs (`nextDeadline`).
-    static let linkTickMs: Int64 = 100
-    /// The core timer (`armCoreTimer`) and its deadline; when it last fired.
+    /// The core timer (`armCoreTimer`) and its deadline.
     var coreTimer: (task: Scheduled<Void>, at: Int64)?
-    var lastCoreTick: Int64 = 0
     /// Whether the media tick is running (`startMediaTick`).
     var mediaTicking = false
     /// How often link costs (RTT with a loss penalty) are handed to gossip.
@@ -211,6 +203,7 @@ public final class NodeRuntime: @unchecked Sendable {
         var trunkConfig = TrunkConfig()
         trunkConfig.holdUs = Int64(config.trunkHoldMs) * 1_000
         trunks = Trunker(config: trunkConfig)
+        presence = PresencePolicy(relayOnly: config.relayOnly, advertised: [], now: now)
         startedAt = now
         stopped = loop.makePromise()
         // The contacts table is saved as what changed since this (docs/storage.md).
@@ -400,11 +393,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// (`min` of more takes its arguments as an array).
     var nextDeadline: Int64 {
         var next = min(min(gossip.nextDeadline, links.nextDeadline ?? .max), min(calls.nextDeadline ?? .max, dht.nextDeadline ?? .max))
-        next = min(min(next, relay.nextDeadline ?? .max), min(nextReachCheck, min(nextContactSave, nextCostRefresh)))
+        next = min(min(next, relay.nextDeadline ?? .max), min(presence.nextCheck, min(nextContactSave, nextCostRefresh)))
         for pending in resolves.values { next = min(next, pending.deadline) }
         for pending in reaches.values { next = min(next, pending.deadline) }
-        // While the routing table fills after start, whether it doubled is checked every 100 ms (`overlayTick`).
-        if lastCoreTick - startedAt < Self.joinWindowMs { next = min(next, lastCoreTick + Self.linkTickMs) }
         return next
     }
 
@@ -425,7 +416,6 @@ public final class NodeRuntime: @unchecked Sendable {
         guard udp != nil else { return }
         syncClocks()
         let now = Self.now()
-        lastCoreTick = now
         func due(_ deadline: Int64?) -> Bool { deadline.map { $0 <= now } ?? false }
         if due(links.nextDeadline) { run(links.tick(now: now)) }
         if due(calls.nextDeadline) { runCall(calls.tick(now: now)) }
@@ -564,6 +554,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func endTurn() {
         stepReaches()
         let now = Self.now()
+        publishIfDue(now: now)
         for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { sendTrunk(trunk, to: neighbour, now: now) }
         scheduleTrunkHold()
         flushOutbox()
