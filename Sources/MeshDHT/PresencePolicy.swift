@@ -45,17 +45,19 @@ public struct PresencePolicy: Sendable {
         return Reach(endpoints: endpoints, relays: Array(neighbours.prefix(Self.maxRelays)))
     }
 
-    /// What to publish now, if anything: the current reach (`current`, asked only when it is needed) when it changed
-    /// since the last publication (looked at every `reachCheckMs`), or during the join window when the routing table
-    /// (`contacts` entries) doubled.
-    public mutating func due(now: Int64, contacts: Int, current: () -> Reach) -> Reach? {
+    /// What to publish now, if anything: the current reach (`reach` of what `current` says, asked only when it is
+    /// needed) when it changed since the last publication (looked at every `reachCheckMs`), or during the join window
+    /// when the routing table (`contacts` entries) doubled.
+    public mutating func due(now: Int64, contacts: Int, current: () -> (bound: DHTEndpoint?, neighbours: [Contact])) -> Reach? {
         if now >= nextCheck {
             nextCheck = now + Self.reachCheckMs
-            let reach = current()
+            let (bound, neighbours) = current()
+            let reach = reach(bound: bound, neighbours: neighbours)
             if reach != published { return reach }
         }
-        if now - startedAt < Self.joinWindowMs, contacts >= max(2 * contactsAtLastPublish, 1) { return current() }
-        return nil
+        guard now - startedAt < Self.joinWindowMs, contacts >= max(2 * contactsAtLastPublish, 1) else { return nil }
+        let (bound, neighbours) = current()
+        return reach(bound: bound, neighbours: neighbours)
     }
 
     /// The records were published with `reach` while the routing table held `contacts` entries.

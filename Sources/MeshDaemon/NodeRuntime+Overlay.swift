@@ -38,7 +38,7 @@ extension NodeRuntime {
     /// Publishes when the presence policy says so: on the core tick, and at the end of every turn (the routing table
     /// grows with DHT answers during the join window).
     func publishIfDue(now: Int64) {
-        guard let reach = presence.due(now: now, contacts: dht.contactCount, current: currentReach) else { return }
+        guard let reach = presence.due(now: now, contacts: dht.contactCount, current: reachFacts) else { return }
         publishPresence(now: now, reach: reach)
     }
 
@@ -54,11 +54,17 @@ extension NodeRuntime {
 
     /// The node's reach as the presence policy picks it from its bound address and linked neighbours.
     func currentReach() -> PresencePolicy.Reach {
+        let (bound, neighbours) = reachFacts()
+        return presence.reach(bound: bound, neighbours: neighbours)
+    }
+
+    /// What the presence policy picks the reach from: the bound address and the linked neighbours.
+    func reachFacts() -> (bound: DHTEndpoint?, neighbours: [Contact]) {
         let neighbours = links.upPeers.compactMap { address -> Contact? in
             guard let peer = links.upPeer(address), let endpoint = DHTEndpoint(socketAddress: peer.endpoint) else { return nil }
             return Contact(id: NodeID(publicKey: peer.publicKey), endpoint: endpoint)
         }
-        return presence.reach(bound: udpSocket?.localAddress.flatMap(DHTEndpoint.init(socketAddress:)), neighbours: neighbours)
+        return (udpSocket?.localAddress.flatMap(DHTEndpoint.init(socketAddress:)), neighbours)
     }
 
     /// Runs DHT actions: datagrams out, records persisted, lookups done. A stored record is written on the writer's

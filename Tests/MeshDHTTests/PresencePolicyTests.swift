@@ -25,29 +25,29 @@ import Testing
 
     @Test func aChangedReachIsPublishedAtTheNextCheckOnly() {
         var policy = PresencePolicy(relayOnly: false, advertised: [], now: 100_000)
-        var reach = policy.reach(bound: Self.endpoint(1), neighbours: [])
-        policy.didPublish(reach, contacts: 40)
+        var facts: (bound: DHTEndpoint?, neighbours: [Contact]) = (Self.endpoint(1), [])
+        policy.didPublish(policy.reach(bound: facts.bound, neighbours: facts.neighbours), contacts: 40)
         let later = 100_000 + PresencePolicy.joinWindowMs
-        #expect(policy.due(now: later, contacts: 40, current: { reach }) == nil, "unchanged")
-        reach = policy.reach(bound: Self.endpoint(1), neighbours: Self.neighbours(1))
-        #expect(policy.due(now: later + 1, contacts: 40, current: { reach }) == nil, "not before the next check")
+        #expect(policy.due(now: later, contacts: 40, current: { facts }) == nil, "unchanged")
+        facts.neighbours = Self.neighbours(1)
+        #expect(policy.due(now: later + 1, contacts: 40, current: { facts }) == nil, "not before the next check")
         #expect(policy.nextCheck == later + PresencePolicy.reachCheckMs)
-        #expect(policy.due(now: policy.nextCheck, contacts: 40, current: { reach }) == reach)
+        #expect(policy.due(now: policy.nextCheck, contacts: 40, current: { facts })?.relays == facts.neighbours)
     }
 
     @Test func duringTheJoinWindowEachDoublingOfTheTablePublishesAgain() {
         var policy = PresencePolicy(relayOnly: false, advertised: [], now: 0)
-        let reach = policy.reach(bound: Self.endpoint(1), neighbours: [])
-        policy.didPublish(reach, contacts: 0)
-        _ = policy.due(now: 0, contacts: 0, current: { reach })
+        let facts: (bound: DHTEndpoint?, neighbours: [Contact]) = (Self.endpoint(1), [])
+        policy.didPublish(policy.reach(bound: facts.bound, neighbours: facts.neighbours), contacts: 0)
+        _ = policy.due(now: 0, contacts: 0, current: { facts })
         var published: [Int] = []
         for (now, contacts) in [(100, 1), (200, 1), (300, 2), (400, 3), (500, 4), (600, 7), (700, 8)] as [(Int64, Int)] {
-            if let again = policy.due(now: now, contacts: contacts, current: { reach }) {
+            if let again = policy.due(now: now, contacts: contacts, current: { facts }) {
                 policy.didPublish(again, contacts: contacts)
                 published.append(contacts)
             }
         }
         #expect(published == [1, 2, 4, 8])
-        #expect(policy.due(now: PresencePolicy.joinWindowMs + 1, contacts: 100, current: { reach }) == nil, "not after the window")
+        #expect(policy.due(now: PresencePolicy.joinWindowMs + 1, contacts: 100, current: { facts }) == nil, "not after the window")
     }
 }
