@@ -28,14 +28,11 @@ import Testing
         let speech = try speechSample(in: scratch)
         let (relayClock, callerClock) = (scratch.file("b.faketime"), scratch.file("a.faketime"))
         for file in [relayClock, callerClock] { try "+0\n".write(toFile: file, atomically: true, encoding: .utf8) }
-        // Each node is stopped however the test ends, even when a later one does not come up.
         let c = try NodeProcess("c", in: scratch, arguments: ["--auto-answer", "echo"])
-        defer { c.stop() }
         let b = try NodeProcess("b", in: scratch, arguments: ["--peer", ChainTests.peer(c)], environment: Self.environment(relayClock))
-        defer { b.stop() }
         let a = try NodeProcess("a", in: scratch, arguments: ["--peer", ChainTests.peer(b), "--allow-link", b.address],
                                 environment: Self.environment(callerClock))
-        defer { a.stop() }
+        defer { [a, b, c].forEach { $0.stop() } }
         try ChainTests.links(b, 2)
 
         let (socket, callee, reply) = (a.socket, c.address, scratch.file("reply.wav"))

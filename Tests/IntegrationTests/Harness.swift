@@ -17,15 +17,25 @@ enum Binaries {
 }
 
 /// A scratch folder under /tmp (short, so Unix socket paths fit), removed by `remove()` unless `MESH_KEEP_SCRATCH`
-/// is set (then the nodes' logs stay for a post-mortem).
-struct Scratch {
+/// is set (then the nodes' logs stay for a post-mortem). `remove()` first stops every node started in it that is
+/// still running: a test that throws before its own `defer` stops its nodes (one did not come up) leaks none.
+final class Scratch: @unchecked Sendable {
     let path: String
+    private let lock = NSLock()
+    private var nodes: [Process] = []
+
     init() {
         path = "/tmp/mn-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
+
     func file(_ name: String) -> String { path + "/" + name }
+
+    /// A node process started with its data in this folder.
+    func started(_ node: Process) { lock.withLock { nodes.append(node) } }
+
     func remove() {
+        for node in lock.withLock({ nodes }) where node.isRunning { terminate(node) }
         guard ProcessInfo.processInfo.environment["MESH_KEEP_SCRATCH"] == nil else { return }
         try? FileManager.default.removeItem(atPath: path)
     }
@@ -123,6 +133,7 @@ final class NodeProcess {
         process.standardError = FileHandle(forWritingAtPath: log)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
+        scratch.started(process)
         if waitUntilUp { try self.waitUntilUp() }
     }
 
