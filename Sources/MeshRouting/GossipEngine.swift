@@ -287,7 +287,7 @@ public struct GossipEngine: Sendable {
         }
         for key in hosted.values.sorted(by: { $0.address < $1.address }) {
             guard let own = selected[key.address]?.entry.announcement,
-                  own.expiresAtMs - wallMs < config.announcementLifetimeMs / 2 else { continue }
+                  own.expiresAtMs - wallMs <= config.announcementLifetimeMs / 2 else { continue }
             announce(key, sequence: max(own.sequence &+ 1, UInt32(truncatingIfNeeded: wallMs / 1000)), nowMs: nowMs)
             changed.insert(key.address)
         }
