@@ -262,14 +262,7 @@ extension NodeRuntime: ControlService {
         }
     }
 
-    /// Where a callee is: its home node, how that was learned, and from its presence record the home node's relays
-    /// and the endpoints to dial (the home node's and its relays', each with the node key to pin).
-    struct Home {
-        var node: WalletAddress
-        var source: String
-        var hints: [WalletAddress] = []
-        var dial: [(endpoint: SocketAddress, node: WalletAddress)] = []
-    }
+    typealias Home = HomeResolver<SocketAddress>.Home
 
     /// A call waiting to reach its callee's home node (`reach`).
     struct PendingReach {
@@ -279,65 +272,51 @@ extension NodeRuntime: ControlService {
         var deadline: Int64 = .min
     }
 
-    /// The callee's home node: from gossip (a wallet-signed route; when its home node is a linked neighbour, that
-    /// node first confirms it hosts `address`), else from the DHT (the wallet-signed presence record). A gossip
-    /// route its home node does not confirm (a no, or silence) is refuted: dropped here and withdrawn from the
-    /// neighbours, and the call goes on through the DHT (docs/gossip.md).
+    /// The callee's home node (`HomeResolver`; docs/routing.md, "Wallet → home node").
     private func resolve(_ address: WalletAddress) -> EventLoopFuture<Home> {
-        guard let origin = gossip.route(to: address)?.origin else { return resolveElsewhere(address) }
-        let source = "gossip"
-        guard links.isUp(origin) else { return loop.makeSucceededFuture(Home(node: origin, source: source)) }
-        let now = Self.now()
-        let query = SecureRandom.uint32()
-        let promise = loop.makePromise(of: WalletAddress.self)
-        resolves[query] = PendingResolve(promise: promise, address: address, home: origin, deadline: now + Self.resolveTimeoutMs)
-        run(links.send(AppMessage.resolveRequest(query: query, address: address).serialize(), to: origin, now: now))
-        return promise.futureResult.map { Home(node: $0, source: source + ", confirmed by the home node") }.flatMapError { error in
-            self.logger.warning("gossip route not confirmed; asking the DHT", metadata: [
-                "wallet": "\(address)", "home": "\(origin)", "error": "\(error)"])
-            self.runGossip(self.gossip.refute(address, origin: origin, nowMs: Self.now()))
-            return self.resolveElsewhere(address)
-        }
-    }
-
-    /// Beyond gossip's radius: the DHT and a query over links at once, the first answer wins (a node that reaches
-    /// only its neighbours cannot use the DHT's direct lookups; docs/routing.md). Both failing reports the DHT's.
-    private func resolveElsewhere(_ address: WalletAddress) -> EventLoopFuture<Home> {
         let promise = loop.makePromise(of: Home.self)
-        let race = FirstAnswer(promise: promise)
-        resolveThroughDHT(address).whenComplete { race.settle($0, isFallback: false) }
-        findThroughLinks(address).map { Home(node: $0, source: "a query over links") }.whenComplete { race.settle($0, isFallback: true) }
+        let route = gossip.route(to: address).map { (home: $0.origin, linked: links.isUp($0.origin)) }
+        let (id, actions) = resolver.resolve(address, route: route, now: Self.now())
+        resolving[id] = promise
+        runResolver(actions)
         return promise.futureResult
     }
 
-    /// Asks the neighbours, and theirs up to the hop limit, who hosts `address` (WalletFinder).
-    private func findThroughLinks(_ address: WalletAddress) -> EventLoopFuture<WalletAddress> {
-        let query = UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32())
-        let promise = loop.makePromise(of: WalletAddress.self)
-        finds[query] = promise
-        runFinder(finder.find(address, query: query, ttl: UInt8(config.hopLimit), neighbours: links.upPeers, now: Self.now()))
-        loop.scheduleTask(in: .milliseconds(Self.resolveTimeoutMs)) {
-            self.finds.removeValue(forKey: query)?.fail(RPCError.failed("no neighbour within \(self.config.hopLimit) links knows \(address)"))
+    /// Runs the resolver's actions: asks, refutations, lookups and queries out, answers to the callers waiting.
+    func runResolver(_ actions: [HomeResolver<SocketAddress>.Action]) {
+        for action in actions {
+            let now = Self.now()
+            switch action {
+            case .ask(let query, let wallet, let home):
+                run(links.send(AppMessage.resolveRequest(query: query, address: wallet).serialize(), to: home, now: now))
+            case .refute(let wallet, let home, let why):
+                logger.warning("gossip route not confirmed; asking the DHT", metadata: ["wallet": "\(wallet)", "home": "\(home)", "error": "\(why)"])
+                runGossip(gossip.refute(wallet, origin: home, nowMs: now))
+            case .lookup(let id, let wallet):
+                lookup(wallet).whenSuccess { outcome in self.runResolver(self.resolver.dhtAnswered(id, Self.home(of: wallet, outcome))) }
+            case .find(let query, let wallet):
+                runFinder(finder.find(wallet, query: query, ttl: UInt8(config.hopLimit), neighbours: links.upPeers, now: now))
+            case .resolved(let id, let home):
+                resolving.removeValue(forKey: id)?.succeed(home)
+            case .failed(let id, let why):
+                resolving.removeValue(forKey: id)?.fail(RPCError.failed(why))
+            }
         }
-        return promise.futureResult
     }
 
-    /// Finds the wallet's home node in the DHT, with what its presence record says about reaching it.
-    private func resolveThroughDHT(_ address: WalletAddress) -> EventLoopFuture<Home> {
-        lookup(address).flatMap { outcome in
-            guard let record = outcome.record, !record.isWithdrawal else {
-                return self.loop.makeFailedFuture(RPCError.failed(
-                    "\(address) is not online: gossip has no route and the DHT has no record (\(outcome.queried) nodes asked"
-                        + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
-            }
-            let node = record.homeNode.address
-            var dial: [(endpoint: SocketAddress, node: WalletAddress)] = record.endpoints.compactMap { endpoint in
-                (try? SocketAddress(dhtEndpoint: endpoint)).map { ($0, node) }
-            }
-            dial += record.relays.compactMap { relay in (try? SocketAddress(dhtEndpoint: relay.endpoint)).map { ($0, relay.id.address) } }
-            return self.loop.makeSucceededFuture(Home(node: node, source: "DHT presence record", hints: record.relays.map(\.id.address),
-                                                      dial: dial))
+    /// What a DHT lookup says of a wallet's home node: from its presence record, the node, its relays and the
+    /// endpoints to dial.
+    private static func home(of address: WalletAddress, _ outcome: LookupOutcome) -> Result<Home, HomeResolver<SocketAddress>.Failure> {
+        guard let record = outcome.record, !record.isWithdrawal else {
+            return .failure(.init("\(address) is not online: gossip has no route and the DHT has no record (\(outcome.queried) nodes asked"
+                                  + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
         }
+        let node = record.homeNode.address
+        var dial: [(endpoint: SocketAddress, node: WalletAddress)] = record.endpoints.compactMap { endpoint in
+            (try? SocketAddress(dhtEndpoint: endpoint)).map { ($0, node) }
+        }
+        dial += record.relays.compactMap { relay in (try? SocketAddress(dhtEndpoint: relay.endpoint)).map { ($0, relay.id.address) } }
+        return .success(Home(node: node, source: "DHT presence record", hints: record.relays.map(\.id.address), dial: dial))
     }
 
     /// The home node, once a link or node route reaches it or the plan (`HomeReach`: which links to open, how
@@ -404,33 +383,6 @@ extension NodeRuntime: ControlService {
         }
     }
 
-}
-
-/// The first success of two lookups; when both fail, the failure of the one that is not the fallback. Used on
-/// the node's event loop only.
-private final class FirstAnswer<Value: Sendable>: @unchecked Sendable {
-    let promise: EventLoopPromise<Value>
-    var done = false
-    var failures = 0
-    var mainFailure: Error?
-
-    init(promise: EventLoopPromise<Value>) { self.promise = promise }
-
-    func settle(_ result: Result<Value, Error>, isFallback: Bool) {
-        guard !done else { return }
-        switch result {
-        case .success(let value):
-            done = true
-            promise.succeed(value)
-        case .failure(let error):
-            failures += 1
-            if !isFallback { mainFailure = error }
-            if failures == 2 {
-                done = true
-                promise.fail(mainFailure ?? error)
-            }
-        }
-    }
 }
 
 public enum MeshVersion {

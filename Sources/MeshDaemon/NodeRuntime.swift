@@ -58,8 +58,9 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Whether the end of this turn of the event loop is scheduled (`endTurnSoon`).
     var turnEnding = false
     var finder: WalletFinder
-    /// This node's own "who hosts this wallet?" queries over links, by query id.
-    var finds: [UInt64: EventLoopPromise<WalletAddress>] = [:]
+    /// "Who hosts this wallet?" (docs/routing.md), and the callers waiting for each answer.
+    var resolver: HomeResolver<SocketAddress>
+    var resolving: [HomeResolver<SocketAddress>.ID: EventLoopPromise<Home>] = [:]
     var dht: DHTNode
     let store: NodeStore
     /// Every database write and recording append runs here, off the event loop (docs/storage.md).
@@ -97,7 +98,6 @@ public final class NodeRuntime: @unchecked Sendable {
     var chainWaiters: [CallID: EventLoopPromise<Void>] = [:]
     /// Each call's chains as last seen and the switches between them, kept while the call is remembered.
     var chainHistory: [CallID: ChainHistory] = [:]
-    var resolves: [UInt32: PendingResolve] = [:]
     /// Calls reaching their callee's home node (`reach`), by a number of their own.
     var reaches: [UInt64: PendingReach] = [:]
     var nextReach: UInt64 = 0
@@ -121,14 +121,6 @@ public final class NodeRuntime: @unchecked Sendable {
     let startedAt: Int64
     private let stopped: EventLoopPromise<Void>
 
-    /// A gossip route being confirmed: "do you host `address`?" to its home node.
-    struct PendingResolve {
-        let promise: EventLoopPromise<WalletAddress>
-        let address: WalletAddress
-        let home: WalletAddress
-        let deadline: Int64
-    }
-
     /// The core timer (`armCoreTimer`) and its deadline.
     var coreTimer: (task: Scheduled<Void>, at: Int64)?
     /// Whether the media tick is running (`startMediaTick`).
@@ -136,11 +128,15 @@ public final class NodeRuntime: @unchecked Sendable {
     /// How often link costs (RTT with a loss penalty) are handed to gossip.
     static let costRefreshMs: Int64 = 2_000
     var nextCostRefresh: Int64 = 0
-    static let resolveTimeoutMs: Int64 = 2_000
 
     /// The node's clock for everything but what is signed, shown as a time of day or stored: ms, the wall clock's
     /// reading when first read, then moving with the monotonic clock, so an NTP step moves no timer, RTT or playout
     /// deadline (docs/architecture.md, "Clocks").
+    /// A seed for a core's generator (ids, labels, query ids): the system CSPRNG mixed with the clock.
+    static func seed(now: Int64) -> UInt64 {
+        UInt64(bitPattern: now) ^ (UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
+    }
+
     static func now() -> Int64 { clockBase.ms + Int64((NIODeadline.now().uptimeNanoseconds - clockBase.uptimeNs) / 1_000_000) }
 
     private static let clockBase = (ms: wallNow(), uptimeNs: NIODeadline.now().uptimeNanoseconds)
@@ -189,7 +185,7 @@ public final class NodeRuntime: @unchecked Sendable {
         loop = group.next()
         links = LinkManager(identity: nodeKey, config: config.linkConfig)
         calls = CallEngine(wallets: wallets)
-        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32)
+        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: Self.seed(now: now))
         let storedContacts = try store.contacts()
         dht.restore(contacts: storedContacts, records: try store.records(nowMs: Self.wallNow()), nowMs: now)
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
@@ -198,8 +194,8 @@ public final class NodeRuntime: @unchecked Sendable {
         var finderConfig = WalletFinder.Config()
         finderConfig.maxTTL = UInt8(config.hopLimit)
         finder = WalletFinder(config: finderConfig)
-        relay = RelayEngine(local: nodeKey.address, config: config.relayConfig,
-                            seed: UInt64(bitPattern: now) ^ UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
+        relay = RelayEngine(local: nodeKey.address, config: config.relayConfig, seed: Self.seed(now: now))
+        resolver = HomeResolver(seed: Self.seed(now: now))
         var trunkConfig = TrunkConfig()
         trunkConfig.holdUs = Int64(config.trunkHoldMs) * 1_000
         trunks = Trunker(config: trunkConfig)
@@ -394,7 +390,7 @@ public final class NodeRuntime: @unchecked Sendable {
     var nextDeadline: Int64 {
         var next = min(min(gossip.nextDeadline, links.nextDeadline ?? .max), min(calls.nextDeadline ?? .max, dht.nextDeadline ?? .max))
         next = min(min(next, relay.nextDeadline ?? .max), min(presence.nextCheck, min(nextContactSave, nextCostRefresh)))
-        for pending in resolves.values { next = min(next, pending.deadline) }
+        next = min(next, resolver.nextDeadline ?? .max)
         for pending in reaches.values { next = min(next, pending.deadline) }
         return next
     }
@@ -427,7 +423,7 @@ public final class NodeRuntime: @unchecked Sendable {
             refreshLinkCosts(now: now)
             forgetEndedCalls()
         }
-        expireResolves(now: now)
+        if due(resolver.nextDeadline) { runResolver(resolver.tick(now: now)) }
         stepReaches()
         armCoreTimer()
     }
@@ -663,16 +659,11 @@ public final class NodeRuntime: @unchecked Sendable {
             let reply = AppMessage.resolveReply(query: query, address: address, hosted: calls.hosts(address))
             run(links.send(reply.serialize(), to: node, now: now))
         case .resolveReply(let query, let address, let hosted):
-            guard let pending = resolves[query], pending.address == address, pending.home == node else {
+            guard let actions = resolver.answered(query: query, wallet: address, hosted: hosted, from: node, now: now) else {
                 counters.resolveUnsolicited += 1
                 return
             }
-            resolves[query] = nil
-            if hosted {
-                pending.promise.succeed(node)
-            } else {
-                pending.promise.fail(RPCError.failed("\(node) does not host \(address)"))
-            }
+            runResolver(actions)
         case .gossip(let body):
             runGossip(gossip.receive(body, from: node, nowMs: now))
         }
@@ -772,7 +763,7 @@ public final class NodeRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let bytes, let to): run(links.send(bytes, to: to, now: now))
-            case .found(let query, let announcement): finds.removeValue(forKey: query)?.succeed(announcement.origin)
+            case .found(let query, let announcement): runResolver(resolver.found(query: query, home: announcement.origin))
             }
         }
     }
@@ -920,13 +911,6 @@ public final class NodeRuntime: @unchecked Sendable {
                                                "normal": .bool(reason == .normal)]
             if let record = calls.calls[id] { params["summary"] = callJSON(record) }
             owner.notify(method: "call.ended", params: .object(params))
-        }
-    }
-
-    private func expireResolves(now: Int64) {
-        for (query, pending) in resolves where pending.deadline <= now {
-            resolves[query] = nil
-            pending.promise.fail(RPCError.failed("\(pending.home) did not answer for \(pending.address) within \(Self.resolveTimeoutMs / 1000) s"))
         }
     }
 
