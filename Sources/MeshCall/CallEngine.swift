@@ -77,9 +77,13 @@ public struct CallEngine: Sendable {
     /// The wall clock, for offers' signed timestamps (the shell keeps it current; `now` is monotonic).
     public var clock = WallClock()
 
-    public init(wallets: [PrivateKey], config: CallConfig = CallConfig()) {
+    /// Ephemeral keys come from here.
+    private let random: LinkRandom
+
+    public init(wallets: [PrivateKey], config: CallConfig = CallConfig(), random: LinkRandom = .secure) {
         self.wallets = Dictionary(wallets.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         self.config = config
+        self.random = random
     }
 
     public var hostedWallets: [WalletAddress] { wallets.keys.sorted() }
@@ -88,12 +92,13 @@ public struct CallEngine: Sendable {
     // MARK: commands
 
     /// Starts a call from a hosted wallet to `remote`, whose home node is `via` (the far end of the call's chain),
-    /// with the id the chain was built for. Nil when the wallet is not hosted here or is already in a call (one
+    /// with the id the chain was built for (or one drawn from the engine's random source). Nil when the wallet is not hosted here or is already in a call (one
     /// call per wallet), other than `replacing` (the call a blind transfer moves from).
-    public mutating func place(id: CallID = .random(), from local: WalletAddress, to remote: WalletAddress, via: WalletAddress,
+    public mutating func place(id: CallID? = nil, from local: WalletAddress, to remote: WalletAddress, via: WalletAddress,
                                bitrate: Int, replacing: CallID? = nil, now: Int64) -> (CallID, [CallAction])? {
+        let id = id ?? CallID(raw: random.bytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         guard let key = wallets[local], !inCall(local, besides: replacing), calls[id] == nil else { return nil }
-        let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
+        let (secret, ephemeral) = LinkCrypto.keyPair(secret: random.bytes(32))
         let timestamp = UInt64(max(clock.wall(now), 0))
         let signed = CallMessage.Offer.signedPart(callID: id, caller: local, callee: remote, ephemeral: ephemeral,
                                                   timestampMs: timestamp, bitrate: UInt32(clamping: bitrate))
@@ -110,7 +115,7 @@ public struct CallEngine: Sendable {
     public mutating func answer(_ id: CallID, now: Int64) -> [CallAction] {
         guard var call = calls[id], call.role == .callee, call.state == .ringing, let offer = call.offer,
               let key = wallets[call.local] else { return [] }
-        let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
+        let (secret, ephemeral) = LinkCrypto.keyPair(secret: random.bytes(32))
         let digest = CallMessage.Answer.digest(offerDigest: offer.digest, callID: id, ephemeral: ephemeral)
         let answer = CallMessage.Answer(callID: id, ephemeral: ephemeral, signature: key.sign(digest: digest))
         guard let keys = Self.srtpKeys(secret: secret, peer: offer.ephemeral, offer: offer, answer: answer, role: .callee) else {

@@ -1,5 +1,6 @@
 import MeshIdentity
 import MeshWire
+import Synchronization
 
 /// What the link layer needs to know of an endpoint to defend its handshake (docs/links.md).
 public protocol LinkEndpoint: Hashable, Sendable, CustomStringConvertible {
@@ -10,11 +11,23 @@ public protocol LinkEndpoint: Hashable, Sendable, CustomStringConvertible {
     var rateLimitKey: [UInt8] { get }
 }
 
-/// The randomness the link layer's defences draw on (injected, so tests are deterministic).
+/// The randomness the link and call layers draw on: session indexes, ephemeral keys, cookie secrets (injected,
+/// so tests and the simulator are deterministic).
 public struct LinkRandom: Sendable {
     public let bytes: @Sendable (Int) -> [UInt8]
     public init(bytes: @escaping @Sendable (Int) -> [UInt8]) { self.bytes = bytes }
     public static let secure = LinkRandom(bytes: SecureRandom.bytes)
+
+    /// A repeatable stream from `seed`, for tests and simulations only: it is not secret.
+    public static func seeded(_ seed: UInt64) -> LinkRandom {
+        let state = Seeded(seed)
+        return LinkRandom { count in state.rng.withLock { rng in (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) } } }
+    }
+
+    private final class Seeded: Sendable {
+        let rng: Mutex<SplitMix64>
+        init(_ seed: UInt64) { rng = Mutex(SplitMix64(seed: seed)) }
+    }
 }
 
 /// The cheap MACs of the handshake: keyed BLAKE2b with a 16-byte output. Public for `mesh-flood`, which makes

@@ -2,13 +2,12 @@ import CSodium
 import MeshIdentity
 
 /// The libsodium primitives the link and call layers use: X25519, ChaCha20-Poly1305 (IETF), BLAKE2b
-/// (randomness comes from `SecureRandom`).
+/// (randomness comes from the caller: the cores take it injected).
 public enum LinkCrypto {
     public static let tagBytes = 16
 
-    /// A fresh X25519 key pair (private, public).
-    public static func ephemeralKeyPair() -> (secret: [UInt8], public: [UInt8]) {
-        let secret = SecureRandom.bytes(32)
+    /// The X25519 key pair (private, public) of a 32-byte random secret.
+    public static func keyPair(secret: [UInt8]) -> (secret: [UInt8], public: [UInt8]) {
         var pub = [UInt8](repeating: 0, count: 32)
         _ = crypto_scalarmult_base(&pub, secret)
         return (secret, pub)

@@ -178,18 +178,14 @@ struct Peer<Address: Hashable & Sendable> {
     /// The node key the peer proved in its handshake.
     let publicKey: PublicKey
     var endpoint: Address
-    var current: Session?
-    var previous: Session?
+    var link = LinkState.down
     var lastInitTimestamp: UInt64 = 0
     var lastReceivedAt: Int64
-    var up = false
-    var rekeyIndex: UInt32?
     var srttMs: Double?
     var rttVarMs: Double?
-    var outstandingPings: [UInt32: Int64] = [:]
     var pingOutcomes: [Bool] = []
+    /// Ping ids go on across sessions, so a late pong to a ping of an earlier session matches nothing.
     var nextPingId: UInt32 = 1
-    var nextPingAt: Int64 = 0
     var packetsIn = 0
     var packetsOut = 0
     var bytesIn = 0
@@ -202,7 +198,42 @@ struct Peer<Address: Hashable & Sendable> {
         self.lastReceivedAt = now
     }
 
-    var sessions: [Session] { [current, previous].compactMap { $0 } }
+    var isUp: Bool {
+        if case .up = link { true } else { false }
+    }
+
+    /// Runs `body` on the link while it is up (nil when it is down). The link is moved out of the peer while
+    /// `body` runs, so its replay windows and pings are changed in place, never copied.
+    mutating func withUp<Result>(_ body: (inout UpLink) -> Result) -> Result? {
+        guard case .up(var up) = link else { return nil }
+        link = .down
+        defer { link = .up(up) }
+        return body(&up)
+    }
+}
+
+/// A neighbour's link: down (no session: never up yet, closed, dead or expired), or up.
+enum LinkState {
+    case down
+    case up(UpLink)
+}
+
+/// What a link that is up holds: the session traffic is sealed with, the one it replaced (it still opens
+/// datagrams until `rejectAfterMs` after it was made), this node's rekey under way, and the pings in flight.
+struct UpLink {
+    var current: Session
+    var previous: Session?
+    /// The index of this node's rekey handshake, while one runs.
+    var rekeyIndex: UInt32?
+    var outstandingPings: [UInt32: Int64] = [:]
+    var nextPingAt: Int64
+
+    init(current: Session, now: Int64) {
+        self.current = current
+        nextPingAt = now
+    }
+
+    var sessions: [Session] { previous.map { [current, $0] } ?? [current] }
 }
 
 struct Dial<Address: Hashable & Sendable> {
@@ -228,6 +259,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     public var clock = WallClock()
 
     private var peers: [WalletAddress: Peer<Address>] = [:]
+    /// Session indexes, ephemeral keys and cookie secrets come from here.
+    private let random: LinkRandom
     private var sessionOwners: [UInt32: WalletAddress] = [:]
     private var pending: [UInt32: PendingInit<Address>] = [:]
     private var halfOpen: [UInt32: HalfOpen<Address>] = [:]
@@ -247,6 +280,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     public init(identity: PrivateKey, config: LinkConfig = LinkConfig(), random: LinkRandom = .secure) {
         self.identity = identity
+        self.random = random
         self.localAddress = identity.address
         self.config = config
         guardian = HandshakeGuard(config: config, random: random)
@@ -281,16 +315,16 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     @discardableResult
     public mutating func send<Sink: DatagramSink<Address>>(_ payload: [UInt8], to address: WalletAddress, now: Int64,
                                                          into sink: inout Sink) -> Bool {
-        // In place, in its table: reading `peers[address]?.up` alone would copy the whole peer.
+        // In place, in its table: reading `peers[address]?.isUp` alone would copy the whole peer.
         guard let slot = peers.index(forKey: address) else { return false }
-        return payload.withUnsafeBytes { Self.sealApplication(&peers.values[slot], body: $0, counters: &counters, into: &sink) }
+        return payload.withUnsafeBytes { Self.seal(&peers.values[slot], inner: .application, body: $0, counters: &counters, into: &sink) }
     }
 
     /// Tells every neighbour this node is going away and takes all links down.
     public mutating func closeAll(now: Int64) -> [LinkAction<Address>] {
         var actions: [LinkAction<Address>] = []
         for address in peers.keys.sorted() {
-            guard var peer = peers[address], peer.up else { continue }
+            guard var peer = peers[address], peer.isUp else { continue }
             if let close = seal(&peer, inner: .close, body: [], now: now) { actions.append(close) }
             markDown(&peer, reason: "closed", actions: &actions)
             peers[address] = peer
@@ -349,14 +383,14 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         for address in Array(peers.keys) {
             guard var peer = peers[address] else { continue }
             tickPeer(&peer, now: now, actions: &actions)
-            // A peer that is down with no session left is forgotten after `rejectAfterMs`.
-            let idle = !peer.up && peer.sessions.isEmpty && now - peer.lastReceivedAt >= config.rejectAfterMs
+            // A peer that is down is forgotten after `rejectAfterMs`.
+            let idle = !peer.isUp && now - peer.lastReceivedAt >= config.rejectAfterMs
             peers[address] = idle ? nil : peer
         }
         for endpoint in Array(dials.keys) {
             guard var dial = dials[endpoint] else { continue }
             if let index = dial.pendingIndex, pending[index] == nil { dial.pendingIndex = nil }
-            let connected = dial.peer.map { peers[$0]?.up ?? false } ?? false
+            let connected = dial.peer.map { peers[$0]?.isUp ?? false } ?? false
             if connected {
                 dial.attempts = 0
             } else if dial.pendingIndex == nil, now >= dial.nextAttemptAt {
@@ -379,7 +413,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         var next = Int64.max
         for p in pending.values { next = min(next, p.expiresAt) }
         for h in halfOpen.values { next = min(next, h.expiresAt) }
-        for dial in dials.values where dial.pendingIndex == nil && !(dial.peer.map { peers[$0]?.up ?? false } ?? false) {
+        for dial in dials.values where dial.pendingIndex == nil && !(dial.peer.map { peers[$0]?.isUp ?? false } ?? false) {
             next = min(next, dial.nextAttemptAt)
         }
         for peer in peers.values { next = min(next, peerDeadline(peer)) }
@@ -389,13 +423,11 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// `tickPeer`'s next work for one peer (and when a peer that is down is forgotten).
     private func peerDeadline(_ peer: Peer<Address>) -> Int64 {
-        var next = peer.previous.map { $0.createdAt + config.rejectAfterMs } ?? .max
-        guard peer.up, let current = peer.current else {
-            return peer.sessions.isEmpty ? min(next, peer.lastReceivedAt + config.rejectAfterMs) : next
-        }
-        next = min(min(next, peer.lastReceivedAt + config.deadAfterMs), min(current.createdAt + config.rejectAfterMs, peer.nextPingAt))
-        for sentAt in peer.outstandingPings.values { next = min(next, sentAt + config.pingTimeoutMs) }
-        if !(peer.rekeyIndex.map { pending[$0] != nil } ?? false) { next = min(next, current.createdAt + rekeyAge(current)) }
+        guard case .up(let up) = peer.link else { return peer.lastReceivedAt + config.rejectAfterMs }
+        var next = up.previous.map { $0.createdAt + config.rejectAfterMs } ?? .max
+        next = min(min(next, peer.lastReceivedAt + config.deadAfterMs), min(up.current.createdAt + config.rejectAfterMs, up.nextPingAt))
+        for sentAt in up.outstandingPings.values { next = min(next, sentAt + config.pingTimeoutMs) }
+        if !(up.rekeyIndex.map { pending[$0] != nil } ?? false) { next = min(next, up.current.createdAt + rekeyAge(up.current)) }
         return next
     }
 
@@ -406,9 +438,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     // MARK: queries
 
-    public func isUp(_ address: WalletAddress) -> Bool { peers.index(forKey: address).map { peers.values[$0].up } ?? false }
+    public func isUp(_ address: WalletAddress) -> Bool { peers.index(forKey: address).map { peers.values[$0].isUp } ?? false }
 
-    public var upPeers: [WalletAddress] { peers.values.filter(\.up).map(\.address).sorted() }
+    public var upPeers: [WalletAddress] { peers.values.filter(\.isUp).map(\.address).sorted() }
 
     /// How many nodes this manager keeps a peer entry for (up or recently down), and how many handshakes it
     /// answered that are not complete yet.
@@ -417,27 +449,29 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// Smoothed RTT (nil before the first pong) and ping loss of a neighbour whose link is up.
     public func quality(_ address: WalletAddress) -> (rttMs: Double?, lossPercent: Double)? {
-        guard let index = peers.index(forKey: address), peers.values[index].up else { return nil }
+        guard let index = peers.index(forKey: address), peers.values[index].isUp else { return nil }
         return (peers.values[index].srttMs, Self.lossPercent(peers.values[index].pingOutcomes))
     }
 
     /// The node key and current endpoint of a neighbour whose link is up.
     public func upPeer(_ address: WalletAddress) -> (publicKey: PublicKey, endpoint: Address)? {
-        guard let peer = peers[address], peer.up else { return nil }
+        guard let peer = peers[address], peer.isUp else { return nil }
         return (peer.publicKey, peer.endpoint)
     }
 
     /// Every known neighbour and every dial still connecting; `describe` renders endpoints.
     public func peerInfos(now: Int64, describe: (Address) -> String = { $0.description }) -> [PeerInfo] {
         var infos = peers.values.sorted { $0.address < $1.address }.map { peer in
-            PeerInfo(
+            var sessionAgeMs: Int64?
+            if case .up(let up) = peer.link { sessionAgeMs = now - up.current.createdAt }
+            return PeerInfo(
                 address: peer.address.checksummed, endpoint: describe(peer.endpoint),
-                state: peer.up ? "up" : "down", rttMs: peer.srttMs, rttVarMs: peer.rttVarMs,
+                state: peer.isUp ? "up" : "down", rttMs: peer.srttMs, rttVarMs: peer.rttVarMs,
                 lossPercent: Self.lossPercent(peer.pingOutcomes),
                 packetsIn: peer.packetsIn, packetsOut: peer.packetsOut, bytesIn: peer.bytesIn, bytesOut: peer.bytesOut,
-                lastSeenMsAgo: now - peer.lastReceivedAt, sessionAgeMs: peer.current.map { now - $0.createdAt },
+                lastSeenMsAgo: now - peer.lastReceivedAt, sessionAgeMs: sessionAgeMs,
                 pinned: dials.values.contains { $0.pinned == peer.address },
-                refusal: peer.up ? nil : refusals[peer.endpoint]?.text)
+                refusal: peer.isUp ? nil : refusals[peer.endpoint]?.text)
         }
         for dial in dials.values where dial.peer.map({ peers[$0] == nil }) ?? true {
             infos.append(PeerInfo(
@@ -456,7 +490,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         -> (UInt32, LinkAction<Address>)
     {
         let index = freshIndex()
-        let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
+        let (secret, ephemeral) = LinkCrypto.keyPair(secret: random.bytes(32))
         let message = HandshakeInit(senderIndex: index, responder: expected?.bytes ?? LinkWire.anyResponder, ephemeral: ephemeral,
                                     timestampMs: UInt64(max(clock.wall(now), 0)), signer: identity, cookie: nil)
         pending[index] = PendingInit(endpoint: endpoint, expected: expected, secret: secret, message: message,
@@ -542,7 +576,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     /// The response to an initiation and the session it opens (nil for a low-order ephemeral key).
     private mutating func respond(to message: HandshakeInit, now: Int64) -> ([UInt8], Session)? {
-        let (secret, ephemeral) = LinkCrypto.ephemeralKeyPair()
+        let (secret, ephemeral) = LinkCrypto.keyPair(secret: random.bytes(32))
         guard let shared = LinkCrypto.sharedSecret(secret: secret, peerPublic: message.ephemeral) else { return nil }
         let index = freshIndex()
         let transcript = message.transcript
@@ -623,11 +657,10 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
                               sendKey: keys.initiatorToResponder, receiveKey: keys.responderToInitiator,
                               createdAt: now, isInitiator: true)
         sessionOwners[message.receiverIndex] = responder
-        peer.rekeyIndex = nil
         peer.endpoint = source
         peer.lastReceivedAt = now
         var actions: [LinkAction<Address>] = []
-        install(session, in: &peer, now: now, actions: &actions)
+        install(session, in: &peer, rekeyDone: true, now: now, actions: &actions)
         // The first transport packet completes the handshake for the responder.
         if let confirm = seal(&peer, inner: .keepalive, body: [], now: now) { actions.append(confirm) }
         peers[responder] = peer
@@ -689,15 +722,23 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return (Array(material[0..<32]), Array(material[32..<64]))
     }
 
-    private mutating func install(_ session: Session, in peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
-        if let old = peer.previous { sessionOwners[old.localIndex] = nil }
-        peer.previous = peer.current
-        peer.current = session
-        if !peer.up {
-            peer.up = true
-            peer.nextPingAt = now
-            actions.append(.up(peer.address, peer.endpoint))
+    /// A new session: it becomes the one sealed with, and the one it replaces is kept to open late datagrams.
+    /// `rekeyDone`: it came from this node's own handshake, which ends any rekey this node had under way.
+    private mutating func install(_ session: Session, in peer: inout Peer<Address>, rekeyDone: Bool, now: Int64,
+                                  actions: inout [LinkAction<Address>]) {
+        let replaced = peer.withUp { up in
+            let old = up.previous
+            up.previous = up.current
+            up.current = session
+            if rekeyDone { up.rekeyIndex = nil }
+            return old
         }
+        guard let replaced else {
+            peer.link = .up(UpLink(current: session, now: now))
+            actions.append(.up(peer.address, peer.endpoint))
+            return
+        }
+        if let old = replaced { sessionOwners[old.localIndex] = nil }
     }
 
     private mutating func dropHalfOpen(_ index: UInt32) {
@@ -749,15 +790,21 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private static func open(_ datagram: UnsafeRawBufferPointer, index: UInt32, counter: UInt64, on peer: inout Peer<Address>,
                              from source: Address, now: Int64, rejectAfterMs: Int64, counters: inout LinkCounters,
                              into plaintext: inout [UInt8]) -> Bool {
-        let isCurrent = peer.current?.localIndex == index
-        guard var session = isCurrent ? peer.current.take() : peer.previous?.localIndex == index ? peer.previous.take() : nil else {
+        let opened = peer.withUp { up -> Bool? in
+            func open(_ session: inout Session) -> Bool {
+                now - session.createdAt < rejectAfterMs && Self.open(datagram, counter: counter, session: &session, counters: &counters,
+                                                                     into: &plaintext)
+            }
+            if up.current.localIndex == index { return open(&up.current) }
+            guard var previous = up.previous.take(), previous.localIndex == index else { return nil }
+            defer { up.previous = previous }
+            return open(&previous)
+        }
+        guard let found = opened ?? nil else {
             counters.unknownSession += 1
             return false
         }
-        let opened = now - session.createdAt < rejectAfterMs
-            && open(datagram, counter: counter, session: &session, counters: &counters, into: &plaintext)
-        if isCurrent { peer.current = session } else { peer.previous = session }
-        guard opened else { return false }
+        guard found else { return false }
         note(datagram.count, on: &peer, from: source, now: now)
         return true
     }
@@ -786,7 +833,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         peer.lastInitTimestamp = max(peer.lastInitTimestamp, entry.initTimestamp)
         sessionOwners[session.localIndex] = initiator
         var actions: [LinkAction<Address>] = []
-        install(session, in: &peer, now: now, actions: &actions)
+        install(session, in: &peer, rekeyDone: false, now: now, actions: &actions)
         Self.note(datagram.count, on: &peer, from: source, now: now)
         handleInner(plaintext, peer: &peer, now: now, actions: &actions)
         peers[initiator] = peer
@@ -838,7 +885,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             if let pong = seal(&peer, inner: .pong, body: w.bytes, now: now) { actions.append(pong) }
         case .pong:
             var reader = ByteReader(plaintext, offset: 1)
-            guard let id = reader.readUInt32(), let sentAt = peer.outstandingPings.removeValue(forKey: id) else { return }
+            guard let id = reader.readUInt32(), let sentAt = peer.withUp({ $0.outstandingPings.removeValue(forKey: id) }) ?? nil else { return }
             let sample = Double(now - sentAt)
             if let srtt = peer.srttMs, let rttVar = peer.rttVarMs {
                 peer.rttVarMs = 0.75 * rttVar + 0.25 * abs(srtt - sample)
@@ -862,19 +909,14 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return one.action
     }
 
-    /// An application payload to a peer whose link is up.
-    private static func sealApplication<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, body: UnsafeRawBufferPointer,
-                                                                    counters: inout LinkCounters, into sink: inout Sink) -> Bool {
-        peer.up && seal(&peer, inner: .application, body: body, counters: &counters, into: &sink)
-    }
-
-    /// Seals one transport datagram to the peer's endpoint into `sink`; false when the peer has no session to send on.
+    /// Seals one transport datagram to the peer's endpoint into `sink`; false when its link is down or its session
+    /// has used up its counters.
     private static func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
                                                           counters: inout LinkCounters, into sink: inout Sink) -> Bool {
-        guard let counter = peer.current?.sendCounter, counter < LinkWire.counterLimit, let remoteIndex = peer.current?.remoteIndex,
-              let key = peer.current?.sendKey
-        else { return false }
-        peer.current?.sendCounter += 1
+        guard case .up(let up) = peer.link else { return false }
+        let (counter, remoteIndex, key) = (up.current.sendCounter, up.current.remoteIndex, up.current.sendKey)
+        guard counter < LinkWire.counterLimit else { return false }
+        peer.withUp { $0.current.sendCounter += 1 }
         let length = LinkCrypto.sealedBytes(body: body.count)
         sink.append(length: length, to: peer.endpoint) { out in
             LinkCrypto.seal(key: key, counter: counter, header: (LinkMessageType.transport.rawValue, remoteIndex, counter),
@@ -896,44 +938,45 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     // MARK: timers
 
     private mutating func tickPeer(_ peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
-        if let previous = peer.previous, now - previous.createdAt >= config.rejectAfterMs {
+        guard case .up(let up) = peer.link else { return }
+        if let previous = up.previous, now - previous.createdAt >= config.rejectAfterMs {
             sessionOwners[previous.localIndex] = nil
-            peer.previous = nil
+            peer.withUp { $0.previous = nil }
         }
-        guard peer.up, let current = peer.current else { return }
-        let age = now - current.createdAt
+        let age = now - up.current.createdAt
         if now - peer.lastReceivedAt >= config.deadAfterMs || age >= config.rejectAfterMs {
             markDown(&peer, reason: age >= config.rejectAfterMs ? "session expired" : "no traffic for \(config.deadAfterMs / 1000) s",
                      actions: &actions)
             return
         }
-        for (id, sentAt) in peer.outstandingPings where now - sentAt >= config.pingTimeoutMs {
-            peer.outstandingPings[id] = nil
+        for (id, sentAt) in up.outstandingPings where now - sentAt >= config.pingTimeoutMs {
+            peer.withUp { $0.outstandingPings[id] = nil }
             record(outcome: false, in: &peer)
         }
-        if now >= peer.nextPingAt {
+        if now >= up.nextPingAt {
             let id = peer.nextPingId
             peer.nextPingId &+= 1
-            peer.outstandingPings[id] = now
-            peer.nextPingAt = now + config.pingIntervalMs
+            peer.withUp { up in
+                up.outstandingPings[id] = now
+                up.nextPingAt = now + config.pingIntervalMs
+            }
             var w = ByteWriter(capacity: 4)
             w.write(id)
             if let ping = seal(&peer, inner: .ping, body: w.bytes, now: now) { actions.append(ping) }
         }
-        let rekeyPending = peer.rekeyIndex.map { pending[$0] != nil } ?? false
-        if age >= rekeyAge(current), !rekeyPending {
+        let rekeyPending = up.rekeyIndex.map { pending[$0] != nil } ?? false
+        if age >= rekeyAge(up.current), !rekeyPending {
             let (index, action) = startHandshake(to: peer.endpoint, expected: peer.address, now: now, lifetime: config.handshakeRetryMs)
-            peer.rekeyIndex = index
+            peer.withUp { $0.rekeyIndex = index }
             actions.append(action)
         }
     }
 
     private mutating func markDown(_ peer: inout Peer<Address>, reason: String, actions: inout [LinkAction<Address>]) {
-        for s in peer.sessions { sessionOwners[s.localIndex] = nil }
-        peer.current = nil
-        peer.previous = nil
-        peer.up = false
-        peer.outstandingPings = [:]
+        if case .up(let up) = peer.link {
+            for s in up.sessions { sessionOwners[s.localIndex] = nil }
+        }
+        peer.link = .down
         actions.append(.down(peer.address, reason: reason))
     }
 
@@ -949,7 +992,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     private func freshIndex() -> UInt32 {
         while true {
-            let index = SecureRandom.uint32()
+            let index = random.bytes(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
             if index != 0, sessionOwners[index] == nil, pending[index] == nil, halfOpen[index] == nil { return index }
         }
     }

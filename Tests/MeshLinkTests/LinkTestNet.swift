@@ -28,11 +28,7 @@ struct LinkTestNet {
     }
 
     init(count: Int, config: LinkConfig = LinkConfig()) {
-        var seed = SplitMix64(seed: 42)
-        nodes = (0..<count).map { _ in
-            let secret = seed.bytes(32)
-            return LinkManager<Int>(identity: PrivateKey(), config: config, random: LinkRandom { Array(secret.prefix($0)) })
-        }
+        nodes = (0..<count).map { LinkManager<Int>(identity: PrivateKey(), config: config, random: .seeded(42 + UInt64($0))) }
     }
 
     func address(_ i: Int) -> WalletAddress { nodes[i].localAddress }
