@@ -202,20 +202,26 @@ struct Peer<Address: Hashable & Sendable> {
         if case .up = link { true } else { false }
     }
 
-    /// Runs `body` on the link while it is up (nil when it is down). The link is moved out of the peer while
-    /// `body` runs, so its replay windows and pings are changed in place, never copied.
-    mutating func withUp<Result>(_ body: (inout UpLink) -> Result) -> Result? {
-        guard case .up(var up) = link else { return nil }
-        link = .down
-        defer { link = .up(up) }
-        return body(&up)
-    }
+    /// Runs `body` on the link while it is up (nil when it is down).
+    mutating func withUp<Result>(_ body: (inout UpLink) -> Result) -> Result? { link.withUp(body) }
 }
 
 /// A neighbour's link: down (no session: never up yet, closed, dead or expired), or up.
 enum LinkState {
     case down
     case up(UpLink)
+
+    /// Runs `body` on the link while it is up (nil when it is down). The link is moved out (consumed, not copied:
+    /// no retain of its keys and windows) while `body` runs, so its replay windows and pings are changed in place,
+    /// and moved back after.
+    mutating func withUp<Result>(_ body: (inout UpLink) -> Result) -> Result? {
+        guard case .up(var up) = consume self else {
+            self = .down
+            return nil
+        }
+        defer { self = .up(up) }
+        return body(&up)
+    }
 }
 
 /// What a link that is up holds: the session traffic is sealed with, the one it replaced (it still opens
@@ -913,10 +919,13 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     /// has used up its counters.
     private static func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
                                                           counters: inout LinkCounters, into sink: inout Sink) -> Bool {
-        guard case .up(let up) = peer.link else { return false }
-        let (counter, remoteIndex, key) = (up.current.sendCounter, up.current.remoteIndex, up.current.sendKey)
-        guard counter < LinkWire.counterLimit else { return false }
-        peer.withUp { $0.current.sendCounter += 1 }
+        let next = peer.withUp { up -> (counter: UInt64, remoteIndex: UInt32, key: [UInt8])? in
+            let counter = up.current.sendCounter
+            guard counter < LinkWire.counterLimit else { return nil }
+            up.current.sendCounter += 1
+            return (counter, up.current.remoteIndex, up.current.sendKey)
+        }
+        guard let (counter, remoteIndex, key) = next ?? nil else { return false }
         let length = LinkCrypto.sealedBytes(body: body.count)
         sink.append(length: length, to: peer.endpoint) { out in
             LinkCrypto.seal(key: key, counter: counter, header: (LinkMessageType.transport.rawValue, remoteIndex, counter),
