@@ -1,3 +1,4 @@
+import MeshCall
 import MeshICE
 import MeshWire
 
@@ -45,9 +46,6 @@ final class DirectPath {
     static let attemptTimeoutMs: Int64 = 5_000
     static let firstBackoffMs: Int64 = 5_000
     static let maxBackoffMs: Int64 = 60_000
-    /// A keepalive begins with these bytes: not RTP (whose first byte is 0x80–0xBF), so the receiver tells it from
-    /// media.
-    static let keepaliveMagic: [UInt8] = Array("meshka".utf8)
     /// The last keepalive number sent, and the highest one taken from the peer.
     private var keepalivesSent: UInt32 = 0
     private var keepaliveHeard: UInt32 = 0
@@ -85,7 +83,7 @@ final class DirectPath {
     func keepalive() -> [UInt8] {
         keepalivesSent &+= 1
         var w = ByteWriter(capacity: 31)
-        w.write(bytes: Self.keepaliveMagic)
+        w.write(bytes: IceKey.keepaliveMagic)
         w.write(UInt8(caller ? 0 : 1))
         w.write(generation)
         w.write(keepalivesSent)
@@ -95,8 +93,8 @@ final class DirectPath {
     /// Whether `bytes` is a keepalive from the peer for this attempt, authentic and newer than any before (a replay,
     /// a reflection of this end's own, or another attempt's is not).
     func takeKeepalive(_ bytes: [UInt8]) -> Bool {
-        guard let content = key.keepaliveKey.open(bytes), content.starts(with: Self.keepaliveMagic) else { return false }
-        var r = ByteReader(Array(content.dropFirst(Self.keepaliveMagic.count)))
+        guard let content = key.keepaliveKey.open(bytes), content.starts(with: IceKey.keepaliveMagic) else { return false }
+        var r = ByteReader(Array(content.dropFirst(IceKey.keepaliveMagic.count)))
         guard let side = r.readUInt8(), side == (caller ? 1 : 0), r.readUInt32() == generation, let number = r.readUInt32(),
               r.isAtEnd, number > keepaliveHeard else { return false }
         keepaliveHeard = number

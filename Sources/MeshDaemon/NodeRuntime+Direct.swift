@@ -95,7 +95,7 @@ extension NodeRuntime {
                 agent.send(path.keepalive())
             }
         case .received(let bytes):
-            guard bytes.starts(with: DirectPath.keepaliveMagic) else {
+            guard bytes.starts(with: IceKey.keepaliveMagic) else {
                 if let m = media[id], m.inbound(bytes, nowMs: now) { calls.mediaArrived(id, now: now) }
                 return
             }

@@ -178,32 +178,7 @@ import Testing
     }
 }
 
-@Suite struct AppWireTests {
-    @Test func roundTripsAndRejectsMalformed() {
-        let address = PrivateKey().address
-        let messages: [AppMessage] = [
-            .resolveRequest(query: 7, address: address),
-            .resolveReply(query: 7, address: address, hosted: true),
-            .gossip([1, 2, 3]),
-        ]
-        for m in messages { #expect(AppMessage(parsing: m.serialize()) == m) }
-        #expect(AppMessage(parsing: []) == nil)
-        #expect(AppMessage(parsing: [0x7f]) == nil)
-        #expect(AppMessage(parsing: Array(messages[0].serialize().dropLast())) == nil)
-        #expect(AppMessage(parsing: messages[1].serialize().dropLast() + [2]) == nil)
-        #expect(AppMessage(parsing: [0x20, 0, 0, 0, 0, 0, 0, 0, 1]) == nil)
-    }
-
-    @Test func callBytesInsideAChainRoundTrip() {
-        for inner in [CallInner.signal([1, 2, 3]), .media(Array(repeating: 9, count: 100))] {
-            #expect(CallInner(parsing: inner.serialize()) == inner)
-        }
-        #expect(CallInner(parsing: []) == nil)
-        #expect(CallInner(parsing: [0x20]) == nil)
-        #expect(CallInner(parsing: [0x7f, 1]) == nil)
-        #expect(CallInner(parsing: [0x20] + Array(repeating: 1, count: 1_401)) == nil)
-    }
-
+@Suite struct PCMTests {
     @Test func pcmBase64RoundTrip() {
         let samples: [Int16] = [0, 1, -1, .max, .min, 12345]
         #expect(PCM.samples(base64: PCM.base64(samples)) == samples)

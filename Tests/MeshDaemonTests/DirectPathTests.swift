@@ -1,3 +1,4 @@
+import MeshCall
 @testable import MeshDaemon
 import Testing
 
@@ -39,7 +40,7 @@ import Testing
         let (caller, callee) = (DirectPath(caller: true, key: key, now: 0), DirectPath(caller: false, key: key, now: 0))
         (caller.generation, callee.generation) = (3, 3)
         let (first, second) = (caller.keepalive(), caller.keepalive())
-        #expect(first.starts(with: DirectPath.keepaliveMagic) && first.count == 6 + 1 + 4 + 4 + 16)
+        #expect(first.starts(with: IceKey.keepaliveMagic) && first.count == 6 + 1 + 4 + 4 + 16)
         #expect(callee.takeKeepalive(first) && callee.takeKeepalive(second))
         #expect(!callee.takeKeepalive(second) && !callee.takeKeepalive(first), "a replay, an older one")
         #expect(!caller.takeKeepalive(caller.keepalive()), "a reflection of the caller's own")

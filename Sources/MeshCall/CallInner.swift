@@ -1,61 +1,9 @@
-import MeshCall
 import MeshIdentity
 import MeshWire
 
-/// Application messages carried inside link payloads; the first byte says which (docs/calls.md). The forwarding
-/// layer's messages (0x30–0x38, MeshRouting's `ChainMessage`) share the tag space.
-enum AppMessage: Equatable {
-    /// "Do you host this wallet?" to every linked neighbour.
-    case resolveRequest(query: UInt32, address: WalletAddress)
-    case resolveReply(query: UInt32, address: WalletAddress, hosted: Bool)
-    /// A gossip message (MeshRouting's format).
-    case gossip([UInt8])
-
-    enum Tag: UInt8 {
-        case resolveRequest = 0x01
-        case resolveReply = 0x02
-        case gossip = 0x03
-    }
-
-    func serialize() -> [UInt8] {
-        var w = ByteWriter(capacity: 64)
-        switch self {
-        case .resolveRequest(let query, let address):
-            w.write(Tag.resolveRequest.rawValue)
-            w.write(query)
-            w.write(bytes: address.bytes)
-        case .resolveReply(let query, let address, let hosted):
-            w.write(Tag.resolveReply.rawValue)
-            w.write(query)
-            w.write(bytes: address.bytes)
-            w.write(UInt8(hosted ? 1 : 0))
-        case .gossip(let body):
-            w.write(Tag.gossip.rawValue)
-            w.write(bytes: body)
-        }
-        return w.bytes
-    }
-
-    init?(parsing bytes: [UInt8]) {
-        var r = ByteReader(bytes)
-        guard let tag = r.readUInt8().flatMap(Tag.init(rawValue:)) else { return nil }
-        switch tag {
-        case .resolveRequest:
-            guard let q = r.readUInt32(), let a = r.readBytes(20).flatMap(WalletAddress.init(bytes:)), r.isAtEnd else { return nil }
-            self = .resolveRequest(query: q, address: a)
-        case .resolveReply:
-            guard let q = r.readUInt32(), let a = r.readBytes(20).flatMap(WalletAddress.init(bytes:)),
-                  let h = r.readUInt8(), h <= 1, r.isAtEnd else { return nil }
-            self = .resolveReply(query: q, address: a, hosted: h == 1)
-        case .gossip:
-            self = .gossip(r.readRest())
-        }
-    }
-}
-
 /// What the two ends of a call send each other through its chain (inside the forwarding layer's data messages,
 /// which relays pass on unread): signalling and SRTP packets.
-enum CallInner: Equatable {
+public enum CallInner: Equatable, Sendable {
     /// A call signalling message (MeshCall's format).
     case signal([UInt8])
     /// One SRTP packet.
@@ -69,16 +17,16 @@ enum CallInner: Equatable {
     /// A relay's quality verdict on the call (`QualityVerdict`, signed by that relay).
     case verdict([UInt8])
 
-    static let signalTag: UInt8 = 0x10
-    static let mediaTag: UInt8 = 0x20
-    static let iceTag: UInt8 = 0x30
-    static let controlTag: UInt8 = 0x40
-    static let quelchTag: UInt8 = 0x41
-    static let verdictTag: UInt8 = 0x42
+    public static let signalTag: UInt8 = 0x10
+    public static let mediaTag: UInt8 = 0x20
+    public static let iceTag: UInt8 = 0x30
+    public static let controlTag: UInt8 = 0x40
+    public static let quelchTag: UInt8 = 0x41
+    public static let verdictTag: UInt8 = 0x42
     /// Largest SRTP packet accepted: an Opus frame is at most 1275 bytes, plus RTP and SRTP overhead.
-    static let maxMediaBytes = 1_400
+    public static let maxMediaBytes = 1_400
 
-    func serialize() -> [UInt8] {
+    public func serialize() -> [UInt8] {
         switch self {
         case .signal(let body): [Self.signalTag] + body
         case .media(let packet): [Self.mediaTag] + packet
@@ -89,7 +37,7 @@ enum CallInner: Equatable {
         }
     }
 
-    init?(parsing bytes: [UInt8]) {
+    public init?(parsing bytes: [UInt8]) {
         guard let tag = bytes.first, bytes.count > 1 else { return nil }
         switch tag {
         case Self.signalTag: self = .signal(Array(bytes.dropFirst()))
@@ -106,8 +54,8 @@ enum CallInner: Equatable {
 /// One ICE signalling message between the two ends of a call (docs/calls.md, "Direct paths"): the sender's side,
 /// the attempt it belongs to (each new pair of agents is a new generation; messages of older ones are ignored),
 /// and what it says.
-struct IceSignal: Equatable {
-    enum Body: Equatable {
+public struct IceSignal: Equatable, Sendable {
+    public enum Body: Equatable, Sendable {
         /// The sender's ICE username fragment and password; sent once per generation, first.
         case credentials(ufrag: String, password: String)
         /// One local candidate in SDP form.
@@ -117,35 +65,45 @@ struct IceSignal: Equatable {
         case fallback
     }
 
-    var fromCaller: Bool
-    var generation: UInt32
-    var body: Body
+    public var fromCaller: Bool
+    public var generation: UInt32
+    public var body: Body
+
+    public init(fromCaller: Bool, generation: UInt32, body: Body) {
+        self.fromCaller = fromCaller
+        self.generation = generation
+        self.body = body
+    }
 
     enum Kind: UInt8 {
         case credentials = 1, candidate, endOfCandidates, fallback
     }
 
     /// Longest candidate line accepted (libnice's are under 150 bytes).
-    static let maxCandidateBytes = 512
+    public static let maxCandidateBytes = 512
 }
 
 /// The key ICE signalling of one call is authenticated with (an `EndToEndKey`): only the call's two ends hold it, so
 /// relays on the chain can neither forge nor alter a candidate (which would steer media to an address of their
 /// choice) nor fake a fallback. The same idea as the chain's `ProbeKey`, with its own label.
-struct IceKey {
-    let key: EndToEndKey
+public struct IceKey: Sendable {
+    public let key: EndToEndKey
     /// The direct path's keepalives are sealed with a key of their own (`DirectPath.keepalive`).
-    let keepaliveKey: EndToEndKey
+    public let keepaliveKey: EndToEndKey
 
-    init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
+    /// A direct path's keepalive begins with these bytes: not RTP (whose first byte is 0x80–0xBF), so the receiver
+    /// tells it from media.
+    public static let keepaliveMagic: [UInt8] = Array("meshka".utf8)
+
+    public init(callerToCallee: [UInt8], calleeToCaller: [UInt8]) {
         key = EndToEndKey(label: "meshcall/v1/ice", tag: CallInner.iceTag, callerToCallee: callerToCallee, calleeToCaller: calleeToCaller)
-        keepaliveKey = EndToEndKey(label: "meshcall/v1/keepalive", tag: DirectPath.keepaliveMagic[0], callerToCallee: callerToCallee,
+        keepaliveKey = EndToEndKey(label: "meshcall/v1/keepalive", tag: IceKey.keepaliveMagic[0], callerToCallee: callerToCallee,
                                    calleeToCaller: calleeToCaller)
     }
 
     /// The message as it goes after the 0x30 tag: side u8 (0 caller, 1 callee), generation u32, kind u8, body,
     /// then the first 16 bytes of Keccak-256(key ‖ 0x30 ‖ everything before the MAC).
-    func seal(_ signal: IceSignal) -> [UInt8] {
+    public func seal(_ signal: IceSignal) -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         w.write(UInt8(signal.fromCaller ? 0 : 1))
         w.write(signal.generation)
@@ -169,7 +127,7 @@ struct IceKey {
     }
 
     /// The message, or nil when it is malformed or its MAC is wrong.
-    func open(_ sealed: [UInt8]) -> IceSignal? {
+    public func open(_ sealed: [UInt8]) -> IceSignal? {
         guard let content = key.open(sealed) else { return nil }
         var r = ByteReader(content)
         guard let side = r.readUInt8(), side <= 1, let generation = r.readUInt32(),
@@ -193,7 +151,7 @@ struct IceKey {
 }
 
 /// The key a call's control messages are sealed with (docs/calls.md, "Call control"): only the two ends hold it.
-func controlKey(_ keys: SRTPKeys, caller: Bool) -> EndToEndKey {
+public func controlKey(_ keys: SRTPKeys, caller: Bool) -> EndToEndKey {
     EndToEndKey(label: "meshcall/v1/control", tag: CallInner.controlTag, callerToCallee: caller ? keys.send : keys.receive,
                 calleeToCaller: caller ? keys.receive : keys.send)
 }
