@@ -136,14 +136,29 @@ public struct PeerInfo: Sendable, Codable, Equatable {
     public var refusal: String?
 }
 
+/// One session as its handshake made it. Once installed, its sending half is the link's (`UpLink.current`) and its
+/// receiving half goes to the manager's table of receivers, by this node's index for the session.
 struct Session {
+    var sending: Sending
+    var receiving: Receiving
+}
+
+/// What seals a link's datagrams: its current session's sending half.
+struct Sending {
     let localIndex: UInt32
     let remoteIndex: UInt32
-    let sendKey: [UInt8]
-    let receiveKey: [UInt8]
+    let key: [UInt8]
     let createdAt: Int64
     let isInitiator: Bool
-    var sendCounter: UInt64 = 0
+    var counter: UInt64 = 0
+}
+
+/// What opens the datagrams that name one of this node's session indexes: the session's receiving half, the node
+/// it is with, and its replay window. A link's current session and the one it replaced each have one.
+struct Receiving {
+    let owner: WalletAddress
+    let key: [UInt8]
+    let createdAt: Int64
     var replay = ReplayWindow()
 }
 
@@ -224,22 +239,21 @@ enum LinkState {
     }
 }
 
-/// What a link that is up holds: the session traffic is sealed with, the one it replaced (it still opens
-/// datagrams until `rejectAfterMs` after it was made), this node's rekey under way, and the pings in flight.
+/// What a link that is up holds: the session traffic is sealed with, the one it replaced (its receiving half still
+/// opens datagrams until `rejectAfterMs` after it was made), this node's rekey under way, and the pings in flight.
+/// Small: the receiving halves, with their replay windows, live in the manager's table of receivers.
 struct UpLink {
-    var current: Session
-    var previous: Session?
+    var current: Sending
+    var previous: (index: UInt32, createdAt: Int64)?
     /// The index of this node's rekey handshake, while one runs.
     var rekeyIndex: UInt32?
     var outstandingPings: [UInt32: Int64] = [:]
     var nextPingAt: Int64
 
-    init(current: Session, now: Int64) {
+    init(current: Sending, now: Int64) {
         self.current = current
         nextPingAt = now
     }
-
-    var sessions: [Session] { previous.map { [current, $0] } ?? [current] }
 }
 
 struct Dial<Address: Hashable & Sendable> {
@@ -267,7 +281,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private var peers: [WalletAddress: Peer<Address>] = [:]
     /// Session indexes, ephemeral keys and cookie secrets come from here.
     private let random: LinkRandom
-    private var sessionOwners: [UInt32: WalletAddress] = [:]
+    /// The receiving half of every installed session, by this node's index for it.
+    private var receivers: [UInt32: Receiving] = [:]
     private var pending: [UInt32: PendingInit<Address>] = [:]
     private var halfOpen: [UInt32: HalfOpen<Address>] = [:]
     private var halfOpenByInitiator: [WalletAddress: UInt32] = [:]
@@ -361,7 +376,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     public mutating func receive(_ datagram: UnsafeRawBufferPointer, from source: Address, now: Int64,
                                  payload: inout [UInt8]) -> LinkReceipt<Address> {
         guard datagram.first == LinkMessageType.transport.rawValue, datagram.count >= LinkWire.transportMinBytes,
-              sessionOwners[Self.transportIndex(datagram)] != nil
+              receivers.index(forKey: Self.transportIndex(datagram)) != nil
         else { return .actions(receive(Array(datagram), from: source, now: now)) }
         counters.packetsIn += 1
         counters.bytesIn += datagram.count
@@ -438,7 +453,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     }
 
     /// The initiator rekeys on time; the responder only if the initiator has not (for example after a restart).
-    private func rekeyAge(_ session: Session) -> Int64 {
+    private func rekeyAge(_ session: Sending) -> Int64 {
         session.isInitiator ? config.rekeyAfterMs : config.rekeyAfterMs + (config.rejectAfterMs - config.rekeyAfterMs) / 2
     }
 
@@ -555,15 +570,15 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         }
         let lastTimestamp = max(peers[initiator]?.lastInitTimestamp ?? 0, halfOpenByInitiator[initiator].flatMap { halfOpen[$0]?.initTimestamp } ?? 0)
         guard initiator != localAddress, message.timestampMs > lastTimestamp,
-              let (response, session) = respond(to: message, now: now)
+              let (response, session) = respond(to: message, from: initiator, now: now)
         else {
             counters.handshakeRefused += 1
             return []
         }
         if let old = halfOpenByInitiator[initiator] { dropHalfOpen(old) }
-        halfOpen[session.localIndex] = HalfOpen(initiatorKey: initiatorKey, endpoint: source, initTimestamp: message.timestampMs,
-                                                session: session, expiresAt: now + config.halfOpenTimeoutMs)
-        halfOpenByInitiator[initiator] = session.localIndex
+        halfOpen[session.sending.localIndex] = HalfOpen(initiatorKey: initiatorKey, endpoint: source, initTimestamp: message.timestampMs,
+                                                        session: session, expiresAt: now + config.halfOpenTimeoutMs)
+        halfOpenByInitiator[initiator] = session.sending.localIndex
         halfOpenPerSource[source.rateLimitKey, default: 0] += 1
         return [outbound(response, to: source)]
     }
@@ -580,8 +595,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return true
     }
 
-    /// The response to an initiation and the session it opens (nil for a low-order ephemeral key).
-    private mutating func respond(to message: HandshakeInit, now: Int64) -> ([UInt8], Session)? {
+    /// The response to an initiation from `initiator` and the session it opens (nil for a low-order ephemeral key).
+    private mutating func respond(to message: HandshakeInit, from initiator: WalletAddress, now: Int64) -> ([UInt8], Session)? {
         let (secret, ephemeral) = LinkCrypto.keyPair(secret: random.bytes(32))
         guard let shared = LinkCrypto.sharedSecret(secret: secret, peerPublic: message.ephemeral) else { return nil }
         let index = freshIndex()
@@ -589,8 +604,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         let signed = HandshakeResponse.signedPart(senderIndex: index, receiverIndex: message.senderIndex, ephemeral: ephemeral)
         let signature = identity.sign(digest: HandshakeResponse.digest(initTranscript: transcript, signedPart: signed))
         let keys = Self.sessionKeys(shared: shared, initTranscript: transcript, responseSignedPart: signed)
-        let session = Session(localIndex: index, remoteIndex: message.senderIndex, sendKey: keys.responderToInitiator,
-                              receiveKey: keys.initiatorToResponder, createdAt: now, isInitiator: false)
+        let session = Session(sending: Sending(localIndex: index, remoteIndex: message.senderIndex, key: keys.responderToInitiator,
+                                               createdAt: now, isInitiator: false),
+                              receiving: Receiving(owner: initiator, key: keys.initiatorToResponder, createdAt: now))
         return (signed + signature.bytes, session)
     }
 
@@ -659,10 +675,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         if dials[initState.endpoint]?.pendingIndex == message.receiverIndex { dials[initState.endpoint]?.peer = responder }
         let keys = Self.sessionKeys(shared: shared, initTranscript: transcript, responseSignedPart: message.signedPart)
         var peer = peers[responder] ?? Peer(publicKey: responderKey, endpoint: source, now: now)
-        let session = Session(localIndex: message.receiverIndex, remoteIndex: message.senderIndex,
-                              sendKey: keys.initiatorToResponder, receiveKey: keys.responderToInitiator,
-                              createdAt: now, isInitiator: true)
-        sessionOwners[message.receiverIndex] = responder
+        let session = Session(sending: Sending(localIndex: message.receiverIndex, remoteIndex: message.senderIndex,
+                                               key: keys.initiatorToResponder, createdAt: now, isInitiator: true),
+                              receiving: Receiving(owner: responder, key: keys.responderToInitiator, createdAt: now))
         peer.endpoint = source
         peer.lastReceivedAt = now
         var actions: [LinkAction<Address>] = []
@@ -732,19 +747,20 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     /// `rekeyDone`: it came from this node's own handshake, which ends any rekey this node had under way.
     private mutating func install(_ session: Session, in peer: inout Peer<Address>, rekeyDone: Bool, now: Int64,
                                   actions: inout [LinkAction<Address>]) {
+        receivers[session.sending.localIndex] = session.receiving
         let replaced = peer.withUp { up in
             let old = up.previous
-            up.previous = up.current
-            up.current = session
+            up.previous = (up.current.localIndex, up.current.createdAt)
+            up.current = session.sending
             if rekeyDone { up.rekeyIndex = nil }
             return old
         }
         guard let replaced else {
-            peer.link = .up(UpLink(current: session, now: now))
+            peer.link = .up(UpLink(current: session.sending, now: now))
             actions.append(.up(peer.address, peer.endpoint))
             return
         }
-        if let old = replaced { sessionOwners[old.localIndex] = nil }
+        if let old = replaced { receivers[old.index] = nil }
     }
 
     private mutating func dropHalfOpen(_ index: UInt32) {
@@ -781,38 +797,18 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
                                         into plaintext: inout [UInt8]) -> WalletAddress? {
         let index = Self.transportIndex(datagram)
         let counter = UInt64(bigEndian: datagram.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
-        guard let owner = sessionOwners[index], let slot = peers.index(forKey: owner) else {
+        guard let slot = receivers.index(forKey: index) else {
             counters.unknownSession += 1
             return nil
         }
-        // The peer changes in place, in its table (even reading one of its fields through the table would copy it).
-        let opened = Self.open(datagram, index: index, counter: counter, on: &peers.values[slot], from: source, now: now,
-                               rejectAfterMs: config.rejectAfterMs, counters: &counters, into: &plaintext)
-        return opened ? owner : nil
-    }
-
-    /// `openTransport` on the peer that owns the session: its session is moved out while it changes (and back after),
-    /// so the replay window and the rest are never copied per datagram.
-    private static func open(_ datagram: UnsafeRawBufferPointer, index: UInt32, counter: UInt64, on peer: inout Peer<Address>,
-                             from source: Address, now: Int64, rejectAfterMs: Int64, counters: inout LinkCounters,
-                             into plaintext: inout [UInt8]) -> Bool {
-        let opened = peer.withUp { up -> Bool? in
-            func open(_ session: inout Session) -> Bool {
-                now - session.createdAt < rejectAfterMs && Self.open(datagram, counter: counter, session: &session, counters: &counters,
-                                                                     into: &plaintext)
-            }
-            if up.current.localIndex == index { return open(&up.current) }
-            guard var previous = up.previous.take(), previous.localIndex == index else { return nil }
-            defer { up.previous = previous }
-            return open(&previous)
-        }
-        guard let found = opened ?? nil else {
-            counters.unknownSession += 1
-            return false
-        }
-        guard found else { return false }
-        note(datagram.count, on: &peer, from: source, now: now)
-        return true
+        // The receiving half and the peer change in place, in their tables (even reading one field of either through
+        // its table would copy the whole value).
+        guard let owner = Self.open(datagram, counter: counter, now: now, rejectAfterMs: config.rejectAfterMs,
+                                    receiving: &receivers.values[slot], counters: &counters, into: &plaintext),
+              let peerSlot = peers.index(forKey: owner)
+        else { return nil }
+        Self.note(datagram.count, on: &peers.values[peerSlot], from: source, now: now)
+        return owner
     }
 
     /// The inner message of an authentic transport datagram from `address`.
@@ -831,13 +827,13 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         var session = entry.session
         var plaintext: [UInt8] = []
         let counter = UInt64(bigEndian: datagram.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 5, as: UInt64.self) })
-        guard datagram.withUnsafeBytes({ Self.open($0, counter: counter, session: &session, counters: &counters, into: &plaintext) })
+        guard datagram.withUnsafeBytes({ Self.open($0, counter: counter, receiving: &session.receiving, counters: &counters,
+                                                   into: &plaintext) })
         else { return [] }
-        dropHalfOpen(session.localIndex)
+        dropHalfOpen(session.sending.localIndex)
         let initiator = entry.initiatorKey.address
         var peer = peers[initiator] ?? Peer(publicKey: entry.initiatorKey, endpoint: source, now: now)
         peer.lastInitTimestamp = max(peer.lastInitTimestamp, entry.initTimestamp)
-        sessionOwners[session.localIndex] = initiator
         var actions: [LinkAction<Address>] = []
         install(session, in: &peer, rekeyDone: false, now: now, actions: &actions)
         Self.note(datagram.count, on: &peer, from: source, now: now)
@@ -846,19 +842,27 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         return actions
     }
 
+    /// `open` for a receiving half that may have expired: its owner when the datagram opened.
+    private static func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, now: Int64, rejectAfterMs: Int64,
+                             receiving: inout Receiving, counters: inout LinkCounters, into plaintext: inout [UInt8]) -> WalletAddress? {
+        guard now - receiving.createdAt < rejectAfterMs,
+              open(datagram, counter: counter, receiving: &receiving, counters: &counters, into: &plaintext) else { return nil }
+        return receiving.owner
+    }
+
     /// Checks the counter against the replay window and authenticates into `plaintext`; counts the failure and
     /// returns false.
-    private static func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, session: inout Session, counters: inout LinkCounters,
-                             into plaintext: inout [UInt8]) -> Bool {
-        guard counter < LinkWire.counterLimit, session.replay.wouldAccept(counter) else {
+    private static func open(_ datagram: UnsafeRawBufferPointer, counter: UInt64, receiving: inout Receiving,
+                             counters: inout LinkCounters, into plaintext: inout [UInt8]) -> Bool {
+        guard counter < LinkWire.counterLimit, receiving.replay.wouldAccept(counter) else {
             counters.replayed += 1
             return false
         }
-        guard LinkCrypto.open(key: session.receiveKey, counter: counter, datagram: datagram, into: &plaintext) else {
+        guard LinkCrypto.open(key: receiving.key, counter: counter, datagram: datagram, into: &plaintext) else {
             counters.authFailed += 1
             return false
         }
-        _ = session.replay.accept(counter)
+        _ = receiving.replay.accept(counter)
         return true
     }
 
@@ -920,10 +924,10 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private static func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
                                                           counters: inout LinkCounters, into sink: inout Sink) -> Bool {
         let next = peer.withUp { up -> (counter: UInt64, remoteIndex: UInt32, key: [UInt8])? in
-            let counter = up.current.sendCounter
+            let counter = up.current.counter
             guard counter < LinkWire.counterLimit else { return nil }
-            up.current.sendCounter += 1
-            return (counter, up.current.remoteIndex, up.current.sendKey)
+            up.current.counter += 1
+            return (counter, up.current.remoteIndex, up.current.key)
         }
         guard let (counter, remoteIndex, key) = next ?? nil else { return false }
         let length = LinkCrypto.sealedBytes(body: body.count)
@@ -949,7 +953,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private mutating func tickPeer(_ peer: inout Peer<Address>, now: Int64, actions: inout [LinkAction<Address>]) {
         guard case .up(let up) = peer.link else { return }
         if let previous = up.previous, now - previous.createdAt >= config.rejectAfterMs {
-            sessionOwners[previous.localIndex] = nil
+            receivers[previous.index] = nil
             peer.withUp { $0.previous = nil }
         }
         let age = now - up.current.createdAt
@@ -983,7 +987,8 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
 
     private mutating func markDown(_ peer: inout Peer<Address>, reason: String, actions: inout [LinkAction<Address>]) {
         if case .up(let up) = peer.link {
-            for s in up.sessions { sessionOwners[s.localIndex] = nil }
+            receivers[up.current.localIndex] = nil
+            if let previous = up.previous { receivers[previous.index] = nil }
         }
         peer.link = .down
         actions.append(.down(peer.address, reason: reason))
@@ -1002,7 +1007,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private func freshIndex() -> UInt32 {
         while true {
             let index = random.bytes(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-            if index != 0, sessionOwners[index] == nil, pending[index] == nil, halfOpen[index] == nil { return index }
+            if index != 0, receivers.index(forKey: index) == nil, pending[index] == nil, halfOpen[index] == nil { return index }
         }
     }
 }
