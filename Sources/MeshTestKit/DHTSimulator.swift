@@ -1,9 +1,8 @@
-import HeapModule
 import MeshDHT
 import MeshIdentity
 
-/// Many DHT cores in one process on a virtual clock (docs/dht.md, "Simulator"): a latency matrix from random
-/// coordinates, loss, partitions and churn, all drawn from one seeded generator, so a run repeats exactly.
+/// Many DHT cores in one process on a virtual clock (docs/dht.md, "Simulator"): `MeshSimulator` with latency from
+/// random coordinates, loss, partitions and churn, all drawn from one seeded generator, so a run repeats exactly.
 ///
 /// The simulator drives the message-level core (`DHTProtocol`) and delivers `DHTPacket`s as they are, with the
 /// sender's id as the envelope layer would have proven it: signing and recovering every message of a
@@ -26,16 +25,38 @@ public struct DHTSimulator {
         public init() {}
     }
 
-    public struct Node: Sendable {
+    /// A packet on the simulated wire, with its sender as the envelope layer would have proven it.
+    public struct Datagram: Sendable {
+        public let packet: DHTPacket
+        public let sender: Contact
+    }
+
+    public struct Node: SimNode, Sendable {
         /// Nil once the node has left.
         public fileprivate(set) var core: DHTProtocol?
         public let contact: Contact
-        let x: Double, y: Double
-        var group = 0
-        var scheduledTickMs: Int64?
         /// False for a node added with `addSilentNode()` until `start(_:bootstrapFrom:)`: datagrams to it are lost.
         public fileprivate(set) var isListening = true
         public var isAlive: Bool { core != nil }
+
+        public mutating func receive(_ datagram: Datagram, from sender: Int, now: Int64) -> [DHTProtocolAction] {
+            core!.handle(datagram.packet, from: datagram.sender, nowMs: now)
+        }
+
+        public mutating func tick(now: Int64) -> [DHTProtocolAction] { core!.tick(nowMs: now) }
+
+        public var nextDeadline: Int64? { core?.nextTimeoutMs }
+
+        public func route(_ action: DHTProtocolAction) -> SimRoute<Datagram> {
+            switch action {
+            case .send(let packet, let endpoint):
+                .send(Datagram(packet: packet, sender: contact), to: DHTSimulator.index(of: endpoint) ?? -1)
+            case .lookupFinished, .recordStored:
+                .event
+            case .recordDropped:
+                .ignore
+            }
+        }
     }
 
     /// A lookup started with `startLookup`, by its origin node.
@@ -45,28 +66,33 @@ public struct DHTSimulator {
     }
 
     public let config: Config
-    public private(set) var nowMs: Int64
-    public private(set) var nodes: [Node] = []
+    public var nowMs: Int64 { network.nowMs }
+    public var nodes: [Node] { network.nodes }
     /// Outcomes of lookups started with `startLookup`.
     public private(set) var finished: [LookupKey: LookupOutcome] = [:]
     /// When each node stored a record, for the keys in `trackedKeys`.
     public private(set) var storeTimes: [NodeID: [(node: Int, timeMs: Int64)]] = [:]
     public var trackedKeys: Set<NodeID> = []
-    public private(set) var datagramsSent = 0
-    public private(set) var datagramsLost = 0
-    public var lossRate: Double
+    public var datagramsSent: Int { network.datagramsSent }
+    public var datagramsLost: Int { network.datagramsLost }
+    public var lossRate: Double {
+        get { network.lossRate }
+        set { network.lossRate = newValue }
+    }
 
-    private var rng: SplitMix64
-    private var queue = EventQueue()
+    private var network: MeshSimulator<Node>
     private var alive: [Int] = []
     private var alivePosition: [Int: Int] = [:]
-    private var partitioned = false
 
     public init(config: Config) {
         self.config = config
-        self.nowMs = config.startMs
-        self.lossRate = config.lossRate
-        self.rng = SplitMix64(seed: config.seed)
+        var network = MeshSimulator<Node>.Config()
+        network.seed = config.seed
+        network.startMs = config.startMs
+        network.latency = .coordinates(minMs: config.minLatencyMs, spanMs: config.spanLatencyMs)
+        network.jitter = config.jitter
+        network.lossRate = config.lossRate
+        self.network = MeshSimulator(config: network)
     }
 
     // MARK: building the network
@@ -89,8 +115,8 @@ public struct DHTSimulator {
                     contacts += sample(config.dht.k, from: low..<high).map { nodes[everyone[$0].1].contact }
                 }
             }
-            nodes[index].core!.restore(contacts: contacts, records: [], nowMs: nowMs)
-            schedule(index)
+            let now = nowMs
+            network[node: index].core!.restore(contacts: contacts, records: [], nowMs: now)
         }
     }
 
@@ -98,11 +124,10 @@ public struct DHTSimulator {
     /// for the first). Returns its index.
     @discardableResult
     public mutating func join() -> Int {
-        let helper = alive.isEmpty ? nil : alive[Int.random(in: 0..<alive.count, using: &rng)]
+        let helper = alive.isEmpty ? nil : alive[Int.random(in: 0..<alive.count, using: &network.rng)]
         let index = makeNode()
         let endpoints = helper.map { [nodes[$0].contact.endpoint] } ?? []
-        let actions = nodes[index].core!.bootstrap(endpoints, nowMs: nowMs)
-        perform(actions, at: index)
+        act(at: index) { $0.bootstrap(endpoints, nowMs: $1) }
         return index
     }
 
@@ -110,7 +135,8 @@ public struct DHTSimulator {
     /// process that has not bound its port), and it is not among `aliveNodes` until `start`.
     public mutating func addSilentNode() -> Int {
         let index = makeNode()
-        nodes[index].isListening = false
+        network[node: index].isListening = false
+        network.setListening(index, false)
         alive.removeLast()
         alivePosition[index] = nil
         return index
@@ -120,17 +146,19 @@ public struct DHTSimulator {
     /// (which may not be listening yet).
     public mutating func start(_ index: Int, bootstrapFrom helpers: [Int]) {
         precondition(!nodes[index].isListening, "node \(index) already started")
-        nodes[index].isListening = true
+        network[node: index].isListening = true
+        network.setListening(index, true)
         alivePosition[index] = alive.count
         alive.append(index)
-        let actions = nodes[index].core!.bootstrap(helpers.map { nodes[$0].contact.endpoint }, nowMs: nowMs)
-        perform(actions, at: index)
+        let endpoints = helpers.map { nodes[$0].contact.endpoint }
+        act(at: index) { $0.bootstrap(endpoints, nowMs: $1) }
     }
 
     /// The node leaves without a word (crash or disconnect); datagrams to it are lost.
     public mutating func kill(_ index: Int) {
         guard nodes[index].isAlive, let position = alivePosition.removeValue(forKey: index) else { return }
-        nodes[index].core = nil
+        network.kill(index)
+        network[node: index].core = nil
         let last = alive.removeLast()
         if last != index {
             alive[position] = last
@@ -141,7 +169,7 @@ public struct DHTSimulator {
     /// Churn step: a random live node outside `protected` leaves and a new node joins.
     public mutating func replaceRandomNode(protecting protected: Set<Int> = []) {
         for _ in 0..<100 {
-            let victim = alive[Int.random(in: 0..<alive.count, using: &rng)]
+            let victim = alive[Int.random(in: 0..<alive.count, using: &network.rng)]
             if protected.contains(victim) { continue }
             kill(victim)
             break
@@ -151,70 +179,57 @@ public struct DHTSimulator {
 
     /// Splits the live nodes into `groups` random groups; datagrams between groups are lost until `heal()`.
     public mutating func partition(into groups: Int) {
-        for index in alive { nodes[index].group = Int.random(in: 0..<groups, using: &rng) }
-        partitioned = true
+        var groupOf: [Int: Int] = [:]
+        for index in alive { groupOf[index] = Int.random(in: 0..<groups, using: &network.rng) }
+        network.partition(groupOf)
     }
 
     /// Puts each live node in the group `groupOf` gives it; datagrams between groups are lost until `heal()`.
     public mutating func partition(by groupOf: (Int) -> Int) {
-        for index in alive { nodes[index].group = groupOf(index) }
-        partitioned = true
+        network.partition(Dictionary(uniqueKeysWithValues: alive.map { ($0, groupOf($0)) }))
     }
 
-    public mutating func heal() { partitioned = false }
+    public mutating func heal() { network.heal() }
 
     // MARK: driving nodes
 
     public var aliveNodes: [Int] { alive }
 
-    public mutating func randomAliveNode() -> Int { alive[Int.random(in: 0..<alive.count, using: &rng)] }
+    public mutating func randomAliveNode() -> Int { alive[Int.random(in: 0..<alive.count, using: &network.rng)] }
 
-    public mutating func random<T>(_ choices: [T]) -> T { choices[Int.random(in: 0..<choices.count, using: &rng)] }
+    public mutating func random<T>(_ choices: [T]) -> T { choices[Int.random(in: 0..<choices.count, using: &network.rng)] }
 
     /// Starts a value lookup at `node`; its outcome lands in `finished`.
     @discardableResult
     public mutating func startLookup(from node: Int, key: NodeID) -> LookupKey {
-        let (id, actions) = nodes[node].core!.findValue(key, nowMs: nowMs)
-        perform(actions, at: node)
-        return LookupKey(node: node, id: id)
+        var lookup: LookupID?
+        act(at: node) {
+            let (id, actions) = $0.findValue(key, nowMs: $1)
+            lookup = id
+            return actions
+        }
+        return LookupKey(node: node, id: lookup!)
     }
 
     /// `node` publishes a presence record for `wallet` (its own endpoint as the home endpoint).
     public mutating func publish(from node: Int, wallet: PrivateKey) {
         let endpoint = nodes[node].contact.endpoint
-        let actions = nodes[node].core!.publish(wallet: wallet, endpoints: [endpoint], relays: [], nowMs: nowMs)
-        perform(actions, at: node)
+        act(at: node) { $0.publish(wallet: wallet, endpoints: [endpoint], relays: [], nowMs: $1) }
     }
 
     /// A wallet key drawn from the simulation's generator (so records repeat exactly per seed).
-    public mutating func makeWallet() -> PrivateKey { rng.privateKey() }
+    public mutating func makeWallet() -> PrivateKey { network.rng.privateKey() }
 
     /// Runs every event up to and including `timeMs`; the clock ends at `timeMs`.
     public mutating func run(until timeMs: Int64) {
-        while let event = queue.popFirst(notAfter: timeMs) {
-            nowMs = event.timeMs
-            switch event.kind {
-            case .deliver(let to, let from, let packet):
-                guard nodes[to].isAlive, nodes[to].isListening else { continue }
-                let actions = nodes[to].core!.handle(packet, from: nodes[from].contact, nowMs: nowMs)
-                perform(actions, at: to)
-            case .tick(let index):
-                guard nodes[index].isAlive, nodes[index].scheduledTickMs == event.timeMs else { continue }
-                nodes[index].scheduledTickMs = nil
-                let actions = nodes[index].core!.tick(nowMs: nowMs)
-                perform(actions, at: index)
-            }
-        }
-        nowMs = max(nowMs, timeMs)
+        network.run(until: timeMs)
+        takeEvents()
     }
 
     public mutating func run(forMs duration: Int64) { run(until: nowMs + duration) }
 
     /// The one-way latency between two nodes before jitter.
-    public func baseLatencyMs(_ a: Int, _ b: Int) -> Double {
-        let dx = nodes[a].x - nodes[b].x, dy = nodes[a].y - nodes[b].y
-        return config.minLatencyMs + (dx * dx + dy * dy).squareRoot() / 2.squareRoot() * config.spanLatencyMs
-    }
+    public func baseLatencyMs(_ a: Int, _ b: Int) -> Double { network.baseLatencyMs(a, b) }
 
     /// Which node listens at `endpoint` (endpoints encode the index: 16+i>>16 . i>>8 . i . 1).
     public static func index(of endpoint: DHTEndpoint) -> Int? {
@@ -229,43 +244,34 @@ public struct DHTSimulator {
         precondition(index < 240 << 16, "too many simulated nodes")
         let endpoint = DHTEndpoint(ip: [UInt8(16 + index >> 16), UInt8(index >> 8 & 0xff), UInt8(index & 0xff), 1],
                                    port: 4460)!
-        let id = NodeID.random(using: &rng)
-        let core = DHTProtocol(localID: id, config: config.dht, seed: rng.next())
-        let x = Double.random(in: 0..<1, using: &rng), y = Double.random(in: 0..<1, using: &rng)
-        nodes.append(Node(core: core, contact: Contact(id: id, endpoint: endpoint), x: x, y: y))
+        let id = NodeID.random(using: &network.rng)
+        let core = DHTProtocol(localID: id, config: config.dht, seed: network.rng.next())
+        network.add(Node(core: core, contact: Contact(id: id, endpoint: endpoint)))
         alivePosition[index] = alive.count
         alive.append(index)
         return index
     }
 
-    private mutating func perform(_ actions: [DHTProtocolAction], at index: Int) {
-        for action in actions {
-            switch action {
-            case .send(let packet, let endpoint):
-                datagramsSent += 1
-                guard let to = Self.index(of: endpoint), to < nodes.count else { continue }
-                if lossRate > 0, Double.random(in: 0..<1, using: &rng) < lossRate { datagramsLost += 1; continue }
-                if partitioned, nodes[to].group != nodes[index].group { datagramsLost += 1; continue }
-                let base = baseLatencyMs(index, to)
-                let latency = base * (1 + config.jitter * Double.random(in: 0..<1, using: &rng))
-                queue.push(timeMs: nowMs + Int64(latency.rounded()), .deliver(to: to, from: index, packet: packet))
+    /// Runs `body` on node `index`'s core at the current time and carries out the actions it returns.
+    private mutating func act(at index: Int, _ body: (inout DHTProtocol, Int64) -> [DHTProtocolAction]) {
+        let now = nowMs
+        let actions = body(&network[node: index].core!, now)
+        network.perform(actions, at: index)
+        takeEvents()
+    }
+
+    /// Files the lookup outcomes and (tracked) stores the nodes reported.
+    private mutating func takeEvents() {
+        for event in network.takeEvents() {
+            switch event.action {
             case .lookupFinished(let id, let outcome):
-                finished[LookupKey(node: index, id: id)] = outcome
+                finished[LookupKey(node: event.node, id: id)] = outcome
             case .recordStored(let record):
-                if trackedKeys.contains(record.key) { storeTimes[record.key, default: []].append((index, nowMs)) }
-            case .recordDropped:
+                if trackedKeys.contains(record.key) { storeTimes[record.key, default: []].append((event.node, event.timeMs)) }
+            case .send, .recordDropped:
                 break
             }
         }
-        schedule(index)
-    }
-
-    private mutating func schedule(_ index: Int) {
-        guard let due = nodes[index].core?.nextTimeoutMs else { return }
-        if let scheduled = nodes[index].scheduledTickMs, scheduled <= due { return }
-        let time = max(due, nowMs)
-        nodes[index].scheduledTickMs = time
-        queue.push(timeMs: time, .tick(index))
     }
 
     /// Up to `count` distinct random positions of `range`.
@@ -274,7 +280,7 @@ public struct DHTSimulator {
         var chosen: [Int] = []
         var seen: Set<Int> = []
         while chosen.count < count {
-            let pick = Int.random(in: range, using: &rng)
+            let pick = Int.random(in: range, using: &network.rng)
             if seen.insert(pick).inserted { chosen.append(pick) }
         }
         return chosen
@@ -296,37 +302,5 @@ public struct DHTSimulator {
             if ids[mid] <= value { low = mid + 1 } else { high = mid }
         }
         return low
-    }
-}
-
-/// Pending simulator events, earliest first; ties in insertion order (a heap keyed by time and sequence).
-struct EventQueue {
-    /// Boxed, so sifting the heap moves a pointer rather than a packet.
-    indirect enum Kind {
-        case deliver(to: Int, from: Int, packet: DHTPacket)
-        case tick(Int)
-    }
-
-    struct Event: Comparable {
-        let timeMs: Int64
-        let sequence: UInt64
-        let kind: Kind
-
-        static func < (a: Event, b: Event) -> Bool { (a.timeMs, a.sequence) < (b.timeMs, b.sequence) }
-        static func == (a: Event, b: Event) -> Bool { a.sequence == b.sequence }
-    }
-
-    private var heap = Heap<Event>()
-    private var nextSequence: UInt64 = 0
-
-    mutating func push(timeMs: Int64, _ kind: Kind) {
-        heap.insert(Event(timeMs: timeMs, sequence: nextSequence, kind: kind))
-        nextSequence += 1
-    }
-
-    /// Removes and returns the earliest event if it is due by `timeMs`.
-    mutating func popFirst(notAfter timeMs: Int64) -> Event? {
-        guard let first = heap.min, first.timeMs <= timeMs else { return nil }
-        return heap.removeMin()
     }
 }

@@ -1,0 +1,326 @@
+/// What one of a node's actions means to the network.
+public enum SimRoute<Datagram> {
+    /// A datagram for the node with index `to`; one for an index that is no node's is lost on the way.
+    case send(Datagram, to: Int)
+    /// Something the node reports: kept in `MeshSimulator.events`.
+    case event
+    /// Nothing the simulator keeps.
+    case ignore
+}
+
+/// A node as `MeshSimulator` runs it: a pure core (inputs with a monotonic `now` in, actions out) behind an
+/// adapter that says which actions are datagrams. Nodes are numbered in the order they were added.
+public protocol SimNode {
+    associatedtype Datagram
+    associatedtype Action
+
+    mutating func receive(_ datagram: Datagram, from sender: Int, now: Int64) -> [Action]
+    mutating func tick(now: Int64) -> [Action]
+    /// When the node next needs a tick; nil for never.
+    var nextDeadline: Int64? { get }
+    func route(_ action: Action) -> SimRoute<Datagram>
+}
+
+/// An undirected link between two nodes.
+public struct SimLink: Hashable, Sendable {
+    public let a: Int, b: Int
+    public init(_ i: Int, _ j: Int) {
+        a = min(i, j)
+        b = max(i, j)
+    }
+}
+
+/// How far apart two nodes are, one way, before jitter.
+public enum SimLatency: Sendable {
+    /// The same for every pair.
+    case fixed(ms: Double)
+    /// Every node gets random coordinates in the unit square: `minMs` + distance / √2 × `spanMs`.
+    case coordinates(minMs: Double, spanMs: Double)
+}
+
+/// The deterministic discrete-event network every simulated test runs on (docs/architecture.md, "Simulator"):
+/// nodes on one virtual clock, datagrams delayed by per-pair latency with jitter, lost at random (everywhere or
+/// per link), across partitions, on cut links, outside the topology or to killed nodes, all drawn from one seeded
+/// generator, so a run repeats exactly. Each node is ticked as the daemon ticks a core: one timer at its
+/// `nextDeadline`, re-armed after every input.
+///
+/// With `checksEarlyTicks` every input is preceded by the property check the daemon relies on: a copy of the node
+/// ticked before its deadline (now, and the millisecond before a deadline tick) must do nothing; a node that
+/// does, or a timer that fires before the node's deadline (it moved later) and finds the node acting, is a fault
+/// `takeEarlyTickFaults()` returns.
+public struct MeshSimulator<Node: SimNode> {
+    public struct Config: Sendable {
+        public var seed: UInt64 = 1
+        /// Virtual start time (Unix ms, so expiry behaves as on a real clock).
+        public var startMs: Int64 = 1_700_000_000_000
+        public var latency = SimLatency.fixed(ms: 0)
+        /// A datagram's latency is the pair's times 1 + up to `jitter`, drawn per datagram.
+        public var jitter = 0.0
+        /// Chance that any datagram is lost.
+        public var lossRate = 0.0
+        public var checksEarlyTicks = false
+        /// Keep every datagram sent in `wire` (lost ones too).
+        public var logsWire = false
+        public init() {}
+    }
+
+    /// A non-datagram action, with the node and time it came from.
+    public struct Event {
+        public let node: Int
+        public let timeMs: Int64
+        public let action: Node.Action
+    }
+
+    /// A datagram as it was sent.
+    public struct WireRecord {
+        public let from: Int
+        public let to: Int
+        public let timeMs: Int64
+        public let datagram: Node.Datagram
+    }
+
+    /// Boxed, so sifting the heap moves a pointer rather than a datagram.
+    private indirect enum Pending {
+        case deliver(to: Int, from: Int, Node.Datagram)
+        case tick(Int)
+    }
+
+    public let config: Config
+    public private(set) var nowMs: Int64
+    public private(set) var nodes: [Node] = []
+    /// The generator every random choice of the run comes from; scenarios draw from it too.
+    public var rng: SplitMix64
+    public var lossRate: Double
+    /// The links datagrams can cross; nil for every pair.
+    public var links: Set<SimLink>?
+    /// Links that lose everything while both ends still think them up.
+    public var cut: Set<SimLink> = []
+    /// Links that lose each datagram with this probability (besides `lossRate`).
+    public var linkLoss: [SimLink: Double] = [:]
+    /// One-way latency of particular links, before jitter, instead of `config.latency`.
+    public var linkLatencyMs: [SimLink: Double] = [:]
+    /// Datagrams a scenario drops (by sender and receiver index).
+    public var drop: ((Int, Int) -> Bool)?
+    public private(set) var events: [Event] = []
+    public private(set) var wire: [WireRecord] = []
+    private var earlyTickFaults: [String] = []
+    public private(set) var datagramsSent = 0
+    public private(set) var datagramsLost = 0
+    public private(set) var datagramsDelivered = 0
+
+    private var queue = EventQueue<Pending>()
+    private var inFlight = 0
+    private var alive: [Bool] = []
+    private var listening: [Bool] = []
+    private var coordinates: [(x: Double, y: Double)] = []
+    private var group: [Int] = []
+    private var partitioned = false
+    private var scheduledTickMs: [Int64?] = []
+    /// When each node last had an input: a probe must not take its clock back.
+    private var lastInputMs: [Int64] = []
+    private var lastTickMs: [Int64] = []
+
+    public init(config: Config = Config()) {
+        self.config = config
+        nowMs = config.startMs
+        lossRate = config.lossRate
+        rng = SplitMix64(seed: config.seed)
+    }
+
+    // MARK: the network
+
+    /// Adds a node (with coordinates drawn now, for the coordinates model); returns its index.
+    @discardableResult
+    public mutating func add(_ node: Node) -> Int {
+        let index = nodes.count
+        nodes.append(node)
+        if case .coordinates = config.latency {
+            coordinates.append((Double.random(in: 0..<1, using: &rng), Double.random(in: 0..<1, using: &rng)))
+        }
+        alive.append(true)
+        listening.append(true)
+        group.append(0)
+        scheduledTickMs.append(nil)
+        lastInputMs.append(nowMs)
+        lastTickMs.append(.min)
+        schedule(index)
+        return index
+    }
+
+    /// A node as a scenario drives it directly: its tick is re-armed after the access.
+    public subscript(node index: Int) -> Node {
+        get { nodes[index] }
+        _modify {
+            lastInputMs[index] = nowMs
+            yield &nodes[index]
+            schedule(index)
+        }
+    }
+
+    public func isAlive(_ index: Int) -> Bool { alive[index] }
+
+    /// The node stops: it is not ticked, and datagrams from it and to it (in flight too) vanish.
+    public mutating func kill(_ index: Int) { alive[index] = false }
+
+    /// A killed node runs again, as it was.
+    public mutating func revive(_ index: Int) {
+        alive[index] = true
+        scheduledTickMs[index] = nil
+        schedule(index)
+    }
+
+    /// Whether datagrams reaching the node are taken in (false: a process that has not bound its port yet).
+    public mutating func setListening(_ index: Int, _ on: Bool) { listening[index] = on }
+
+    /// Moves the nodes listed to the groups given (the others stay where they are: all start in group 0);
+    /// datagrams between groups are lost until `heal()`.
+    public mutating func partition(_ groupOf: [Int: Int]) {
+        for (index, g) in groupOf { group[index] = g }
+        partitioned = true
+    }
+
+    public mutating func heal() { partitioned = false }
+
+    /// The one-way latency between two nodes before jitter.
+    public func baseLatencyMs(_ a: Int, _ b: Int) -> Double {
+        if let fixed = linkLatencyMs[SimLink(a, b)] { return fixed }
+        switch config.latency {
+        case .fixed(let ms):
+            return ms
+        case .coordinates(let minMs, let spanMs):
+            let dx = coordinates[a].x - coordinates[b].x, dy = coordinates[a].y - coordinates[b].y
+            return minMs + (dx * dx + dy * dy).squareRoot() / 2.squareRoot() * spanMs
+        }
+    }
+
+    // MARK: driving
+
+    /// Carries out actions node `index` took at the current time: datagrams go on the network, events are kept.
+    public mutating func perform(_ actions: [Node.Action], at index: Int) {
+        for action in actions {
+            switch nodes[index].route(action) {
+            case .send(let datagram, let to):
+                send(datagram, from: index, to: to)
+            case .event:
+                events.append(Event(node: index, timeMs: nowMs, action: action))
+            case .ignore:
+                break
+            }
+        }
+        schedule(index)
+    }
+
+    /// Hands `datagram` to node `to` now, as if it came from `from` (any index, a node's or not), and carries out
+    /// what the node does.
+    public mutating func inject(_ datagram: Node.Datagram, from: Int, to: Int) {
+        probe(to)
+        lastInputMs[to] = nowMs
+        let actions = nodes[to].receive(datagram, from: from, now: nowMs)
+        perform(actions, at: to)
+    }
+
+    /// Runs every event up to and including `timeMs`; the clock ends at `timeMs`.
+    public mutating func run(until timeMs: Int64) {
+        while step(notAfter: timeMs) {}
+        nowMs = max(nowMs, timeMs)
+    }
+
+    public mutating func run(forMs duration: Int64) { run(until: nowMs + duration) }
+
+    /// Runs until no datagram is in flight, for at most `limitMs`; whether the network went quiet. The clock
+    /// stays at the last event.
+    @discardableResult
+    public mutating func runUntilQuiet(limitMs: Int64 = 600_000) -> Bool {
+        let end = nowMs + limitMs
+        while inFlight > 0 {
+            guard step(notAfter: end) else { return false }
+        }
+        return true
+    }
+
+    /// The faults the early-tick check found since the last call.
+    public mutating func takeEarlyTickFaults() -> [String] {
+        defer { earlyTickFaults.removeAll() }
+        return earlyTickFaults
+    }
+
+    /// The events kept so far, forgotten here.
+    public mutating func takeEvents() -> [Event] {
+        defer { events.removeAll() }
+        return events
+    }
+
+    // MARK: internals
+
+    /// Runs the next event if it is due by `timeMs`; whether there was one.
+    private mutating func step(notAfter timeMs: Int64) -> Bool {
+        guard let event = queue.popFirst(notAfter: timeMs) else { return false }
+        nowMs = event.timeMs
+        switch event.payload {
+        case .deliver(let to, let from, let datagram):
+            inFlight -= 1
+            guard alive[to], listening[to] else { return true }
+            datagramsDelivered += 1
+            probe(to)
+            lastInputMs[to] = nowMs
+            let actions = nodes[to].receive(datagram, from: from, now: nowMs)
+            perform(actions, at: to)
+        case .tick(let index):
+            guard alive[index], scheduledTickMs[index] == event.timeMs else { return true }
+            scheduledTickMs[index] = nil
+            if config.checksEarlyTicks, lastInputMs[index] < nowMs - 1 {
+                probe(index, at: nowMs - 1)
+            }
+            let due = nodes[index].nextDeadline
+            lastInputMs[index] = nowMs
+            lastTickMs[index] = nowMs
+            let actions = nodes[index].tick(now: nowMs)
+            if config.checksEarlyTicks, due.map({ $0 > nowMs }) ?? true, !actions.isEmpty {
+                earlyTickFaults.append("node \(index) ticked at \(nowMs), before its deadline \(due.map(String.init) ?? "none"), acted")
+            }
+            if config.checksEarlyTicks, let again = nodes[index].nextDeadline, again <= nowMs {
+                earlyTickFaults.append("node \(index) is still due at \(again) after its tick at \(nowMs)")
+            }
+            perform(actions, at: index)
+        }
+        return true
+    }
+
+    private mutating func send(_ datagram: Node.Datagram, from: Int, to: Int) {
+        datagramsSent += 1
+        if config.logsWire { wire.append(WireRecord(from: from, to: to, timeMs: nowMs, datagram: datagram)) }
+        guard alive[from], nodes.indices.contains(to) else { return }
+        let link = SimLink(from, to)
+        if let links, !links.contains(link) { datagramsLost += 1; return }
+        if cut.contains(link) || drop?(from, to) == true { datagramsLost += 1; return }
+        if lossRate > 0, Double.random(in: 0..<1, using: &rng) < lossRate { datagramsLost += 1; return }
+        if partitioned, group[from] != group[to] { datagramsLost += 1; return }
+        if let loss = linkLoss[link], Double.random(in: 0..<1, using: &rng) < loss { datagramsLost += 1; return }
+        var latency = baseLatencyMs(from, to)
+        if config.jitter > 0 { latency *= 1 + config.jitter * Double.random(in: 0..<1, using: &rng) }
+        inFlight += 1
+        queue.push(timeMs: nowMs + Int64(latency.rounded()), .deliver(to: to, from: from, datagram))
+    }
+
+    /// Arms the node's timer for its deadline, unless it is armed for then or earlier already.
+    private mutating func schedule(_ index: Int) {
+        guard alive[index], let due = nodes[index].nextDeadline else { return }
+        if let scheduled = scheduledTickMs[index], scheduled <= due { return }
+        // A node still due right after its tick would spin the daemon's timer; here it waits a millisecond.
+        let time = max(due, lastTickMs[index] == nowMs ? nowMs + 1 : nowMs)
+        scheduledTickMs[index] = time
+        queue.push(timeMs: time, .tick(index))
+    }
+
+    /// With `checksEarlyTicks`: a copy of the node ticked at `time`, before its deadline, must do nothing.
+    private mutating func probe(_ index: Int, at time: Int64? = nil) {
+        guard config.checksEarlyTicks else { return }
+        let time = time ?? nowMs
+        let due = nodes[index].nextDeadline
+        guard due.map({ time < $0 }) ?? true else { return }
+        var early = nodes[index]
+        if !early.tick(now: time).isEmpty {
+            earlyTickFaults.append("node \(index) ticked at \(time), before its deadline \(due.map(String.init) ?? "none"), acted")
+        }
+    }
+}
