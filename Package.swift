@@ -44,7 +44,8 @@ let package = Package(
         .target(name: "MeshStun", dependencies: ["MeshWire"], swiftSettings: strict),
         .target(name: "MeshICE", dependencies: ["CNice"], swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
-            "MeshDHT", "MeshIdentity", "MeshWire", .product(name: "HeapModule", package: "swift-collections"),
+            "MeshDHT", "MeshIdentity", "MeshWire", "MeshLink", "MeshRouting", "MeshCall",
+            .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
         .target(name: "MeshLink", dependencies: ["MeshWire", "MeshIdentity", "CSodium"], swiftSettings: hotPath),

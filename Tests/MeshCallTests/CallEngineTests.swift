@@ -3,66 +3,67 @@ import MeshIdentity
 import MeshTestKit
 import Testing
 
-/// Two call engines (caller node A, callee node B) wired back to back, time passed in.
+/// Two call engines (caller node A = 0, callee node B = 1) on the simulator, back to back at zero latency; each
+/// call runs the network until nothing is left to deliver at the current time.
 struct CallPair {
-    var a: CallEngine
-    var b: CallEngine
+    var sim: MeshSimulator<CallNode>
     let nodeA = PrivateKey().address
     let nodeB = PrivateKey().address
     let alice = PrivateKey()
     let bob = PrivateKey()
-    var now: Int64 = 1_000_000
-    var eventsA: [CallAction] = []
-    var eventsB: [CallAction] = []
-    var dropToB = false
 
     init(config: CallConfig = CallConfig()) {
-        a = CallEngine(wallets: [alice], config: config)
-        b = CallEngine(wallets: [bob], config: config)
+        var simConfig = MeshSimulator<CallNode>.Config()
+        simConfig.startMs = 1_000_000
+        simConfig.checksEarlyTicks = true
+        sim = MeshSimulator(config: simConfig)
+        let directory = SimDirectory([nodeA, nodeB])
+        sim.add(CallNode(CallEngine(wallets: [alice], config: config), directory: directory))
+        sim.add(CallNode(CallEngine(wallets: [bob], config: config), directory: directory))
     }
 
-    mutating func runA(_ actions: [CallAction]) {
-        for action in actions {
-            if case .send(let bytes, let to) = action {
-                precondition(to == nodeB)
-                if !dropToB { runB(b.receive(bytes, from: nodeA, now: now)) }
-            } else {
-                eventsA.append(action)
-            }
-        }
+    var a: CallEngine {
+        get { sim.nodes[0].core }
+        set { sim[node: 0].core = newValue }
+    }
+    var b: CallEngine {
+        get { sim.nodes[1].core }
+        set { sim[node: 1].core = newValue }
+    }
+    var now: Int64 { sim.nowMs }
+    var eventsA: [CallAction] { sim.events.filter { $0.node == 0 }.map(\.action) }
+    var eventsB: [CallAction] { sim.events.filter { $0.node == 1 }.map(\.action) }
+    /// Whether everything A sends to B is lost.
+    var dropToB: Bool {
+        get { sim.drop != nil }
+        set { sim.drop = newValue ? { from, _ in from == 0 } : nil }
     }
 
-    mutating func runB(_ actions: [CallAction]) {
-        for action in actions {
-            if case .send(let bytes, let to) = action {
-                precondition(to == nodeA)
-                runA(a.receive(bytes, from: nodeB, now: now))
-            } else {
-                eventsB.append(action)
-            }
-        }
+    mutating func runA(_ actions: [CallAction]) { run(actions, at: 0) }
+    mutating func runB(_ actions: [CallAction]) { run(actions, at: 1) }
+
+    private mutating func run(_ actions: [CallAction], at node: Int) {
+        sim.perform(actions, at: node)
+        sim.run(until: now)
+        checkTicks()
     }
 
     mutating func place() -> CallID {
-        let (id, actions) = a.place(from: alice.address, to: bob.address, via: nodeB, bitrate: 24_000, now: now)!
+        let now = now
+        let (id, actions) = sim[node: 0].core.place(from: alice.address, to: bob.address, via: nodeB, bitrate: 24_000, now: now)!
         runA(actions)
         return id
     }
 
-    mutating func advance(_ ms: Int64, step: Int64 = 100) {
-        var left = ms
-        while left > 0 {
-            now += step
-            left -= step
-            // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
-            for engine in [a, b] {
-                guard let deadline = engine.nextDeadline, now < deadline else { continue }
-                var early = engine
-                #expect(early.tick(now: now).isEmpty, "ticked at \(now), before the deadline \(deadline), and acted")
-            }
-            runA(a.tick(now: now))
-            runB(b.tick(now: now))
-        }
+    /// Every tick the simulator's check found acting before the node's deadline is a test issue.
+    private mutating func checkTicks() {
+        for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
+    }
+
+    /// Advances virtual time, each engine ticked at its deadlines.
+    mutating func advance(_ ms: Int64) {
+        sim.run(forMs: ms)
+        checkTicks()
     }
 }
 

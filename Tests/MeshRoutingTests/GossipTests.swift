@@ -3,15 +3,13 @@ import MeshIdentity
 import MeshTestKit
 import Testing
 
-/// Gossip engines on a graph of links, messages delivered in order, time passed in.
+/// Gossip engines on the simulator: messages cross only the links in the graph, at once and in order; each call
+/// runs the network until nothing is left to deliver at the current time.
 struct GossipNet {
-    var nodes: [GossipEngine]
+    var sim: MeshSimulator<GossipNode>
     var addresses: [WalletAddress]
     var walletKeys: [PrivateKey]
     var wallets: [WalletAddress] { walletKeys.map(\.address) }
-    var links: Set<[Int]> = []
-    var now: Int64 = 0
-    var messages = 0
 
     /// With `announceNodes` every node also announces itself (its node key's address is its address).
     init(count: Int, radius: UInt8 = 2, announceNodes: Bool = false) {
@@ -20,54 +18,67 @@ struct GossipNet {
         walletKeys = (0..<count).map { _ in PrivateKey() }
         var config = GossipConfig()
         config.radius = radius
-        let (addresses, walletKeys) = (addresses, walletKeys)
-        nodes = (0..<count).map {
-            GossipEngine(local: addresses[$0], hosted: [walletKeys[$0]], nodeKey: announceNodes ? nodeKeys[$0] : nil, sequence: 1,
-                         config: config, nowMs: 0)
+        var simConfig = MeshSimulator<GossipNode>.Config()
+        simConfig.startMs = 0
+        simConfig.checksEarlyTicks = true
+        sim = MeshSimulator(config: simConfig)
+        sim.links = []
+        let directory = SimDirectory(addresses)
+        for i in 0..<count {
+            let engine = GossipEngine(local: addresses[i], hosted: [walletKeys[i]], nodeKey: announceNodes ? nodeKeys[i] : nil,
+                                      sequence: 1, config: config, nowMs: 0)
+            sim.add(GossipNode(engine, directory: directory))
         }
+    }
+
+    /// The engines, read and driven in place.
+    var nodes: [GossipEngine] {
+        get { sim.nodes.map(\.core) }
+        set { for (i, core) in newValue.enumerated() { sim[node: i].core = core } }
+    }
+
+    var now: Int64 { sim.nowMs }
+    /// Messages delivered so far.
+    var messages: Int { sim.datagramsDelivered }
+    /// The links messages cross.
+    var links: Set<SimLink> {
+        get { sim.links ?? [] }
+        set { sim.links = newValue }
     }
 
     func index(of address: WalletAddress) -> Int { addresses.firstIndex(of: address)! }
 
     mutating func deliver(_ actions: [GossipAction], from i: Int) {
-        var queue = actions.map { (i, $0) }
-        while !queue.isEmpty {
-            let (from, action) = queue.removeFirst()
-            guard case .send(let bytes, let to) = action, let j = addresses.firstIndex(of: to),
-                  links.contains([min(from, j), max(from, j)]) else { continue }
-            messages += 1
-            queue += nodes[j].receive(bytes, from: addresses[from], nowMs: now).map { (j, $0) }
-        }
+        sim.perform(actions, at: i)
+        sim.run(until: now)
+        checkTicks()
     }
 
     mutating func link(_ i: Int, _ j: Int, cost: UInt16 = 10) {
-        links.insert([min(i, j), max(i, j)])
-        let a = nodes[i].neighbourUp(addresses[j], cost: cost, nowMs: now)
-        let b = nodes[j].neighbourUp(addresses[i], cost: cost, nowMs: now)
+        links.insert(SimLink(i, j))
+        let now = now
+        let a = sim[node: i].core.neighbourUp(addresses[j], cost: cost, nowMs: now)
+        let b = sim[node: j].core.neighbourUp(addresses[i], cost: cost, nowMs: now)
         deliver(a, from: i)
         deliver(b, from: j)
     }
 
     mutating func unlink(_ i: Int, _ j: Int) {
-        links.remove([min(i, j), max(i, j)])
-        deliver(nodes[i].neighbourDown(addresses[j], nowMs: now), from: i)
-        deliver(nodes[j].neighbourDown(addresses[i], nowMs: now), from: j)
+        links.remove(SimLink(i, j))
+        let now = now
+        deliver(sim[node: i].core.neighbourDown(addresses[j], nowMs: now), from: i)
+        deliver(sim[node: j].core.neighbourDown(addresses[i], nowMs: now), from: j)
     }
 
-    mutating func advance(_ ms: Int64, step: Int64 = 500) {
-        var left = ms
-        while left > 0 {
-            now += step
-            left -= step
-            for i in nodes.indices {
-                // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
-                if now < nodes[i].nextDeadline {
-                    var early = nodes[i]
-                    #expect(early.tick(nowMs: now).isEmpty, "node \(i) ticked at \(now), before its deadline, and acted")
-                }
-                deliver(nodes[i].tick(nowMs: now), from: i)
-            }
-        }
+    /// Every tick the simulator's check found acting before the node's deadline is a test issue.
+    private mutating func checkTicks() {
+        for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
+    }
+
+    /// Advances virtual time, each node ticked at its deadlines.
+    mutating func advance(_ ms: Int64) {
+        sim.run(forMs: ms)
+        checkTicks()
     }
 }
 
@@ -169,14 +180,14 @@ struct GossipNet {
         var net = GossipNet(count: 3)
         net.link(0, 1)
         // Node 2 links to 1 but the first full table is lost.
-        net.links.insert([1, 2])
+        net.links.insert(SimLink(1, 2))
         _ = net.nodes[1].neighbourUp(net.addresses[2], cost: 10, nowMs: net.now)
         net.deliver(net.nodes[2].neighbourUp(net.addresses[1], cost: 10, nowMs: net.now), from: 2)
         #expect(net.nodes[2].route(to: net.wallets[0]) == nil)
         net.advance(11_000)
         #expect(net.nodes[2].route(to: net.wallets[0])?.hops == 2, "the digest mismatch asked for a full table")
         // A neighbour that goes silent (without a link-down event) has its routes expire.
-        net.links.remove([1, 2])
+        net.links.remove(SimLink(1, 2))
         net.advance(40_000)
         #expect(net.nodes[2].route(to: net.wallets[0]) == nil)
     }
@@ -188,7 +199,7 @@ struct GossipNet {
             for _ in 0..<30 {
                 let i = Int(rng.next() % 12), j = Int(rng.next() % 12)
                 guard i != j else { continue }
-                if net.links.contains([min(i, j), max(i, j)]) { net.unlink(i, j) } else { net.link(i, j, cost: UInt16(1 + rng.next() % 50)) }
+                if net.links.contains(SimLink(i, j)) { net.unlink(i, j) } else { net.link(i, j, cost: UInt16(1 + rng.next() % 50)) }
                 net.advance(1_000)
                 // Following next hops from any node toward any wallet must reach its origin without revisiting a node.
                 for start in 0..<12 {

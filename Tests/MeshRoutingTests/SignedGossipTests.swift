@@ -212,7 +212,7 @@ import Testing
         net.link(0, 1)
         let first = net.nodes[1].route(to: net.wallets[0])!.announcement
         #expect(first.isAuthentic)
-        net.advance(400_000, step: 5_000)
+        net.advance(400_000)
         let later = net.nodes[1].route(to: net.wallets[0])!.announcement
         #expect(GossipEngine.newer(later.sequence, than: first.sequence))
         #expect(later.expiresAtMs > net.now)
