@@ -14,7 +14,7 @@ struct EventQueue<Payload> {
     private var heap = Heap<Event>()
     private var nextSequence: UInt64 = 0
 
-    var isEmpty: Bool { heap.isEmpty }
+    var first: Event? { heap.min }
 
     mutating func push(timeMs: Int64, _ payload: Payload) {
         heap.insert(Event(timeMs: timeMs, sequence: nextSequence, payload: payload))

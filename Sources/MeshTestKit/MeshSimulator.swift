@@ -21,6 +21,15 @@ public protocol SimNode {
     func route(_ action: Action) -> SimRoute<Datagram>
 }
 
+/// When `MeshSimulator` ticks copies of nodes that are not due, to check that they do nothing.
+public enum EarlyTickCheck: Sendable {
+    case off
+    /// Before every input a node takes, and a millisecond before every tick at its deadline.
+    case everyInput
+    /// Every node, every `ms` of virtual time from the start (as a shell ticking every core on that cadence would).
+    case every(ms: Int64)
+}
+
 /// An undirected link between two nodes.
 public struct SimLink: Hashable, Sendable {
     public let a: Int, b: Int
@@ -44,10 +53,9 @@ public enum SimLatency: Sendable {
 /// generator, so a run repeats exactly. Each node is ticked as the daemon ticks a core: one timer at its
 /// `nextDeadline`, re-armed after every input.
 ///
-/// With `checksEarlyTicks` every input is preceded by the property check the daemon relies on: a copy of the node
-/// ticked before its deadline (now, and the millisecond before a deadline tick) must do nothing; a node that
-/// does, or a timer that fires before the node's deadline (it moved later) and finds the node acting, is a fault
-/// `takeEarlyTickFaults()` returns.
+/// `earlyTickCheck` checks the property the daemon relies on: a copy of a node ticked before its deadline must do
+/// nothing. A node that does (with `.everyInput` also one whose timer fires after its deadline moved later and
+/// finds it acting), or a node still due right after its tick, is a fault `takeEarlyTickFaults()` returns.
 public struct MeshSimulator<Node: SimNode> {
     public struct Config: Sendable {
         public var seed: UInt64 = 1
@@ -58,7 +66,7 @@ public struct MeshSimulator<Node: SimNode> {
         public var jitter = 0.0
         /// Chance that any datagram is lost.
         public var lossRate = 0.0
-        public var checksEarlyTicks = false
+        public var earlyTickCheck = EarlyTickCheck.off
         /// Keep every datagram sent in `wire` (lost ones too).
         public var logsWire = false
         public init() {}
@@ -71,18 +79,22 @@ public struct MeshSimulator<Node: SimNode> {
         public let action: Node.Action
     }
 
-    /// A datagram as it was sent.
+    /// A datagram as it was sent, and whether it was lost on the way.
     public struct WireRecord {
         public let from: Int
         public let to: Int
         public let timeMs: Int64
         public let datagram: Node.Datagram
+        public fileprivate(set) var lost = false
     }
 
     /// Boxed, so sifting the heap moves a pointer rather than a datagram.
     private indirect enum Pending {
-        case deliver(to: Int, from: Int, Node.Datagram)
+        /// `wire`: the datagram's index in `wire`, when it is kept.
+        case deliver(to: Int, from: Int, Node.Datagram, wire: Int?)
         case tick(Int)
+        /// `EarlyTickCheck.every`: every node is checked.
+        case probe
     }
 
     public let config: Config
@@ -125,6 +137,7 @@ public struct MeshSimulator<Node: SimNode> {
         nowMs = config.startMs
         lossRate = config.lossRate
         rng = SplitMix64(seed: config.seed)
+        if case .every(let ms) = config.earlyTickCheck { queue.push(timeMs: nowMs + ms, .probe) }
     }
 
     // MARK: the network
@@ -213,16 +226,21 @@ public struct MeshSimulator<Node: SimNode> {
     /// Hands `datagram` to node `to` now, as if it came from `from` (any index, a node's or not), and carries out
     /// what the node does.
     public mutating func inject(_ datagram: Node.Datagram, from: Int, to: Int) {
-        probe(to)
+        probeBeforeInput(to)
         lastInputMs[to] = nowMs
         let actions = nodes[to].receive(datagram, from: from, now: nowMs)
         perform(actions, at: to)
     }
 
-    /// Runs every event up to and including `timeMs`; the clock ends at `timeMs`.
-    public mutating func run(until timeMs: Int64) {
-        while step(notAfter: timeMs) {}
+    /// Runs every event up to and including `timeMs` (the clock ends there), or `maxEvents` of them (the clock
+    /// stays at the last); whether every event due was run.
+    @discardableResult
+    public mutating func run(until timeMs: Int64, maxEvents: Int = .max) -> Bool {
+        var left = maxEvents
+        while left > 0, step(notAfter: timeMs) { left -= 1 }
+        guard left > 0 || queue.first.map({ $0.timeMs > timeMs }) ?? true else { return false }
         nowMs = max(nowMs, timeMs)
+        return true
     }
 
     public mutating func run(forMs duration: Int64) { run(until: nowMs + duration) }
@@ -257,49 +275,74 @@ public struct MeshSimulator<Node: SimNode> {
         guard let event = queue.popFirst(notAfter: timeMs) else { return false }
         nowMs = event.timeMs
         switch event.payload {
-        case .deliver(let to, let from, let datagram):
+        case .deliver(let to, let from, let datagram, let record):
             inFlight -= 1
-            guard alive[to], listening[to] else { return true }
+            guard alive[to], listening[to] else {
+                if let record { wire[record].lost = true }
+                return true
+            }
             datagramsDelivered += 1
-            probe(to)
+            probeBeforeInput(to)
             lastInputMs[to] = nowMs
             let actions = nodes[to].receive(datagram, from: from, now: nowMs)
             perform(actions, at: to)
         case .tick(let index):
             guard alive[index], scheduledTickMs[index] == event.timeMs else { return true }
             scheduledTickMs[index] = nil
-            if config.checksEarlyTicks, lastInputMs[index] < nowMs - 1 {
+            if case .everyInput = config.earlyTickCheck, lastInputMs[index] < nowMs - 1 {
                 probe(index, at: nowMs - 1)
             }
             let due = nodes[index].nextDeadline
             lastInputMs[index] = nowMs
             lastTickMs[index] = nowMs
             let actions = nodes[index].tick(now: nowMs)
-            if config.checksEarlyTicks, due.map({ $0 > nowMs }) ?? true, !actions.isEmpty {
+            if case .everyInput = config.earlyTickCheck, due.map({ $0 > nowMs }) ?? true, !actions.isEmpty {
                 earlyTickFaults.append("node \(index) ticked at \(nowMs), before its deadline \(due.map(String.init) ?? "none"), acted")
             }
-            if config.checksEarlyTicks, let again = nodes[index].nextDeadline, again <= nowMs {
+            if checksEarlyTicks, let again = nodes[index].nextDeadline, again <= nowMs {
                 earlyTickFaults.append("node \(index) is still due at \(again) after its tick at \(nowMs)")
             }
             perform(actions, at: index)
+        case .probe:
+            for index in nodes.indices where alive[index] { probe(index, at: nowMs) }
+            if case .every(let ms) = config.earlyTickCheck { queue.push(timeMs: nowMs + ms, .probe) }
         }
         return true
     }
 
     private mutating func send(_ datagram: Node.Datagram, from: Int, to: Int) {
         datagramsSent += 1
+        let record = config.logsWire ? wire.count : nil
         if config.logsWire { wire.append(WireRecord(from: from, to: to, timeMs: nowMs, datagram: datagram)) }
-        guard alive[from], nodes.indices.contains(to) else { return }
-        let link = SimLink(from, to)
-        if let links, !links.contains(link) { datagramsLost += 1; return }
-        if cut.contains(link) || drop?(from, to) == true { datagramsLost += 1; return }
-        if lossRate > 0, Double.random(in: 0..<1, using: &rng) < lossRate { datagramsLost += 1; return }
-        if partitioned, group[from] != group[to] { datagramsLost += 1; return }
-        if let loss = linkLoss[link], Double.random(in: 0..<1, using: &rng) < loss { datagramsLost += 1; return }
+        guard passes(from: from, to: to) else {
+            if let record { wire[record].lost = true }
+            return
+        }
         var latency = baseLatencyMs(from, to)
         if config.jitter > 0 { latency *= 1 + config.jitter * Double.random(in: 0..<1, using: &rng) }
         inFlight += 1
-        queue.push(timeMs: nowMs + Int64(latency.rounded()), .deliver(to: to, from: from, datagram))
+        queue.push(timeMs: nowMs + Int64(latency.rounded()), .deliver(to: to, from: from, datagram, wire: record))
+    }
+
+    /// Whether a datagram from `from` gets on its way to `to` (drawing the losses); counts the lost ones.
+    private mutating func passes(from: Int, to: Int) -> Bool {
+        guard alive[from], nodes.indices.contains(to) else { return false }
+        let link = SimLink(from, to)
+        let lost = if let links, !links.contains(link) {
+            true
+        } else if cut.contains(link) || drop?(from, to) == true {
+            true
+        } else if lossRate > 0, Double.random(in: 0..<1, using: &rng) < lossRate {
+            true
+        } else if partitioned, group[from] != group[to] {
+            true
+        } else if let loss = linkLoss[link] {
+            Double.random(in: 0..<1, using: &rng) < loss
+        } else {
+            false
+        }
+        if lost { datagramsLost += 1 }
+        return !lost
     }
 
     /// Arms the node's timer for its deadline, unless it is armed for then or earlier already.
@@ -312,10 +355,16 @@ public struct MeshSimulator<Node: SimNode> {
         queue.push(timeMs: time, .tick(index))
     }
 
-    /// With `checksEarlyTicks`: a copy of the node ticked at `time`, before its deadline, must do nothing.
-    private mutating func probe(_ index: Int, at time: Int64? = nil) {
-        guard config.checksEarlyTicks else { return }
-        let time = time ?? nowMs
+    private var checksEarlyTicks: Bool {
+        if case .off = config.earlyTickCheck { false } else { true }
+    }
+
+    private mutating func probeBeforeInput(_ index: Int) {
+        if case .everyInput = config.earlyTickCheck { probe(index, at: nowMs) }
+    }
+
+    /// A copy of the node ticked at `time`, before its deadline, must do nothing.
+    private mutating func probe(_ index: Int, at time: Int64) {
         let due = nodes[index].nextDeadline
         guard due.map({ time < $0 }) ?? true else { return }
         var early = nodes[index]

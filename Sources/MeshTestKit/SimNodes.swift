@@ -91,3 +91,29 @@ public struct CallNode: SimNode, Sendable {
         return .event
     }
 }
+
+/// A `RelayEngine` whose chain messages travel as datagrams straight to the neighbour, with the routes the
+/// scenario gives it.
+public struct RelayNode<Routes: RelayRoutes & Sendable>: SimNode, Sendable {
+    public var core: RelayEngine
+    public var routes: Routes
+    public let directory: SimDirectory
+
+    public init(_ core: RelayEngine, routes: Routes, directory: SimDirectory) {
+        self.core = core
+        self.routes = routes
+        self.directory = directory
+    }
+
+    public mutating func receive(_ datagram: [UInt8], from sender: Int, now: Int64) -> [RelayAction] {
+        core.receive(datagram, from: directory.addresses[sender], routes: routes, now: now)
+    }
+
+    public mutating func tick(now: Int64) -> [RelayAction] { core.tick(routes: routes, now: now) }
+    public var nextDeadline: Int64? { core.nextDeadline }
+
+    public func route(_ action: RelayAction) -> SimRoute<[UInt8]> {
+        if case .send(let bytes, let to) = action { return .send(bytes, to: directory.index(of: to)) }
+        return .event
+    }
+}

@@ -15,7 +15,7 @@ struct CallPair {
     init(config: CallConfig = CallConfig()) {
         var simConfig = MeshSimulator<CallNode>.Config()
         simConfig.startMs = 1_000_000
-        simConfig.checksEarlyTicks = true
+        simConfig.earlyTickCheck = .everyInput
         sim = MeshSimulator(config: simConfig)
         let directory = SimDirectory([nodeA, nodeB])
         sim.add(CallNode(CallEngine(wallets: [alice], config: config), directory: directory))

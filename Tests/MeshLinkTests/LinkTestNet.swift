@@ -15,7 +15,7 @@ struct LinkTestNet {
 
     init(count: Int, config: LinkConfig = LinkConfig()) {
         var simConfig = MeshSimulator<LinkNode>.Config()
-        simConfig.checksEarlyTicks = true
+        simConfig.earlyTickCheck = .everyInput
         simConfig.logsWire = true
         sim = MeshSimulator(config: simConfig)
         for i in 0..<count {

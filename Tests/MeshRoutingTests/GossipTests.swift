@@ -20,7 +20,7 @@ struct GossipNet {
         config.radius = radius
         var simConfig = MeshSimulator<GossipNode>.Config()
         simConfig.startMs = 0
-        simConfig.checksEarlyTicks = true
+        simConfig.earlyTickCheck = .everyInput
         sim = MeshSimulator(config: simConfig)
         sim.links = []
         let directory = SimDirectory(addresses)

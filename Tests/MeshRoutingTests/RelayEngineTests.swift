@@ -3,15 +3,6 @@ import MeshIdentity
 import MeshTestKit
 import Testing
 
-/// An undirected link between two nodes of a `RelayNet`.
-struct Edge: Hashable {
-    let a: Int, b: Int
-    init(_ i: Int, _ j: Int) {
-        a = min(i, j)
-        b = max(i, j)
-    }
-}
-
 /// A node's routes in a `RelayNet`: the links in the graph are the links up; next hops by BFS distance in the
 /// whole graph (avoiding nothing), nearest first, then by address; fixed figures.
 struct GraphRoutes: RelayRoutes {
@@ -34,9 +25,10 @@ struct GraphRoutes: RelayRoutes {
     func figures(_ neighbour: WalletAddress) -> HopFigures { HopFigures(node: addresses[local], rttMs: rttMs, lossPercent: 0) }
 }
 
-/// `RelayEngine`s on a graph with a virtual clock: every `.send` is delivered at once (in order) to the
-/// neighbour's engine unless the link is gone, cut or loses it, or either end is killed; ticks every 50 ms.
-/// Node indices are in address order, so ties between next hops go to the lower index.
+/// `RelayEngine`s on the simulator, on a graph: every `.send` is delivered at once (in order) to the neighbour's
+/// engine unless the link is gone, cut or loses it, or either end is killed; time advances in steps of 50 ms,
+/// each node ticked at its deadlines. Node indices are in address order, so ties between next hops go to the
+/// lower index.
 struct RelayNet {
     static let tickMs: Int64 = 50
     static let unreachable = 1_000_000
@@ -63,48 +55,45 @@ struct RelayNet {
         var message: ChainMessage?
     }
 
-    var engines: [RelayEngine]
+    var sim: MeshSimulator<RelayNode<GraphRoutes>>
     let addresses: [WalletAddress]
     let index: [WalletAddress: Int]
-    private(set) var edges: Set<Edge> = []
     private(set) var distances: [[Int]] = []
     private var adjacency: [[Int]] = []
     /// Nodes whose messages (both ways) vanish; their neighbours are not told.
-    var killed: Set<Int> = []
-    /// Links that lose everything while still up.
-    var cut: Set<Edge> = []
-    /// Links that lose each message with this probability.
-    var loss: [Edge: Double] = [:]
-    var rng: SplitMix64
+    var killed: Set<Int> = [] {
+        didSet {
+            for i in killed.subtracting(oldValue) { sim.kill(i) }
+            for i in oldValue.subtracting(killed) { sim.revive(i) }
+        }
+    }
     /// What every node measures of each of its links.
-    var rttMs: Double = 10
-    var now: Int64 = 1_000_000
+    var rttMs: Double = 10 {
+        didSet { recompute() }
+    }
     let wallet: PrivateKey
-    var delivered: [[Delivery]]
-    var ups: [[UInt64]]
-    var failures: [[Failure]]
-    var switches: [[Switch]]
-    /// Each relay's judgements, as it asked for them to be signed and sent.
-    var judged: [[(key: ChainKey, tier: QualityTier, sample: QualitySample)]]
-    /// Every control message delivered, parsed.
-    var control: [Logged] = []
-    var dataDelivered = 0
-    var dropped = 0
 
     init(count: Int, edges: [(Int, Int)], seed: UInt64 = 1, config: (Int) -> RelayConfig = { _ in RelayConfig() }) {
-        var rng = SplitMix64(seed: seed)
-        wallet = rng.privateKey()
-        let addresses = (0..<count).map { _ in WalletAddress(bytes: rng.bytes(20))! }.sorted()
+        var simConfig = MeshSimulator<RelayNode<GraphRoutes>>.Config()
+        simConfig.seed = seed
+        simConfig.startMs = 1_000_000
+        // A caller's chains are watched on every tick (its deadline is the `watchMs` cadence), so the check runs on
+        // that cadence rather than before every input.
+        simConfig.earlyTickCheck = .every(ms: RelayEngine.watchMs)
+        simConfig.logsWire = true
+        var sim = MeshSimulator<RelayNode<GraphRoutes>>(config: simConfig)
+        wallet = sim.rng.privateKey()
+        let addresses = (0..<count).map { _ in WalletAddress(bytes: sim.rng.bytes(20))! }.sorted()
         self.addresses = addresses
         index = Dictionary(uniqueKeysWithValues: addresses.enumerated().map { ($1, $0) })
-        engines = (0..<count).map { RelayEngine(local: addresses[$0], config: config($0), seed: rng.next()) }
-        self.rng = rng
-        delivered = Array(repeating: [], count: count)
-        ups = Array(repeating: [], count: count)
-        failures = Array(repeating: [], count: count)
-        switches = Array(repeating: [], count: count)
-        judged = Array(repeating: [], count: count)
-        self.edges = Set(edges.map { Edge($0.0, $0.1) })
+        sim.links = Set(edges.map { SimLink($0.0, $0.1) })
+        let directory = SimDirectory(addresses)
+        for i in 0..<count {
+            let engine = RelayEngine(local: addresses[i], config: config(i), seed: sim.rng.next())
+            sim.add(RelayNode(engine, routes: GraphRoutes(local: i, addresses: addresses, index: [:], neighbours: [], distances: []),
+                              directory: directory))
+        }
+        self.sim = sim
         recompute()
     }
 
@@ -118,6 +107,56 @@ struct RelayNet {
         RelayNet(count: 4, edges: [(0, 1), (1, 3), (0, 2), (2, 3)], seed: seed, config: config)
     }
 
+    /// The engines, read and driven in place.
+    var engines: [RelayEngine] {
+        get { sim.nodes.map(\.core) }
+        set { for (i, core) in newValue.enumerated() { sim[node: i].core = core } }
+    }
+
+    var now: Int64 { sim.nowMs }
+    /// The links of the graph.
+    var edges: Set<SimLink> { sim.links ?? [] }
+    /// Links that lose everything while still up.
+    var cut: Set<SimLink> {
+        get { sim.cut }
+        set { sim.cut = newValue }
+    }
+    /// Links that lose each message with this probability.
+    var loss: [SimLink: Double] {
+        get { sim.linkLoss }
+        set { sim.linkLoss = newValue }
+    }
+
+    var delivered: [[Delivery]] { events { if case .deliver(let call, let bytes) = $0.action { Delivery(call: call, bytes: bytes) } else { nil } } }
+    var ups: [[UInt64]] { events { if case .chainUp(let call) = $0.action { call } else { nil } } }
+    var failures: [[Failure]] {
+        events { if case .chainFailed(let call, let why) = $0.action { Failure(call: call, why: why, at: $0.timeMs) } else { nil } }
+    }
+    var switches: [[Switch]] {
+        events {
+            guard case .chainSwitched(let call, let old, let new, let why) = $0.action else { return nil }
+            return Switch(call: call, from: old, to: new, why: why, at: $0.timeMs)
+        }
+    }
+    /// Each relay's judgements, as it asked for them to be signed and sent.
+    var judged: [[(key: ChainKey, tier: QualityTier, sample: QualitySample)]] {
+        events { if case .judged(let key, let tier, let sample) = $0.action { (key, tier, sample) } else { nil } }
+    }
+    /// Every control message delivered, parsed.
+    var control: [Logged] {
+        sim.wire.filter { !$0.lost && !ChainMessage.isData($0.datagram) }
+            .map { Logged(from: $0.from, to: $0.to, message: ChainMessage(parsing: $0.datagram)) }
+    }
+
+    /// The events of one kind, by node.
+    private func events<T>(_ pick: (MeshSimulator<RelayNode<GraphRoutes>>.Event) -> T?) -> [[T]] {
+        var found = Array(repeating: [T](), count: addresses.count)
+        for event in sim.events {
+            if let value = pick(event) { found[event.node].append(value) }
+        }
+        return found
+    }
+
     private mutating func recompute() {
         let n = addresses.count
         adjacency = Array(repeating: [], count: n)
@@ -127,6 +166,7 @@ struct RelayNet {
         }
         for i in 0..<n { adjacency[i].sort() }
         distances = (0..<n).map { bfs(from: $0) }
+        for i in 0..<n { sim[node: i].routes = routes(i) }
     }
 
     /// Shortest distances from `source` (through `through` nodes only, the ends excepted).
@@ -155,87 +195,54 @@ struct RelayNet {
 
     /// Removes a link from the graph (and the routes); the ends are told only with `tell`.
     mutating func unlink(_ i: Int, _ j: Int, tell: [Int]) {
-        edges.remove(Edge(i, j))
+        sim.links?.remove(SimLink(i, j))
         recompute()
         for end in tell {
             let other = end == i ? j : i
-            process(engines[end].linkDown(addresses[other], routes: routes(end), now: now), at: end)
+            let (routes, now) = (routes(end), now)
+            process(sim[node: end].core.linkDown(addresses[other], routes: routes, now: now), at: end)
         }
     }
 
     /// Adds a link to the graph (and the routes).
     mutating func link(_ i: Int, _ j: Int) {
-        edges.insert(Edge(i, j))
+        sim.links?.insert(SimLink(i, j))
         recompute()
     }
 
     // MARK: driving
 
     mutating func open(_ call: UInt64, from i: Int, to j: Int, hints: [Int] = []) {
-        process(engines[i].open(call: call, wallet: wallet, target: addresses[j], hints: hints.map { addresses[$0] },
-                                routes: routes(i), now: now), at: i)
+        let (routes, now) = (routes(i), now)
+        process(sim[node: i].core.open(call: call, wallet: wallet, target: addresses[j], hints: hints.map { addresses[$0] },
+                                       routes: routes, now: now), at: i)
     }
 
-    mutating func send(_ call: UInt64, from i: Int, _ bytes: [UInt8]) { process(engines[i].send(call: call, bytes), at: i) }
+    mutating func send(_ call: UInt64, from i: Int, _ bytes: [UInt8]) { process(sim[node: i].core.send(call: call, bytes), at: i) }
 
-    mutating func close(_ call: UInt64, at i: Int) { process(engines[i].close(call: call), at: i) }
+    mutating func close(_ call: UInt64, at i: Int) { process(sim[node: i].core.close(call: call), at: i) }
 
     /// What node `j` answers to `payload` from `i`, not passed on.
     mutating func receive(_ payload: [UInt8], at j: Int, from i: Int) -> [RelayAction] {
-        engines[j].receive(payload, from: addresses[i], routes: routes(j), now: now)
+        let (routes, now) = (routes(j), now)
+        return sim[node: j].core.receive(payload, from: addresses[i], routes: routes, now: now)
     }
 
+    /// Carries out the actions node `origin` took and runs until nothing is left to deliver now.
     mutating func process(_ actions: [RelayAction], at origin: Int) {
-        var queue = actions.map { (origin, $0) }
-        var head = 0
-        while head < queue.count {
-            let (from, action) = queue[head]
-            head += 1
-            if head > 1_000_000 {
-                Issue.record("message storm")
-                return
-            }
-            switch action {
-            case .send(let payload, let to):
-                guard let j = index[to], edges.contains(Edge(from, j)), !killed.contains(from), !killed.contains(j),
-                      !cut.contains(Edge(from, j)) else {
-                    dropped += 1
-                    continue
-                }
-                if let p = loss[Edge(from, j)], Double.random(in: 0..<1, using: &rng) < p {
-                    dropped += 1
-                    continue
-                }
-                if ChainMessage.isData(payload) {
-                    dataDelivered += 1
-                } else {
-                    control.append(Logged(from: from, to: j, message: ChainMessage(parsing: payload)))
-                }
-                queue += receive(payload, at: j, from: from).map { (j, $0) }
-            case .deliver(let call, let bytes):
-                delivered[from].append(Delivery(call: call, bytes: bytes))
-            case .chainUp(let call):
-                ups[from].append(call)
-            case .chainFailed(let call, let why):
-                failures[from].append(Failure(call: call, why: why, at: now))
-            case .chainSwitched(let call, let old, let new, let why):
-                switches[from].append(Switch(call: call, from: old, to: new, why: why, at: now))
-            case .judged(let key, let tier, let sample):
-                judged[from].append((key, tier, sample))
-            }
-        }
+        sim.perform(actions, at: origin)
+        if !sim.run(until: now, maxEvents: 1_000_000) { Issue.record("message storm") }
+        checkTicks()
     }
 
     mutating func step() {
-        now += Self.tickMs
-        for i in engines.indices where !killed.contains(i) {
-            // Every scenario checks `nextDeadline` too: a tick before it must do nothing (the node would not run it).
-            if let deadline = engines[i].nextDeadline, now < deadline {
-                var early = engines[i]
-                #expect(early.tick(routes: routes(i), now: now).isEmpty, "node \(i) ticked at \(now), before its deadline \(deadline), and acted")
-            }
-            process(engines[i].tick(routes: routes(i), now: now), at: i)
-        }
+        sim.run(forMs: Self.tickMs)
+        checkTicks()
+    }
+
+    /// Every tick the simulator's check found acting before the node's deadline is a test issue.
+    private mutating func checkTicks() {
+        for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
     }
 
     mutating func advance(_ ms: Int64) {
@@ -243,7 +250,7 @@ struct RelayNet {
         while now < end { step() }
     }
 
-    /// Ticks until `done` holds (checked before each tick) or `ms` passed; whether it held.
+    /// Steps until `done` holds (checked before each step) or `ms` passed; whether it held.
     mutating func run(for ms: Int64, until done: (RelayNet) -> Bool) -> Bool {
         let end = now + ms
         while !done(self) {
@@ -371,7 +378,7 @@ struct RelayNet {
         }
         media(2)
         #expect(net.judged[1].isEmpty && net.judged[2].isEmpty, "no loss: nothing to say below studio")
-        net.loss[Edge(1, 2)] = 0.3
+        net.loss[SimLink(1, 2)] = 0.3
         let start = net.now
         media(3)
         for relay in [1, 2] {
@@ -382,7 +389,7 @@ struct RelayNet {
         }
         #expect(net.judged[1].count + net.judged[2].count <= 8, "a verdict per change and per 5 s, not per second")
         _ = start
-        net.loss[Edge(1, 2)] = nil
+        net.loss[SimLink(1, 2)] = nil
         media(12)
         // Back at normal, or (when the lossy link made the caller rebuild its chain and the relay's sessions of the
         // call went meanwhile) a new judgement that objects to nothing.
@@ -481,7 +488,7 @@ struct RelayNet {
                 #expect(Set(path).count == path.count, "\(context): chain \(path)")
                 #expect(path.last == dst, "\(context): chain \(path)")
                 #expect(nodes.count <= hopLimit, "\(context): chain \(path)")
-                #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(Edge($0, $1)) }, "\(context): chain \(path)")
+                #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(SimLink($0, $1)) }, "\(context): chain \(path)")
                 #expect(nodes.dropLast().allSatisfy { !full.contains($0) }, "\(context): chain \(path)")
                 // Exactly the chain's relays hold a session, one each.
                 for i in 0..<n where i != src && i != dst {
@@ -703,8 +710,8 @@ struct RelayNet {
 
     @Test func lostSetUpsAndAcceptsAreSentAgain() {
         var net = RelayNet.line(4)
-        net.loss[Edge(1, 2)] = 0.3
-        net.loss[Edge(2, 3)] = 0.3
+        net.loss[SimLink(1, 2)] = 0.3
+        net.loss[SimLink(2, 3)] = 0.3
         net.open(1, from: 0, to: 3)
         let done2 = net.run(for: 4_000) { !$0.ups[0].isEmpty }
         #expect(done2)
@@ -783,7 +790,7 @@ struct RelayNet {
         #expect(net.chain(1, at: 0) == [1, 3])
         net.advance(3_000)
         #expect(net.switches[0].isEmpty, "no loss, no move")
-        net.loss[Edge(1, 3)] = 0.15
+        net.loss[SimLink(1, 3)] = 0.15
         let lossFrom = net.now
         #expect(net.run(for: 4_000) { !$0.switches[0].isEmpty }, "moved off the lossy chain")
         #expect(net.switches[0].first?.why.contains("probes lost") == true, "\(net.switches[0].map(\.why))")
@@ -794,8 +801,8 @@ struct RelayNet {
         var flap = RelayNet.diamond(seed: 4) { _ in config }
         flap.open(1, from: 0, to: 3)
         #expect(flap.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
-        flap.loss[Edge(1, 3)] = 0.25
-        flap.loss[Edge(2, 3)] = 0.25
+        flap.loss[SimLink(1, 3)] = 0.25
+        flap.loss[SimLink(2, 3)] = 0.25
         flap.advance(30_000)
         let moves = flap.switches[0].filter { $0.why.contains("probes lost") }
         #expect(moves.count <= 3, "at most one loss move per 10 s: \(moves.map(\.at))")
@@ -810,7 +817,7 @@ struct RelayNet {
         var net = RelayNet.line(4, seed: 8)
         net.open(1, from: 0, to: 3)
         #expect(net.run(for: 1_000) { $0.chain(1, at: 0) != nil })
-        net.loss[Edge(1, 2)] = 0.4
+        net.loss[SimLink(1, 2)] = 0.4
         for _ in 0..<600 {
             net.send(1, from: 0, [0x01])
             net.step()
@@ -818,9 +825,9 @@ struct RelayNet {
         let delivered = net.delivered[3].count
         #expect(delivered >= 600 * 50 / 100, "\(delivered) of 600 delivered (60 % pass the lossy link)")
         #expect(net.failures[0].isEmpty)
-        net.loss[Edge(1, 2)] = nil
+        net.loss[SimLink(1, 2)] = nil
         net.advance(3_000)
-        net.cut.insert(Edge(2, 3))
+        net.cut.insert(SimLink(2, 3))
         let cutAt = net.now
         #expect(net.run(for: 2_000) { $0.engines[0].chains(call: 1, now: $0.now).contains { $0.role == "building" } })
         #expect(net.now - cutAt <= 300 + RelayNet.tickMs, "a replacement \(net.now - cutAt) ms after the cut")
@@ -855,7 +862,7 @@ struct RelayNet {
         #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
         let old = try #require(net.chain(1, at: 0)), live = try #require(net.chain(1, at: 0, role: "standby"))
         let stale = try #require(net.sessions(old[1]).first.flatMap { UInt32($0.chain, radix: 16) })
-        net.cut.insert(Edge(old[0], old[1]))
+        net.cut.insert(SimLink(old[0], old[1]))
         #expect(net.run(for: 1_000) { $0.chain(1, at: 0) == live }, "failed over")
         #expect(net.sessions(old[1]).count == 1 && net.sessions(5).count == 2, "the old chain is still at \(old[1]) and 5")
 
@@ -864,7 +871,7 @@ struct RelayNet {
         net.send(1, from: 5, [0x02])
         #expect(net.delivered[0].map(\.bytes) == [[0x02]], "the reply went on the caller's chain, not the stale one")
 
-        net.loss[Edge(0, live[0])] = 0.3
+        net.loss[SimLink(0, live[0])] = 0.3
         var sequence: UInt16 = 0
         for _ in 0..<150 {
             sequence &+= 1
@@ -909,7 +916,7 @@ struct RelayNet {
         let active = net.chain(1, at: 0)
         #expect(active == [1, 3])
         let label = UInt32(net.sessions(0).first { $0.downstream == net.address(1).checksummed }?.downstreamLabel ?? 0)
-        net.cut.insert(Edge(1, 3))
+        net.cut.insert(SimLink(1, 3))
         let cutAt = net.now
         var forged = 0
         while net.switches[0].isEmpty && net.now - cutAt < 1_000 {
@@ -1075,7 +1082,7 @@ struct RelayNet {
 
     @Test func closeWhileBuildingClearsEveryPendingHop() {
         var net = RelayNet.line(4)
-        net.cut.insert(Edge(2, 3))
+        net.cut.insert(SimLink(2, 3))
         net.open(1, from: 0, to: 3)
         #expect(net.sessions(1).map(\.state) == ["setting up"])
         #expect(net.sessions(2).map(\.state) == ["setting up"])
@@ -1219,7 +1226,7 @@ struct RelayNet {
                 if let nodes {
                     let path = [src] + nodes
                     #expect(path.last == dst && Set(path).count == path.count, "\(context): \(path)")
-                    #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(Edge($0, $1)) }, "\(context): \(path)")
+                    #expect(zip(path, path.dropFirst()).allSatisfy { net.edges.contains(SimLink($0, $1)) }, "\(context): \(path)")
                 }
                 message &+= 1
                 net.send(1, from: src, [0x01, message])
@@ -1242,7 +1249,7 @@ struct RelayNet {
                     repeat {
                         i = Int.random(in: 0..<n, using: &rng)
                         j = Int.random(in: 0..<n, using: &rng)
-                    } while i == j || net.edges.contains(Edge(i, j))
+                    } while i == j || net.edges.contains(SimLink(i, j))
                     net.link(i, j)
                 }
             }

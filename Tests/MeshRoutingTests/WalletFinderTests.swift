@@ -7,7 +7,7 @@ import Testing
 struct FinderNet {
     var finders: [WalletFinder]
     let addresses: [WalletAddress]
-    var edges: Set<Edge>
+    var edges: Set<SimLink>
     var known: [[WalletAddress: HostAnnouncement]]
     var now: Int64 = 1_000_000
     var found: [[WalletFinder.Action]]
@@ -19,7 +19,7 @@ struct FinderNet {
         var rng = SplitMix64(seed: seed)
         addresses = (0..<count).map { _ in WalletAddress(bytes: rng.bytes(20))! }
         finders = Array(repeating: WalletFinder(config: config), count: count)
-        self.edges = Set(edges.map { Edge($0.0, $0.1) })
+        self.edges = Set(edges.map { SimLink($0.0, $0.1) })
         known = Array(repeating: [:], count: count)
         found = Array(repeating: [], count: count)
         finds = Array(repeating: 0, count: count)
@@ -27,7 +27,7 @@ struct FinderNet {
     }
 
     func neighbours(_ i: Int) -> [WalletAddress] {
-        addresses.indices.filter { edges.contains(Edge(i, $0)) && $0 != i }.map { addresses[$0] }
+        addresses.indices.filter { edges.contains(SimLink(i, $0)) && $0 != i }.map { addresses[$0] }
     }
 
     mutating func find(_ wallet: WalletAddress, query: UInt64, ttl: UInt8, from i: Int) {
@@ -47,7 +47,7 @@ struct FinderNet {
             head += 1
             switch action {
             case .send(let payload, let to):
-                guard let j = addresses.firstIndex(of: to), edges.contains(Edge(from, j)) else { continue }
+                guard let j = addresses.firstIndex(of: to), edges.contains(SimLink(from, j)) else { continue }
                 if WalletFinder.Message(parsing: payload).map({ if case .find = $0 { true } else { false } }) == true {
                     finds[from] += 1
                 } else {
