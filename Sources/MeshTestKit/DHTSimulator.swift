@@ -91,6 +91,7 @@ public struct DHTSimulator {
         network.startMs = config.startMs
         network.latency = .coordinates(minMs: config.minLatencyMs, spanMs: config.spanLatencyMs)
         network.jitter = config.jitter
+        network.reorders = true
         network.lossRate = config.lossRate
         self.network = MeshSimulator(config: network)
     }

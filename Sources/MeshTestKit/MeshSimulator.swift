@@ -64,6 +64,9 @@ public struct MeshSimulator<Node: SimNode> {
         public var latency = SimLatency.fixed(ms: 0)
         /// A datagram's latency is the pair's times 1 + up to `jitter`, drawn per datagram.
         public var jitter = 0.0
+        /// Whether jitter may deliver a datagram before one sent earlier from the same node to the same node; if
+        /// not, it waits for it (a path keeps its order, as most do).
+        public var reorders = false
         /// Chance that any datagram is lost.
         public var lossRate = 0.0
         public var earlyTickCheck = EarlyTickCheck.off
@@ -121,6 +124,8 @@ public struct MeshSimulator<Node: SimNode> {
     public private(set) var datagramsDelivered = 0
 
     private var queue = EventQueue<Pending>()
+    /// Without `reorders`: when the last datagram sent from one node to another arrives, by `from << 32 | to`.
+    private var lastArrivalMs: [Int: Int64] = [:]
     private var inFlight = 0
     private var alive: [Bool] = []
     private var listening: [Bool] = []
@@ -320,8 +325,14 @@ public struct MeshSimulator<Node: SimNode> {
         }
         var latency = baseLatencyMs(from, to)
         if config.jitter > 0 { latency *= 1 + config.jitter * Double.random(in: 0..<1, using: &rng) }
+        var arrival = nowMs + Int64(latency.rounded())
+        if !config.reorders {
+            let path = from << 32 | to
+            arrival = max(arrival, lastArrivalMs[path] ?? .min)
+            lastArrivalMs[path] = arrival
+        }
         inFlight += 1
-        queue.push(timeMs: nowMs + Int64(latency.rounded()), .deliver(to: to, from: from, datagram, wire: record))
+        queue.push(timeMs: arrival, .deliver(to: to, from: from, datagram, wire: record))
     }
 
     /// Whether a datagram from `from` gets on its way to `to` (drawing the losses); counts the lost ones.

@@ -3,15 +3,19 @@ import MeshLink
 import MeshRouting
 
 /// A whole node's overlay as the daemon stacks it: a `LinkManager` (endpoint = node index) with a `GossipEngine`
-/// on top. Gossip messages are link payloads behind the daemon's gossip tag; a link coming up or going down is a
-/// gossip neighbour coming up (at a fixed cost) or going down. Each core is ticked only when it is due, as the
-/// daemon's core timer does.
+/// and a `RelayEngine` on top. Gossip and chain messages are link payloads (gossip behind the daemon's gossip
+/// tag, chain messages by their own tags); a link coming up or going down is a gossip neighbour coming up (at a
+/// fixed cost) or going down, and a link down for the relay engine, which routes by the links up and gossip's node
+/// routes and measures hops by the links' figures. Each core is ticked only when it is due, as the daemon's core
+/// timer does.
 public struct OverlayNode: SimNode, Sendable {
     /// What the node reports.
     public enum Event: Sendable, Equatable {
         case linkUp(WalletAddress)
         case linkDown(WalletAddress, reason: String)
         case refused(String)
+        /// What the relay engine reports: call bytes delivered, chains up, failed or switched, judgements.
+        case relay(RelayAction)
     }
 
     public enum Action: Sendable {
@@ -24,24 +28,33 @@ public struct OverlayNode: SimNode, Sendable {
 
     public var links: LinkManager<Int>
     public var gossip: GossipEngine
+    public var relay: RelayEngine
     /// The gossip cost of every link.
     public var linkCost: UInt16
 
-    public init(links: LinkManager<Int>, gossip: GossipEngine, linkCost: UInt16 = 10) {
+    public init(links: LinkManager<Int>, gossip: GossipEngine, relay: RelayEngine, linkCost: UInt16 = 10) {
         self.links = links
         self.gossip = gossip
+        self.relay = relay
         self.linkCost = linkCost
     }
 
-    /// A node with identity `nodeKey` hosting `hosted`, its handshakes drawing on the first bytes of `secret`.
-    public init(nodeKey: PrivateKey, hosted: [PrivateKey], secret: [UInt8], gossip config: GossipConfig = GossipConfig(),
-                linkCost: UInt16 = 10, now: Int64) {
+    /// A node with identity `nodeKey` hosting `hosted`, its handshakes drawing on the first bytes of `secret`, its
+    /// relay engine on `seed`. With `announcesNode` (as the daemon does) gossip spreads the node's own route too,
+    /// which chains are routed by; without, gossip carries the hosted wallets only.
+    public init(nodeKey: PrivateKey, hosted: [PrivateKey], secret: [UInt8], seed: UInt64, announcesNode: Bool = true,
+                gossip config: GossipConfig = GossipConfig(), linkCost: UInt16 = 10, now: Int64) {
         self.init(links: LinkManager(identity: nodeKey, random: LinkRandom { Array(secret.prefix($0)) }),
-                  gossip: GossipEngine(local: nodeKey.address, hosted: hosted, sequence: 1, config: config, nowMs: now),
+                  gossip: GossipEngine(local: nodeKey.address, hosted: hosted, nodeKey: announcesNode ? nodeKey : nil, sequence: 1,
+                                       config: config, nowMs: now),
+                  relay: RelayEngine(local: nodeKey.address, seed: seed),
                   linkCost: linkCost)
     }
 
     public var address: WalletAddress { links.localAddress }
+
+    /// The forwarding layer's view of the node, as the daemon gives it: links up, gossip's node routes, link figures.
+    public var routes: Routes { Routes(links: links, gossip: gossip) }
 
     /// Dials node `index`.
     public mutating func connect(to index: Int, now: Int64) -> [Action] {
@@ -50,20 +63,51 @@ public struct OverlayNode: SimNode, Sendable {
         return out
     }
 
+    /// Opens a chain for `call` to the node `target`, set up in the name of `wallet`.
+    public mutating func open(call: UInt64, wallet: PrivateKey, target: WalletAddress, now: Int64) -> [Action] {
+        var out: [Action] = []
+        let actions = relay.open(call: call, wallet: wallet, target: target, hints: [], routes: routes, now: now)
+        run(actions, now: now, into: &out)
+        return out
+    }
+
+    /// Sends end-to-end bytes of `call` on its active chain.
+    public mutating func send(call: UInt64, _ bytes: [UInt8], now: Int64) -> [Action] {
+        var out: [Action] = []
+        run(relay.send(call: call, bytes), now: now, into: &out)
+        return out
+    }
+
     public mutating func receive(_ datagram: [UInt8], from sender: Int, now: Int64) -> [Action] {
         var out: [Action] = []
         run(links.receive(datagram, from: sender, now: now), now: now, into: &out)
-        return out
+        return Self.inPathOrder(out)
     }
 
     public mutating func tick(now: Int64) -> [Action] {
         var out: [Action] = []
         if let due = links.nextDeadline, due <= now { run(links.tick(now: now), now: now, into: &out) }
         if gossip.nextDeadline <= now { run(gossip.tick(nowMs: now), now: now, into: &out) }
-        return out
+        if let due = relay.nextDeadline, due <= now {
+            let actions = relay.tick(routes: routes, now: now)
+            run(actions, now: now, into: &out)
+        }
+        return Self.inPathOrder(out)
     }
 
-    public var nextDeadline: Int64? { min(links.nextDeadline ?? .max, gossip.nextDeadline) }
+    public var nextDeadline: Int64? { min(min(links.nextDeadline ?? .max, gossip.nextDeadline), relay.nextDeadline ?? .max) }
+
+    /// The actions with the datagrams by destination (each destination's in the order sent), after the events. The
+    /// link manager emits a tick's datagrams in the order of its dictionaries, which differs between runs (hash
+    /// seeds); the network draws each datagram's fate in the order it gets them, so this keeps runs repeatable.
+    private static func inPathOrder(_ actions: [Action]) -> [Action] {
+        func destination(_ action: Action) -> Int {
+            if case .send(_, let to) = action { return to }
+            return -1
+        }
+        guard actions.count > 1 else { return actions }
+        return actions.enumerated().sorted { (destination($0.element), $0.offset) < (destination($1.element), $1.offset) }.map(\.element)
+    }
 
     public func route(_ action: Action) -> SimRoute<[UInt8]> {
         switch action {
@@ -78,23 +122,71 @@ public struct OverlayNode: SimNode, Sendable {
             case .send(let bytes, let to):
                 out.append(.send(bytes, to: to))
             case .deliver(let payload, let peer):
-                guard payload.first == Self.gossipTag else { continue }
-                run(gossip.receive(Array(payload.dropFirst()), from: peer, nowMs: now), now: now, into: &out)
+                deliver(payload, from: peer, now: now, into: &out)
             case .up(let peer, _):
                 out.append(.event(.linkUp(peer)))
                 run(gossip.neighbourUp(peer, cost: linkCost, nowMs: now), now: now, into: &out)
             case .down(let peer, let reason):
                 out.append(.event(.linkDown(peer, reason: reason)))
                 run(gossip.neighbourDown(peer, nowMs: now), now: now, into: &out)
+                let relayed = relay.linkDown(peer, routes: routes, now: now)
+                run(relayed, now: now, into: &out)
             case .refused(_, let reason):
                 out.append(.event(.refused(reason)))
             }
         }
     }
 
+    private mutating func deliver(_ payload: [UInt8], from peer: WalletAddress, now: Int64, into out: inout [Action]) {
+        if ChainMessage.isData(payload) {
+            var message = payload
+            switch relay.forward(&message, from: peer, now: now) {
+            case .pass(let next): run(links.send(message, to: next, now: now), now: now, into: &out)
+            case .actions(let actions): run(actions, now: now, into: &out)
+            }
+        } else if ChainMessage.claims(payload) {
+            let actions = relay.receive(payload, from: peer, routes: routes, now: now)
+            run(actions, now: now, into: &out)
+        } else if payload.first == Self.gossipTag {
+            run(gossip.receive(Array(payload.dropFirst()), from: peer, nowMs: now), now: now, into: &out)
+        }
+    }
+
     private mutating func run(_ actions: [GossipAction], now: Int64, into out: inout [Action]) {
         for case .send(let message, let peer) in actions {
             run(links.send([Self.gossipTag] + message, to: peer, now: now), now: now, into: &out)
+        }
+    }
+
+    private mutating func run(_ actions: [RelayAction], now: Int64, into out: inout [Action]) {
+        for action in actions {
+            if case .send(let message, let peer) = action {
+                run(links.send(message, to: peer, now: now), now: now, into: &out)
+            } else {
+                out.append(.event(.relay(action)))
+            }
+        }
+    }
+
+    /// The daemon's `LinkRoutes` over copies of the node's link manager and gossip engine (made for one call of
+    /// the relay engine, and gone before either is changed, so nothing is copied).
+    public struct Routes: RelayRoutes, Sendable {
+        let links: LinkManager<Int>
+        let gossip: GossipEngine
+
+        public func isUp(_ node: WalletAddress) -> Bool { links.isUp(node) }
+
+        public func nextHops(toward target: WalletAddress, within hops: Int) -> [WalletAddress] {
+            var next: [WalletAddress] = links.isUp(target) ? [target] : []
+            for route in gossip.neighbourRoutes(to: target) where route.links <= hops && route.via != target && links.isUp(route.via) {
+                next.append(route.via)
+            }
+            return next
+        }
+
+        public func figures(_ neighbour: WalletAddress) -> HopFigures {
+            let quality = links.quality(neighbour)
+            return HopFigures(node: links.localAddress, rttMs: quality?.rttMs, lossPercent: quality?.lossPercent ?? 0)
         }
     }
 }

@@ -3,19 +3,20 @@ import MeshRouting
 import MeshTestKit
 import Testing
 
-/// Whole nodes on one simulated network: encrypted links with gossip on top (`OverlayNode`), latency from random
-/// coordinates with jitter, loss, a partition and its heal.
+/// Whole nodes on one simulated network: encrypted links with gossip and relaying on top (`OverlayNode`), latency
+/// from random coordinates with jitter, loss, a partition and its heal, a relay killed under a call.
 @Suite struct OverlaySimulationTests {
     /// Nodes that each host one wallet; node i dials one or two random earlier nodes, so the graph is connected.
     struct Mesh {
         static let cost: UInt16 = 10
         var sim: MeshSimulator<OverlayNode>
-        var wallets: [WalletAddress] = []
+        var walletKeys: [PrivateKey] = []
+        var wallets: [WalletAddress] { walletKeys.map(\.address) }
         var addresses: [WalletAddress] = []
         var edges: Set<SimLink> = []
         let radius: Int
 
-        init(count: Int, seed: UInt64, lossRate: Double) {
+        init(count: Int, seed: UInt64, lossRate: Double, announcesNodes: Bool = false) {
             var config = MeshSimulator<OverlayNode>.Config()
             config.seed = seed
             config.latency = .coordinates(minMs: 5, spanMs: 60)
@@ -27,11 +28,11 @@ import Testing
             radius = Int(gossip.radius)
             for _ in 0..<count {
                 let nodeKey = sim.rng.privateKey(), walletKey = sim.rng.privateKey()
-                let secret = sim.rng.bytes(32)
-                sim.add(OverlayNode(nodeKey: nodeKey, hosted: [walletKey], secret: secret, gossip: gossip, linkCost: Self.cost,
-                                    now: sim.nowMs))
+                let secret = sim.rng.bytes(32), seed = sim.rng.next()
+                sim.add(OverlayNode(nodeKey: nodeKey, hosted: [walletKey], secret: secret, seed: seed, announcesNode: announcesNodes,
+                                    gossip: gossip, linkCost: Self.cost, now: sim.nowMs))
                 addresses.append(nodeKey.address)
-                wallets.append(walletKey.address)
+                walletKeys.append(walletKey)
             }
             for i in 1..<count {
                 for _ in 0..<(i == 1 ? 1 : 2) {
@@ -132,13 +133,63 @@ import Testing
         #expect(mesh.sim.datagramsLost > 0)
     }
 
+    /// A call's chain over gossip's node routes and real links, 40 nodes with node announcements: it comes up, carries
+    /// bytes both ways, and when a relay on it dies the caller moves the call to a chain without it.
+    @Test func aChainAcrossTheMeshSurvivesTheDeathOfARelay() throws {
+        var mesh = Mesh(count: 40, seed: 11, lossRate: 0.01, announcesNodes: true)
+        mesh.run(forMs: 30_000)
+        let distance = mesh.distances(over: mesh.edges)
+        let callee = try #require(distance[0].indices.first { distance[0][$0] == 4 })
+        func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) {
+            let now = mesh.sim.nowMs
+            let actions = body(&mesh.sim[node: node], now)
+            mesh.sim.perform(actions, at: node)
+        }
+        func relayEvents(at node: Int) -> [RelayAction] {
+            mesh.sim.events.compactMap {
+                guard $0.node == node, case .event(.relay(let action)) = $0.action else { return nil }
+                return action
+            }
+        }
+        func activeChain() -> [Int] {
+            let chain = mesh.sim.nodes[0].relay.chains(call: 1, now: mesh.sim.nowMs).first { $0.role == "active" }
+            return chain?.nodes.compactMap { node in mesh.addresses.firstIndex { $0.checksummed == node } } ?? []
+        }
+
+        let callerWallet = mesh.walletKeys[0]
+        drive(0) { $0.open(call: 1, wallet: callerWallet, target: mesh.addresses[callee], now: $1) }
+        mesh.run(forMs: 2_000)
+        #expect(relayEvents(at: 0).contains(.chainUp(call: 1)))
+        let first = activeChain()
+        #expect(first.count >= 4 && first.last == callee, "chain \(first)")
+        drive(0) { $0.send(call: 1, [0x01, 1, 2, 3], now: $1) }
+        drive(callee) { $0.send(call: 1, [0x01, 9, 8], now: $1) }
+        mesh.run(forMs: 1_000)
+        #expect(relayEvents(at: callee).contains(.deliver(call: 1, [0x01, 1, 2, 3])))
+        #expect(relayEvents(at: 0).contains(.deliver(call: 1, [0x01, 9, 8])))
+
+        let dead = try #require(first.first)
+        mesh.sim.kill(dead)
+        mesh.run(forMs: 15_000)
+        let second = activeChain()
+        #expect(!second.isEmpty && !second.contains(dead) && second.last == callee, "chain \(second) after \(dead) died")
+        #expect(relayEvents(at: 0).contains { if case .chainSwitched(call: 1, _, _, _) = $0 { true } else { false } })
+        drive(0) { $0.send(call: 1, [0x01, 4, 5, 6], now: $1) }
+        mesh.run(forMs: 1_000)
+        #expect(relayEvents(at: callee).contains(.deliver(call: 1, [0x01, 4, 5, 6])))
+    }
+
     /// The same seed gives the same run, datagram for datagram.
     @Test func runsRepeatExactlyPerSeed() {
-        func run() -> [Int] {
-            var mesh = Mesh(count: 30, seed: 3, lossRate: 0.05)
+        func run() -> [Int64] {
+            var mesh = Mesh(count: 30, seed: 3, lossRate: 0.05, announcesNodes: true)
             mesh.run(forMs: 20_000)
-            return [mesh.sim.datagramsSent, mesh.sim.datagramsLost, mesh.sim.datagramsDelivered, mesh.sim.events.count]
+            let routes = mesh.sim.nodes.map { Int64($0.gossip.routes(nowMs: mesh.sim.nowMs).count) }
+            return [Int64(mesh.sim.datagramsSent), Int64(mesh.sim.datagramsLost), Int64(mesh.sim.datagramsDelivered)]
+                + mesh.sim.events.map { $0.timeMs * 100 + Int64($0.node) } + routes
         }
-        #expect(run() == run())
+        let first = run()
+        #expect(run() == first)
+        #expect(run() == first)
     }
 }
