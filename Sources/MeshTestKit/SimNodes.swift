@@ -117,3 +117,30 @@ public struct RelayNode<Routes: RelayRoutes & Sendable>: SimNode, Sendable {
         return .event
     }
 }
+
+/// A `WalletFinder` whose messages travel as datagrams straight to the neighbour, with the neighbours and the
+/// host announcements (what gossip would know) the scenario gives it. It has no timers.
+public struct FinderNode: SimNode, Sendable {
+    public var core: WalletFinder
+    public var neighbours: [WalletAddress] = []
+    public var known: [WalletAddress: HostAnnouncement] = [:]
+    public let directory: SimDirectory
+
+    public init(_ core: WalletFinder, directory: SimDirectory) {
+        self.core = core
+        self.directory = directory
+    }
+
+    public mutating func receive(_ datagram: [UInt8], from sender: Int, now: Int64) -> [WalletFinder.Action] {
+        let known = known
+        return core.receive(datagram, from: directory.addresses[sender], neighbours: neighbours, known: { known[$0] }, now: now)
+    }
+
+    public mutating func tick(now: Int64) -> [WalletFinder.Action] { [] }
+    public var nextDeadline: Int64? { nil }
+
+    public func route(_ action: WalletFinder.Action) -> SimRoute<[UInt8]> {
+        if case .send(let bytes, let to) = action { return .send(bytes, to: directory.index(of: to)) }
+        return .event
+    }
+}

@@ -3,62 +3,74 @@ import MeshIdentity
 import MeshTestKit
 import Testing
 
-/// Wallet finders on a graph of links, messages delivered in order; `known` is what each node's gossip knows.
+/// Wallet finders on the simulator, on a graph of links, messages delivered at once and in order; `known` is what
+/// each node's gossip knows.
 struct FinderNet {
-    var finders: [WalletFinder]
+    var sim: MeshSimulator<FinderNode>
     let addresses: [WalletAddress]
-    var edges: Set<SimLink>
-    var known: [[WalletAddress: HostAnnouncement]]
-    var now: Int64 = 1_000_000
-    var found: [[WalletFinder.Action]]
-    /// Find and found messages each node sent (that were delivered).
-    var finds: [Int]
-    var answers: [Int]
 
     init(count: Int, edges: [(Int, Int)], seed: UInt64 = 1, config: WalletFinder.Config = .init()) {
-        var rng = SplitMix64(seed: seed)
-        addresses = (0..<count).map { _ in WalletAddress(bytes: rng.bytes(20))! }
-        finders = Array(repeating: WalletFinder(config: config), count: count)
-        self.edges = Set(edges.map { SimLink($0.0, $0.1) })
-        known = Array(repeating: [:], count: count)
-        found = Array(repeating: [], count: count)
-        finds = Array(repeating: 0, count: count)
-        answers = Array(repeating: 0, count: count)
+        var simConfig = MeshSimulator<FinderNode>.Config()
+        simConfig.seed = seed
+        simConfig.startMs = 1_000_000
+        simConfig.logsWire = true
+        var sim = MeshSimulator<FinderNode>(config: simConfig)
+        let addresses = (0..<count).map { _ in WalletAddress(bytes: sim.rng.bytes(20))! }
+        self.addresses = addresses
+        let links = Set(edges.map { SimLink($0.0, $0.1) })
+        sim.links = links
+        let directory = SimDirectory(addresses)
+        for i in 0..<count {
+            var node = FinderNode(WalletFinder(config: config), directory: directory)
+            node.neighbours = addresses.indices.filter { links.contains(SimLink(i, $0)) && $0 != i }.map { addresses[$0] }
+            sim.add(node)
+        }
+        self.sim = sim
     }
 
-    func neighbours(_ i: Int) -> [WalletAddress] {
-        addresses.indices.filter { edges.contains(SimLink(i, $0)) && $0 != i }.map { addresses[$0] }
+    /// The finders, read and driven in place.
+    var finders: [WalletFinder] {
+        get { sim.nodes.map(\.core) }
+        set { for (i, core) in newValue.enumerated() { sim[node: i].core = core } }
+    }
+    /// What each node's gossip knows.
+    var known: [[WalletAddress: HostAnnouncement]] {
+        get { sim.nodes.map(\.known) }
+        set { for (i, table) in newValue.enumerated() { sim[node: i].known = table } }
+    }
+    var now: Int64 { sim.nowMs }
+    var found: [[WalletFinder.Action]] {
+        var found = Array(repeating: [WalletFinder.Action](), count: addresses.count)
+        for event in sim.events { found[event.node].append(event.action) }
+        return found
+    }
+    /// Find messages each node sent (that were delivered).
+    var finds: [Int] { sent { if case .find = $0 { true } else { false } } }
+    /// Found messages each node sent (that were delivered).
+    var answers: [Int] { sent { if case .find = $0 { false } else { true } } }
+
+    private func sent(_ counts: (WalletFinder.Message) -> Bool) -> [Int] {
+        var sent = Array(repeating: 0, count: addresses.count)
+        for record in sim.wire where !record.lost {
+            if let message = WalletFinder.Message(parsing: record.datagram), counts(message) { sent[record.from] += 1 }
+        }
+        return sent
     }
 
     mutating func find(_ wallet: WalletAddress, query: UInt64, ttl: UInt8, from i: Int) {
-        process(finders[i].find(wallet, query: query, ttl: ttl, neighbours: neighbours(i), now: now), at: i)
+        let now = now
+        let actions = sim[node: i].core.find(wallet, query: query, ttl: ttl, neighbours: sim.nodes[i].neighbours, now: now)
+        sim.perform(actions, at: i)
+        sim.run(until: now)
     }
 
+    /// What node `j` answers to `payload` from `i`, not passed on.
     mutating func receive(_ payload: [UInt8], at j: Int, from i: Int) -> [WalletFinder.Action] {
-        let known = self.known[j]
-        return finders[j].receive(payload, from: addresses[i], neighbours: neighbours(j), known: { known[$0] }, now: now)
+        let now = now
+        return sim[node: j].receive(payload, from: i, now: now)
     }
 
-    mutating func process(_ actions: [WalletFinder.Action], at origin: Int) {
-        var queue = actions.map { (origin, $0) }
-        var head = 0
-        while head < queue.count {
-            let (from, action) = queue[head]
-            head += 1
-            switch action {
-            case .send(let payload, let to):
-                guard let j = addresses.firstIndex(of: to), edges.contains(SimLink(from, j)) else { continue }
-                if WalletFinder.Message(parsing: payload).map({ if case .find = $0 { true } else { false } }) == true {
-                    finds[from] += 1
-                } else {
-                    answers[from] += 1
-                }
-                queue += receive(payload, at: j, from: from).map { (j, $0) }
-            case .found:
-                found[from].append(action)
-            }
-        }
-    }
+    mutating func advance(_ ms: Int64) { sim.run(forMs: ms) }
 
     static func line(_ count: Int) -> FinderNet { FinderNet(count: count, edges: (1..<count).map { ($0 - 1, $0) }) }
     static func ring(_ count: Int) -> FinderNet { FinderNet(count: count, edges: (0..<count).map { ($0, ($0 + 1) % count) }) }
@@ -177,7 +189,7 @@ struct FinderNet {
         // Node 3 has its own budget.
         #expect(net.receive(WalletFinder.Message.find(query: 100, wallet: wallet, ttl: 4).serialize(), at: 1, from: 3).count == 2)
         // A second later node 0 has 20 more.
-        net.now += 1_000
+        net.advance(1_000)
         var taken = 0
         for query in UInt64(200)..<230 {
             taken += net.receive(WalletFinder.Message.find(query: query, wallet: wallet, ttl: 4).serialize(), at: 1, from: 0).isEmpty ? 0 : 1
