@@ -80,6 +80,8 @@ public struct MeshSimulator<Node: SimNode> {
         public let node: Int
         public let timeMs: Int64
         public let action: Node.Action
+        /// Its place among the actions the simulator carried out, datagrams sent included (`WireRecord.order`).
+        public let order: Int
     }
 
     /// A datagram as it was sent, and whether it was lost on the way.
@@ -88,6 +90,8 @@ public struct MeshSimulator<Node: SimNode> {
         public let to: Int
         public let timeMs: Int64
         public let datagram: Node.Datagram
+        /// Its place among the actions the simulator carried out, events included (`Event.order`).
+        public let order: Int
         public fileprivate(set) var lost = false
     }
 
@@ -124,6 +128,8 @@ public struct MeshSimulator<Node: SimNode> {
     public private(set) var datagramsDelivered = 0
 
     private var queue = EventQueue<Pending>()
+    /// Actions carried out so far (datagrams and events), for their `order`.
+    private var actionsDone = 0
     /// Without `reorders`: when the last datagram sent from one node to another arrives, by `from << 32 | to`.
     private var lastArrivalMs: [Int: Int64] = [:]
     private var inFlight = 0
@@ -220,10 +226,11 @@ public struct MeshSimulator<Node: SimNode> {
             case .send(let datagram, let to):
                 send(datagram, from: index, to: to)
             case .event:
-                events.append(Event(node: index, timeMs: nowMs, action: action))
+                events.append(Event(node: index, timeMs: nowMs, action: action, order: actionsDone))
             case .ignore:
                 break
             }
+            actionsDone += 1
         }
         schedule(index)
     }
@@ -318,7 +325,7 @@ public struct MeshSimulator<Node: SimNode> {
     private mutating func send(_ datagram: Node.Datagram, from: Int, to: Int) {
         datagramsSent += 1
         let record = config.logsWire ? wire.count : nil
-        if config.logsWire { wire.append(WireRecord(from: from, to: to, timeMs: nowMs, datagram: datagram)) }
+        if config.logsWire { wire.append(WireRecord(from: from, to: to, timeMs: nowMs, datagram: datagram, order: actionsDone)) }
         guard passes(from: from, to: to) else {
             if let record { wire[record].lost = true }
             return

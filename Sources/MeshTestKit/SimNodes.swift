@@ -1,4 +1,5 @@
 import MeshCall
+import MeshDHT
 import MeshIdentity
 import MeshLink
 import MeshRouting
@@ -141,6 +142,32 @@ public struct FinderNode: SimNode, Sendable {
 
     public func route(_ action: WalletFinder.Action) -> SimRoute<[UInt8]> {
         if case .send(let bytes, let to) = action { return .send(bytes, to: directory.index(of: to)) }
+        return .event
+    }
+}
+
+/// A `DHTNode` (the signed envelope around the protocol) listening at 10.0.0.(index + 1):4460, its monotonic clock
+/// (the `nowMs` it is given) `offsetMs` off the network's.
+public struct DHTEnvelopeNode: SimNode, Sendable {
+    public var core: DHTNode
+    public var offsetMs: Int64 = 0
+
+    public init(_ core: DHTNode) { self.core = core }
+
+    public static func endpoint(_ index: Int) -> DHTEndpoint { DHTEndpoint(ip: [10, 0, 0, UInt8(index + 1)], port: 4460)! }
+    public static func index(_ endpoint: DHTEndpoint) -> Int? {
+        endpoint.ip.count == 4 && endpoint.ip[0] == 10 ? Int(endpoint.ip[3]) - 1 : nil
+    }
+
+    public mutating func receive(_ datagram: [UInt8], from sender: Int, now: Int64) -> [DHTAction] {
+        core.receive(datagram, from: Self.endpoint(sender), nowMs: now + offsetMs)
+    }
+
+    public mutating func tick(now: Int64) -> [DHTAction] { core.tick(nowMs: now + offsetMs) }
+    public var nextDeadline: Int64? { core.nextDeadline.map { $0 - offsetMs } }
+
+    public func route(_ action: DHTAction) -> SimRoute<[UInt8]> {
+        if case .send(let bytes, let to) = action { return .send(bytes, to: Self.index(to) ?? -1) }
         return .event
     }
 }

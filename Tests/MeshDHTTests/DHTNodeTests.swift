@@ -214,7 +214,7 @@ import Testing
         net.inject(requests[0].bytes, from: requests[0].from, to: victim)
         #expect(net.nodes[victim].counters.replayed == replays + 1)
         // A datagram signed more than two minutes ago is refused.
-        net.now += 121_000
+        net.advance(121_000)
         let stale = net.nodes[victim].counters.staleTimestamp
         net.inject(samples[0], from: 0, to: victim)
         #expect(net.nodes[victim].counters.staleTimestamp == stale + 1)
