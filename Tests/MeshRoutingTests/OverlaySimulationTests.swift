@@ -112,7 +112,7 @@ import Testing
     /// the diallers' retries bring the links back and the routes return.
     @Test func gossipOverRealLinksConvergesAcrossAPartitionAndItsHeal() {
         var mesh = Mesh(count: 100, seed: 7, lossRate: 0.01)
-        mesh.run(forMs: 40_000)
+        mesh.run(forMs: 30_000)
         let routes = mesh.expectConverged(over: mesh.edges, "connected")
         #expect(routes > 300, "\(routes) routes within the radius")
 
@@ -122,13 +122,13 @@ import Testing
         let inside = mesh.edges.filter { ($0.a < half) == ($0.b < half) }
         #expect(inside.count < mesh.edges.count && inside.count > mesh.edges.count / 2)
         let downsBefore = mesh.sim.events.count { if case .event(.linkDown) = $0.action { true } else { false } }
-        mesh.run(forMs: 40_000)
+        mesh.run(forMs: 30_000)
         let downs = mesh.sim.events.count { if case .event(.linkDown) = $0.action { true } else { false } } - downsBefore
         #expect(downs == 2 * (mesh.edges.count - inside.count), "each link across goes down at both ends")
         _ = mesh.expectConverged(over: inside, "partitioned")
 
         mesh.sim.heal()
-        mesh.run(forMs: 40_000)
+        mesh.run(forMs: 30_000)
         #expect(mesh.expectConverged(over: mesh.edges, "healed") == routes)
         #expect(mesh.sim.datagramsLost > 0)
     }
