@@ -3,8 +3,8 @@ import MeshLink
 import MeshRouting
 
 /// A whole node's overlay as the daemon stacks it: a `LinkManager` (endpoint = node index) with a `GossipEngine`
-/// and a `RelayEngine` on top. Gossip and chain messages are link payloads (gossip behind the daemon's gossip
-/// tag, chain messages by their own tags); a link coming up or going down is a gossip neighbour coming up (at a
+/// and a `RelayEngine` on top. Gossip and chain messages are link payloads (gossip as an `AppMessage`, chain
+/// messages by their own tags); a link coming up or going down is a gossip neighbour coming up (at a
 /// fixed cost) or going down, and a link down for the relay engine, which routes by the links up and gossip's node
 /// routes and measures hops by the links' figures. Each core is ticked only when it is due, as the daemon's core
 /// timer does.
@@ -23,9 +23,6 @@ public struct OverlayNode: SimNode, Sendable {
         case event(Event)
     }
 
-    /// The first byte of a link payload that carries a gossip message (the daemon's `AppMessage.Tag.gossip`).
-    public static let gossipTag: UInt8 = 0x03
-
     public var links: LinkManager<Int>
     public var gossip: GossipEngine
     public var relay: RelayEngine
@@ -39,15 +36,16 @@ public struct OverlayNode: SimNode, Sendable {
         self.linkCost = linkCost
     }
 
-    /// A node with identity `nodeKey` hosting `hosted`, its handshakes drawing on the first bytes of `secret`, its
-    /// relay engine on `seed`. With `announcesNode` (as the daemon does) gossip spreads the node's own route too,
-    /// which chains are routed by; without, gossip carries the hosted wallets only.
-    public init(nodeKey: PrivateKey, hosted: [PrivateKey], secret: [UInt8], seed: UInt64, announcesNode: Bool = true,
+    /// A node with identity `nodeKey` hosting `hosted`, its link and relay engine randomness drawn from `seed`.
+    /// With `announcesNode` (as the daemon does) gossip spreads the node's own route too, which chains are routed
+    /// by; without, gossip carries the hosted wallets only.
+    public init(nodeKey: PrivateKey, hosted: [PrivateKey], seed: UInt64, announcesNode: Bool = true,
                 gossip config: GossipConfig = GossipConfig(), linkCost: UInt16 = 10, now: Int64) {
-        self.init(links: LinkManager(identity: nodeKey, random: LinkRandom { Array(secret.prefix($0)) }),
+        var seeds = SplitMix64(seed: seed)
+        self.init(links: LinkManager(identity: nodeKey, random: .seeded(seeds.next())),
                   gossip: GossipEngine(local: nodeKey.address, hosted: hosted, nodeKey: announcesNode ? nodeKey : nil, sequence: 1,
                                        config: config, nowMs: now),
-                  relay: RelayEngine(local: nodeKey.address, seed: seed),
+                  relay: RelayEngine(local: nodeKey.address, seed: seeds.next()),
                   linkCost: linkCost)
     }
 
@@ -147,14 +145,14 @@ public struct OverlayNode: SimNode, Sendable {
         } else if ChainMessage.claims(payload) {
             let actions = relay.receive(payload, from: peer, routes: routes, now: now)
             run(actions, now: now, into: &out)
-        } else if payload.first == Self.gossipTag {
-            run(gossip.receive(Array(payload.dropFirst()), from: peer, nowMs: now), now: now, into: &out)
+        } else if case .gossip(let message)? = AppMessage(parsing: payload) {
+            run(gossip.receive(message, from: peer, nowMs: now), now: now, into: &out)
         }
     }
 
     private mutating func run(_ actions: [GossipAction], now: Int64, into out: inout [Action]) {
         for case .send(let message, let peer) in actions {
-            run(links.send([Self.gossipTag] + message, to: peer, now: now), now: now, into: &out)
+            run(links.send(AppMessage.gossip(message).serialize(), to: peer, now: now), now: now, into: &out)
         }
     }
 
