@@ -1,13 +1,16 @@
+import MeshCall
 import MeshIdentity
 import MeshLink
 import MeshRouting
 
-/// A whole node's overlay as the daemon stacks it: a `LinkManager` (endpoint = node index) with a `GossipEngine`
-/// and a `RelayEngine` on top. Gossip and chain messages are link payloads (gossip as an `AppMessage`, chain
-/// messages by their own tags); a link coming up or going down is a gossip neighbour coming up (at a
-/// fixed cost) or going down, and a link down for the relay engine, which routes by the links up and gossip's node
-/// routes and measures hops by the links' figures. Each core is ticked only when it is due, as the daemon's core
-/// timer does.
+/// A whole node as the daemon stacks its cores: a `LinkManager` (endpoint = node index) with a `GossipEngine`, a
+/// `RelayEngine` and a `CallEngine` on top. Gossip and chain messages are link payloads (gossip as an
+/// `AppMessage`, chain messages by their own tags); a link coming up or going down is a gossip neighbour coming up
+/// (at a fixed cost) or going down, and a link down for the relay engine, which routes by the links up and gossip's
+/// node routes and measures hops by the links' figures. A call is placed as `placeCall` does: the chain to the
+/// callee's home node first, then the offer through it; signalling and media travel the chain as `CallInner`, and
+/// an incoming call is answered at once (the daemon's auto-answer). Each core is ticked only when it is due, as the
+/// daemon's core timer does.
 public struct OverlayNode: SimNode, Sendable {
     /// What the node reports.
     public enum Event: Sendable, Equatable {
@@ -16,6 +19,17 @@ public struct OverlayNode: SimNode, Sendable {
         case refused(String)
         /// What the relay engine reports: call bytes delivered, chains up, failed or switched, judgements.
         case relay(RelayAction)
+        /// What the call engine reports: incoming, ringing, established, ended.
+        case call(CallAction)
+    }
+
+    /// A call waiting for its chain before its offer goes out.
+    struct Placing: Sendable {
+        let id: CallID
+        let caller: WalletAddress
+        let callee: WalletAddress
+        let home: WalletAddress
+        let bitrate: Int
     }
 
     public enum Action: Sendable {
@@ -26,17 +40,22 @@ public struct OverlayNode: SimNode, Sendable {
     public var links: LinkManager<Int>
     public var gossip: GossipEngine
     public var relay: RelayEngine
+    public var calls: CallEngine
     /// The gossip cost of every link.
     public var linkCost: UInt16
+    /// Calls placed here whose chain is not up yet, by call.
+    private var placing: [UInt64: Placing] = [:]
 
-    public init(links: LinkManager<Int>, gossip: GossipEngine, relay: RelayEngine, linkCost: UInt16 = 10) {
+    public init(links: LinkManager<Int>, gossip: GossipEngine, relay: RelayEngine, calls: CallEngine, linkCost: UInt16 = 10) {
         self.links = links
         self.gossip = gossip
         self.relay = relay
+        self.calls = calls
         self.linkCost = linkCost
     }
 
-    /// A node with identity `nodeKey` hosting `hosted`, its link and relay engine randomness drawn from `seed`.
+    /// A node with identity `nodeKey` hosting `hosted`, the randomness of its link, relay and call engines drawn
+    /// from `seed`.
     /// With `announcesNode` (as the daemon does) gossip spreads the node's own route too, which chains are routed
     /// by; without, gossip carries the hosted wallets only.
     public init(nodeKey: PrivateKey, hosted: [PrivateKey], seed: UInt64, announcesNode: Bool = true,
@@ -46,6 +65,7 @@ public struct OverlayNode: SimNode, Sendable {
                   gossip: GossipEngine(local: nodeKey.address, hosted: hosted, nodeKey: announcesNode ? nodeKey : nil, sequence: 1,
                                        config: config, nowMs: now),
                   relay: RelayEngine(local: nodeKey.address, seed: seeds.next()),
+                  calls: CallEngine(wallets: hosted, random: .seeded(seeds.next())),
                   linkCost: linkCost)
     }
 
@@ -76,6 +96,18 @@ public struct OverlayNode: SimNode, Sendable {
         return out
     }
 
+    /// Calls `callee`, a wallet hosted at the node `home`, from the hosted wallet `caller`.
+    public mutating func placeCall(_ id: CallID, from caller: PrivateKey, to callee: WalletAddress, home: WalletAddress,
+                                   bitrate: Int = 24_000, now: Int64) -> [Action] {
+        placing[id.raw] = Placing(id: id, caller: caller.address, callee: callee, home: home, bitrate: bitrate)
+        return open(call: id.raw, wallet: caller, target: home, now: now)
+    }
+
+    /// Sends one media packet of call `id` on its chain.
+    public mutating func sendMedia(_ id: CallID, _ packet: [UInt8], now: Int64) -> [Action] {
+        send(call: id.raw, CallInner.media(packet).serialize(), now: now)
+    }
+
     public mutating func receive(_ datagram: [UInt8], from sender: Int, now: Int64) -> [Action] {
         var out: [Action] = []
         run(links.receive(datagram, from: sender, now: now), now: now, into: &out)
@@ -90,10 +122,13 @@ public struct OverlayNode: SimNode, Sendable {
             let actions = relay.tick(routes: routes, now: now)
             run(actions, now: now, into: &out)
         }
+        if let due = calls.nextDeadline, due <= now { run(calls.tick(now: now), now: now, into: &out) }
         return Self.inPathOrder(out)
     }
 
-    public var nextDeadline: Int64? { min(min(links.nextDeadline ?? .max, gossip.nextDeadline), relay.nextDeadline ?? .max) }
+    public var nextDeadline: Int64? {
+        min(min(links.nextDeadline ?? .max, gossip.nextDeadline), min(relay.nextDeadline ?? .max, calls.nextDeadline ?? .max))
+    }
 
     /// The actions with the datagrams by destination (each destination's in the order sent), after the events. The
     /// link manager emits a tick's datagrams in the order of its dictionaries, which differs between runs (hash
@@ -158,11 +193,59 @@ public struct OverlayNode: SimNode, Sendable {
 
     private mutating func run(_ actions: [RelayAction], now: Int64, into out: inout [Action]) {
         for action in actions {
-            if case .send(let message, let peer) = action {
+            switch action {
+            case .send(let message, let peer):
                 run(links.send(message, to: peer, now: now), now: now, into: &out)
-            } else {
-                out.append(.event(.relay(action)))
+                continue
+            case .deliver(let call, let bytes):
+                deliver(call: call, bytes, now: now, into: &out)
+            case .chainUp(let call):
+                guard let call = placing.removeValue(forKey: call),
+                      let (_, offer) = calls.place(id: call.id, from: call.caller, to: call.callee, via: call.home, bitrate: call.bitrate,
+                                                   now: now) else { break }
+                run(offer, now: now, into: &out)
+            case .chainFailed(let call, _):
+                if placing.removeValue(forKey: call) == nil { run(calls.chainLost(CallID(raw: call), now: now), now: now, into: &out) }
+            case .chainSwitched, .judged:
+                break
             }
+            out.append(.event(.relay(action)))
+        }
+    }
+
+    /// End-to-end bytes that reached this end of a chain: call signalling (for the chain's own call) and media.
+    private mutating func deliver(call raw: UInt64, _ bytes: [UInt8], now: Int64, into out: inout [Action]) {
+        let id = CallID(raw: raw)
+        switch CallInner(parsing: bytes) {
+        case .signal(let body)?:
+            guard CallMessage(parsing: body)?.callID == id, let farEnd = relay.farEnd(call: raw) else { return }
+            run(calls.receive(body, from: farEnd, now: now), now: now, into: &out)
+        case .media?:
+            calls.mediaArrived(id, now: now)
+        default:
+            break
+        }
+    }
+
+    private mutating func run(_ actions: [CallAction], now: Int64, into out: inout [Action]) {
+        for action in actions {
+            switch action {
+            case .send(let body, _):
+                guard let id = CallMessage(parsing: body)?.callID else { continue }
+                run(relay.send(call: id.raw, CallInner.signal(body).serialize()), now: now, into: &out)
+                continue
+            case .incoming(let id, _, _):
+                out.append(.event(.call(action)))
+                run(calls.answer(id, now: now), now: now, into: &out)
+                continue
+            case .established(let id, let keys):
+                let caller = calls.calls[id]?.role == .caller
+                relay.authenticate(call: id.raw, key: ProbeKey(callerToCallee: caller ? keys.send : keys.receive,
+                                                               calleeToCaller: caller ? keys.receive : keys.send))
+            case .ringing, .ended:
+                break
+            }
+            out.append(.event(.call(action)))
         }
     }
 

@@ -1,10 +1,11 @@
+import MeshCall
 import MeshIdentity
 import MeshRouting
 import MeshTestKit
 import Testing
 
-/// Whole nodes on one simulated network: encrypted links with gossip and relaying on top (`OverlayNode`), latency
-/// from random coordinates with jitter, loss, a partition and its heal, a relay killed under a call.
+/// Whole nodes on one simulated network: encrypted links with gossip, relaying and calls on top (`OverlayNode`),
+/// latency from random coordinates with jitter, loss, a partition and its heal, a relay killed under a call.
 @Suite struct OverlaySimulationTests {
     /// Nodes that each host one wallet; node i dials one or two random earlier nodes, so the graph is connected.
     struct Mesh {
@@ -133,53 +134,73 @@ import Testing
         #expect(mesh.sim.datagramsLost > 0)
     }
 
-    /// A call's chain over gossip's node routes and real links, 40 nodes with node announcements: to the node farthest
-    /// from the caller (within 5 links) it comes up, carries bytes both ways, and when a relay on it dies the caller
-    /// moves the call to a chain without it.
-    @Test func aChainAcrossTheMeshSurvivesTheDeathOfARelay() throws {
+    /// A call between whole nodes, 40 of them with node announcements and 1 % loss: the caller's node sets up a
+    /// chain to the callee's home node (the farthest within 5 links), the offer and answer go through it, media
+    /// flows both ways; when the first relay on the chain dies the caller moves the call to a chain without it,
+    /// and the call goes on without a media timeout.
+    @Test func aCallAcrossTheMeshSurvivesTheDeathOfARelay() throws {
         var mesh = Mesh(count: 40, seed: 11, lossRate: 0.01, announcesNodes: true)
         mesh.run(forMs: 30_000)
         let distance = mesh.distances(over: mesh.edges)
         let far = try #require(distance[0].filter { $0 <= 5 }.max())
         #expect(far >= 3, "a chain with relays on it")
         let callee = try #require(distance[0].firstIndex(of: far))
+        let id = CallID(raw: 0xCA11)
         func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) {
             let now = mesh.sim.nowMs
             let actions = body(&mesh.sim[node: node], now)
             mesh.sim.perform(actions, at: node)
         }
-        func relayEvents(at node: Int) -> [RelayAction] {
+        func events(at node: Int) -> [OverlayNode.Event] {
             mesh.sim.events.compactMap {
-                guard $0.node == node, case .event(.relay(let action)) = $0.action else { return nil }
-                return action
+                guard $0.node == node, case .event(let event) = $0.action else { return nil }
+                return event
             }
         }
         func activeChain() -> [Int] {
-            let chain = mesh.sim.nodes[0].relay.chains(call: 1, now: mesh.sim.nowMs).first { $0.role == "active" }
+            let chain = mesh.sim.nodes[0].relay.chains(call: id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
             return chain?.nodes.compactMap { node in mesh.addresses.firstIndex { $0.checksummed == node } } ?? []
         }
+        /// Media packets that reached `node`.
+        func media(at node: Int) -> Int {
+            events(at: node).count {
+                guard case .relay(.deliver(_, let bytes)) = $0, case .media? = CallInner(parsing: bytes) else { return false }
+                return true
+            }
+        }
+        /// Both ends send a packet every 100 ms.
+        func talk(forMs ms: Int64) {
+            for _ in 0..<ms / 100 {
+                drive(0) { $0.sendMedia(id, [0x80, 0], now: $1) }
+                drive(callee) { $0.sendMedia(id, [0x80, 1], now: $1) }
+                mesh.run(forMs: 100)
+            }
+        }
 
-        let callerWallet = mesh.walletKeys[0]
-        drive(0) { $0.open(call: 1, wallet: callerWallet, target: mesh.addresses[callee], now: $1) }
+        let (caller, wallet) = (mesh.walletKeys[0], mesh.wallets[callee])
+        drive(0) { $0.placeCall(id, from: caller, to: wallet, home: mesh.addresses[callee], now: $1) }
         mesh.run(forMs: 2_000)
-        #expect(relayEvents(at: 0).contains(.chainUp(call: 1)))
+        #expect(events(at: 0).contains(.relay(.chainUp(call: id.raw))))
+        #expect(events(at: callee).contains(.call(.incoming(id, caller: caller.address, callee: wallet))))
+        #expect(events(at: 0).contains { if case .call(.established(id, _)) = $0 { true } else { false } })
         let first = activeChain()
         #expect(first.count >= far && first.last == callee, "chain \(first)")
-        drive(0) { $0.send(call: 1, [0x01, 1, 2, 3], now: $1) }
-        drive(callee) { $0.send(call: 1, [0x01, 9, 8], now: $1) }
-        mesh.run(forMs: 1_000)
-        #expect(relayEvents(at: callee).contains(.deliver(call: 1, [0x01, 1, 2, 3])))
-        #expect(relayEvents(at: 0).contains(.deliver(call: 1, [0x01, 9, 8])))
+        talk(forMs: 3_000)
+        #expect(media(at: callee) >= 25 && media(at: 0) >= 25, "\(media(at: callee)) and \(media(at: 0)) of 30 packets")
 
         let dead = try #require(first.first)
         mesh.sim.kill(dead)
-        mesh.run(forMs: 15_000)
+        talk(forMs: 15_000)
         let second = activeChain()
         #expect(!second.isEmpty && !second.contains(dead) && second.last == callee, "chain \(second) after \(dead) died")
-        #expect(relayEvents(at: 0).contains { if case .chainSwitched(call: 1, _, _, _) = $0 { true } else { false } })
-        drive(0) { $0.send(call: 1, [0x01, 4, 5, 6], now: $1) }
-        mesh.run(forMs: 1_000)
-        #expect(relayEvents(at: callee).contains(.deliver(call: 1, [0x01, 4, 5, 6])))
+        #expect(events(at: 0).contains { if case .relay(.chainSwitched(call: id.raw, _, _, _)) = $0 { true } else { false } })
+        let before = (media(at: callee), media(at: 0))
+        talk(forMs: 2_000)
+        #expect(media(at: callee) - before.0 >= 15 && media(at: 0) - before.1 >= 15, "media flows on the new chain")
+        for end in [0, callee] {
+            #expect(mesh.sim.nodes[end].calls.calls[id]?.state == .active, "node \(end)")
+            #expect(!events(at: end).contains { if case .call(.ended) = $0 { true } else { false } }, "node \(end)")
+        }
     }
 
     /// The same seed gives the same run, datagram for datagram.
