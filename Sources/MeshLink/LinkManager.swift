@@ -434,7 +434,9 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         var next = Int64.max
         for p in pending.values { next = min(next, p.expiresAt) }
         for h in halfOpen.values { next = min(next, h.expiresAt) }
-        for dial in dials.values where dial.pendingIndex == nil && !(dial.peer.map { peers[$0]?.isUp ?? false } ?? false) {
+        // A dial whose handshake was refused (its pending entry dropped) still names it until a tick: it waits too.
+        for dial in dials.values where !(dial.pendingIndex.map { pending[$0] != nil } ?? false)
+            && !(dial.peer.map { peers[$0]?.isUp ?? false } ?? false) {
             next = min(next, dial.nextAttemptAt)
         }
         for peer in peers.values { next = min(next, peerDeadline(peer)) }

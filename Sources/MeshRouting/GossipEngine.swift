@@ -97,6 +97,17 @@ public struct GossipEngine: Sendable {
         var budget: TokenBucket
         /// Entries were deferred for lack of tokens: ask for the full table again once the bucket is full.
         var owesFull = false
+        /// The full table coming in, while some of its parts are missing.
+        var table: IncomingTable?
+    }
+
+    /// A full table whose parts are coming in: which arrived, and the wallets the neighbour has named since its first
+    /// part (in it or in updates), which are kept when the table is complete; the rest it told before is forgotten.
+    struct IncomingTable {
+        let table: UInt16
+        let count: UInt16
+        var received: Set<UInt16> = []
+        var named: Set<WalletAddress> = []
     }
 
     /// The newest authentic sequence seen for a wallet, kept until that announcement expires.
@@ -141,6 +152,8 @@ public struct GossipEngine: Sendable {
     /// The wall clock: announcements' expiries are wall-clock time; `nowMs` is monotonic (the shell keeps it current).
     public var clock = WallClock()
     private var nextPruneAt: Int64 = 0
+    /// The number of the last full table sent (`GossipMessage.TablePart`).
+    private var nextTable: UInt16 = 0
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
     /// With `nodeKey` (whose address is `local`) the node also announces itself, for routing chains.
@@ -189,32 +202,25 @@ public struct GossipEngine: Sendable {
             return []
         }
         switch message {
-        case .update(let entries, let reset):
+        case .update(let entries):
             // Taken out while it changes, so its table is not copied.
             var neighbour = neighbours.removeValue(forKey: node)!
-            var touched = Set(entries.map(\.wallet))
-            if reset {
-                touched.formUnion(neighbour.learned.keys)
-                neighbour.learned = [:]
+            learn(entries, from: &neighbour, nowMs: nowMs)
+            neighbours[node] = neighbour
+            return reselect(Set(entries.map(\.wallet)), nowMs: nowMs)
+        case .tablePart(let entries, let part):
+            var neighbour = neighbours.removeValue(forKey: node)!
+            if neighbour.table?.table != part.table || neighbour.table?.count != part.count {
+                neighbour.table = IncomingTable(table: part.table, count: part.count)
             }
-            for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
-                if entry.metric == GossipEntry.infinity {
-                    neighbour.learned[entry.wallet] = nil
-                } else if neighbour.learned[entry.wallet] == nil && neighbour.learned.count >= config.maxRoutesPerNeighbour {
-                    counters.refusedRoutes += 1
-                } else {
-                    switch accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
-                    case .accepted:
-                        neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
-                    case .refused:
-                        // What the neighbour said before is superseded by what it says now, which we refuse.
-                        neighbour.learned[entry.wallet] = nil
-                    case .deferred:
-                        // Not judged yet (the neighbour's budget is spent; its full table is asked for later):
-                        // what it said before stands until then.
-                        break
-                    }
-                }
+            neighbour.table?.received.insert(part.index)
+            learn(entries, from: &neighbour, nowMs: nowMs)
+            var touched = Set(entries.map(\.wallet))
+            if let table = neighbour.table, table.received.count == Int(table.count) {
+                let untold = neighbour.learned.keys.filter { !table.named.contains($0) }
+                for wallet in untold { neighbour.learned[wallet] = nil }
+                touched.formUnion(untold)
+                neighbour.table = nil
             }
             neighbours[node] = neighbour
             return reselect(touched, nowMs: nowMs)
@@ -228,6 +234,32 @@ public struct GossipEngine: Sendable {
         case .requestFull:
             return fullTable(to: node)
         }
+    }
+
+    /// Takes what a neighbour says of some wallets (routes and withdrawals); while a full table comes in, the wallets
+    /// it still holds from the neighbour are noted as named since the table began.
+    private mutating func learn(_ entries: [GossipEntry], from neighbour: inout Neighbour, nowMs: Int64) {
+        for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
+            if entry.metric == GossipEntry.infinity {
+                neighbour.learned[entry.wallet] = nil
+            } else if neighbour.learned[entry.wallet] == nil && neighbour.learned.count >= config.maxRoutesPerNeighbour {
+                counters.refusedRoutes += 1
+            } else {
+                switch accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
+                case .accepted:
+                    neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
+                case .refused:
+                    // What the neighbour said before is superseded by what it says now, which we refuse.
+                    neighbour.learned[entry.wallet] = nil
+                case .deferred:
+                    // Not judged yet (the neighbour's budget is spent; its full table is asked for later):
+                    // what it said before stands until then.
+                    break
+                }
+            }
+        }
+        guard neighbour.table != nil else { return }
+        for entry in entries where neighbour.learned[entry.wallet] != nil { neighbour.table?.named.insert(entry.wallet) }
     }
 
     /// A call-time check found that `origin` does not host `wallet` (it said so, or did not answer): routes to
@@ -457,7 +489,7 @@ public struct GossipEngine: Sendable {
                 if entry.metric == GossipEntry.infinity { neighbour.told[entry.wallet] = nil } else { neighbour.told[entry.wallet] = entry }
             }
             neighbours[node] = neighbour
-            actions += Self.chunks(changes, reset: false).map { .send($0, to: node) }
+            actions += Self.parts(changes).map { .send(GossipMessage.update($0).serialize(), to: node) }
         }
         return actions
     }
@@ -479,14 +511,18 @@ public struct GossipEngine: Sendable {
         let entries = advertisement(for: node)
         neighbours[node]?.told = entries
         let sorted = entries.values.sorted { $0.wallet < $1.wallet }
-        return Self.chunks(sorted, reset: true).map { .send($0, to: node) }
+        nextTable &+= 1
+        let parts = sorted.isEmpty ? [[]] : Self.parts(sorted)
+        let count = UInt16(clamping: parts.count)
+        return parts.prefix(Int(count)).enumerated().map { index, part in
+            .send(GossipMessage.tablePart(part, .init(table: nextTable, index: UInt16(index), count: count)).serialize(), to: node)
+        }
     }
 
-    private static func chunks(_ entries: [GossipEntry], reset: Bool) -> [[UInt8]] {
-        if entries.isEmpty { return reset ? [GossipMessage.update([], reset: true).serialize()] : [] }
-        return stride(from: 0, to: entries.count, by: GossipMessage.maxEntries).map { start in
-            let part = Array(entries[start..<min(start + GossipMessage.maxEntries, entries.count)])
-            return GossipMessage.update(part, reset: reset && start == 0).serialize()
+    /// Entries in message-sized parts.
+    private static func parts(_ entries: [GossipEntry]) -> [[GossipEntry]] {
+        stride(from: 0, to: entries.count, by: GossipMessage.maxEntries).map { start in
+            Array(entries[start..<min(start + GossipMessage.maxEntries, entries.count)])
         }
     }
 

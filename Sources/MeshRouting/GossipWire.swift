@@ -75,25 +75,44 @@ public struct GossipEntry: Sendable, Equatable, Hashable {
 
 /// Gossip messages between link neighbours (docs/gossip.md), carried as link application payloads.
 public enum GossipMessage: Sendable, Equatable {
-    /// Incremental routes; with `reset`, the first part of a full table: forget what the sender said before.
-    case update([GossipEntry], reset: Bool)
+    /// Incremental routes.
+    case update([GossipEntry])
+    /// One part of a full table: once every part of `table` is in, whatever the sender said before and did not say
+    /// again in the table (or in an update since its first part came) is forgotten. Parts may come in any order.
+    case tablePart([GossipEntry], TablePart)
     /// A digest of everything the sender currently advertises to the receiver.
     case digest([UInt8])
     /// "Send me everything": the digest did not match.
     case requestFull
 
-    enum Tag: UInt8 { case update = 1, digest = 2, requestFull = 3, resetUpdate = 4 }
+    /// Which full table a part belongs to (the sender's count of tables sent, wrapping) and where it is in it.
+    public struct TablePart: Sendable, Equatable {
+        public var table: UInt16
+        public var index: UInt16
+        public var count: UInt16
+        public init(table: UInt16, index: UInt16, count: UInt16) {
+            self.table = table
+            self.index = index
+            self.count = count
+        }
+    }
+
+    enum Tag: UInt8 { case update = 1, digest = 2, requestFull = 3, tablePart = 4 }
     /// Entries per update message (116 bytes each), so one fits in a 1,280-byte datagram with the link's overhead.
     public static let maxEntries = 10
 
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         switch self {
-        case .update(let entries, let reset):
-            precondition(entries.count <= Self.maxEntries, "split updates before serializing")
-            w.write(reset ? Tag.resetUpdate.rawValue : Tag.update.rawValue)
-            w.write(UInt8(entries.count))
-            for e in entries { Self.write(e, to: &w) }
+        case .update(let entries):
+            w.write(Tag.update.rawValue)
+            Self.write(entries, to: &w)
+        case .tablePart(let entries, let part):
+            w.write(Tag.tablePart.rawValue)
+            w.write(part.table)
+            w.write(part.index)
+            w.write(part.count)
+            Self.write(entries, to: &w)
         case .digest(let digest):
             w.write(Tag.digest.rawValue)
             w.write(bytes: digest)
@@ -101,6 +120,12 @@ public enum GossipMessage: Sendable, Equatable {
             w.write(Tag.requestFull.rawValue)
         }
         return w.bytes
+    }
+
+    private static func write(_ entries: [GossipEntry], to w: inout ByteWriter) {
+        precondition(entries.count <= Self.maxEntries, "split updates before serializing")
+        w.write(UInt8(entries.count))
+        for e in entries { write(e, to: &w) }
     }
 
     static func write(_ e: GossipEntry, to w: inout ByteWriter) {
@@ -122,22 +147,28 @@ public enum GossipMessage: Sendable, Equatable {
         return HostAnnouncement(wallet: wallet, origin: origin, sequence: seq, expiresAtS: expires, signature: signature)
     }
 
+    /// A count u8 (≤ `maxEntries`) and that many entries, to the end of the message.
+    private static func readEntries(_ r: inout ByteReader) -> [GossipEntry]? {
+        guard let count = r.readUInt8(), Int(count) <= maxEntries, r.remaining == Int(count) * GossipEntry.bytes else { return nil }
+        var entries: [GossipEntry] = []
+        for _ in 0..<count {
+            guard let announcement = readAnnouncement(&r), let hops = r.readUInt8(), let metric = r.readUInt16() else { return nil }
+            entries.append(GossipEntry(announcement, hops: hops, metric: metric))
+        }
+        return entries
+    }
+
     public init?(parsing bytes: [UInt8]) {
         var r = ByteReader(bytes)
         guard let tag = r.readUInt8().flatMap(Tag.init(rawValue:)) else { return nil }
         switch tag {
-        case .update, .resetUpdate:
-            guard let count = r.readUInt8(), Int(count) <= Self.maxEntries, r.remaining == Int(count) * GossipEntry.bytes else {
-                return nil
-            }
-            var entries: [GossipEntry] = []
-            for _ in 0..<count {
-                guard let announcement = Self.readAnnouncement(&r), let hops = r.readUInt8(), let metric = r.readUInt16() else {
-                    return nil
-                }
-                entries.append(GossipEntry(announcement, hops: hops, metric: metric))
-            }
-            self = .update(entries, reset: tag == .resetUpdate)
+        case .update:
+            guard let entries = Self.readEntries(&r) else { return nil }
+            self = .update(entries)
+        case .tablePart:
+            guard let table = r.readUInt16(), let index = r.readUInt16(), let count = r.readUInt16(), index < count,
+                  let entries = Self.readEntries(&r) else { return nil }
+            self = .tablePart(entries, TablePart(table: table, index: index, count: count))
         case .digest:
             guard let digest = r.readBytes(32), r.isAtEnd else { return nil }
             self = .digest(digest)

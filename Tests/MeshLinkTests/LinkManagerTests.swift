@@ -33,43 +33,39 @@ import Testing
     }
 
     @Test func repeatedPinMismatchesAreCountedEachTimeAndLoggedOncePerInterval() {
-        withRefusedDialDeadlineIssue {
-            var net = LinkTestNet(count: 2)
-            let someoneElse = PrivateKey().address
-            net.connect(0, to: 1, pinned: someoneElse)
-            let line = "pinned to \(someoneElse) but \(net.address(1)) answered"
-            #expect(net.refused[0] == [line])
-            // The dial retries with backoff (up to 8 s): every answer is refused and counted, none logged in the minute.
-            var counted = net.nodes[0].counters.pinMismatch
-            for _ in 0..<5 {
-                net.advance(9_000)
-                #expect(net.nodes[0].counters.pinMismatch > counted)
-                counted = net.nodes[0].counters.pinMismatch
-            }
-            #expect(net.refused[0] == [line])
-            // A minute after the first line, one more says how many were not logged; then nothing until the next minute.
-            net.advance(16_000)
-            #expect(net.refused[0]?.count == 2)
-            let summary = net.refused[0]?.last ?? ""
-            #expect(summary.hasPrefix(line + " (and ") && summary.hasSuffix(" more in 60 s, not logged)"), "\(summary)")
-            net.advance(50_000)
-            #expect(net.refused[0]?.count == 2)
-            net.advance(10_000)
-            #expect(net.refused[0]?.count == 3)
-            #expect(!net.nodes[0].isUp(net.address(1)))
+        var net = LinkTestNet(count: 2)
+        let someoneElse = PrivateKey().address
+        net.connect(0, to: 1, pinned: someoneElse)
+        let line = "pinned to \(someoneElse) but \(net.address(1)) answered"
+        #expect(net.refused[0] == [line])
+        // The dial retries with backoff (up to 8 s): every answer is refused and counted, none logged in the minute.
+        var counted = net.nodes[0].counters.pinMismatch
+        for _ in 0..<5 {
+            net.advance(9_000)
+            #expect(net.nodes[0].counters.pinMismatch > counted)
+            counted = net.nodes[0].counters.pinMismatch
         }
+        #expect(net.refused[0] == [line])
+        // A minute after the first line, one more says how many were not logged; then nothing until the next minute.
+        net.advance(16_000)
+        #expect(net.refused[0]?.count == 2)
+        let summary = net.refused[0]?.last ?? ""
+        #expect(summary.hasPrefix(line + " (and ") && summary.hasSuffix(" more in 60 s, not logged)"), "\(summary)")
+        net.advance(50_000)
+        #expect(net.refused[0]?.count == 2)
+        net.advance(10_000)
+        #expect(net.refused[0]?.count == 3)
+        #expect(!net.nodes[0].isUp(net.address(1)))
     }
 
     @Test func aRespondersRepeatedPinMismatchesAreLoggedOncePerInterval() {
-        withRefusedDialDeadlineIssue {
-            var net = LinkTestNet(count: 3)
-            // Node 1 expects node 2's key at endpoint 0; node 0 (another key) knocks from there again and again.
-            _ = net.nodes[1].connect(to: 0, pinned: net.address(2), now: net.now)
-            net.connect(0, to: 1)
-            net.advance(30_000)
-            #expect(net.nodes[1].counters.pinMismatch > 1)
-            #expect(net.refused[1]?.filter { $0.hasPrefix("pinned to \(net.address(2))") }.count == 1, "\(net.refused[1] ?? [])")
-        }
+        var net = LinkTestNet(count: 3)
+        // Node 1 expects node 2's key at endpoint 0; node 0 (another key) knocks from there again and again.
+        _ = net.nodes[1].connect(to: 0, pinned: net.address(2), now: net.now)
+        net.connect(0, to: 1)
+        net.advance(30_000)
+        #expect(net.nodes[1].counters.pinMismatch > 1)
+        #expect(net.refused[1]?.filter { $0.hasPrefix("pinned to \(net.address(2))") }.count == 1, "\(net.refused[1] ?? [])")
     }
 
     @Test func pinnedLinkWithTheRightKeyComesUp() {

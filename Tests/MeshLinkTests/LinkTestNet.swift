@@ -93,15 +93,3 @@ struct LinkTestNet {
         checkTicks()
     }
 }
-
-/// `LinkManager.nextDeadline` leaves out the next attempt of a dial whose handshake the peer refused (pin mismatch,
-/// clock skew): the dial keeps the index of its dropped handshake until a tick clears it, and only a dial without
-/// one counts. Here the retries still happen, on a timer armed earlier, and the early-tick check reports each; a
-/// daemon that ticks the link manager only when it is due does not retry. A known issue of MeshLink until fixed.
-func withRefusedDialDeadlineIssue(_ body: () -> Void) {
-    withKnownIssue("LinkManager.nextDeadline leaves out the retry of a refused dial") {
-        body()
-    } matching: { issue in
-        issue.comments.contains { $0.rawValue.contains("before its deadline") }
-    }
-}

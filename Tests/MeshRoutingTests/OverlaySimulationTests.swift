@@ -22,6 +22,8 @@ import Testing
             config.seed = seed
             config.latency = .coordinates(minMs: 5, spanMs: 60)
             config.jitter = 0.2
+            // Datagrams overtake one another, as on a real path (a full table's parts among them).
+            config.reorders = true
             config.lossRate = lossRate
             config.earlyTickCheck = .everyInput
             sim = MeshSimulator(config: config)
