@@ -293,7 +293,10 @@ extension NodeRuntime: ControlService {
                 logger.warning("gossip route not confirmed; asking the DHT", metadata: ["wallet": "\(wallet)", "home": "\(home)", "error": "\(why)"])
                 runGossip(gossip.refute(wallet, origin: home, nowMs: now))
             case .lookup(let id, let wallet):
-                lookup(wallet).whenSuccess { outcome in self.runResolver(self.resolver.dhtAnswered(id, Self.home(of: wallet, outcome))) }
+                lookup(wallet).whenSuccess { outcome in
+                    let home = HomeResolver.home(of: wallet, outcome) { try? SocketAddress(dhtEndpoint: $0) }
+                    self.runResolver(self.resolver.dhtAnswered(id, home))
+                }
             case .find(let query, let wallet):
                 runFinder(finder.find(wallet, query: query, ttl: UInt8(config.hopLimit), neighbours: links.upPeers, now: now))
             case .resolved(let id, let home):
@@ -302,21 +305,6 @@ extension NodeRuntime: ControlService {
                 resolving.removeValue(forKey: id)?.fail(RPCError.failed(why))
             }
         }
-    }
-
-    /// What a DHT lookup says of a wallet's home node: from its presence record, the node, its relays and the
-    /// endpoints to dial.
-    private static func home(of address: WalletAddress, _ outcome: LookupOutcome) -> Result<Home, HomeResolver<SocketAddress>.Failure> {
-        guard let record = outcome.record, !record.isWithdrawal else {
-            return .failure(.init("\(address) is not online: gossip has no route and the DHT has no record (\(outcome.queried) nodes asked"
-                                  + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
-        }
-        let node = record.homeNode.address
-        var dial: [(endpoint: SocketAddress, node: WalletAddress)] = record.endpoints.compactMap { endpoint in
-            (try? SocketAddress(dhtEndpoint: endpoint)).map { ($0, node) }
-        }
-        dial += record.relays.compactMap { relay in (try? SocketAddress(dhtEndpoint: relay.endpoint)).map { ($0, relay.id.address) } }
-        return .success(Home(node: node, source: "DHT presence record", hints: record.relays.map(\.id.address), dial: dial))
     }
 
     /// The home node, once a link or node route reaches it or the plan (`HomeReach`: which links to open, how

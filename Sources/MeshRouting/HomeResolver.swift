@@ -1,3 +1,4 @@
+import MeshDHT
 import MeshIdentity
 import MeshWire
 
@@ -46,6 +47,20 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
     public struct Failure: Error, Sendable {
         public let message: String
         public init(_ message: String) { self.message = message }
+    }
+
+    /// What a DHT lookup for `wallet` says of its home node, for `dhtAnswered`: from its presence record the node, its
+    /// relays and the endpoints to dial (the home node's and its relays', each with the node key to pin; `endpoint`
+    /// makes the shell's endpoint of a record's, nil for one it cannot use).
+    public static func home(of wallet: WalletAddress, _ outcome: LookupOutcome, endpoint: (DHTEndpoint) -> Endpoint?) -> Result<Home, Failure> {
+        guard let record = outcome.record, !record.isWithdrawal else {
+            return .failure(Failure("\(wallet) is not online: gossip has no route and the DHT has no record (\(outcome.queried) nodes asked"
+                                    + (outcome.clockSkewNote.map { "; \($0)" } ?? "") + ")"))
+        }
+        let node = record.homeNode.address
+        var dial = record.endpoints.compactMap { endpoint($0).map { (endpoint: $0, node: node) } }
+        dial += record.relays.compactMap { relay in endpoint(relay.endpoint).map { (endpoint: $0, node: relay.id.address) } }
+        return .success(Home(node: node, source: "DHT presence record", hints: record.relays.map(\.id.address), dial: dial))
     }
 
     /// How long a home node has to confirm a route, and a query over links to be answered.

@@ -17,7 +17,7 @@ import Testing
         var edges: Set<SimLink> = []
         let radius: Int
 
-        init(count: Int, seed: UInt64, lossRate: Double, announcesNodes: Bool = false) {
+        init(count: Int, seed: UInt64, lossRate: Double, announcesNodes: Bool = false, earlyTickCheck: EarlyTickCheck = .everyInput) {
             var config = MeshSimulator<OverlayNode>.Config()
             config.seed = seed
             config.latency = .coordinates(minMs: 5, spanMs: 60)
@@ -25,14 +25,14 @@ import Testing
             // Datagrams overtake one another, as on a real path (a full table's parts among them).
             config.reorders = true
             config.lossRate = lossRate
-            config.earlyTickCheck = .everyInput
+            config.earlyTickCheck = earlyTickCheck
             sim = MeshSimulator(config: config)
             let gossip = GossipConfig()
             radius = Int(gossip.radius)
             for _ in 0..<count {
                 let nodeKey = sim.rng.privateKey(), walletKey = sim.rng.privateKey()
                 let seed = sim.rng.next()
-                sim.add(OverlayNode(nodeKey: nodeKey, hosted: [walletKey], seed: seed, announcesNode: announcesNodes, gossip: gossip,
+                sim.add(OverlayNode(index: sim.nodes.count, nodeKey: nodeKey, hosted: [walletKey], seed: seed, announcesNode: announcesNodes, gossip: gossip,
                                     linkCost: Self.cost, now: sim.nowMs))
                 addresses.append(nodeKey.address)
                 walletKeys.append(walletKey)
@@ -108,6 +108,21 @@ import Testing
             sim.run(forMs: ms)
             for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
         }
+
+        /// Drives node `node`'s core in place now, and sends what it asked for.
+        mutating func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) {
+            let now = sim.nowMs
+            let actions = body(&sim[node: node], now)
+            sim.perform(actions, at: node)
+        }
+
+        /// What node `node` reported, in order.
+        func events(at node: Int) -> [OverlayNode.Event] {
+            sim.events.compactMap {
+                guard $0.node == node, case .event(let event) = $0.action else { return nil }
+                return event
+            }
+        }
     }
 
     /// 100 nodes, 5–65 ms apart, 1 % of datagrams lost: the links come up and gossip converges on the routes the
@@ -148,17 +163,8 @@ import Testing
         #expect(far >= 3, "a chain with relays on it")
         let callee = try #require(distance[0].firstIndex(of: far))
         let id = CallID(raw: 0xCA11)
-        func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) {
-            let now = mesh.sim.nowMs
-            let actions = body(&mesh.sim[node: node], now)
-            mesh.sim.perform(actions, at: node)
-        }
-        func events(at node: Int) -> [OverlayNode.Event] {
-            mesh.sim.events.compactMap {
-                guard $0.node == node, case .event(let event) = $0.action else { return nil }
-                return event
-            }
-        }
+        func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) { mesh.drive(node, body) }
+        func events(at node: Int) -> [OverlayNode.Event] { mesh.events(at: node) }
         func activeChain() -> [Int] {
             let chain = mesh.sim.nodes[0].relay.chains(call: id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
             return chain?.nodes.compactMap { node in mesh.addresses.firstIndex { $0.checksummed == node } } ?? []
@@ -203,6 +209,62 @@ import Testing
             #expect(mesh.sim.nodes[end].calls.calls[id]?.state == .active, "node \(end)")
             #expect(!events(at: end).contains { if case .call(.ended) = $0 { true } else { false } }, "node \(end)")
         }
+    }
+
+    /// Whole nodes with the DHT beside their links, 100 of them, 1 % loss, datagrams reordered: each joins the DHT
+    /// through the neighbour it dialled and publishes its wallet's presence record. Calls to wallets beyond gossip's
+    /// radius (2 links) but within the hop limit (6) find the callee's home node as the daemon's calls do, with no
+    /// gossip route: the DHT's lookup and a query over links race, and the first answer wins. Each call's chain of
+    /// relays reaches the home node, the callee's node rings and answers. A wallet nobody hosts is reported with the
+    /// DHT's reason.
+    @Test func callsBeyondGossipFindTheirCalleeAndRideChainsAcross100Nodes() throws {
+        // The early-tick check copies a whole node and ticks the copy; before every input of 100 nodes with the DHT
+        // it would cost minutes in a debug build, so here it runs every second of virtual time.
+        var mesh = Mesh(count: 100, seed: 21, lossRate: 0.01, announcesNodes: true, earlyTickCheck: .every(ms: 1_000))
+        mesh.run(forMs: 10_000)
+        for i in mesh.sim.nodes.indices {
+            let neighbour = try #require(mesh.edges.filter { $0.a == i || $0.b == i }.map { $0.a == i ? $0.b : $0.a }.min())
+            mesh.drive(i) { $0.join(bootstrap: [neighbour], now: $1) }
+        }
+        mesh.run(forMs: 20_000)
+        let distance = mesh.distances(over: mesh.edges)
+        let sources: Set<String> = ["DHT presence record", "a query over links"]
+        var calls: [(id: CallID, caller: Int, callee: Int)] = []
+        let callers = Array(stride(from: 0, to: 100, by: 20))
+        for caller in callers {
+            // One call per wallet: each callee is in no other call.
+            let callee = try #require(mesh.sim.nodes.indices.first { callee in
+                (3...6).contains(distance[caller][callee]) && !callers.contains(callee) && !calls.contains { $0.callee == callee }
+            }, "a wallet beyond gossip's radius from node \(caller)")
+            #expect(mesh.sim.nodes[caller].gossip.route(to: mesh.wallets[callee]) == nil)
+            let id = CallID(raw: 0xCA11_0000 + UInt64(caller))
+            let (from, to) = (mesh.walletKeys[caller], mesh.wallets[callee])
+            mesh.drive(caller) { $0.call(id, from: from, to: to, now: $1) }
+            calls.append((id, caller, callee))
+        }
+        let nobody = PrivateKey().address
+        let someone = mesh.walletKeys[1]
+        mesh.drive(1) { $0.call(CallID(raw: 0xDEAD), from: someone, to: nobody, now: $1) }
+        mesh.run(forMs: 5_000)
+
+        for call in calls {
+            let events = mesh.events(at: call.caller)
+            let resolved = events.compactMap { event -> (WalletAddress, WalletAddress, String)? in
+                guard case .resolved(let wallet, let home, let source) = event else { return nil }
+                return (wallet, home, source)
+            }.first { $0.0 == mesh.wallets[call.callee] }
+            #expect(resolved?.1 == mesh.addresses[call.callee], "call \(call): home node")
+            #expect(resolved.map { sources.contains($0.2) } == true, "call \(call): found through \(resolved?.2 ?? "nothing")")
+            #expect(events.contains(.relay(.chainUp(call: call.id.raw))), "call \(call)")
+            #expect(events.contains { if case .call(.established(call.id, _)) = $0 { true } else { false } }, "call \(call)")
+            #expect(mesh.events(at: call.callee).contains(.call(.incoming(call.id, caller: mesh.wallets[call.caller],
+                                                                           callee: mesh.wallets[call.callee]))))
+            let chain = mesh.sim.nodes[call.caller].relay.chains(call: call.id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
+            #expect((chain?.nodes.count ?? 0) >= distance[call.caller][call.callee], "call \(call): chain \(chain?.nodes ?? [])")
+            #expect(chain?.nodes.last == mesh.addresses[call.callee].checksummed)
+        }
+        let unresolved = mesh.events(at: 1).compactMap { if case .unresolved(let why) = $0 { why } else { nil } }
+        #expect(unresolved.count == 1 && unresolved.first?.hasPrefix("\(nobody) is not online") == true, "\(unresolved)")
     }
 
     /// The same seed gives the same run, datagram for datagram.
