@@ -33,7 +33,7 @@ say(String(format: "signature check (isAuthentic)             %7.1f µs", perChe
 /// Updates of `GossipMessage.maxEntries` entries each, from `list`.
 func updates(_ list: [HostAnnouncement]) -> [[UInt8]] {
     stride(from: 0, to: list.count, by: GossipMessage.maxEntries).map { start in
-        GossipMessage.update(list[start..<min(start + GossipMessage.maxEntries, list.count)].map { GossipEntry($0, hops: 0, metric: 0) })
+        GossipMessage.update(list[start..<min(start + GossipMessage.maxEntries, list.count)].map { GossipEntry($0, hops: 0, metric: 0) }, table: 0)
             .serialize()
     }
 }

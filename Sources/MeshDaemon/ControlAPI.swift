@@ -293,8 +293,10 @@ extension NodeRuntime: ControlService {
                 logger.warning("gossip route not confirmed; asking the DHT", metadata: ["wallet": "\(wallet)", "home": "\(home)", "error": "\(why)"])
                 runGossip(gossip.refute(wallet, origin: home, nowMs: now))
             case .lookup(let id, let wallet):
-                lookup(wallet).whenSuccess { outcome in
-                    let home = HomeResolver.home(of: wallet, outcome) { try? SocketAddress(dhtEndpoint: $0) }
+                lookup(wallet).whenComplete { result in
+                    let home = result.mapError { HomeResolver<SocketAddress>.Failure("the DHT lookup failed: \($0)") }.flatMap { outcome in
+                        HomeResolver.home(of: wallet, outcome) { try? SocketAddress(dhtEndpoint: $0) }
+                    }
                     self.runResolver(self.resolver.dhtAnswered(id, home))
                 }
             case .find(let query, let wallet):

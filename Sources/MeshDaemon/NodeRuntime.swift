@@ -129,14 +129,15 @@ public final class NodeRuntime: @unchecked Sendable {
     static let costRefreshMs: Int64 = 2_000
     var nextCostRefresh: Int64 = 0
 
-    /// The node's clock for everything but what is signed, shown as a time of day or stored: ms, the wall clock's
-    /// reading when first read, then moving with the monotonic clock, so an NTP step moves no timer, RTT or playout
-    /// deadline (docs/architecture.md, "Clocks").
-    /// A seed for a core's generator (ids, labels, query ids): the system CSPRNG mixed with the clock.
+    /// A seed for a core's generator (the DHT's ids, the relay engine's labels and chain ids): the system CSPRNG
+    /// mixed with the clock.
     static func seed(now: Int64) -> UInt64 {
         UInt64(bitPattern: now) ^ (UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
     }
 
+    /// The node's clock for everything but what is signed, shown as a time of day or stored: ms, the wall clock's
+    /// reading when first read, then moving with the monotonic clock, so an NTP step moves no timer, RTT or playout
+    /// deadline (docs/architecture.md, "Clocks").
     static func now() -> Int64 { clockBase.ms + Int64((NIODeadline.now().uptimeNanoseconds - clockBase.uptimeNs) / 1_000_000) }
 
     private static let clockBase = (ms: wallNow(), uptimeNs: NIODeadline.now().uptimeNanoseconds)
@@ -195,7 +196,7 @@ public final class NodeRuntime: @unchecked Sendable {
         finderConfig.maxTTL = UInt8(config.hopLimit)
         finder = WalletFinder(config: finderConfig)
         relay = RelayEngine(local: nodeKey.address, config: config.relayConfig, seed: Self.seed(now: now))
-        resolver = HomeResolver(seed: Self.seed(now: now))
+        resolver = HomeResolver(random: SecureRandom.bytes)
         var trunkConfig = TrunkConfig()
         trunkConfig.holdUs = Int64(config.trunkHoldMs) * 1_000
         trunks = Trunker(config: trunkConfig)

@@ -80,6 +80,8 @@ public struct GossipEngine: Sendable {
     struct Learned {
         var entry: GossipEntry
         var refreshedAt: Int64
+        /// The sender's full table number on the message that said it last (`GossipMessage.update`'s `table`).
+        var table: UInt64
     }
 
     struct Neighbour {
@@ -97,17 +99,15 @@ public struct GossipEngine: Sendable {
         var budget: TokenBucket
         /// Entries were deferred for lack of tokens: ask for the full table again once the bucket is full.
         var owesFull = false
-        /// The full table coming in, while some of its parts are missing.
+        /// The newest full table of the neighbour's seen, and which of its parts are in while some are missing.
         var table: IncomingTable?
     }
 
-    /// A full table whose parts are coming in: which arrived, and the wallets the neighbour has named since its first
-    /// part (in it or in updates), which are kept when the table is complete; the rest it told before is forgotten.
+    /// A neighbour's newest full table: its number, its parts, and those that arrived (nil once all did).
     struct IncomingTable {
-        let table: UInt16
+        let table: UInt64
         let count: UInt16
-        var received: Set<UInt16> = []
-        var named: Set<WalletAddress> = []
+        var received: Set<UInt16>? = []
     }
 
     /// The newest authentic sequence seen for a wallet, kept until that announcement expires.
@@ -152,8 +152,9 @@ public struct GossipEngine: Sendable {
     /// The wall clock: announcements' expiries are wall-clock time; `nowMs` is monotonic (the shell keeps it current).
     public var clock = WallClock()
     private var nextPruneAt: Int64 = 0
-    /// The number of the last full table sent (`GossipMessage.TablePart`).
-    private var nextTable: UInt16 = 0
+    /// The number of the last full table sent (`GossipMessage.TablePart`): from `sequence` × 2³², so the numbers
+    /// of a restarted node's tables are above those of its earlier run.
+    private var nextTable: UInt64
 
     /// `sequence` is where this node's own sequence numbers start; it must grow across restarts (docs/gossip.md).
     /// With `nodeKey` (whose address is `local`) the node also announces itself, for routing chains.
@@ -161,6 +162,7 @@ public struct GossipEngine: Sendable {
                 config: GossipConfig = GossipConfig(), nowMs: Int64) {
         self.local = local
         self.config = config
+        nextTable = UInt64(sequence) << 32
         let keys = hosted + (nodeKey.map { [$0] } ?? [])
         self.hosted = Dictionary(keys.map { ($0.address, $0) }, uniquingKeysWith: { first, _ in first })
         for key in self.hosted.values { announce(key, sequence: sequence, nowMs: nowMs) }
@@ -202,25 +204,30 @@ public struct GossipEngine: Sendable {
             return []
         }
         switch message {
-        case .update(let entries):
+        case .update(let entries, let table):
             // Taken out while it changes, so its table is not copied.
             var neighbour = neighbours.removeValue(forKey: node)!
-            learn(entries, from: &neighbour, nowMs: nowMs)
+            learn(entries, table: table, from: &neighbour, nowMs: nowMs)
             neighbours[node] = neighbour
             return reselect(Set(entries.map(\.wallet)), nowMs: nowMs)
         case .tablePart(let entries, let part):
+            // A part of a table older than the newest one seen, or of one already complete, says nothing new.
+            if let newest = neighbours[node]?.table, part.table < newest.table || (part.table == newest.table && newest.received == nil) {
+                return []
+            }
             var neighbour = neighbours.removeValue(forKey: node)!
             if neighbour.table?.table != part.table || neighbour.table?.count != part.count {
                 neighbour.table = IncomingTable(table: part.table, count: part.count)
             }
-            neighbour.table?.received.insert(part.index)
-            learn(entries, from: &neighbour, nowMs: nowMs)
+            neighbour.table?.received?.insert(part.index)
+            learn(entries, table: part.table, from: &neighbour, nowMs: nowMs)
             var touched = Set(entries.map(\.wallet))
-            if let table = neighbour.table, table.received.count == Int(table.count) {
-                let untold = neighbour.learned.keys.filter { !table.named.contains($0) }
+            if let table = neighbour.table, table.received?.count == Int(table.count) {
+                // Complete: what the neighbour said before the table and not again in it (or since) is gone.
+                let untold = neighbour.learned.filter { $0.value.table < table.table }.map(\.key)
                 for wallet in untold { neighbour.learned[wallet] = nil }
                 touched.formUnion(untold)
-                neighbour.table = nil
+                neighbour.table?.received = nil
             }
             neighbours[node] = neighbour
             return reselect(touched, nowMs: nowMs)
@@ -236,9 +243,9 @@ public struct GossipEngine: Sendable {
         }
     }
 
-    /// Takes what a neighbour says of some wallets (routes and withdrawals); while a full table comes in, the wallets
-    /// it still holds from the neighbour are noted as named since the table began.
-    private mutating func learn(_ entries: [GossipEntry], from neighbour: inout Neighbour, nowMs: Int64) {
+    /// Takes what a neighbour says of some wallets (routes and withdrawals) in a message sent after its full table
+    /// number `table`.
+    private mutating func learn(_ entries: [GossipEntry], table: UInt64, from neighbour: inout Neighbour, nowMs: Int64) {
         for entry in entries where entry.origin != local && hosted[entry.wallet] == nil {
             if entry.metric == GossipEntry.infinity {
                 neighbour.learned[entry.wallet] = nil
@@ -247,19 +254,17 @@ public struct GossipEngine: Sendable {
             } else {
                 switch accept(entry.announcement, from: &neighbour, nowMs: nowMs) {
                 case .accepted:
-                    neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs)
+                    neighbour.learned[entry.wallet] = Learned(entry: entry, refreshedAt: nowMs, table: table)
                 case .refused:
                     // What the neighbour said before is superseded by what it says now, which we refuse.
                     neighbour.learned[entry.wallet] = nil
                 case .deferred:
                     // Not judged yet (the neighbour's budget is spent; its full table is asked for later):
-                    // what it said before stands until then.
-                    break
+                    // what it said before stands until then, as said again now.
+                    neighbour.learned[entry.wallet]?.table = table
                 }
             }
         }
-        guard neighbour.table != nil else { return }
-        for entry in entries where neighbour.learned[entry.wallet] != nil { neighbour.table?.named.insert(entry.wallet) }
     }
 
     /// A call-time check found that `origin` does not host `wallet` (it said so, or did not answer): routes to
@@ -489,7 +494,7 @@ public struct GossipEngine: Sendable {
                 if entry.metric == GossipEntry.infinity { neighbour.told[entry.wallet] = nil } else { neighbour.told[entry.wallet] = entry }
             }
             neighbours[node] = neighbour
-            actions += Self.parts(changes).map { .send(GossipMessage.update($0).serialize(), to: node) }
+            actions += Self.parts(changes).map { .send(GossipMessage.update($0, table: nextTable).serialize(), to: node) }
         }
         return actions
     }

@@ -75,22 +75,23 @@ public struct GossipEntry: Sendable, Equatable, Hashable {
 
 /// Gossip messages between link neighbours (docs/gossip.md), carried as link application payloads.
 public enum GossipMessage: Sendable, Equatable {
-    /// Incremental routes.
-    case update([GossipEntry])
-    /// One part of a full table: once every part of `table` is in, whatever the sender said before and did not say
-    /// again in the table (or in an update since its first part came) is forgotten. Parts may come in any order.
+    /// Incremental routes, sent after the sender's full table number `table` (the last it sent to anyone).
+    case update([GossipEntry], table: UInt64)
+    /// One part of a full table: once every part of `table` is in, whatever the sender said before the table and
+    /// did not say again in it is forgotten. Parts may come in any order, and updates sent after the table may
+    /// overtake them.
     case tablePart([GossipEntry], TablePart)
     /// A digest of everything the sender currently advertises to the receiver.
     case digest([UInt8])
     /// "Send me everything": the digest did not match.
     case requestFull
 
-    /// Which full table a part belongs to (the sender's count of tables sent, wrapping) and where it is in it.
+    /// Which full table a part belongs to (the sender's number for it, growing) and where it is in it.
     public struct TablePart: Sendable, Equatable {
-        public var table: UInt16
+        public var table: UInt64
         public var index: UInt16
         public var count: UInt16
-        public init(table: UInt16, index: UInt16, count: UInt16) {
+        public init(table: UInt64, index: UInt16, count: UInt16) {
             self.table = table
             self.index = index
             self.count = count
@@ -104,8 +105,9 @@ public enum GossipMessage: Sendable, Equatable {
     public func serialize() -> [UInt8] {
         var w = ByteWriter(capacity: 64)
         switch self {
-        case .update(let entries):
+        case .update(let entries, let table):
             w.write(Tag.update.rawValue)
+            w.write(table)
             Self.write(entries, to: &w)
         case .tablePart(let entries, let part):
             w.write(Tag.tablePart.rawValue)
@@ -163,10 +165,10 @@ public enum GossipMessage: Sendable, Equatable {
         guard let tag = r.readUInt8().flatMap(Tag.init(rawValue:)) else { return nil }
         switch tag {
         case .update:
-            guard let entries = Self.readEntries(&r) else { return nil }
-            self = .update(entries)
+            guard let table = r.readUInt64(), let entries = Self.readEntries(&r) else { return nil }
+            self = .update(entries, table: table)
         case .tablePart:
-            guard let table = r.readUInt16(), let index = r.readUInt16(), let count = r.readUInt16(), index < count,
+            guard let table = r.readUInt64(), let index = r.readUInt16(), let count = r.readUInt16(), index < count,
                   let entries = Self.readEntries(&r) else { return nil }
             self = .tablePart(entries, TablePart(table: table, index: index, count: count))
         case .digest:

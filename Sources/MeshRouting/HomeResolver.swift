@@ -66,7 +66,8 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
     /// How long a home node has to confirm a route, and a query over links to be answered.
     public static var answerMs: Int64 { 2_000 }
 
-    enum Race {
+    /// The DHT's side of the race.
+    enum DHTAnswer {
         case pending
         case failed(String)
     }
@@ -74,8 +75,9 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
     enum State {
         /// Waiting for the gossip route's home node to confirm it.
         case confirming(query: UInt32, home: WalletAddress, deadline: Int64)
-        /// The DHT and the query over links racing; the query's deadline (the DHT's lookups time out on their own).
-        case racing(dht: Race, links: Race, query: UInt64, deadline: Int64)
+        /// The DHT and the query over links racing; the query's deadline (the DHT's lookups time out on their own),
+        /// and whether it passed.
+        case racing(dht: DHTAnswer, linksGaveUp: Bool, query: UInt64, deadline: Int64)
     }
 
     struct Pending {
@@ -85,9 +87,13 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
 
     private var pending: [ID: Pending] = [:]
     private var nextID: ID = 0
-    private var rng: SplitMix64
+    /// Query ids come from here: the system CSPRNG in a node (a neighbour that could predict them could spoil
+    /// queries over links by sending their ids first), a seeded stream in tests.
+    private let random: @Sendable (Int) -> [UInt8]
 
-    public init(seed: UInt64) { rng = SplitMix64(seed: seed) }
+    public init(random: @escaping @Sendable (Int) -> [UInt8]) { self.random = random }
+
+    private func next() -> UInt64 { random(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
 
     /// Resolutions under way.
     public var count: Int { pending.count }
@@ -98,8 +104,8 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
         let id = nextID
         guard let route else { return (id, race(id, wallet, now: now)) }
         guard route.linked else { return (id, [.resolved(id, Home(node: route.home, source: "gossip"))]) }
-        var query = UInt32(truncatingIfNeeded: rng.next())
-        while isAsking(query) { query = UInt32(truncatingIfNeeded: rng.next()) }
+        var query = UInt32(truncatingIfNeeded: next())
+        while isAsking(query) { query = UInt32(truncatingIfNeeded: next()) }
         pending[id] = Pending(wallet: wallet, state: .confirming(query: query, home: route.home, deadline: now + Self.answerMs))
         return (id, [.ask(query: query, wallet: wallet, home: route.home)])
     }
@@ -118,17 +124,17 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
 
     /// The DHT lookup's outcome: the home node with what its record says, or why there is none.
     public mutating func dhtAnswered(_ id: ID, _ result: Result<Home, Failure>) -> [Action] {
-        guard case .racing(_, let links, let query, let deadline)? = pending[id]?.state else { return [] }
+        guard case .racing(_, let linksGaveUp, let query, let deadline)? = pending[id]?.state else { return [] }
         switch result {
         case .success(let home):
             pending[id] = nil
             return [.resolved(id, home)]
         case .failure(let failure):
-            if case .failed = links {
+            if linksGaveUp {
                 pending[id] = nil
                 return [.failed(id, failure.message)]
             }
-            pending[id]?.state = .racing(dht: .failed(failure.message), links: links, query: query, deadline: deadline)
+            pending[id]?.state = .racing(dht: .failed(failure.message), linksGaveUp: false, query: query, deadline: deadline)
             return []
         }
     }
@@ -151,7 +157,7 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
             let deadline: Int64
             switch entry.state {
             case .confirming(_, _, let at): deadline = at
-            case .racing(_, .pending, _, let at): deadline = at
+            case .racing(_, false, _, let at): deadline = at
             case .racing: continue
             }
             next = min(next ?? deadline, deadline)
@@ -168,13 +174,12 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
             case .confirming(_, let home, let deadline) where deadline <= now:
                 actions += notConfirmed(id, home: home, why: "\(home) did not answer for \(entry.wallet) within \(Self.answerMs / 1000) s",
                                         now: now)
-            case .racing(let dht, .pending, let query, let deadline) where deadline <= now:
-                let why = "no neighbour answered for \(entry.wallet) within \(Self.answerMs / 1000) s"
+            case .racing(let dht, false, let query, let deadline) where deadline <= now:
                 if case .failed(let message) = dht {
                     pending[id] = nil
                     actions.append(.failed(id, message))
                 } else {
-                    pending[id]?.state = .racing(dht: dht, links: .failed(why), query: query, deadline: deadline)
+                    pending[id]?.state = .racing(dht: dht, linksGaveUp: true, query: query, deadline: deadline)
                 }
             default:
                 continue
@@ -193,8 +198,8 @@ public struct HomeResolver<Endpoint: Sendable>: Sendable {
     }
 
     private mutating func race(_ id: ID, _ wallet: WalletAddress, now: Int64) -> [Action] {
-        let query = rng.next()
-        pending[id] = Pending(wallet: wallet, state: .racing(dht: .pending, links: .pending, query: query, deadline: now + Self.answerMs))
+        let query = next()
+        pending[id] = Pending(wallet: wallet, state: .racing(dht: .pending, linksGaveUp: false, query: query, deadline: now + Self.answerMs))
         return [.lookup(id, wallet: wallet), .find(query: query, wallet: wallet)]
     }
 }

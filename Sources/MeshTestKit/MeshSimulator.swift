@@ -183,7 +183,7 @@ public struct MeshSimulator<Node: SimNode> {
 
     public func isAlive(_ index: Int) -> Bool { alive[index] }
 
-    /// The node stops: it is not ticked, and datagrams from it and to it (in flight too) vanish.
+    /// The node stops: it is not ticked and sends nothing more, and datagrams to it (in flight too) vanish.
     public mutating func kill(_ index: Int) { alive[index] = false }
 
     /// A killed node runs again, as it was.

@@ -106,7 +106,7 @@ public struct OverlayNode: SimNode, Sendable {
                   relay: RelayEngine(local: nodeKey.address, seed: seeds.next()),
                   calls: CallEngine(wallets: hosted, random: .seeded(seeds.next())),
                   dht: DHTNode(identity: nodeKey, config: DHTConfig(), seed: seeds.next()),
-                  resolver: HomeResolver(seed: seeds.next()), index: index, linkCost: linkCost)
+                  resolver: HomeResolver(random: LinkRandom.seeded(seeds.next()).bytes), index: index, linkCost: linkCost)
         hostedKeys = hosted
     }
 

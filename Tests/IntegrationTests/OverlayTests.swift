@@ -65,7 +65,7 @@ import Testing
         var forged = HostAnnouncement.sign(wallet: rogue.links.identity, origin: rogueAddress, sequence: UInt32(sequence) + 1_000,
                                            expiresAtS: UInt32(Date().timeIntervalSince1970) + 300)
         forged.wallet = try WalletAddress(parsing: bob)
-        let update = GossipMessage.update([GossipEntry(forged, hops: 0, metric: 0)]).serialize()
+        let update = GossipMessage.update([GossipEntry(forged, hops: 0, metric: 0)], table: 0).serialize()
         rogue.run(rogue.links.send(AppMessage.gossip(update).serialize(), to: nodeA, now: RogueNode.now))
         func forgedCount() -> Int { (try? a.ctlJSON(["gossip"]))?["counters"]?["forged"]?.intValue ?? 0 }
         let refused = Date().addingTimeInterval(10)
@@ -120,7 +120,7 @@ import Testing
         let rogueAddress = rogue.links.identity.address
         let stale = HostAnnouncement.sign(wallet: bobKey, origin: rogueAddress, sequence: UInt32(sequence) + 1_000,
                                           expiresAtS: UInt32(Date().timeIntervalSince1970) + 300)
-        let update = GossipMessage.update([GossipEntry(stale, hops: 0, metric: 0)]).serialize()
+        let update = GossipMessage.update([GossipEntry(stale, hops: 0, metric: 0)], table: 0).serialize()
         rogue.run(rogue.links.send(AppMessage.gossip(update).serialize(), to: nodeA, now: RogueNode.now))
         let taken = Date().addingTimeInterval(10)
         while route()?["origin"]?.stringValue != rogueAddress.checksummed && Date() < taken { rogue.pump(seconds: 0.2) }

@@ -194,8 +194,9 @@ struct GossipNet {
 
     /// A full table goes out in parts. Its parts may come in any order (the whole-node simulation found, with
     /// per-datagram jitter, that a table whose first part alone reset the sender's routes wiped the parts that came
-    /// before it); only once every part is in is what the sender no longer says forgotten, and a table with a part
-    /// lost forgets nothing.
+    /// before it); only once every part is in is what the sender said before the table and no longer says
+    /// forgotten, and a table with a part lost forgets nothing. An update sent after a table may overtake it and
+    /// stands; a part of an older table that comes late changes nothing.
     @Test func aFullTableInAnyOrderKeepsEveryRouteAndForgetsOnlyWhenComplete() {
         var net = GossipNet(count: 2)
         let hosted = (0..<2 * GossipMessage.maxEntries).map { _ in PrivateKey() }
@@ -204,7 +205,7 @@ struct GossipNet {
         #expect(net.nodes[1].routes(nowMs: net.now).count == hosted.count + 1)
         // Something node 0 said once and no longer says.
         let gone = signedEntry(PrivateKey(), origin: PrivateKey().address, hops: 1, metric: 5)
-        _ = net.nodes[1].receive(GossipMessage.update([gone]).serialize(), from: net.addresses[0], nowMs: net.now)
+        _ = net.nodes[1].receive(GossipMessage.update([gone], table: 0).serialize(), from: net.addresses[0], nowMs: net.now)
         #expect(net.nodes[1].route(to: gone.wallet) != nil)
         func table() -> [[UInt8]] {
             net.nodes[0].receive(GossipMessage.requestFull.serialize(), from: net.addresses[1], nowMs: net.now)
@@ -218,6 +219,20 @@ struct GossipNet {
         for bytes in table().reversed() { _ = net.nodes[1].receive(bytes, from: net.addresses[0], nowMs: net.now) }
         #expect(net.nodes[1].routes(nowMs: net.now).count == hosted.count + 1, "every route the table names, in any order")
         #expect(net.nodes[1].route(to: gone.wallet) == nil, "and only those")
+
+        let older = table()
+        let newer = table()
+        guard case .tablePart(_, let part)? = GossipMessage(parsing: newer[0]) else {
+            Issue.record("not a table part")
+            return
+        }
+        let late = signedEntry(PrivateKey(), origin: PrivateKey().address, hops: 1, metric: 5)
+        _ = net.nodes[1].receive(GossipMessage.update([late], table: part.table).serialize(), from: net.addresses[0], nowMs: net.now)
+        for bytes in newer.reversed() { _ = net.nodes[1].receive(bytes, from: net.addresses[0], nowMs: net.now) }
+        #expect(net.nodes[1].route(to: late.wallet) != nil, "said after the table, though it came first")
+        for bytes in older { _ = net.nodes[1].receive(bytes, from: net.addresses[0], nowMs: net.now) }
+        #expect(net.nodes[1].route(to: late.wallet) != nil, "an older table's parts change nothing")
+        #expect(net.nodes[1].routes(nowMs: net.now).count == hosted.count + 2)
     }
 
     @Test func noLoopsOnRandomGraphsWithChurn() {
@@ -255,7 +270,7 @@ struct GossipNet {
         _ = engine.neighbourUp(peer, cost: 1, nowMs: 0)
         for _ in 0..<10 {
             let entries = (0..<GossipMessage.maxEntries).map { _ in signedEntry(PrivateKey(), origin: peer) }
-            _ = engine.receive(GossipMessage.update(entries).serialize(), from: peer, nowMs: 0)
+            _ = engine.receive(GossipMessage.update(entries, table: 0).serialize(), from: peer, nowMs: 0)
         }
         #expect(engine.routes(nowMs: 0).count == 30)
         #expect(engine.counters.refusedRoutes == 70)
@@ -264,11 +279,11 @@ struct GossipNet {
     @Test func messagesRoundTripAndMalformedAreCounted() {
         let e = signedEntry(PrivateKey(), origin: PrivateKey().address, sequence: 7, hops: 1, metric: 33)
         let part = GossipMessage.TablePart(table: 9, index: 1, count: 2)
-        for m in [GossipMessage.tablePart([e, e], part), .tablePart([], part), .update([e]), .digest(Array(repeating: 1, count: 32)), .requestFull] {
+        for m in [GossipMessage.tablePart([e, e], part), .tablePart([], part), .update([e], table: 7), .digest(Array(repeating: 1, count: 32)), .requestFull] {
             #expect(GossipMessage(parsing: m.serialize()) == m)
             #expect(GossipMessage(parsing: m.serialize() + [0]) == nil)
         }
-        #expect(GossipMessage(parsing: [4, 0, 9, 0, 2, 0, 2, 0]) == nil, "a part past the table's count")
+        #expect(GossipMessage(parsing: [4, 0, 0, 0, 0, 0, 0, 0, 9, 0, 2, 0, 2, 0]) == nil, "a part past the table's count")
         var engine = GossipEngine(local: PrivateKey().address, hosted: [], sequence: 1, nowMs: 0)
         let peer = PrivateKey().address
         _ = engine.neighbourUp(peer, cost: 1, nowMs: 0)

@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshLink
 @testable import MeshRouting
 import Testing
 
@@ -43,7 +44,7 @@ import Testing
     }
 
     @Test func withoutARouteTheDHTAndTheLinksRaceAndTheFirstAnswerWins() {
-        var r = Resolver(seed: 1)
+        var r = Resolver(random: LinkRandom.seeded(1).bytes)
         let (id, start) = r.resolve(wallet, route: nil, now: 1_000)
         #expect(kinds(start) == ["lookup true", "find true"])
         #expect(r.nextDeadline == 1_000 + Resolver.answerMs)
@@ -60,7 +61,7 @@ import Testing
     }
 
     @Test func whenBothFailTheDHTsReasonIsReportedWhicheverFailsFirst() {
-        var r = Resolver(seed: 2)
+        var r = Resolver(random: LinkRandom.seeded(2).bytes)
         let (a, _) = r.resolve(wallet, route: nil, now: 1_000)
         #expect(r.dhtAnswered(a, .failure(.init("no record"))).isEmpty, "the links may still answer")
         #expect(tick(&r, at: 1_000 + Resolver.answerMs - 1).isEmpty)
@@ -73,7 +74,7 @@ import Testing
     }
 
     @Test func aLateAnswerOverLinksStillWinsWhileTheDHTHasNotAnswered() {
-        var r = Resolver(seed: 3)
+        var r = Resolver(random: LinkRandom.seeded(3).bytes)
         let (id, start) = r.resolve(wallet, route: nil, now: 1_000)
         #expect(tick(&r, at: 4_000).isEmpty)
         #expect(kinds(r.found(query: findQuery(start)!, home: home)) == ["resolved home: a query over links"])
@@ -82,14 +83,14 @@ import Testing
     }
 
     @Test func aRouteToAnUnlinkedHomeNodeIsTakenAsItIs() {
-        var r = Resolver(seed: 4)
+        var r = Resolver(random: LinkRandom.seeded(4).bytes)
         let (_, actions) = r.resolve(wallet, route: (home: home, linked: false), now: 1_000)
         #expect(kinds(actions) == ["resolved home: gossip"])
         #expect(r.count == 0)
     }
 
     @Test func aLinkedHomeNodeConfirmsTheRoute() {
-        var r = Resolver(seed: 5)
+        var r = Resolver(random: LinkRandom.seeded(5).bytes)
         let (_, actions) = r.resolve(wallet, route: (home: home, linked: true), now: 1_000)
         #expect(kinds(actions) == ["ask true true"])
         let query = askQuery(actions)!
@@ -102,7 +103,7 @@ import Testing
     }
 
     @Test func aNoOrSilenceRefutesTheRouteAndTheRaceGoesOn() {
-        var r = Resolver(seed: 6)
+        var r = Resolver(random: LinkRandom.seeded(6).bytes)
         let (no, asked) = r.resolve(wallet, route: (home: home, linked: true), now: 1_000)
         let refused = r.answered(query: askQuery(asked)!, wallet: wallet, hosted: false, from: home, now: 1_010)
         #expect(refused.map(kinds) == ["refute true true", "lookup true", "find true"])
@@ -119,8 +120,8 @@ import Testing
         #expect(r.dhtAnswered(silent, .success(dhtHome)).isEmpty)
     }
 
-    @Test func queryIdsComeFromTheSeed() {
-        var a = Resolver(seed: 7), b = Resolver(seed: 7), c = Resolver(seed: 8)
+    @Test func queryIdsComeFromTheRandomSource() {
+        var a = Resolver(random: LinkRandom.seeded(7).bytes), b = Resolver(random: LinkRandom.seeded(7).bytes), c = Resolver(random: LinkRandom.seeded(8).bytes)
         let qa = askQuery(a.resolve(wallet, route: (home: home, linked: true), now: 0).1)
         let qb = askQuery(b.resolve(wallet, route: (home: home, linked: true), now: 0).1)
         let qc = askQuery(c.resolve(wallet, route: (home: home, linked: true), now: 0).1)

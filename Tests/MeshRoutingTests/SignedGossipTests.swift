@@ -21,7 +21,7 @@ import Testing
 
         /// The attacker's update reaches node 1; node 1's reactions go on through the net (none to the attacker).
         mutating func attack(_ entries: [GossipEntry]) {
-            let actions = net.nodes[1].receive(GossipMessage.update(entries).serialize(),
+            let actions = net.nodes[1].receive(GossipMessage.update(entries, table: 0).serialize(),
                                                from: attacker.address, nowMs: net.now)
             net.deliver(actions, from: 1)
         }
@@ -77,7 +77,7 @@ import Testing
         let moved = GossipEntry(HostAnnouncement.sign(wallet: bobKey, origin: newHome, sequence: 5, expiresAtS: 600),
                                 hops: 0, metric: 0)
         _ = s.net.nodes[1].neighbourUp(newHome, cost: 50, nowMs: s.net.now)
-        _ = s.net.nodes[1].receive(GossipMessage.update([moved]).serialize(), from: newHome, nowMs: s.net.now)
+        _ = s.net.nodes[1].receive(GossipMessage.update([moved], table: 0).serialize(), from: newHome, nowMs: s.net.now)
         #expect(s.net.nodes[1].route(to: s.bob)?.sequence == 5)
         let old = GossipEntry(HostAnnouncement.sign(wallet: bobKey, origin: s.net.addresses[0], sequence: 1, expiresAtS: 600),
                               hops: 0, metric: 0)
@@ -124,7 +124,7 @@ import Testing
         #expect(s.net.nodes[1].route(to: s.bob) == nil)
         // Bob announces again from his home: a newer sequence is taken.
         let back = HostAnnouncement.sign(wallet: bobKey, origin: s.net.addresses[0], sequence: 51, expiresAtS: 600)
-        _ = s.net.nodes[1].receive(GossipMessage.update([GossipEntry(back, hops: 0, metric: 0)]).serialize(),
+        _ = s.net.nodes[1].receive(GossipMessage.update([GossipEntry(back, hops: 0, metric: 0)], table: 0).serialize(),
                                    from: s.net.addresses[0], nowMs: s.net.now)
         #expect(s.net.nodes[1].route(to: s.bob)?.origin == s.net.addresses[0])
     }
@@ -141,7 +141,7 @@ import Testing
         #expect(net.nodes[3].route(to: net.wallets[0]) != nil)
         #expect(checks == 3, "wallets 0, 1, 2 once each (wallet 0 arrived twice)")
         #expect(net.nodes[3].counters.verifications == checks)
-        let update = GossipMessage.update([net.nodes[1].route(to: net.wallets[0])!]).serialize()
+        let update = GossipMessage.update([net.nodes[1].route(to: net.wallets[0])!], table: 0).serialize()
         for _ in 0..<1_000 { _ = net.nodes[3].receive(update, from: net.addresses[1], nowMs: net.now) }
         #expect(net.nodes[3].counters.verifications == checks)
     }
@@ -159,7 +159,7 @@ import Testing
                     var a = HostAnnouncement.sign(wallet: attacker, origin: attacker.address, sequence: 1, expiresAtS: 600)
                     a.wallet = PrivateKey().address
                     return GossipEntry(a, hops: 0, metric: 0)
-                }).serialize()
+                }, table: 0).serialize()
             }
         }
         // 1,000 forged entries within one second: 20 (the burst) plus what 1 s earns (50) are checked.
@@ -197,7 +197,7 @@ import Testing
         _ = engine.neighbourUp(neighbour.address, cost: 1, nowMs: 0)
         func announce(_ sequence: UInt32, at now: Int64) {
             let a = HostAnnouncement.sign(wallet: bob, origin: neighbour.address, sequence: sequence, expiresAtS: 600)
-            _ = engine.receive(GossipMessage.update([GossipEntry(a, hops: 0, metric: 0)]).serialize(),
+            _ = engine.receive(GossipMessage.update([GossipEntry(a, hops: 0, metric: 0)], table: 0).serialize(),
                                from: neighbour.address, nowMs: now)
         }
         announce(1, at: 0)
