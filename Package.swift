@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "MeshDHT", dependencies: [
             "MeshWire", "MeshIdentity", .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
-        .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity", "MeshDHT"], swiftSettings: hotPath),
+        .target(name: "MeshRouting", dependencies: ["MeshWire", "MeshIdentity", "MeshDHT", "MeshLink"], swiftSettings: hotPath),
         .target(name: "MeshStore", dependencies: [
             "MeshDHT", "MeshIdentity", .product(name: "GRDB", package: "GRDB.swift"),
         ], swiftSettings: strict),

@@ -792,7 +792,7 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// The link layer and gossip as the forwarding layer asks them.
-    var routes: LinkRoutes { LinkRoutes(runtime: self) }
+    var routes: LinkRoutes<SocketAddress> { LinkRoutes(links: links, gossip: gossip) }
 
     func runGossip(_ actions: [GossipAction]) {
         let now = Self.now()
@@ -970,25 +970,4 @@ struct ChainSwitch: Codable {
     var from: [String]
     var to: [String]
     var why: String
-}
-
-/// The forwarding layer's view of the node: links that are up, gossip's node routes, link figures.
-struct LinkRoutes: RelayRoutes {
-    let runtime: NodeRuntime
-
-    func isUp(_ node: WalletAddress) -> Bool { runtime.links.isUp(node) }
-
-    func nextHops(toward target: WalletAddress, within links: Int) -> [WalletAddress] {
-        var hops: [WalletAddress] = runtime.links.isUp(target) ? [target] : []
-        for route in runtime.gossip.neighbourRoutes(to: target)
-        where route.links <= links && route.via != target && runtime.links.isUp(route.via) {
-            hops.append(route.via)
-        }
-        return hops
-    }
-
-    func figures(_ neighbour: WalletAddress) -> HopFigures {
-        let quality = runtime.links.quality(neighbour)
-        return HopFigures(node: runtime.nodeKey.address, rttMs: quality?.rttMs, lossPercent: quality?.lossPercent ?? 0)
-    }
 }

@@ -217,8 +217,6 @@ struct Peer<Address: Hashable & Sendable> {
         if case .up = link { true } else { false }
     }
 
-    /// Runs `body` on the link while it is up (nil when it is down).
-    mutating func withUp<Result>(_ body: (inout UpLink) -> Result) -> Result? { link.withUp(body) }
 }
 
 /// A neighbour's link: down (no session: never up yet, closed, dead or expired), or up.
@@ -376,11 +374,11 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     public mutating func receive(_ datagram: UnsafeRawBufferPointer, from source: Address, now: Int64,
                                  payload: inout [UInt8]) -> LinkReceipt<Address> {
         guard datagram.first == LinkMessageType.transport.rawValue, datagram.count >= LinkWire.transportMinBytes,
-              receivers.index(forKey: Self.transportIndex(datagram)) != nil
+              let slot = receivers.index(forKey: Self.transportIndex(datagram))
         else { return .actions(receive(Array(datagram), from: source, now: now)) }
         counters.packetsIn += 1
         counters.bytesIn += datagram.count
-        guard let peer = openTransport(datagram, from: source, now: now, into: &payload) else { return .actions([]) }
+        guard let peer = openTransport(datagram, at: slot, from: source, now: now, into: &payload) else { return .actions([]) }
         guard payload.first == InnerType.application.rawValue else { return .actions(receiveInner(payload, from: peer, now: now)) }
         // The type byte is removed in place (a move of the bytes, no copy).
         payload.removeFirst()
@@ -750,7 +748,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     private mutating func install(_ session: Session, in peer: inout Peer<Address>, rekeyDone: Bool, now: Int64,
                                   actions: inout [LinkAction<Address>]) {
         receivers[session.sending.localIndex] = session.receiving
-        let replaced = peer.withUp { up in
+        let replaced = peer.link.withUp { up in
             let old = up.previous
             up.previous = (up.current.localIndex, up.current.createdAt)
             up.current = session.sending
@@ -787,22 +785,23 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         }
         let index = datagram.withUnsafeBytes(Self.transportIndex)
         if let entry = halfOpen[index] { return completeHandshake(entry, datagram: datagram, from: source, now: now) }
+        guard let slot = receivers.index(forKey: index) else {
+            counters.unknownSession += 1
+            return []
+        }
         var plaintext: [UInt8] = []
-        guard let peer = datagram.withUnsafeBytes({ openTransport($0, from: source, now: now, into: &plaintext) }) else { return [] }
+        guard let peer = datagram.withUnsafeBytes({ openTransport($0, at: slot, from: source, now: now, into: &plaintext) }) else {
+            return []
+        }
         return receiveInner(plaintext, from: peer, now: now)
     }
 
-    /// Authenticates and decrypts a transport datagram of an established session into `plaintext` (the inner type
-    /// byte first) and notes it on its peer. Nil when it is not for a known, live session, replayed or forged
-    /// (counted).
-    private mutating func openTransport(_ datagram: UnsafeRawBufferPointer, from source: Address, now: Int64,
-                                        into plaintext: inout [UInt8]) -> WalletAddress? {
-        let index = Self.transportIndex(datagram)
+    /// Authenticates and decrypts a transport datagram of an installed session (its receiving half at `slot`, looked
+    /// up once by the caller) into `plaintext` (the inner type byte first) and notes it on its peer. Nil when the
+    /// session is too old, or the datagram replayed or forged (counted).
+    private mutating func openTransport(_ datagram: UnsafeRawBufferPointer, at slot: [UInt32: Receiving].Index, from source: Address,
+                                        now: Int64, into plaintext: inout [UInt8]) -> WalletAddress? {
         let counter = UInt64(bigEndian: datagram.loadUnaligned(fromByteOffset: 5, as: UInt64.self))
-        guard let slot = receivers.index(forKey: index) else {
-            counters.unknownSession += 1
-            return nil
-        }
         // The receiving half and the peer change in place, in their tables (even reading one field of either through
         // its table would copy the whole value).
         guard let owner = Self.open(datagram, counter: counter, now: now, rejectAfterMs: config.rejectAfterMs,
@@ -897,7 +896,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             if let pong = seal(&peer, inner: .pong, body: w.bytes, now: now) { actions.append(pong) }
         case .pong:
             var reader = ByteReader(plaintext, offset: 1)
-            guard let id = reader.readUInt32(), let sentAt = peer.withUp({ $0.outstandingPings.removeValue(forKey: id) }) ?? nil else { return }
+            guard let id = reader.readUInt32(), let sentAt = peer.link.withUp({ $0.outstandingPings.removeValue(forKey: id) }) ?? nil else { return }
             let sample = Double(now - sentAt)
             if let srtt = peer.srttMs, let rttVar = peer.rttVarMs {
                 peer.rttVarMs = 0.75 * rttVar + 0.25 * abs(srtt - sample)
@@ -925,7 +924,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
     /// has used up its counters.
     private static func seal<Sink: DatagramSink<Address>>(_ peer: inout Peer<Address>, inner: InnerType, body: UnsafeRawBufferPointer,
                                                           counters: inout LinkCounters, into sink: inout Sink) -> Bool {
-        let next = peer.withUp { up -> (counter: UInt64, remoteIndex: UInt32, key: [UInt8])? in
+        let next = peer.link.withUp { up -> (counter: UInt64, remoteIndex: UInt32, key: [UInt8])? in
             let counter = up.current.counter
             guard counter < LinkWire.counterLimit else { return nil }
             up.current.counter += 1
@@ -956,7 +955,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         guard case .up(let up) = peer.link else { return }
         if let previous = up.previous, now - previous.createdAt >= config.rejectAfterMs {
             receivers[previous.index] = nil
-            peer.withUp { $0.previous = nil }
+            peer.link.withUp { $0.previous = nil }
         }
         let age = now - up.current.createdAt
         if now - peer.lastReceivedAt >= config.deadAfterMs || age >= config.rejectAfterMs {
@@ -965,13 +964,13 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
             return
         }
         for (id, sentAt) in up.outstandingPings where now - sentAt >= config.pingTimeoutMs {
-            peer.withUp { $0.outstandingPings[id] = nil }
+            peer.link.withUp { $0.outstandingPings[id] = nil }
             record(outcome: false, in: &peer)
         }
         if now >= up.nextPingAt {
             let id = peer.nextPingId
             peer.nextPingId &+= 1
-            peer.withUp { up in
+            peer.link.withUp { up in
                 up.outstandingPings[id] = now
                 up.nextPingAt = now + config.pingIntervalMs
             }
@@ -982,7 +981,7 @@ public struct LinkManager<Address: LinkEndpoint>: Sendable {
         let rekeyPending = up.rekeyIndex.map { pending[$0] != nil } ?? false
         if age >= rekeyAge(up.current), !rekeyPending {
             let (index, action) = startHandshake(to: peer.endpoint, expected: peer.address, now: now, lifetime: config.handshakeRetryMs)
-            peer.withUp { $0.rekeyIndex = index }
+            peer.link.withUp { $0.rekeyIndex = index }
             actions.append(action)
         }
     }

@@ -116,7 +116,7 @@ public struct OverlayNode: SimNode, Sendable {
     public var address: WalletAddress { links.localAddress }
 
     /// The forwarding layer's view of the node, as the daemon gives it: links up, gossip's node routes, link figures.
-    public var routes: Routes { Routes(links: links, gossip: gossip) }
+    public var routes: LinkRoutes<Int> { LinkRoutes(links: links, gossip: gossip) }
 
     /// Dials node `index`.
     public mutating func connect(to index: Int, now: Int64) -> [Action] {
@@ -404,28 +404,6 @@ public struct OverlayNode: SimNode, Sendable {
                 break
             }
             out.append(.event(.call(action)))
-        }
-    }
-
-    /// The daemon's `LinkRoutes` over copies of the node's link manager and gossip engine (made for one call of
-    /// the relay engine, and gone before either is changed, so nothing is copied).
-    public struct Routes: RelayRoutes, Sendable {
-        let links: LinkManager<Int>
-        let gossip: GossipEngine
-
-        public func isUp(_ node: WalletAddress) -> Bool { links.isUp(node) }
-
-        public func nextHops(toward target: WalletAddress, within hops: Int) -> [WalletAddress] {
-            var next: [WalletAddress] = links.isUp(target) ? [target] : []
-            for route in gossip.neighbourRoutes(to: target) where route.links <= hops && route.via != target && links.isUp(route.via) {
-                next.append(route.via)
-            }
-            return next
-        }
-
-        public func figures(_ neighbour: WalletAddress) -> HopFigures {
-            let quality = links.quality(neighbour)
-            return HopFigures(node: links.localAddress, rttMs: quality?.rttMs, lossPercent: quality?.lossPercent ?? 0)
         }
     }
 }
