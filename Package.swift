@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "MeshStun", dependencies: ["MeshWire"], swiftSettings: strict),
         .target(name: "MeshICE", dependencies: ["CNice"], swiftSettings: strict),
         .target(name: "MeshTestKit", dependencies: [
-            "MeshDHT", "MeshIdentity", "MeshWire", "MeshLink", "MeshRouting", "MeshCall",
+            "MeshDHT", "MeshIdentity", "MeshWire", "MeshLink", "MeshRouting", "MeshCall", "MeshNodeCore",
             .product(name: "HeapModule", package: "swift-collections"),
         ], swiftSettings: strict),
         .target(name: "MeshIdentity", dependencies: ["MeshWire", "CSecp256k1", "CBotan", "CSodium"], swiftSettings: strict),
@@ -58,6 +58,9 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshMedia", dependencies: ["MeshWire", "COpus", "CSRTP", "CSpeexDSP"], swiftSettings: strict),
         .target(name: "MeshCall", dependencies: ["MeshWire", "MeshIdentity", "MeshLink", "MeshRouting"], swiftSettings: strict),
+        .target(name: "MeshNodeCore", dependencies: [
+            "MeshWire", "MeshIdentity", "MeshLink", "MeshRouting", "MeshCall", "MeshDHT",
+        ], swiftSettings: hotPath),
         .target(name: "MeshControl", dependencies: [
             "MeshWire",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -65,7 +68,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "MeshDaemon", dependencies: [
             "MeshWire", "MeshIdentity", "MeshLink", "MeshMedia", "MeshCall", "MeshControl", "MeshDHT", "MeshRouting",
-            "MeshStore", "MeshMetrics", "MeshStun", "MeshICE", "CNice", "CMeshIO",
+            "MeshStore", "MeshMetrics", "MeshStun", "MeshICE", "MeshNodeCore", "CNice", "CMeshIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -96,7 +99,7 @@ let package = Package(
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
-        .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshCall", "MeshLink", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshCall", "MeshLink", "MeshNodeCore", "MeshTestKit"], swiftSettings: strict),
         .testTarget(name: "MeshStunTests", dependencies: ["MeshStun"], swiftSettings: strict),
         .testTarget(name: "MeshICETests", dependencies: ["MeshICE"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),

@@ -5,6 +5,7 @@ import MeshDHT
 import MeshIdentity
 import MeshLink
 import MeshMedia
+import MeshNodeCore
 import MeshRouting
 import NIOCore
 
@@ -73,8 +74,14 @@ extension NodeRuntime: ControlService {
         loop.execute {
             let now = Self.now()
             for (id, owner) in self.owners where owner == connection {
-                self.runCall(self.calls.hangup(id, now: now))
+                self.hangUp(id)
                 self.owners[id] = nil
+            }
+            // Calls still being placed for this client: nobody is left to talk.
+            for (id, placing) in self.placing where placing.connection == connection {
+                self.placing[id] = nil
+                self.withCore { $0.abandon(id, now: $1, into: &$2) }
+                placing.promise.fail(RPCError.failed("the client closed the connection"))
             }
         }
     }
@@ -85,7 +92,12 @@ extension NodeRuntime: ControlService {
         let now = Self.now()
         let active = calls.calls.values.filter { $0.state != .ended }.count
         let linkCounters = (try? JSONValue(encoding: links.counters)) ?? .null
-        let nodeCounters = (try? JSONValue(encoding: counters)) ?? .null
+        // The shell's counters and the core's, as one object.
+        var nodeCounters = (try? JSONValue(encoding: counters)) ?? .null
+        if case .object(var shell) = nodeCounters, case .object(let core)? = try? JSONValue(encoding: core.counters) {
+            shell.merge(core) { first, _ in first }
+            nodeCounters = .object(shell)
+        }
         let controlCounters = control.flatMap { try? JSONValue(encoding: $0.counters) } ?? .null
         return .object([
             "node": .string(nodeKey.address.checksummed),
@@ -196,7 +208,7 @@ extension NodeRuntime: ControlService {
 
     private func hangup(_ params: JSONValue) throws -> JSONValue {
         let call = try activeCall(params, method: "call.hangup")
-        runCall(calls.hangup(call.id, now: Self.now()))
+        hangUp(call.id)
         return .object(["call": .string(call.id.description), "state": .string("ended")])
     }
 
@@ -221,124 +233,59 @@ extension NodeRuntime: ControlService {
         return placeCall(id: CallID.random(), key: key, to: to, bitrate: bitrate, replacing: nil, connection: connection)
     }
 
-    /// Resolves the callee, builds the call's first chain and offers the call, for `connection`'s client (the one
-    /// that placed it, or the client of the call a blind transfer replaces).
+    /// A call being placed for a client (`placeCall`): answered when the core offers it or gives up.
+    struct Placing {
+        let promise: EventLoopPromise<JSONValue>
+        let connection: ControlConnection
+        let started: Int64
+    }
+
+    /// Places a call for `connection`'s client (the one that placed it, or the client of the call a blind transfer
+    /// replaces): the core resolves the callee, reaches its home node, builds the call's first chain and offers the
+    /// call (docs/forwarding.md).
     func placeCall(id: CallID, key: PrivateKey, to: WalletAddress, bitrate: Int, replacing: CallID?,
                    connection: ControlConnection) -> EventLoopFuture<JSONValue> {
-        let from = key.address
-        let started = Self.now()
-        return resolve(to).flatMap { home in
-            self.reach(home)
-        }.flatMap { home -> EventLoopFuture<(Home, Int64)> in
-            let resolved = Self.now()
-            // The client may have gone while the callee was being resolved: then there is nobody to talk.
-            guard connection.isOpen else { return self.loop.makeFailedFuture(RPCError.failed("the client closed the connection")) }
-            let promise = self.loop.makePromise(of: Void.self)
-            self.chainWaiters[id] = promise
-            self.runRelay(self.relay.open(call: id.raw, wallet: key, target: home.node, hints: home.hints, routes: self.routes,
-                                          now: Self.now()))
-            return promise.futureResult.map { (home, resolved) }
-        }.flatMapThrowing { home, resolved in
-            let now = Self.now()
-            guard connection.isOpen else {
-                self.runRelay(self.relay.close(call: id.raw))
-                throw RPCError.failed("the client closed the connection")
-            }
-            guard let (_, actions) = self.calls.place(id: id, from: from, to: to, via: home.node, bitrate: bitrate,
-                                                      replacing: replacing, now: now) else {
-                self.runRelay(self.relay.close(call: id.raw))
-                throw RPCError.failed("\(from) is already in a call (busy)")
-            }
-            self.owners[id] = connection
-            self.setupStarted[id] = started
-            self.runCall(actions)
-            let chain = self.relay.chains(call: id.raw, now: now).first
-            self.logger.info("placing call", metadata: ["call": "\(id)", "from": "\(from)", "to": "\(to)", "home": "\(home.node)",
-                                                      "chain": "\(chain?.nodes.joined(separator: ">") ?? "-")"])
-            return .object(["call": .string(id.description), "from": .string(from.checksummed), "to": .string(to.checksummed),
-                            "via": .string(home.node.checksummed), "home": .string(home.node.checksummed),
-                            "chain": chain.flatMap { try? JSONValue(encoding: $0) } ?? .null,
-                            "resolveMs": .number(Double(resolved - started)), "chainMs": .number(Double(now - resolved))])
+        let promise = loop.makePromise(of: JSONValue.self)
+        placing[id] = Placing(promise: promise, connection: connection, started: Self.now())
+        withCore { $0.place(id, from: key, to: to, bitrate: bitrate, replacing: replacing, now: $1, into: &$2) }
+        return promise.futureResult
+    }
+
+    /// The core offered a call on its first chain: its client gets the answer to `call.place`.
+    func placed(_ id: CallID, home: Home, resolvedAt: Int64, now: Int64) {
+        guard let pending = placing.removeValue(forKey: id) else { return }
+        guard pending.connection.isOpen else {
+            hangUp(id)
+            pending.promise.fail(RPCError.failed("the client closed the connection"))
+            return
         }
+        guard let record = calls.calls[id] else {
+            pending.promise.fail(RPCError.failed("call \(id) ended as it was offered"))
+            return
+        }
+        owners[id] = pending.connection
+        setupStarted[id] = pending.started
+        let chain = relay.chains(call: id.raw, now: now).first
+        logger.info("placing call", metadata: ["call": "\(id)", "from": "\(record.local)", "to": "\(record.remote)", "home": "\(home.node)",
+                                              "chain": "\(chain?.nodes.joined(separator: ">") ?? "-")"])
+        pending.promise.succeed(.object([
+            "call": .string(id.description), "from": .string(record.local.checksummed), "to": .string(record.remote.checksummed),
+            "via": .string(home.node.checksummed), "home": .string(home.node.checksummed),
+            "chain": chain.flatMap { try? JSONValue(encoding: $0) } ?? .null,
+            "resolveMs": .number(Double(resolvedAt - pending.started)), "chainMs": .number(Double(now - resolvedAt)),
+        ]))
     }
 
     typealias Home = HomeResolver<SocketAddress>.Home
 
-    /// A call waiting to reach its callee's home node (`reach`).
-    struct PendingReach {
-        var plan: HomeReach<SocketAddress>
-        let home: Home
-        let promise: EventLoopPromise<Home>
-        var deadline: Int64 = .min
-    }
-
     /// The callee's home node (`HomeResolver`; docs/routing.md, "Wallet → home node").
     private func resolve(_ address: WalletAddress) -> EventLoopFuture<Home> {
         let promise = loop.makePromise(of: Home.self)
-        let route = gossip.route(to: address).map { (home: $0.origin, linked: links.isUp($0.origin)) }
-        let (id, actions) = resolver.resolve(address, route: route, now: Self.now())
+        endTurnSoon()
+        let id = core.resolve(address, now: Self.time(), into: &output)
         resolving[id] = promise
-        runResolver(actions)
+        handleEvents()
         return promise.futureResult
-    }
-
-    /// Runs the resolver's actions: asks, refutations, lookups and queries out, answers to the callers waiting.
-    func runResolver(_ actions: [HomeResolver<SocketAddress>.Action]) {
-        for action in actions {
-            let now = Self.now()
-            switch action {
-            case .ask(let query, let wallet, let home):
-                run(links.send(AppMessage.resolveRequest(query: query, address: wallet).serialize(), to: home, now: now))
-            case .refute(let wallet, let home, let why):
-                logger.warning("gossip route not confirmed; asking the DHT", metadata: ["wallet": "\(wallet)", "home": "\(home)", "error": "\(why)"])
-                runGossip(gossip.refute(wallet, origin: home, nowMs: now))
-            case .lookup(let id, let wallet):
-                lookup(wallet).whenComplete { result in
-                    let home = result.mapError { HomeResolver<SocketAddress>.Failure("the DHT lookup failed: \($0)") }.flatMap { outcome in
-                        HomeResolver.home(of: wallet, outcome) { try? SocketAddress(dhtEndpoint: $0) }
-                    }
-                    self.runResolver(self.resolver.dhtAnswered(id, home))
-                }
-            case .find(let query, let wallet):
-                runFinder(finder.find(wallet, query: query, ttl: UInt8(config.hopLimit), neighbours: links.upPeers, now: now))
-            case .resolved(let id, let home):
-                resolving.removeValue(forKey: id)?.succeed(home)
-            case .failed(let id, let why):
-                resolving.removeValue(forKey: id)?.fail(RPCError.failed(why))
-            }
-        }
-    }
-
-    /// The home node, once a link or node route reaches it or the plan (`HomeReach`: which links to open, how
-    /// long to wait) says to build the chain with what there is.
-    private func reach(_ home: Home) -> EventLoopFuture<Home> {
-        let promise = loop.makePromise(of: Home.self)
-        nextReach += 1
-        reaches[nextReach] = PendingReach(plan: HomeReach(home: home.node, relays: home.hints, targets: home.dial, now: Self.now()),
-                                          home: home, promise: promise)
-        stepReaches()
-        return promise.futureResult
-    }
-
-    /// Steps every plan waiting to reach a home node: at the end of every turn (a link came up, a node route
-    /// arrived) and at its deadline.
-    func stepReaches() {
-        guard !reaches.isEmpty else { return }
-        let now = Self.now()
-        for id in reaches.keys.sorted() {
-            guard var pending = reaches[id] else { continue }
-            let node = pending.home.node
-            let routed = links.isUp(node) || !routes.nextHops(toward: node, within: config.hopLimit).isEmpty
-            switch pending.plan.step(now: now, isUp: links.isUp, routed: routed) {
-            case .ready:
-                reaches[id] = nil
-                pending.promise.succeed(pending.home)
-            case .wait(let dial, let deadline):
-                for (endpoint, node) in dial { run(links.dialOnce(endpoint, pinned: node, now: now)) }
-                pending.deadline = deadline
-                reaches[id] = pending
-            }
-        }
     }
 
     /// `node-ctl route 0xWALLET`: where the wallet is homed (gossip or the DHT) and the next hops a chain set-up
@@ -358,7 +305,7 @@ extension NodeRuntime: ControlService {
                 let (links, cost, why): (Double, JSONValue, String)
                 if via == home.node {
                     let q = self.links.quality(via)
-                    let linkCost = Self.linkCost(rttMs: q?.rttMs, lossPercent: q?.lossPercent ?? 0)
+                    let linkCost = NodeCore<SocketAddress>.linkCost(rttMs: q?.rttMs, lossPercent: q?.lossPercent ?? 0)
                     (links, cost, why) = (1, .number(Double(linkCost)), "the home node is a linked neighbour")
                 } else if let route = routed[via] {
                     (links, cost, why) = (Double(route.links), .number(Double(route.metric)), "gossip node route")

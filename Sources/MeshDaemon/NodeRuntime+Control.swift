@@ -88,7 +88,7 @@ extension NodeRuntime {
 
     private func sendControl(_ id: CallID, _ envelope: ControlEnvelope) {
         guard let key = controls[id]?.key else { return }
-        runRelay(relay.send(call: id.raw, CallInner.control(key.seal(envelope.serialize())).serialize()))
+        sendCall(id, .control(key.seal(envelope.serialize())))
     }
 
     /// A control message from the other end. One whose MAC is wrong is dropped and counted; any that opens keeps
@@ -99,7 +99,7 @@ extension NodeRuntime {
             counters.controlBadMac += 1
             return
         }
-        calls.mediaArrived(id, now: now)
+        core.mediaArrived(id, now: Self.time())
         run(id, controls[id]?.state.receive(envelope, now: now) ?? [])
     }
 
@@ -192,7 +192,7 @@ extension NodeRuntime {
             }
             controls[record.id]?.state.quelchedHere = on
             let notice = QuelchNotice.sign(call: record.id, on: on, counter: counter, key: nodeKey)
-            runRelay(relay.send(call: record.id.raw, CallInner.quelch(notice.serialize()).serialize()))
+            sendCall(record.id, .quelch(notice.serialize()))
             applyGates(record.id)
             logger.info(on ? "caller quelched here" : "caller unquelched here", metadata: ["call": "\(record.id)"])
             return controlJSON(record.id)
@@ -202,7 +202,7 @@ extension NodeRuntime {
             throw RPCError.failed(relayed.isEmpty ? "no active call or relayed session \(text) here" : "call id \(text) is ambiguous")
         }
         let notice = QuelchNotice.sign(call: call, on: on, counter: counter, key: nodeKey)
-        runRelay(relay.quelch(call: call.raw, on, notice: CallInner.quelch(notice.serialize()).serialize()) ?? [])
+        withCore { $0.quelch(call: call.raw, on, notice: CallInner.quelch(notice.serialize()).serialize(), now: $1, into: &$2) }
         logger.info(on ? "relayed call quelched" : "relayed call unquelched", metadata: ["call": "\(call)"])
         return .object(["call": .string(call.description), "role": .string("relay"), "quelched": .bool(on)])
     }
@@ -276,7 +276,7 @@ extension NodeRuntime {
         }
         owners[old]?.notify(method: "call.transferred", params: .object(["call": .string(old.description), "to": .string(next.description)]))
         owners[old] = nil
-        runCall(calls.hangup(old, reason: .transferred, now: Self.now()))
+        hangUp(old, reason: .transferred)
     }
 
     private func failTransfer(_ id: CallID, _ reason: CallEndReason) {

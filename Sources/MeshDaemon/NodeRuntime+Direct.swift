@@ -44,7 +44,7 @@ extension NodeRuntime {
 
     private func sendIce(_ id: CallID, _ path: DirectPath, _ body: IceSignal.Body) {
         let signal = IceSignal(fromCaller: path.caller, generation: path.generation, body: body)
-        runRelay(relay.send(call: id.raw, CallInner.ice(path.key.seal(signal)).serialize()))
+        sendCall(id, .ice(path.key.seal(signal)))
     }
 
     /// An ICE message from the other end, over the chain. One whose MAC is wrong (or that claims to come from this
@@ -96,7 +96,7 @@ extension NodeRuntime {
             }
         case .received(let bytes):
             guard bytes.starts(with: IceKey.keepaliveMagic) else {
-                if let m = media[id], m.inbound(bytes, nowMs: now) { calls.mediaArrived(id, now: now) }
+                if let m = media[id], m.inbound(bytes, nowMs: now) { core.mediaArrived(id, now: Self.time()) }
                 return
             }
             guard path.takeKeepalive(bytes) else {
@@ -140,7 +140,7 @@ extension NodeRuntime {
             agent.send(packet)
             if !path.onChainToo(now: now) { return }
         }
-        runRelay(relay.send(call: id.raw, CallInner.media(packet).serialize()))
+        sendCall(id, .media(packet))
     }
 
     /// Every media tick (20 ms): dead paths given up, keepalives, the caller's next attempts.

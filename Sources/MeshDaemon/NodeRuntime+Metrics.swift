@@ -125,7 +125,7 @@ extension NodeRuntime {
             "relayed": r.setupsRelayed, "refused": r.setupsRefused, "rate_limited": r.setupsRateLimited,
         ])
         m.add("meshnode_relay_failovers_total", .counter, "Calls of this node moved to another chain.", r.failovers)
-        let (ts, tr) = (trunks.sent, trunks.received)
+        let (ts, tr) = (core.trunks.sent, core.trunks.received)
         m.add("meshnode_trunk_trunks_total", .counter, "Trunks (shared datagrams of chain packets) sent and received, by direction.",
               by: "direction", ["out": ts.trunks, "in": tr.trunks])
         m.add("meshnode_trunk_entries_out_total", .counter, "Chain packets sent in trunks, by header kind.", by: "kind", [
@@ -138,15 +138,15 @@ extension NodeRuntime {
             "malformed": tr.malformed, "mini_without_context": tr.miniWithoutContext, "mini_mismatch": tr.miniMismatch,
         ])
 
-        let f = finder.counters
+        let f = core.finder.counters
         m.add("meshnode_finder_answered_total", .counter, "Wallet queries over links this node answered.", f.answered)
         m.add("meshnode_finder_dropped_total", .counter, "Wallet queries over links dropped, by reason (docs/routing.md).", by: "reason", [
             "malformed": f.malformed, "duplicate": f.duplicates, "rate_limited": f.rateLimited, "forged": f.forged,
         ])
 
         m.add("meshnode_app_dropped_total", .counter, "Input dropped above the link layer, by reason.", by: "reason", [
-            "malformed_app": counters.malformedApp, "malformed_call": calls.malformed, "media_unknown_call": counters.mediaUnknownCall,
-            "call_wrong_chain": counters.callWrongChain, "resolve_unsolicited": counters.resolveUnsolicited,
+            "malformed_app": core.counters.malformedApp, "malformed_call": calls.malformed, "media_unknown_call": counters.mediaUnknownCall,
+            "call_wrong_chain": core.counters.callWrongChain, "resolve_unsolicited": core.counters.resolveUnsolicited,
             "control_bad_mac": counters.controlBadMac, "quelch_refused": counters.quelchRefused,
             "verdict_refused": counters.verdictRefused,
         ])

@@ -7,6 +7,7 @@ import MeshICE
 import MeshIdentity
 import MeshLink
 import MeshMedia
+import MeshNodeCore
 import MeshRouting
 import MeshStore
 import MeshStun
@@ -14,13 +15,9 @@ import MeshWire
 import NIOCore
 import NIOPosix
 
-/// Counters for input the node dropped above the link layer.
+/// Counters for input the shell dropped (the core counts its own: `NodeCoreCounters`).
 public struct NodeCounters: Sendable, Codable, Equatable {
-    public var malformedApp = 0
     public var mediaUnknownCall = 0
-    /// Call bytes over a chain that were malformed or named another call than the chain's.
-    public var callWrongChain = 0
-    public var resolveUnsolicited = 0
     /// Datagrams the kernel refused to send (a firewall, no route, a full socket buffer); each is dropped alone.
     public var sendFailed = 0
     /// Direct paths (docs/calls.md): ICE attempts started, attempts that carried media, moves back to the chain,
@@ -38,30 +35,29 @@ public struct NodeCounters: Sendable, Codable, Equatable {
     public var verdictRefused = 0
 }
 
-/// A running node: one UDP port with its links, the call engine, per-call media, and the control socket.
-/// Every piece of state lives on one event loop; the protocol cores are pure and this class only runs
-/// their actions (send a datagram, notify a client, start media).
+/// A running node: one UDP port, the node's protocol logic (`NodeCore`), per-call media, and the control socket.
+/// Every piece of state lives on one event loop; the core is pure and this class is its shell: it feeds it
+/// datagrams, commands and ticks, and carries out what it asks (datagrams out, media, clients, the database).
 public final class NodeRuntime: @unchecked Sendable {
     public let config: NodeConfig
     public let nodeKey: PrivateKey
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let loop: EventLoop
-    var links: LinkManager<SocketAddress>
-    var calls: CallEngine
-    var gossip: GossipEngine
-    var relay: RelayEngine
-    /// Trunks: data messages to each neighbour gathered into shared datagrams, and trunks from neighbours opened.
-    var trunks: Trunker
+    /// Links, gossip, forwarding with trunks, calls, the DHT, the resolver, and the glue between them.
+    var core: NodeCore<SocketAddress>
+    /// What the core wrote in this turn: datagrams (sent when the turn ends) and events (`handleEvents`).
+    var output = NodeOutput()
+    /// The events being handled, and whether they are (the buffers are swapped, not reallocated).
+    private var eventBatch: [NodeEvent<SocketAddress>] = []
+    private var handlingEvents = false
     /// The pending trunk-hold timer and its deadline (monotonic µs).
     var trunkTimer: (task: Scheduled<Void>, deadline: Int64)?
     /// Whether the end of this turn of the event loop is scheduled (`endTurnSoon`).
     var turnEnding = false
-    var finder: WalletFinder
-    /// "Who hosts this wallet?" (docs/routing.md), and the callers waiting for each answer.
-    var resolver: HomeResolver<SocketAddress>
+    /// Callers waiting for a home node (`route.explain`) and for calls being placed, by what the core answers.
     var resolving: [HomeResolver<SocketAddress>.ID: EventLoopPromise<Home>] = [:]
-    var dht: DHTNode
+    var placing: [CallID: Placing] = [:]
     let store: NodeStore
     /// Every database write and recording append runs here, off the event loop (docs/storage.md).
     let writer = StoreWriter()
@@ -69,8 +65,6 @@ public final class NodeRuntime: @unchecked Sendable {
     let verdictSigner = DispatchQueue(label: "verdict-signer", qos: .utility)
     let wallets: [PrivateKey]
     var lookups: [LookupID: EventLoopPromise<LookupOutcome>] = [:]
-    /// When the hosted wallets' presence records are published, and with what (set up by `joinOverlay`).
-    var presence: PresencePolicy
     var nextContactSave: Int64 = 0
     var savedContacts: Set<Contact> = []
     var media: [CallID: CallMedia] = [:]
@@ -94,27 +88,14 @@ public final class NodeRuntime: @unchecked Sendable {
     var setupStarted: [CallID: Int64] = [:]
     /// Calls whose recording failed (logged once).
     var failedRecordings: Set<CallID> = []
-    /// Calls waiting for their first chain (docs/forwarding.md).
-    var chainWaiters: [CallID: EventLoopPromise<Void>] = [:]
     /// Each call's chains as last seen and the switches between them, kept while the call is remembered.
     var chainHistory: [CallID: ChainHistory] = [:]
-    /// Calls reaching their callee's home node (`reach`), by a number of their own.
-    var reaches: [UInt64: PendingReach] = [:]
-    var nextReach: UInt64 = 0
     var counters = NodeCounters()
     /// Answers STUN Binding Requests on the node's port (docs/stun.md).
     var stun = StunResponder(nowMs: NodeRuntime.now())
     /// The thread reading the node's UDP port; nil once the node stops (or the socket failed).
     var udp: UDPReader?
     var udpSocket: UDPSocket?
-    /// Datagrams queued in this turn of the event loop (`sendDatagram`).
-    var outbox = Outbox()
-    /// The forwarding path's one buffer: each link payload read in place is decrypted into it, a forwarded packet
-    /// is relabelled there and sealed from there into the outbox (docs/performance.md, "Allocations").
-    var payloadBuffer: [UInt8] = []
-    /// The messages of a trunk read in place, and the one of them being forwarded (reused the same way).
-    var trunkMessages = TrunkMessages()
-    var messageBuffer: [UInt8] = []
     var control: ControlServer?
     /// The `--metrics` HTTP endpoint (docs/metrics.md), when asked for.
     var metricsServer: Channel?
@@ -125,9 +106,13 @@ public final class NodeRuntime: @unchecked Sendable {
     var coreTimer: (task: Scheduled<Void>, at: Int64)?
     /// Whether the media tick is running (`startMediaTick`).
     var mediaTicking = false
-    /// How often link costs (RTT with a loss penalty) are handed to gossip.
-    static let costRefreshMs: Int64 = 2_000
-    var nextCostRefresh: Int64 = 0
+
+    /// The cores, read (every change goes through `core`'s commands, so the glue sees it).
+    var links: LinkManager<SocketAddress> { core.links }
+    var calls: CallEngine { core.calls }
+    var gossip: GossipEngine { core.gossip }
+    var relay: RelayEngine { core.relay }
+    var dht: DHTNode { core.dht }
 
     /// A seed for a core's generator (the DHT's ids, the relay engine's labels and chain ids): the system CSPRNG
     /// mixed with the clock.
@@ -139,6 +124,12 @@ public final class NodeRuntime: @unchecked Sendable {
     /// reading when first read, then moving with the monotonic clock, so an NTP step moves no timer, RTT or playout
     /// deadline (docs/architecture.md, "Clocks").
     static func now() -> Int64 { clockBase.ms + Int64((NIODeadline.now().uptimeNanoseconds - clockBase.uptimeNs) / 1_000_000) }
+
+    /// `now()` for the core, with the monotonic µs its trunk holds go by (one reading of the clock).
+    static func time() -> NodeTime {
+        let uptime = NIODeadline.now().uptimeNanoseconds
+        return NodeTime(ms: clockBase.ms + Int64((uptime - clockBase.uptimeNs) / 1_000_000), us: Int64(uptime / 1_000))
+    }
 
     private static let clockBase = (ms: wallNow(), uptimeNs: NIODeadline.now().uptimeNanoseconds)
 
@@ -154,12 +145,7 @@ public final class NodeRuntime: @unchecked Sendable {
         if abs(step) >= Self.clockStepLoggedMs {
             logger.notice("wall clock stepped", metadata: ["by-ms": "\(step > 0 ? "+" : "")\(step)"])
         }
-        links.clock = clock
-        dht.clock = clock
-        gossip.clock = clock
-        relay.clock = clock
-        finder.clock = clock
-        calls.clock = clock
+        core.setClock(clock)
     }
 
     static let clockStepLoggedMs: Int64 = 1_000
@@ -184,23 +170,18 @@ public final class NodeRuntime: @unchecked Sendable {
         let now = Self.now()
         self.group = group
         loop = group.next()
-        links = LinkManager(identity: nodeKey, config: config.linkConfig)
-        calls = CallEngine(wallets: wallets)
-        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: Self.seed(now: now))
-        let storedContacts = try store.contacts()
-        dht.restore(contacts: storedContacts, records: try store.records(nowMs: Self.wallNow()), nowMs: now)
+        var coreConfig = NodeCoreConfig()
+        coreConfig.hopLimit = config.hopLimit
+        coreConfig.trunking = config.trunking
+        coreConfig.trunk.holdUs = Int64(config.trunkHoldMs) * 1_000
+        coreConfig.answersCalls = config.autoAnswer != .off
+        coreConfig.relayOnly = config.relayOnly
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
-        gossip = GossipEngine(local: nodeKey.address, hosted: wallets, nodeKey: nodeKey,
-                              sequence: UInt32(truncatingIfNeeded: Self.wallNow() / 1000), config: config.gossipConfig, nowMs: now)
-        var finderConfig = WalletFinder.Config()
-        finderConfig.maxTTL = UInt8(config.hopLimit)
-        finder = WalletFinder(config: finderConfig)
-        relay = RelayEngine(local: nodeKey.address, config: config.relayConfig, seed: Self.seed(now: now))
-        resolver = HomeResolver(random: SecureRandom.bytes)
-        var trunkConfig = TrunkConfig()
-        trunkConfig.holdUs = Int64(config.trunkHoldMs) * 1_000
-        trunks = Trunker(config: trunkConfig)
-        presence = PresencePolicy(relayOnly: config.relayOnly, advertised: [], now: now)
+        core = NodeCore(nodeKey: nodeKey, hosted: wallets, config: coreConfig, linkConfig: config.linkConfig, gossipConfig: config.gossipConfig,
+                        relayConfig: config.relayConfig, random: .secure, seeds: (dht: Self.seed(now: now), relay: Self.seed(now: now)),
+                        sequence: UInt32(truncatingIfNeeded: Self.wallNow() / 1000), now: now)
+        let storedContacts = try store.contacts()
+        core.dht.restore(contacts: storedContacts, records: try store.records(nowMs: Self.wallNow()), nowMs: now)
         startedAt = now
         stopped = loop.makePromise()
         // The contacts table is saved as what changed since this (docs/storage.md).
@@ -292,6 +273,7 @@ public final class NodeRuntime: @unchecked Sendable {
     private func bind(_ endpoints: Endpoints, socket: UDPSocket) throws {
         turnServer = endpoints.turn
         udpSocket = socket
+        core.bound = socket.localAddress
         let reader = UDPReader(socket: socket)
         udp = reader
         // The wake captures the runtime alone (a closure of one reference allocates no context).
@@ -318,10 +300,11 @@ public final class NodeRuntime: @unchecked Sendable {
         let bootstrap = endpoints.bootstrap
         let advertise = endpoints.advertise
         try loop.submit {
-            let now = Self.now()
-            for (address, pinned) in peerTargets { self.run(self.links.connect(to: address, pinned: pinned, now: now)) }
-            self.joinOverlay(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)),
-                             advertise: advertise.compactMap(DHTEndpoint.init(socketAddress:)), now: now)
+            self.withCore { core, now, out in
+                for (address, pinned) in peerTargets { core.connect(to: address, pinned: pinned, now: now, into: &out) }
+                core.join(bootstrap: (bootstrap + peerTargets.map(\.0)).compactMap(DHTEndpoint.init(socketAddress:)),
+                          advertise: advertise.compactMap(DHTEndpoint.init(socketAddress:)), now: now, into: &out)
+            }
             self.logger.info("node up", metadata: [
                 "node": "\(self.nodeKey.address)", "listen": "\(self.localEndpoint)", "control": "\(self.config.resolvedControlSocket)",
                 "wallets": "\(self.calls.hostedWallets.map(\.checksummed).joined(separator: ","))",
@@ -361,13 +344,8 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Graceful stop: hang up every call (telling the peers), close the control socket and the port.
     public func shutdown() {
         loop.execute {
-            let now = Self.now()
-            for call in self.calls.calls.values where call.state != .ended {
-                self.runCall(self.calls.hangup(call.id, now: now))
-            }
-            self.leaveOverlay(now: now)
-            for (neighbour, trunk) in self.trunks.flushAll() { self.sendTrunk(trunk, to: neighbour, now: now) }
-            self.run(self.links.closeAll(now: now))
+            self.withCore { $0.leave(now: $1, into: &$2) }
+            self.saveContacts()
             self.flushOutbox()
             self.control?.close()
             self.metricsServer?.close(promise: nil)
@@ -385,16 +363,9 @@ public final class NodeRuntime: @unchecked Sendable {
 
     // MARK: timers
 
-    /// The earliest deadline of the cores and of the shell's own upkeep (docs/architecture.md, "Clocks"). Read at
-    /// the end of every turn, so it allocates nothing: no array of the cores' deadlines, and `min` of two at a time
-    /// (`min` of more takes its arguments as an array).
-    var nextDeadline: Int64 {
-        var next = min(min(gossip.nextDeadline, links.nextDeadline ?? .max), min(calls.nextDeadline ?? .max, dht.nextDeadline ?? .max))
-        next = min(min(next, relay.nextDeadline ?? .max), min(presence.nextCheck, min(nextContactSave, nextCostRefresh)))
-        next = min(next, resolver.nextDeadline ?? .max)
-        for pending in reaches.values { next = min(next, pending.deadline) }
-        return next
-    }
+    /// The earliest deadline of the core and of the shell's own upkeep (docs/architecture.md, "Clocks"). Read at
+    /// the end of every turn.
+    var nextDeadline: Int64 { min(core.nextDeadline ?? .max, nextContactSave) }
 
     /// Makes sure the core timer fires by `nextDeadline`: run at the end of every turn and after every core tick.
     func armCoreTimer() {
@@ -412,20 +383,13 @@ public final class NodeRuntime: @unchecked Sendable {
         coreTimer = nil
         guard udp != nil else { return }
         syncClocks()
+        withCore { $0.tick(now: $1, into: &$2) }
         let now = Self.now()
-        func due(_ deadline: Int64?) -> Bool { deadline.map { $0 <= now } ?? false }
-        if due(links.nextDeadline) { run(links.tick(now: now)) }
-        if due(calls.nextDeadline) { runCall(calls.tick(now: now)) }
-        if due(gossip.nextDeadline) { runGossip(gossip.tick(nowMs: now)) }
-        overlayTick(now: now)
-        if due(relay.nextDeadline) { runRelay(relay.tick(routes: routes, now: now)) }
-        if now >= nextCostRefresh {
-            nextCostRefresh = now + Self.costRefreshMs
-            refreshLinkCosts(now: now)
+        if now >= nextContactSave {
+            nextContactSave = now + Self.contactSaveMs
+            saveContacts()
             forgetEndedCalls()
         }
-        if due(resolver.nextDeadline) { runResolver(resolver.tick(now: now)) }
-        stepReaches()
         armCoreTimer()
     }
 
@@ -508,28 +472,26 @@ public final class NodeRuntime: @unchecked Sendable {
             receive(datagram: Array(datagram), from: source)
             return
         }
-        let now = Self.now()
-        switch links.receive(datagram, from: source, now: now, payload: &payloadBuffer) {
-        case .payload(let node):
-            guard ChainMessage.isData(payloadBuffer) else {
-                deliver(payloadBuffer, from: node)
-                return
-            }
-            forward(&payloadBuffer, from: node, now: now)
-        case .actions(let actions):
-            run(actions)
-        }
+        core.receive(link: datagram, from: source, now: Self.time(), into: &output)
+        if !output.events.isEmpty { handleEvents() }
     }
 
     /// The node's port carries link datagrams (0xE1–0xE3), DHT datagrams (0xE4) and STUN (0–3, RFC 7983).
     func receive(datagram: [UInt8], from source: SocketAddress) {
         if let first = datagram.first, first <= 3 {
             receiveStun(datagram, from: source)
-        } else if datagram.first == DHTWire.marker, let endpoint = DHTEndpoint(socketAddress: source) {
-            runDHT(dht.receive(datagram, from: endpoint, nowMs: Self.now()))
         } else {
-            run(links.receive(datagram, from: source, now: Self.now()))
+            withCore { $0.receive(datagram, from: source, now: $1, into: &$2) }
         }
+    }
+
+    /// Runs a command on the core as part of this turn of the event loop, then what it asked of the shell.
+    @discardableResult
+    func withCore<R>(_ body: (inout NodeCore<SocketAddress>, NodeTime, inout NodeOutput) -> R) -> R {
+        endTurnSoon()
+        let result = body(&core, Self.time(), &output)
+        handleEvents()
+        return result
     }
 
     /// Queues a datagram; everything queued in one turn of the event loop (a batch of reads, a timer) leaves
@@ -537,7 +499,7 @@ public final class NodeRuntime: @unchecked Sendable {
     func sendDatagram(_ bytes: [UInt8], to address: SocketAddress) {
         guard udp != nil else { return }
         endTurnSoon()
-        outbox.append(bytes, to: address)
+        output.outbox.append(bytes, to: address)
     }
 
     /// Makes sure `endTurn` runs once the event loop has handled what is ready now.
@@ -547,12 +509,11 @@ public final class NodeRuntime: @unchecked Sendable {
         loop.execute { self.endTurn() }
     }
 
-    /// The end of a turn: trunks with company leave, lone packets start their hold, and every queued datagram goes.
+    /// The end of a turn: the core's (home nodes reached, presence published, trunks with company out, lone packets
+    /// held), then every queued datagram goes.
     private func endTurn() {
-        stepReaches()
-        let now = Self.now()
-        publishIfDue(now: now)
-        for (neighbour, trunk) in trunks.endOfBatch(now: Self.monotonicUs()) { sendTrunk(trunk, to: neighbour, now: now) }
+        core.endTurn(now: Self.time(), into: &output)
+        handleEvents()
         scheduleTrunkHold()
         flushOutbox()
         turnEnding = false
@@ -562,216 +523,150 @@ public final class NodeRuntime: @unchecked Sendable {
     /// Sends what the turn queued.
     func flushOutbox() {
         guard let udpSocket, udp != nil else {
-            outbox.removeAll()
+            output.outbox.removeAll()
             return
         }
-        for (address, code) in udpSocket.send(&outbox) {
+        for (address, code) in udpSocket.send(&output.outbox) {
             counters.sendFailed += 1
             logger.debug("datagram not sent", metadata: ["to": "\(Self.describe(address))", "error": "\(String(cString: strerror(code)))"])
         }
     }
 
-    /// A data message to a neighbour: into its trunk when trunking is on, else a datagram of its own, sealed
-    /// straight into the outbox.
-    private func sendData(_ message: [UInt8], to neighbour: WalletAddress, now: Int64) {
-        guard config.trunking, TrunkWire.canCarry(message) else {
-            guard udp != nil, links.send(message, to: neighbour, now: now, into: &outbox) else { return }
-            endTurnSoon()
-            return
-        }
-        endTurnSoon()
-        if let full = trunks.enqueue(message, to: neighbour, now: Self.monotonicUs()) { sendTrunk(full, to: neighbour, now: now) }
-    }
-
-    /// A finished trunk, sealed straight into the outbox; its storage goes back to the trunker for the next one.
-    private func sendTrunk(_ trunk: consuming [UInt8], to neighbour: WalletAddress, now: Int64) {
-        if udp != nil, links.send(trunk, to: neighbour, now: now, into: &outbox) { endTurnSoon() }
-        trunks.recycle(consume trunk, to: neighbour)
-    }
-
     /// Wakes up for the earliest held trunk (a lone packet's wait for company ends).
     private func scheduleTrunkHold() {
-        guard let deadline = trunks.nextDeadline, deadline < trunkTimer?.deadline ?? .max else { return }
+        guard let deadline = core.trunks.nextDeadline, deadline < trunkTimer?.deadline ?? .max else { return }
         trunkTimer?.task.cancel()
         let task = loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(deadline, 0)) * 1_000)) {
             self.trunkTimer = nil
             guard self.udp != nil else { return }
-            let now = Self.now()
-            for (neighbour, trunk) in self.trunks.expire(now: Self.monotonicUs()) { self.sendTrunk(trunk, to: neighbour, now: now) }
+            self.withCore { $0.expireTrunks(now: $1, into: &$2) }
             self.scheduleTrunkHold()
         }
         trunkTimer = (task, deadline)
     }
 
-    /// Runs link actions: datagrams out, payloads up, link events logged.
-    func run(_ actions: [LinkAction<SocketAddress>]) {
-        for action in actions {
-            switch action {
-            case .send(let bytes, let to):
-                sendDatagram(bytes, to: to)
-            case .deliver(let payload, let from):
-                deliver(payload, from: from)
-            case .up(let peer, let endpoint):
-                logger.info("link up", metadata: ["peer": "\(peer)", "endpoint": "\(Self.describe(endpoint))"])
-                runGossip(gossip.neighbourUp(peer, cost: Self.unknownLinkCost, nowMs: Self.now()))
-            case .down(let peer, let reason):
-                logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
-                runGossip(gossip.neighbourDown(peer, nowMs: Self.now()))
-                trunks.linkDown(peer)
-                runRelay(relay.linkDown(peer, routes: routes, now: Self.now()))
-            case .refused(let endpoint, let reason):
-                logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
-            }
+    /// Carries out the core's events, in order; events that handling them caused are handled in the same loop.
+    func handleEvents() {
+        guard !handlingEvents else { return }
+        handlingEvents = true
+        defer { handlingEvents = false }
+        while !output.events.isEmpty {
+            swap(&eventBatch, &output.events)
+            for event in eventBatch { handle(event) }
+            eventBatch.removeAll(keepingCapacity: true)
         }
     }
 
-    private func deliver(_ payload: [UInt8], from node: WalletAddress) {
-        if ChainMessage.isData(payload) {
-            var message = payload
-            forward(&message, from: node, now: Self.now())
-            return
-        }
-        if TrunkWire.isTrunk(payload) {
-            let now = Self.now()
-            trunks.open(payload, from: node, into: &trunkMessages)
-            for message in trunkMessages {
-                messageBuffer.removeAll(keepingCapacity: true)
-                messageBuffer.append(contentsOf: message)
-                forward(&messageBuffer, from: node, now: now)
-            }
-            return
-        }
-        if ChainMessage.claims(payload) {
-            runRelay(relay.receive(payload, from: node, routes: routes, now: Self.now()))
-            return
-        }
-        if WalletFinder.Message.claims(payload) {
-            runFinder(finder.receive(payload, from: node, neighbours: links.upPeers, known: { self.gossip.route(to: $0)?.announcement },
-                                     now: Self.now()))
-            return
-        }
-        guard let message = AppMessage(parsing: payload) else {
-            counters.malformedApp += 1
-            return
-        }
+    private func handle(_ event: NodeEvent<SocketAddress>) {
         let now = Self.now()
-        switch message {
-        case .resolveRequest(let query, let address):
-            let reply = AppMessage.resolveReply(query: query, address: address, hosted: calls.hosts(address))
-            run(links.send(reply.serialize(), to: node, now: now))
-        case .resolveReply(let query, let address, let hosted):
-            guard let actions = resolver.answered(query: query, wallet: address, hosted: hosted, from: node, now: now) else {
-                counters.resolveUnsolicited += 1
-                return
-            }
-            runResolver(actions)
-        case .gossip(let body):
-            runGossip(gossip.receive(body, from: node, nowMs: now))
+        switch event {
+        case .linkUp(let peer, let endpoint):
+            logger.info("link up", metadata: ["peer": "\(peer)", "endpoint": "\(Self.describe(endpoint))"])
+        case .linkDown(let peer, let reason):
+            logger.info("link down", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
+        case .refused(let endpoint, let reason):
+            logger.warning("link refused", metadata: ["endpoint": "\(Self.describe(endpoint))", "reason": "\(reason)"])
+        case .call(let action):
+            handleCall(action, now: now)
+        case .ended(let id, let reason, let chains):
+            transferOutcome(id, answered: false, reason: reason)
+            noteChains(id, current: chains)
+            endMedia(id, reason: reason)
+        case .callBytes(let id, let inner):
+            receiveCall(id, inner, now: now)
+        case .chainUp(let id):
+            noteChains(id, now: now)
+        case .chainLost(let id, let why):
+            logger.warning("call lost its chain", metadata: ["call": "\(id)", "reason": "\(why)"])
+        case .chainSwitched(let id, let from, let to, let why):
+            logger.info("call moved to another chain", metadata: [
+                "call": "\(id)", "from": "\(from.map(\.description).joined(separator: ">"))",
+                "to": "\(to.map(\.description).joined(separator: ">"))", "why": "\(why)"])
+            chainHistory[id, default: ChainHistory()].switches.append(
+                ChainSwitch(atMs: Self.wallNow(), from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
+            noteChains(id, now: now)
+        case .judged(let key, let tier, let sample):
+            signVerdict(key, tier, sample)
+        case .resolved(let id, let home):
+            resolving.removeValue(forKey: id)?.succeed(home)
+        case .unresolved(let id, let why):
+            resolving.removeValue(forKey: id)?.fail(RPCError.failed(why))
+        case .refuted(let wallet, let home, let why):
+            logger.warning("gossip route not confirmed; asking the DHT", metadata: ["wallet": "\(wallet)", "home": "\(home)", "error": "\(why)"])
+        case .placed(let id, let home, let resolvedAt):
+            placed(id, home: home, resolvedAt: resolvedAt, now: now)
+        case .notPlaced(let id, let why):
+            placing.removeValue(forKey: id)?.promise.fail(RPCError.failed(why))
+        case .lookedUp(let id, let outcome):
+            lookups.removeValue(forKey: id)?.succeed(outcome)
+        case .recordStored(let record, let acknowledgement):
+            storeRecord(record, acknowledgement: acknowledgement)
+        case .recordDropped(let key):
+            let store = store
+            persist { try store.deleteRecord(key: key) }
+        case .published(let records):
+            // The records' sequence numbers must survive a restart: keep our own records with the others.
+            let store = store
+            for record in records { persist { try store.saveRecord(record) } }
+        case .clockSkew(let report):
+            logger.warning("\(report)")
         }
     }
 
-    /// The hot path: a data message (its storage reused) relabelled and passed on, or handed up at a chain's end.
-    private func forward(_ message: inout [UInt8], from node: WalletAddress, now: Int64) {
-        switch relay.forward(&message, from: node, now: now) {
-        case .pass(let to): sendData(message, to: to, now: now)
-        case .actions(let actions): runRelay(actions)
+    /// Signs a relay's quality verdict on the signer's thread, not here: a relay whose link to a neighbour turns bad
+    /// judges every call on it at once, and a thousand signatures (45 µs each) would hold all forwarding for 45 ms.
+    private func signVerdict(_ key: ChainKey, _ tier: QualityTier, _ sample: QualitySample) {
+        let counter = nextNoticeCounter()
+        let (nodeKey, loop) = (nodeKey, loop)
+        verdictSigner.async {
+            let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: counter, key: nodeKey)
+            let bytes = CallInner.verdict(verdict.serialize()).serialize()
+            loop.execute {
+                guard self.udp != nil else { return }
+                self.withCore { $0.inject(key, bytes, now: $1, into: &$2) }
+            }
         }
     }
 
-    /// End-to-end bytes of a call that reached this end of its chain.
-    private func deliverCall(_ raw: UInt64, _ bytes: [UInt8]) {
-        let id = CallID(raw: raw)
-        let now = Self.now()
-        switch CallInner(parsing: bytes) {
-        case .signal(let body)?:
-            // The chain was set up for one call: signalling for any other is refused here.
-            guard CallMessage(parsing: body)?.callID == id, let farEnd = relay.farEnd(call: raw) else {
-                counters.callWrongChain += 1
-                return
-            }
-            runCall(calls.receive(body, from: farEnd, now: now))
-        case .media(let packet)?:
+    /// End-to-end bytes of a call that reached this end of its chain (the core took its signalling).
+    private func receiveCall(_ id: CallID, _ inner: CallInner, now: Int64) {
+        switch inner {
+        case .media(let packet):
             guard let m = media[id] else {
                 counters.mediaUnknownCall += 1
                 return
             }
-            if m.inbound(packet, nowMs: now) { calls.mediaArrived(id, now: now) }
-        case .ice(let sealed)?:
+            if m.inbound(packet, nowMs: now) { core.mediaArrived(id, now: Self.time()) }
+        case .ice(let sealed):
             receiveIce(id, sealed, now: now)
-        case .control(let sealed)?:
+        case .control(let sealed):
             receiveControl(id, sealed, now: now)
-        case .quelch(let notice)?:
+        case .quelch(let notice):
             receiveQuelch(id, notice)
-        case .verdict(let bytes)?:
+        case .verdict(let bytes):
             receiveVerdict(id, bytes, now: now)
-        case nil:
-            counters.callWrongChain += 1
+        case .signal:
+            break
         }
     }
 
-    /// Runs forwarding actions: link payloads out, call bytes up, chain events to the waiting calls.
-    func runRelay(_ actions: [RelayAction]) {
-        let now = Self.now()
-        for action in actions {
-            switch action {
-            case .send(let bytes, let to):
-                if ChainMessage.isData(bytes) {
-                    sendData(bytes, to: to, now: now)
-                } else {
-                    if let trunk = trunks.flush(to) { sendTrunk(trunk, to: to, now: now) }
-                    run(links.send(bytes, to: to, now: now))
-                }
-            case .deliver(let call, let bytes):
-                deliverCall(call, bytes)
-            case .chainUp(let call):
-                noteChains(CallID(raw: call), now: now)
-                chainWaiters.removeValue(forKey: CallID(raw: call))?.succeed(())
-            case .chainFailed(let call, let why):
-                let id = CallID(raw: call)
-                if let waiter = chainWaiters.removeValue(forKey: id) {
-                    waiter.fail(RPCError.failed("no relay chain to the callee's home node: \(why)"))
-                } else {
-                    logger.warning("call lost its chain", metadata: ["call": "\(id)", "reason": "\(why)"])
-                    runCall(calls.chainLost(id, now: now))
-                }
-            case .chainSwitched(let call, let from, let to, let why):
-                let id = CallID(raw: call)
-                logger.info("call moved to another chain", metadata: [
-                    "call": "\(id)", "from": "\(from.map(\.description).joined(separator: ">"))",
-                    "to": "\(to.map(\.description).joined(separator: ">"))", "why": "\(why)"])
-                chainHistory[id, default: ChainHistory()].switches.append(
-                    ChainSwitch(atMs: Self.wallNow(), from: from.map(\.checksummed), to: to.map(\.checksummed), why: why))
-                noteChains(id, now: now)
-            case .judged(let key, let tier, let sample):
-                let counter = nextNoticeCounter()
-                // Signed on the signer's thread, not here: a relay whose link to a neighbour turns bad judges every call
-                // on it at once, and a thousand signatures (45 µs each) would hold all forwarding for 45 ms.
-                let (nodeKey, loop) = (nodeKey, loop)
-                verdictSigner.async {
-                    let verdict = QualityVerdict.sign(call: key.call, tier: tier, sample: sample, counter: counter, key: nodeKey)
-                    let bytes = CallInner.verdict(verdict.serialize()).serialize()
-                    loop.execute {
-                        guard self.udp != nil else { return }
-                        self.runRelay(self.relay.inject(key, bytes))
-                    }
-                }
-            }
-        }
+    /// Sends end-to-end bytes of a call on its active chain.
+    func sendCall(_ id: CallID, _ inner: CallInner) {
+        withCore { $0.send(call: id, inner, now: $1, into: &$2) }
     }
 
-    func runFinder(_ actions: [WalletFinder.Action]) {
-        let now = Self.now()
-        for action in actions {
-            switch action {
-            case .send(let bytes, let to): run(links.send(bytes, to: to, now: now))
-            case .found(let query, let announcement): runResolver(resolver.found(query: query, home: announcement.origin))
-            }
-        }
+    func hangUp(_ id: CallID, reason: CallEndReason = .normal) {
+        withCore { $0.hangup(id, reason: reason, now: $1, into: &$2) }
     }
 
     /// Remembers a call's chains as they stand, so the summary names them after the call.
     func noteChains(_ id: CallID, now: Int64) {
-        let chains = shownChains(id, now: now)
+        noteChains(id, current: relay.chains(call: id.raw, now: now))
+    }
+
+    /// Remembers a call's chains as the relay engine had them (`current`).
+    func noteChains(_ id: CallID, current: [ChainInfo]) {
+        let chains = shownChains(id, current: current)
         if !chains.isEmpty { chainHistory[id, default: ChainHistory()].chains = chains }
     }
 
@@ -779,7 +674,10 @@ public final class NodeRuntime: @unchecked Sendable {
     /// (a relay died and no chain could be built yet), the last active chain marked "lost", then those being built;
     /// after the relay engine let go of the call, the last ones noted.
     func shownChains(_ id: CallID, now: Int64) -> [ChainInfo] {
-        let current = relay.chains(call: id.raw, now: now)
+        shownChains(id, current: relay.chains(call: id.raw, now: now))
+    }
+
+    private func shownChains(_ id: CallID, current: [ChainInfo]) -> [ChainInfo] {
         let last = chainHistory[id]?.chains ?? []
         if current.isEmpty { return last }
         if current.contains(where: { $0.role == "active" }) { return current }
@@ -792,65 +690,26 @@ public final class NodeRuntime: @unchecked Sendable {
     }
 
     /// The link layer and gossip as the forwarding layer asks them.
-    var routes: LinkRoutes<SocketAddress> { LinkRoutes(links: links, gossip: gossip) }
+    var routes: LinkRoutes<SocketAddress> { core.routes }
 
-    func runGossip(_ actions: [GossipAction]) {
-        let now = Self.now()
-        for case .send(let body, let to) in actions {
-            run(links.send(AppMessage.gossip(body).serialize(), to: to, now: now))
-        }
-    }
-
-    /// Cost of a link before its first RTT sample.
-    static let unknownLinkCost: UInt16 = 100
-
-    /// Hands link costs to gossip (which weighs routes, node routes included, by them).
-    private func refreshLinkCosts(now: Int64) {
-        for address in links.upPeers {
-            guard let quality = links.quality(address), quality.rttMs != nil else { continue }
-            runGossip(gossip.setCost(address, cost: Self.linkCost(rttMs: quality.rttMs, lossPercent: quality.lossPercent), nowMs: now))
-        }
-    }
-
-    /// Link cost: smoothed RTT in ms (at least 1), doubled for every 10 % of ping loss; 100 before the first sample.
-    static func linkCost(rttMs: Double?, lossPercent: Double) -> UInt16 {
-        guard let rttMs else { return unknownLinkCost }
-        return UInt16(clamping: Int((max(rttMs, 1) * (1 + lossPercent / 10)).rounded()))
-    }
-
-    /// Runs call actions: signalling out, auto-answer, media start and stop, client notifications.
-    func runCall(_ actions: [CallAction]) {
-        let now = Self.now()
-        for action in actions {
-            switch action {
-            case .send(let body, _):
-                guard let id = CallMessage(parsing: body)?.callID else { continue }
-                runRelay(relay.send(call: id.raw, CallInner.signal(body).serialize()))
-            case .incoming(let id, let caller, let callee):
-                logger.info("incoming call", metadata: ["call": "\(id)", "from": "\(caller)", "to": "\(callee)",
-                                                        "auto-answer": "\(config.autoAnswer.rawValue)"])
-                switch config.autoAnswer {
-                case .off: runCall(calls.hangup(id, reason: .declined, now: now))
-                case .echo, .record: runCall(calls.answer(id, now: now))
-                }
-            case .ringing(let id):
-                owners[id]?.notify(method: "call.ringing", params: .object(["call": .string(id.description)]))
-            case .established(let id, let keys):
-                let caller = calls.calls[id]?.role == .caller
-                relay.authenticate(call: id.raw, key: ProbeKey(callerToCallee: caller ? keys.send : keys.receive,
-                                                               calleeToCaller: caller ? keys.receive : keys.send))
-                startMedia(id, keys: keys, now: now)
-                if media[id] != nil {
-                    openControl(id, keys: keys, caller: caller, bitrate: calls.calls[id]?.bitrate ?? config.bitrate, now: now)
-                    startDirect(id, keys: keys, caller: caller, now: now)
-                    transferOutcome(id, answered: true, reason: .normal)
-                }
-            case .ended(let id, let reason):
-                transferOutcome(id, answered: false, reason: reason)
-                noteChains(id, now: now)
-                runRelay(relay.close(call: id.raw))
-                endMedia(id, reason: reason)
+    /// What the call engine reported: media starts at answer; the core already answered or declined.
+    private func handleCall(_ action: CallAction, now: Int64) {
+        switch action {
+        case .incoming(let id, let caller, let callee):
+            logger.info("incoming call", metadata: ["call": "\(id)", "from": "\(caller)", "to": "\(callee)",
+                                                    "auto-answer": "\(config.autoAnswer.rawValue)"])
+        case .ringing(let id):
+            owners[id]?.notify(method: "call.ringing", params: .object(["call": .string(id.description)]))
+        case .established(let id, let keys):
+            let caller = calls.calls[id]?.role == .caller
+            startMedia(id, keys: keys, now: now)
+            if media[id] != nil {
+                openControl(id, keys: keys, caller: caller, bitrate: calls.calls[id]?.bitrate ?? config.bitrate, now: now)
+                startDirect(id, keys: keys, caller: caller, now: now)
+                transferOutcome(id, answered: true, reason: .normal)
             }
+        case .send, .ended:
+            break
         }
     }
 
@@ -872,7 +731,7 @@ public final class NodeRuntime: @unchecked Sendable {
                 (source, sink) = (.silence, .recorder(try WAVWriter(path: path), path: path))
             } catch {
                 logger.error("cannot record call", metadata: ["call": "\(id)", "error": "\(error)"])
-                runCall(calls.hangup(id, reason: .failed, now: now))
+                hangUp(id, reason: .failed)
                 return
             }
         case (.callee, _):
@@ -883,7 +742,7 @@ public final class NodeRuntime: @unchecked Sendable {
             startMediaTick()
         } catch {
             logger.error("cannot start media", metadata: ["call": "\(id)", "error": "\(error)"])
-            runCall(calls.hangup(id, reason: .failed, now: now))
+            hangUp(id, reason: .failed)
             return
         }
         let setupMs = setupStarted.removeValue(forKey: id).map { now - $0 }
@@ -920,7 +779,7 @@ public final class NodeRuntime: @unchecked Sendable {
         finished = finished.filter { calls.calls[$0.key] != nil }
         directs = directs.filter { calls.calls[$0.key] != nil }
         controls = controls.filter { calls.calls[$0.key] != nil }
-        chainHistory = chainHistory.filter { calls.calls[$0.key] != nil || chainWaiters[$0.key] != nil }
+        chainHistory = chainHistory.filter { calls.calls[$0.key] != nil || placing[$0.key] != nil }
     }
 
     static func resolve(_ endpoint: HostPort, what: String) throws(ConfigError) -> SocketAddress {
@@ -970,4 +829,16 @@ struct ChainSwitch: Codable {
     var from: [String]
     var to: [String]
     var why: String
+}
+
+/// What the core writes in a turn: datagrams sealed in place into the outbox, events for the shell.
+struct NodeOutput: NodeSink {
+    var outbox = Outbox()
+    var events: [NodeEvent<SocketAddress>] = []
+
+    mutating func append(length: Int, to address: SocketAddress, write: (UnsafeMutableRawBufferPointer) -> Void) {
+        outbox.append(length: length, to: address, write: write)
+    }
+
+    mutating func event(_ event: NodeEvent<SocketAddress>) { events.append(event) }
 }

@@ -1,11 +1,13 @@
 import MeshCall
 import MeshIdentity
+import MeshNodeCore
 import MeshRouting
 import MeshTestKit
 import Testing
 
-/// Whole nodes on one simulated network: encrypted links with gossip, relaying and calls on top (`OverlayNode`),
-/// latency from random coordinates with jitter, loss, a partition and its heal, a relay killed under a call.
+/// Whole nodes on one simulated network, each the daemon's own `NodeCore` (`OverlayNode`): encrypted links with
+/// gossip, relaying with trunks and calls on top, the DHT beside; latency from random coordinates with jitter, loss, a
+/// partition and its heal, a relay killed under a call.
 @Suite struct OverlaySimulationTests {
     /// Nodes that each host one wallet; node i dials one or two random earlier nodes, so the graph is connected.
     struct Mesh {
@@ -17,7 +19,10 @@ import Testing
         var edges: Set<SimLink> = []
         let radius: Int
 
-        init(count: Int, seed: UInt64, lossRate: Double, announcesNodes: Bool = false, earlyTickCheck: EarlyTickCheck = .everyInput) {
+        /// `linkCosts`: a fixed cost (every route's metric is then `cost` × its links) or measured RTTs, as the
+        /// daemon does.
+        init(count: Int, seed: UInt64, lossRate: Double, linkCosts: NodeCoreConfig.LinkCosts = .fixed(Mesh.cost),
+             earlyTickCheck: EarlyTickCheck = .everyInput) {
             var config = MeshSimulator<OverlayNode>.Config()
             config.seed = seed
             config.latency = .coordinates(minMs: 5, spanMs: 60)
@@ -29,11 +34,13 @@ import Testing
             sim = MeshSimulator(config: config)
             let gossip = GossipConfig()
             radius = Int(gossip.radius)
+            var core = NodeCoreConfig()
+            core.linkCosts = linkCosts
             for _ in 0..<count {
                 let nodeKey = sim.rng.privateKey(), walletKey = sim.rng.privateKey()
                 let seed = sim.rng.next()
-                sim.add(OverlayNode(index: sim.nodes.count, nodeKey: nodeKey, hosted: [walletKey], seed: seed, announcesNode: announcesNodes, gossip: gossip,
-                                    linkCost: Self.cost, now: sim.nowMs))
+                sim.add(OverlayNode(index: sim.nodes.count, nodeKey: nodeKey, hosted: [walletKey], seed: seed, config: core, gossip: gossip,
+                                    now: sim.nowMs))
                 addresses.append(nodeKey.address)
                 walletKeys.append(walletKey)
             }
@@ -78,13 +85,13 @@ import Testing
         func expectConverged(over up: Set<SimLink>, _ comment: String) -> Int {
             for link in edges {
                 let isUp = up.contains(link)
-                #expect(sim.nodes[link.a].links.isUp(addresses[link.b]) == isUp, "\(comment): link \(link.a)–\(link.b)")
-                #expect(sim.nodes[link.b].links.isUp(addresses[link.a]) == isUp, "\(comment): link \(link.b)–\(link.a)")
+                #expect(sim.nodes[link.a].core.links.isUp(addresses[link.b]) == isUp, "\(comment): link \(link.a)–\(link.b)")
+                #expect(sim.nodes[link.b].core.links.isUp(addresses[link.a]) == isUp, "\(comment): link \(link.b)–\(link.a)")
             }
             let distance = distances(over: up)
             var routes = 0
             for i in sim.nodes.indices {
-                let gossip = sim.nodes[i].gossip
+                let gossip = sim.nodes[i].core.gossip
                 for j in sim.nodes.indices {
                     let route = gossip.route(to: wallets[j])
                     guard distance[i][j] <= radius else {
@@ -117,7 +124,7 @@ import Testing
         }
 
         /// What node `node` reported, in order.
-        func events(at node: Int) -> [OverlayNode.Event] {
+        func events(at node: Int) -> [NodeEvent<Int>] {
             sim.events.compactMap {
                 guard $0.node == node, case .event(let event) = $0.action else { return nil }
                 return event
@@ -156,7 +163,7 @@ import Testing
     /// flows both ways; when the first relay on the chain dies the caller moves the call to a chain without it,
     /// and the call goes on without a media timeout.
     @Test func aCallAcrossTheMeshSurvivesTheDeathOfARelay() throws {
-        var mesh = Mesh(count: 40, seed: 11, lossRate: 0.01, announcesNodes: true)
+        var mesh = Mesh(count: 40, seed: 11, lossRate: 0.01, linkCosts: .measured)
         mesh.run(forMs: 30_000)
         let distance = mesh.distances(over: mesh.edges)
         let far = try #require(distance[0].filter { $0 <= 5 }.max())
@@ -164,16 +171,15 @@ import Testing
         let callee = try #require(distance[0].firstIndex(of: far))
         let id = CallID(raw: 0xCA11)
         func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) { mesh.drive(node, body) }
-        func events(at node: Int) -> [OverlayNode.Event] { mesh.events(at: node) }
+        func events(at node: Int) -> [NodeEvent<Int>] { mesh.events(at: node) }
         func activeChain() -> [Int] {
-            let chain = mesh.sim.nodes[0].relay.chains(call: id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
+            let chain = mesh.sim.nodes[0].core.relay.chains(call: id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
             return chain?.nodes.compactMap { node in mesh.addresses.firstIndex { $0.checksummed == node } } ?? []
         }
         /// Media packets that reached `node`.
         func media(at node: Int) -> Int {
             events(at: node).count {
-                guard case .relay(.deliver(_, let bytes)) = $0, case .media? = CallInner(parsing: bytes) else { return false }
-                return true
+                if case .callBytes(id, .media) = $0 { true } else { false }
             }
         }
         /// Both ends send a packet every 100 ms.
@@ -186,10 +192,11 @@ import Testing
         }
 
         let (caller, wallet) = (mesh.walletKeys[0], mesh.wallets[callee])
-        drive(0) { $0.placeCall(id, from: caller, to: wallet, home: mesh.addresses[callee], now: $1) }
+        drive(0) { $0.place(id, from: caller, to: wallet, now: $1) }
         mesh.run(forMs: 2_000)
-        #expect(events(at: 0).contains(.relay(.chainUp(call: id.raw))))
-        #expect(events(at: callee).contains(.call(.incoming(id, caller: caller.address, callee: wallet))))
+        #expect(events(at: 0).contains { if case .chainUp(id) = $0 { true } else { false } })
+        #expect(events(at: 0).contains { if case .placed(id, let home, _) = $0 { home.node == mesh.addresses[callee] } else { false } })
+        #expect(events(at: callee).contains { $0.isIncoming(id, caller: caller.address, callee: wallet) })
         #expect(events(at: 0).contains { if case .call(.established(id, _)) = $0 { true } else { false } })
         let first = activeChain()
         #expect(first.count >= far && first.last == callee, "chain \(first)")
@@ -201,13 +208,13 @@ import Testing
         talk(forMs: 15_000)
         let second = activeChain()
         #expect(!second.isEmpty && !second.contains(dead) && second.last == callee, "chain \(second) after \(dead) died")
-        #expect(events(at: 0).contains { if case .relay(.chainSwitched(call: id.raw, _, _, _)) = $0 { true } else { false } })
+        #expect(events(at: 0).contains { if case .chainSwitched(id, _, _, _) = $0 { true } else { false } })
         let before = (media(at: callee), media(at: 0))
         talk(forMs: 2_000)
         #expect(media(at: callee) - before.0 >= 15 && media(at: 0) - before.1 >= 15, "media flows on the new chain")
         for end in [0, callee] {
-            #expect(mesh.sim.nodes[end].calls.calls[id]?.state == .active, "node \(end)")
-            #expect(!events(at: end).contains { if case .call(.ended) = $0 { true } else { false } }, "node \(end)")
+            #expect(mesh.sim.nodes[end].core.calls.calls[id]?.state == .active, "node \(end)")
+            #expect(!events(at: end).contains { if case .ended = $0 { true } else { false } }, "node \(end)")
         }
     }
 
@@ -215,12 +222,12 @@ import Testing
     /// through the neighbour it dialled and publishes its wallet's presence record. Calls to wallets beyond gossip's
     /// radius (2 links) but within the hop limit (6) find the callee's home node as the daemon's calls do, with no
     /// gossip route: the DHT's lookup and a query over links race, and the first answer wins. Each call's chain of
-    /// relays reaches the home node, the callee's node rings and answers. A wallet nobody hosts is reported with the
-    /// DHT's reason.
+    /// relays reaches the home node, the callee's node rings and answers. Links cost what they measure and data rides
+    /// trunks. A wallet nobody hosts is reported with the DHT's reason.
     @Test func callsBeyondGossipFindTheirCalleeAndRideChainsAcross100Nodes() throws {
         // The early-tick check copies a whole node and ticks the copy; before every input of 100 nodes with the DHT
         // it would cost minutes in a debug build, so here it runs every second of virtual time.
-        var mesh = Mesh(count: 100, seed: 21, lossRate: 0.01, announcesNodes: true, earlyTickCheck: .every(ms: 1_000))
+        var mesh = Mesh(count: 100, seed: 21, lossRate: 0.01, linkCosts: .measured, earlyTickCheck: .every(ms: 1_000))
         mesh.run(forMs: 10_000)
         for i in mesh.sim.nodes.indices {
             let neighbour = try #require(mesh.edges.filter { $0.a == i || $0.b == i }.map { $0.a == i ? $0.b : $0.a }.min())
@@ -236,48 +243,50 @@ import Testing
             let callee = try #require(mesh.sim.nodes.indices.first { callee in
                 (3...6).contains(distance[caller][callee]) && !callers.contains(callee) && !calls.contains { $0.callee == callee }
             }, "a wallet beyond gossip's radius from node \(caller)")
-            #expect(mesh.sim.nodes[caller].gossip.route(to: mesh.wallets[callee]) == nil)
+            #expect(mesh.sim.nodes[caller].core.gossip.route(to: mesh.wallets[callee]) == nil)
             let id = CallID(raw: 0xCA11_0000 + UInt64(caller))
             let (from, to) = (mesh.walletKeys[caller], mesh.wallets[callee])
-            mesh.drive(caller) { $0.call(id, from: from, to: to, now: $1) }
+            mesh.drive(caller) { $0.place(id, from: from, to: to, now: $1) }
             calls.append((id, caller, callee))
         }
         let nobody = PrivateKey().address
         let someone = mesh.walletKeys[1]
-        mesh.drive(1) { $0.call(CallID(raw: 0xDEAD), from: someone, to: nobody, now: $1) }
+        mesh.drive(1) { $0.place(CallID(raw: 0xDEAD), from: someone, to: nobody, now: $1) }
         mesh.run(forMs: 5_000)
 
         for call in calls {
             let events = mesh.events(at: call.caller)
-            let resolved = events.compactMap { event -> (WalletAddress, WalletAddress, String)? in
-                guard case .resolved(let wallet, let home, let source) = event else { return nil }
-                return (wallet, home, source)
-            }.first { $0.0 == mesh.wallets[call.callee] }
-            #expect(resolved?.1 == mesh.addresses[call.callee], "call \(call): home node")
-            #expect(resolved.map { sources.contains($0.2) } == true, "call \(call): found through \(resolved?.2 ?? "nothing")")
-            #expect(events.contains(.relay(.chainUp(call: call.id.raw))), "call \(call)")
+            let home = events.compactMap { if case .placed(call.id, let home, _) = $0 { home } else { nil } }.first
+            #expect(home?.node == mesh.addresses[call.callee], "call \(call): home node")
+            #expect(home.map { sources.contains($0.source) } == true, "call \(call): found through \(home?.source ?? "nothing")")
+            #expect(events.contains { if case .chainUp(call.id) = $0 { true } else { false } }, "call \(call)")
             #expect(events.contains { if case .call(.established(call.id, _)) = $0 { true } else { false } }, "call \(call)")
-            #expect(mesh.events(at: call.callee).contains(.call(.incoming(call.id, caller: mesh.wallets[call.caller],
-                                                                           callee: mesh.wallets[call.callee]))))
-            let chain = mesh.sim.nodes[call.caller].relay.chains(call: call.id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
+            #expect(mesh.events(at: call.callee).contains { $0.isIncoming(call.id, caller: mesh.wallets[call.caller], callee: mesh.wallets[call.callee]) })
+            let chain = mesh.sim.nodes[call.caller].core.relay.chains(call: call.id.raw, now: mesh.sim.nowMs).first { $0.role == "active" }
             #expect((chain?.nodes.count ?? 0) >= distance[call.caller][call.callee], "call \(call): chain \(chain?.nodes ?? [])")
             #expect(chain?.nodes.last == mesh.addresses[call.callee].checksummed)
         }
-        let unresolved = mesh.events(at: 1).compactMap { if case .unresolved(let why) = $0 { why } else { nil } }
+        let unresolved = mesh.events(at: 1).compactMap { if case .notPlaced(CallID(raw: 0xDEAD), let why) = $0 { why } else { nil } }
         #expect(unresolved.count == 1 && unresolved.first?.hasPrefix("\(nobody) is not online") == true, "\(unresolved)")
     }
 
     /// The same seed gives the same run, datagram for datagram.
     @Test func runsRepeatExactlyPerSeed() {
         func run() -> [Int64] {
-            var mesh = Mesh(count: 30, seed: 3, lossRate: 0.05, announcesNodes: true)
+            var mesh = Mesh(count: 30, seed: 3, lossRate: 0.05, linkCosts: .measured)
             mesh.run(forMs: 20_000)
-            let routes = mesh.sim.nodes.map { Int64($0.gossip.routes(nowMs: mesh.sim.nowMs).count) }
+            let routes = mesh.sim.nodes.map { Int64($0.core.gossip.routes(nowMs: mesh.sim.nowMs).count) }
             return [Int64(mesh.sim.datagramsSent), Int64(mesh.sim.datagramsLost), Int64(mesh.sim.datagramsDelivered)]
                 + mesh.sim.events.map { $0.timeMs * 100 + Int64($0.node) } + routes
         }
         let first = run()
         #expect(run() == first)
         #expect(run() == first)
+    }
+}
+
+extension NodeEvent {
+    func isIncoming(_ id: CallID, caller: WalletAddress, callee: WalletAddress) -> Bool {
+        if case .call(.incoming(id, caller, callee)) = self { true } else { false }
     }
 }
