@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(name: "GossipBench", dependencies: ["MeshIdentity", "MeshRouting"], swiftSettings: strict),
 
         .testTarget(name: "MeshDHTTests", dependencies: ["MeshDHT", "MeshTestKit"], swiftSettings: strict),
-        .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshCall", "MeshLink", "MeshNodeCore", "MeshTestKit"], swiftSettings: strict),
+        .testTarget(name: "MeshRoutingTests", dependencies: ["MeshRouting", "MeshCall", "MeshLink", "MeshNodeCore", "MeshTestKit", "MeshIdentity"], swiftSettings: strict),
         .testTarget(name: "MeshStunTests", dependencies: ["MeshStun"], swiftSettings: strict),
         .testTarget(name: "MeshICETests", dependencies: ["MeshICE"], swiftSettings: strict),
         .testTarget(name: "MeshStoreTests", dependencies: ["MeshStore"], swiftSettings: strict),

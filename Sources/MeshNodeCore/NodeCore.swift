@@ -139,6 +139,8 @@ public struct NodeCore<Address: NodeAddress>: Sendable {
     /// The cost of a link before its first RTT sample.
     public static var unknownLinkCost: UInt16 { 100 }
     private var nextCostRefresh: Int64
+    /// The cost gossip has for each link up.
+    private var linkCosts: [WalletAddress: UInt16] = [:]
 
     /// Calls being placed, by call; resolutions and lookups by what waits for them.
     private var placements: [CallID: Placement] = [:]
@@ -400,10 +402,21 @@ public struct NodeCore<Address: NodeAddress>: Sendable {
         }
     }
 
+    /// Whether a link's measured cost differs enough from the one gossip has to be handed on: by a fifth and by
+    /// 2 at least. Each change reweighs every route learned over the link and may send updates across the
+    /// mesh, so the jitter of RTT samples is kept out of it.
+    public static func costChanged(from old: UInt16, to new: UInt16) -> Bool {
+        let change = abs(Int(new) - Int(old))
+        return change >= 2 && change * 5 >= Int(old)
+    }
+
     private mutating func refreshLinkCosts(_ now: NodeTime, _ sink: inout some NodeSink<Address>) {
         for address in links.upPeers {
             guard let quality = links.quality(address), quality.rttMs != nil else { continue }
-            run(gossip.setCost(address, cost: Self.linkCost(rttMs: quality.rttMs, lossPercent: quality.lossPercent), nowMs: now.ms), now, &sink)
+            let cost = Self.linkCost(rttMs: quality.rttMs, lossPercent: quality.lossPercent)
+            guard Self.costChanged(from: linkCosts[address] ?? Self.unknownLinkCost, to: cost) else { continue }
+            linkCosts[address] = cost
+            run(gossip.setCost(address, cost: cost, nowMs: now.ms), now, &sink)
         }
     }
 
@@ -418,9 +431,11 @@ public struct NodeCore<Address: NodeAddress>: Sendable {
                 deliver(payload, from: from, now, &sink)
             case .up(let peer, let endpoint):
                 sink.event(.linkUp(peer, endpoint))
+                linkCosts[peer] = newLinkCost
                 run(gossip.neighbourUp(peer, cost: newLinkCost, nowMs: now.ms), now, &sink)
             case .down(let peer, let reason):
                 sink.event(.linkDown(peer, reason: reason))
+                linkCosts[peer] = nil
                 run(gossip.neighbourDown(peer, nowMs: now.ms), now, &sink)
                 trunks.linkDown(peer)
                 run(relay.linkDown(peer, routes: routes, now: now.ms), now, &sink)

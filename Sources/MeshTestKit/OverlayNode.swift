@@ -18,7 +18,8 @@ extension Int: NodeAddress {
 /// A whole node: the daemon's own `NodeCore` (links, gossip, forwarding with trunks, calls, the DHT with its
 /// presence policy, the wallet finder and the home resolver) on a simulated port, its address its node index.
 /// Every input is a turn of the daemon's loop: the core's `endTurn` follows it. Incoming calls are answered at once
-/// (the daemon's auto-answer); media that arrives keeps its call alive, as the daemon's media layer says.
+/// (the daemon's auto-answer); media that arrives keeps its call alive, as the daemon's media layer says; a record
+/// a peer stores is acknowledged at once (the daemon first writes it to disk).
 public struct OverlayNode: SimNode, Sendable {
     public enum Action: Sendable {
         case send([UInt8], to: Int)
@@ -55,8 +56,18 @@ public struct OverlayNode: SimNode, Sendable {
         let time = NodeTime(ms: now)
         command(&core, time, &out)
         core.endTurn(now: time, into: &out)
-        // The daemon's media layer says when a call's media arrived; here every media packet counts.
-        for case .event(.callBytes(let id, .media)) in out.actions { core.mediaArrived(id, now: time) }
+        for case .event(let event) in out.actions {
+            switch event {
+            case .callBytes(let id, .media):
+                // The daemon's media layer says when a call's media arrived; here every media packet counts.
+                core.mediaArrived(id, now: time)
+            case .recordStored(_, let acknowledgement?):
+                // The daemon acknowledges a STORE once the record is on disk; here it is stored at once.
+                out.actions.append(.send(acknowledgement.bytes, to: acknowledgement.to))
+            default:
+                continue
+            }
+        }
         return out.inPathOrder
     }
 
