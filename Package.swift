@@ -86,6 +86,7 @@ let package = Package(
 
         .executableTarget(name: "ICEProbe", dependencies: ["MeshICE"], swiftSettings: strict),
         .executableTarget(name: "DHTBench", dependencies: ["MeshTestKit", "MeshDHT"], swiftSettings: strict),
+        .executableTarget(name: "MeshSim", dependencies: ["MeshTestKit", "MeshNodeCore", "MeshCall", "MeshIdentity"], swiftSettings: strict),
         .executableTarget(name: "MeshFlood", dependencies: [
             "MeshDHT", "MeshIdentity", "MeshLink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

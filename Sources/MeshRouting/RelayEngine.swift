@@ -304,8 +304,10 @@ public struct RelayEngine: Sendable {
     /// that signed that set-up.
     private var callerNodes: [UInt64: WalletAddress] = [:]
     private var calleeWallets: [UInt64: WalletAddress] = [:]
-    /// The probe keys of calls answered here.
+    /// The probe keys of calls answered here, and the calls whose caller has sent a probe under it (from then on
+    /// every probe must carry its MAC; before, the caller may not have the answer yet).
     private var calleeKeys: [UInt64: ProbeKey] = [:]
+    private var confirmedCallees: Set<UInt64> = []
     /// Chains a call may have at its callee's end (active, standby, one being rebuilt, one spare).
     static let maxChainsPerCall = 4
     private var setupBudgets: [WalletAddress: TokenBucket] = [:]
@@ -351,6 +353,7 @@ public struct RelayEngine: Sendable {
         callerNodes[call] = nil
         calleeWallets[call] = nil
         calleeKeys[call] = nil
+        confirmedCallees.remove(call)
         var actions: [RelayAction] = []
         for chain in (callChains[call] ?? []).sorted() {
             actions += remove(ChainKey(call: call, chain: chain), reason: .closed, notify: [.up, .down])
@@ -544,8 +547,13 @@ public struct RelayEngine: Sendable {
         switch inner {
         case .probe(let seq, let at, let active, _):
             guard role == .callee else { return [] }
+            // Answered here, a probe must carry its MAC once the caller has shown it has the key: until its answer
+            // arrives (it may be lost, or on a chain that broke) the caller probes without one, and refusing those
+            // would leave the callee's replies on a chain the caller gave up, the answer never getting through.
             let probeKey = calleeKeys[key.call]
-            guard probeKey.map({ $0.verifies(inner) }) ?? true else {
+            let authentic = probeKey?.verifies(inner) == true
+            if authentic { confirmedCallees.insert(key.call) }
+            guard authentic || !confirmedCallees.contains(key.call) else {
                 counters.forgedProbes += 1
                 return []
             }
@@ -553,7 +561,8 @@ public struct RelayEngine: Sendable {
             // caller sends no call bytes (a pause: DTX sends one packet in 400 ms).
             if active { callees[key.call] = key.chain }
             let pong = ChainInner.pong(sequence: seq, sentAtMs: at)
-            return sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at, mac: probeKey?.mac(pong) ?? []).serialize())
+            let mac = authentic ? probeKey?.mac(pong) ?? [] : []
+            return sendInner(key, ChainInner.pong(sequence: seq, sentAtMs: at, mac: mac).serialize())
         case .pong(let seq, let at, _):
             guard role == .caller, var chain = callers[key.call]?.chains[key.chain] else { return [] }
             // Only the callee's (authenticated, once the call is answered) pongs say the chain works.

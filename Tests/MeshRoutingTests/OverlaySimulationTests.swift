@@ -9,135 +9,14 @@ import Testing
 /// gossip, relaying with trunks and calls on top, the DHT beside; latency from random coordinates with jitter, loss, a
 /// partition and its heal, a relay killed under a call.
 @Suite struct OverlaySimulationTests {
-    /// Nodes that each host one wallet; node i dials one or two random earlier nodes, so the graph is connected.
-    struct Mesh {
-        static let cost: UInt16 = 10
-        var sim: MeshSimulator<OverlayNode>
-        var walletKeys: [PrivateKey] = []
-        var wallets: [WalletAddress] { walletKeys.map(\.address) }
-        var addresses: [WalletAddress] = []
-        var edges: Set<SimLink> = []
-        let radius: Int
-
-        /// `linkCosts`: a fixed cost (every route's metric is then `cost` × its links) or measured RTTs, as the
-        /// daemon does.
-        init(count: Int, seed: UInt64, lossRate: Double, linkCosts: NodeCoreConfig.LinkCosts = .fixed(Mesh.cost),
-             earlyTickCheck: EarlyTickCheck = .everyInput) {
-            var config = MeshSimulator<OverlayNode>.Config()
-            config.seed = seed
-            config.latency = .coordinates(minMs: 5, spanMs: 60)
-            config.jitter = 0.2
-            // Datagrams overtake one another, as on a real path (a full table's parts among them).
-            config.reorders = true
-            config.lossRate = lossRate
-            config.earlyTickCheck = earlyTickCheck
-            sim = MeshSimulator(config: config)
-            let gossip = GossipConfig()
-            radius = Int(gossip.radius)
-            var core = NodeCoreConfig()
-            core.linkCosts = linkCosts
-            for _ in 0..<count {
-                let nodeKey = sim.rng.privateKey(), walletKey = sim.rng.privateKey()
-                let seed = sim.rng.next()
-                sim.add(OverlayNode(index: sim.nodes.count, nodeKey: nodeKey, hosted: [walletKey], seed: seed, config: core, gossip: gossip,
-                                    now: sim.nowMs))
-                addresses.append(nodeKey.address)
-                walletKeys.append(walletKey)
-            }
-            for i in 1..<count {
-                for _ in 0..<(i == 1 ? 1 : 2) {
-                    let j = Int.random(in: 0..<i, using: &sim.rng)
-                    guard edges.insert(SimLink(i, j)).inserted else { continue }
-                    let now = sim.nowMs
-                    let actions = sim[node: i].connect(to: j, now: now)
-                    sim.perform(actions, at: i)
-                }
-            }
-        }
-
-        /// Hop counts between every pair over `links` (`Int.max`: no way).
-        func distances(over links: Set<SimLink>) -> [[Int]] {
-            let count = sim.nodes.count
-            var adjacency = Array(repeating: [Int](), count: count)
-            for link in links {
-                adjacency[link.a].append(link.b)
-                adjacency[link.b].append(link.a)
-            }
-            return (0..<count).map { source in
-                var d = Array(repeating: Int.max, count: count)
-                d[source] = 0
-                var queue = [source], head = 0
-                while head < queue.count {
-                    let u = queue[head]
-                    head += 1
-                    for v in adjacency[u] where d[v] == .max {
-                        d[v] = d[u] + 1
-                        queue.append(v)
-                    }
-                }
-                return d
-            }
-        }
-
-        /// Every link in `up` is up at both ends and every other dialled link is down at both ends; every node's
-        /// gossip has exactly the wallets within the radius over `up`, each at its hop count and metric, through a
-        /// neighbour one hop nearer. Returns how many routes were checked.
-        func expectConverged(over up: Set<SimLink>, _ comment: String) -> Int {
-            for link in edges {
-                let isUp = up.contains(link)
-                #expect(sim.nodes[link.a].core.links.isUp(addresses[link.b]) == isUp, "\(comment): link \(link.a)–\(link.b)")
-                #expect(sim.nodes[link.b].core.links.isUp(addresses[link.a]) == isUp, "\(comment): link \(link.b)–\(link.a)")
-            }
-            let distance = distances(over: up)
-            var routes = 0
-            for i in sim.nodes.indices {
-                let gossip = sim.nodes[i].core.gossip
-                for j in sim.nodes.indices {
-                    let route = gossip.route(to: wallets[j])
-                    guard distance[i][j] <= radius else {
-                        #expect(route == nil, "\(comment): node \(i) has a route to wallet \(j), \(distance[i][j]) links away")
-                        continue
-                    }
-                    routes += 1
-                    #expect(route?.hops == UInt8(distance[i][j]), "\(comment): node \(i) to wallet \(j)")
-                    #expect(route?.metric == Self.cost * UInt16(distance[i][j]), "\(comment): node \(i) to wallet \(j)")
-                    #expect(route?.origin == addresses[j], "\(comment): node \(i) to wallet \(j)")
-                    guard i != j else { continue }
-                    let via = gossip.nextHop(to: wallets[j]).flatMap { addresses.firstIndex(of: $0) }
-                    #expect(via.map { up.contains(SimLink(i, $0)) && distance[$0][j] == distance[i][j] - 1 } == true,
-                            "\(comment): node \(i) to wallet \(j) via \(via.map(String.init) ?? "nothing")")
-                }
-            }
-            return routes
-        }
-
-        mutating func run(forMs ms: Int64) {
-            sim.run(forMs: ms)
-            for fault in sim.takeEarlyTickFaults() { Issue.record(Comment(rawValue: fault)) }
-        }
-
-        /// Drives node `node`'s core in place now, and sends what it asked for.
-        mutating func drive(_ node: Int, _ body: (inout OverlayNode, Int64) -> [OverlayNode.Action]) {
-            let now = sim.nowMs
-            let actions = body(&sim[node: node], now)
-            sim.perform(actions, at: node)
-        }
-
-        /// What node `node` reported, in order.
-        func events(at node: Int) -> [NodeEvent<Int>] {
-            sim.events.compactMap {
-                guard $0.node == node, case .event(let event) = $0.action else { return nil }
-                return event
-            }
-        }
-    }
+    static let cost: UInt16 = 10
 
     /// 100 nodes, 5–65 ms apart, 1 % of datagrams lost: the links come up and gossip converges on the routes the
     /// graph implies; a partition takes the links across it down and withdraws every route across; after the heal
     /// the diallers' retries bring the links back and the routes return.
     @Test func gossipOverRealLinksConvergesAcrossAPartitionAndItsHeal() {
-        var mesh = Mesh(count: 100, seed: 7, lossRate: 0.01)
-        mesh.run(forMs: 30_000)
+        var mesh = OverlayMesh.testing(count: 100, seed: 7, lossRate: 0.01)
+        mesh.advance(forMs: 30_000)
         let routes = mesh.expectConverged(over: mesh.edges, "connected")
         #expect(routes > 300, "\(routes) routes within the radius")
 
@@ -147,13 +26,13 @@ import Testing
         let inside = mesh.edges.filter { ($0.a < half) == ($0.b < half) }
         #expect(inside.count < mesh.edges.count && inside.count > mesh.edges.count / 2)
         let downsBefore = mesh.sim.events.count { if case .event(.linkDown) = $0.action { true } else { false } }
-        mesh.run(forMs: 30_000)
+        mesh.advance(forMs: 30_000)
         let downs = mesh.sim.events.count { if case .event(.linkDown) = $0.action { true } else { false } } - downsBefore
         #expect(downs == 2 * (mesh.edges.count - inside.count), "each link across goes down at both ends")
         _ = mesh.expectConverged(over: inside, "partitioned")
 
         mesh.sim.heal()
-        mesh.run(forMs: 30_000)
+        mesh.advance(forMs: 30_000)
         #expect(mesh.expectConverged(over: mesh.edges, "healed") == routes)
         #expect(mesh.sim.datagramsLost > 0)
     }
@@ -163,8 +42,8 @@ import Testing
     /// flows both ways; when the first relay on the chain dies the caller moves the call to a chain without it,
     /// and the call goes on without a media timeout.
     @Test func aCallAcrossTheMeshSurvivesTheDeathOfARelay() throws {
-        var mesh = Mesh(count: 40, seed: 11, lossRate: 0.01, linkCosts: .measured)
-        mesh.run(forMs: 30_000)
+        var mesh = OverlayMesh.testing(count: 40, seed: 11, lossRate: 0.01, linkCosts: .measured)
+        mesh.advance(forMs: 30_000)
         let distance = mesh.distances(over: mesh.edges)
         let far = try #require(distance[0].filter { $0 <= 5 }.max())
         #expect(far >= 3, "a chain with relays on it")
@@ -187,13 +66,13 @@ import Testing
             for _ in 0..<ms / 100 {
                 drive(0) { $0.sendMedia(id, [0x80, 0], now: $1) }
                 drive(callee) { $0.sendMedia(id, [0x80, 1], now: $1) }
-                mesh.run(forMs: 100)
+                mesh.advance(forMs: 100)
             }
         }
 
         let (caller, wallet) = (mesh.walletKeys[0], mesh.wallets[callee])
         drive(0) { $0.place(id, from: caller, to: wallet, now: $1) }
-        mesh.run(forMs: 2_000)
+        mesh.advance(forMs: 2_000)
         #expect(events(at: 0).contains { if case .chainUp(id) = $0 { true } else { false } })
         #expect(events(at: 0).contains { if case .placed(id, let home, _) = $0 { home.node == mesh.addresses[callee] } else { false } })
         #expect(events(at: callee).contains { $0.isIncoming(id, caller: caller.address, callee: wallet) })
@@ -227,13 +106,13 @@ import Testing
     @Test func callsBeyondGossipFindTheirCalleeAndRideChainsAcross100Nodes() throws {
         // The early-tick check copies a whole node and ticks the copy; before every input of 100 nodes with the DHT
         // it would cost minutes in a debug build, so here it runs every second of virtual time.
-        var mesh = Mesh(count: 100, seed: 21, lossRate: 0.01, linkCosts: .measured, earlyTickCheck: .every(ms: 1_000))
-        mesh.run(forMs: 10_000)
+        var mesh = OverlayMesh.testing(count: 100, seed: 21, lossRate: 0.01, linkCosts: .measured, earlyTickCheck: .every(ms: 1_000))
+        mesh.advance(forMs: 10_000)
         for i in mesh.sim.nodes.indices {
             let neighbour = try #require(mesh.edges.filter { $0.a == i || $0.b == i }.map { $0.a == i ? $0.b : $0.a }.min())
             mesh.drive(i) { $0.join(bootstrap: [neighbour], now: $1) }
         }
-        mesh.run(forMs: 20_000)
+        mesh.advance(forMs: 20_000)
         let distance = mesh.distances(over: mesh.edges)
         let sources: Set<String> = ["DHT presence record", "a query over links"]
         var calls: [(id: CallID, caller: Int, callee: Int)] = []
@@ -252,7 +131,7 @@ import Testing
         let nobody = PrivateKey().address
         let someone = mesh.walletKeys[1]
         mesh.drive(1) { $0.place(CallID(raw: 0xDEAD), from: someone, to: nobody, now: $1) }
-        mesh.run(forMs: 5_000)
+        mesh.advance(forMs: 5_000)
 
         for call in calls {
             let events = mesh.events(at: call.caller)
@@ -273,8 +152,8 @@ import Testing
     /// The same seed gives the same run, datagram for datagram.
     @Test func runsRepeatExactlyPerSeed() {
         func run() -> [Int64] {
-            var mesh = Mesh(count: 30, seed: 3, lossRate: 0.05, linkCosts: .measured)
-            mesh.run(forMs: 20_000)
+            var mesh = OverlayMesh.testing(count: 30, seed: 3, lossRate: 0.05, linkCosts: .measured)
+            mesh.advance(forMs: 20_000)
             let routes = mesh.sim.nodes.map { Int64($0.core.gossip.routes(nowMs: mesh.sim.nowMs).count) }
             return [Int64(mesh.sim.datagramsSent), Int64(mesh.sim.datagramsLost), Int64(mesh.sim.datagramsDelivered)]
                 + mesh.sim.events.map { $0.timeMs * 100 + Int64($0.node) } + routes
@@ -288,5 +167,25 @@ import Testing
 extension NodeEvent {
     func isIncoming(_ id: CallID, caller: WalletAddress, callee: WalletAddress) -> Bool {
         if case .call(.incoming(id, caller, callee)) = self { true } else { false }
+    }
+}
+
+extension OverlayMesh {
+    /// `OverlayMesh` with fixed link costs unless told, the early-tick check before every input unless told.
+    static func testing(count: Int, seed: UInt64, lossRate: Double, linkCosts: NodeCoreConfig.LinkCosts = .fixed(OverlaySimulationTests.cost),
+                        earlyTickCheck: EarlyTickCheck = .everyInput) -> OverlayMesh {
+        OverlayMesh(count: count, seed: seed, lossRate: lossRate, linkCosts: linkCosts, earlyTickCheck: earlyTickCheck)
+    }
+
+    /// Runs the network; what the early-tick check finds is an issue.
+    mutating func advance(forMs ms: Int64) {
+        for fault in run(forMs: ms) { Issue.record(Comment(rawValue: fault)) }
+    }
+
+    /// Converged over `up` (`convergence`); returns the routes checked.
+    func expectConverged(over up: Set<SimLink>, _ comment: String) -> Int {
+        let (routes, faults, _) = convergence(over: up)
+        #expect(faults.isEmpty, "\(comment): \(faults.prefix(10))")
+        return routes
     }
 }

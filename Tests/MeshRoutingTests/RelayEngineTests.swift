@@ -930,6 +930,29 @@ struct RelayNet {
         #expect(net.chain(1, at: 0) == [2, 3])
     }
 
+    /// The callee answered but its answer has not reached the caller: the caller's probes carry no MAC yet, and the
+    /// callee still answers them and follows the caller's active chain (else the caller would drop chain after chain
+    /// while the callee's repeated answers went on one it gave up). Once a probe with the MAC came, one without is
+    /// refused.
+    @Test func theCalleeTakesUnauthenticatedProbesUntilTheCallerHasTheKey() {
+        var net = RelayNet.diamond(seed: 7)
+        net.open(1, from: 0, to: 3)
+        #expect(net.run(for: 2_000) { $0.chain(1, at: 0, role: "standby") != nil })
+        let key = ProbeKey(callerToCallee: [1, 2, 3], calleeToCaller: [4, 5, 6])
+        net.engines[3].authenticate(call: 1, key: key)
+        net.advance(2_000)
+        #expect(net.switches[0].isEmpty && net.engines[3].counters.forgedProbes == 0, "the caller without the key keeps its chain")
+        net.engines[0].authenticate(call: 1, key: key)
+        net.advance(500)
+        #expect(net.switches[0].isEmpty && net.engines[3].counters.forgedProbes == 0)
+        // An unauthenticated probe now (a relay's forgery) is refused.
+        let label = UInt32(net.sessions(3).first { $0.role == "callee" }?.upstreamLabel ?? 0)
+        let from = net.addresses.firstIndex { $0.checksummed == net.sessions(3).first { $0.role == "callee" }?.upstream } ?? 1
+        let probe = ChainInner.probe(sequence: 99, sentAtMs: UInt64(net.now), active: true).serialize()
+        net.process(net.receive(ChainMessage.data(label: label, probe), at: 3, from: from), at: 3)
+        #expect(net.engines[3].counters.forgedProbes == 1)
+    }
+
     /// A set-up repeated after a relay refused it (the repeat crossed the refusal) gets the same refusal, with no
     /// second search behind it; an accept for a chain nobody is building any more is answered with a teardown.
     @Test func repeatsOfARefusedSetUpGetTheSameRefusalAndStrayAcceptsATeardown() throws {
