@@ -114,8 +114,7 @@ public final class NodeRuntime: @unchecked Sendable {
     var relay: RelayEngine { core.relay }
     var dht: DHTNode { core.dht }
 
-    /// A seed for a core's generator (the DHT's ids, the relay engine's labels and chain ids): the system CSPRNG
-    /// mixed with the clock.
+    /// A seed for the DHT's generator (its ids): the system CSPRNG mixed with the clock.
     static func seed(now: Int64) -> UInt64 {
         UInt64(bitPattern: now) ^ (UInt64(SecureRandom.uint32()) << 32 | UInt64(SecureRandom.uint32()))
     }
@@ -178,7 +177,7 @@ public final class NodeRuntime: @unchecked Sendable {
         coreConfig.relayOnly = config.relayOnly
         // Gossip sequence numbers must grow across restarts: the clock's seconds do.
         core = NodeCore(nodeKey: nodeKey, hosted: wallets, config: coreConfig, linkConfig: config.linkConfig, gossipConfig: config.gossipConfig,
-                        relayConfig: config.relayConfig, random: .secure, seeds: (dht: Self.seed(now: now), relay: Self.seed(now: now)),
+                        relayConfig: config.relayConfig, random: .secure, dhtSeed: Self.seed(now: now),
                         sequence: UInt32(truncatingIfNeeded: Self.wallNow() / 1000), now: now)
         let storedContacts = try store.contacts()
         core.dht.restore(contacts: storedContacts, records: try store.records(nowMs: Self.wallNow()), nowMs: now)

@@ -171,12 +171,12 @@ public struct NodeCore<Address: NodeAddress>: Sendable {
         case resolving(HomeResolver<Address>.ID, WalletAddress)
     }
 
-    /// The node with identity `nodeKey` hosting `hosted`; `random` for link sessions, calls and the resolver's
-    /// queries, `seeds` for the DHT's and the relay engine's generators; `sequence` starts gossip's numbers (it
-    /// must grow across restarts).
+    /// The node with identity `nodeKey` hosting `hosted`; `random` for link sessions, chain labels, calls and the
+    /// resolver's queries, `dhtSeed` for the DHT's generator; `sequence` starts gossip's numbers (it must grow
+    /// across restarts).
     public init(nodeKey: PrivateKey, hosted: [PrivateKey], config: NodeCoreConfig = NodeCoreConfig(),
                 linkConfig: LinkConfig = LinkConfig(), gossipConfig: GossipConfig = GossipConfig(),
-                relayConfig: RelayConfig = RelayConfig(), random: LinkRandom, seeds: (dht: UInt64, relay: UInt64),
+                relayConfig: RelayConfig = RelayConfig(), random: LinkRandom, dhtSeed: UInt64,
                 sequence: UInt32, now: Int64) {
         self.config = config
         self.hosted = hosted
@@ -185,10 +185,10 @@ public struct NodeCore<Address: NodeAddress>: Sendable {
                               nowMs: now)
         var relayConfig = relayConfig
         relayConfig.hopLimit = config.hopLimit
-        relay = RelayEngine(local: nodeKey.address, config: relayConfig, seed: seeds.relay)
+        relay = RelayEngine(local: nodeKey.address, config: relayConfig, random: random)
         trunks = Trunker(config: config.trunk)
         calls = CallEngine(wallets: hosted, random: random)
-        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: seeds.dht)
+        dht = DHTNode(identity: nodeKey, config: DHTConfig(), seed: dhtSeed)
         var finderConfig = WalletFinder.Config()
         finderConfig.maxTTL = UInt8(clamping: config.hopLimit)
         finder = WalletFinder(config: finderConfig)

@@ -1,4 +1,5 @@
 import MeshIdentity
+import MeshLink
 import MeshWire
 
 public struct RelayConfig: Sendable {
@@ -142,11 +143,12 @@ public struct ChainInfo: Sendable, Codable, Equatable {
 }
 
 /// Per-session forwarding, hop by hop, along chains of relays (docs/forwarding.md). Pure: events and `now` in,
-/// actions out; labels and chain ids come from a seeded generator.
+/// actions out; labels and chain ids come from an injected random source (the CSPRNG in a node: a neighbour that
+/// could predict them could aim forged messages at sessions it does not carry).
 public struct RelayEngine: Sendable {
     public let local: WalletAddress
     public let config: RelayConfig
-    private var rng: SplitMix64
+    private let random: LinkRandom
 
     enum Role: String { case caller, relay, callee }
 
@@ -329,10 +331,12 @@ public struct RelayEngine: Sendable {
     /// keeps this current).
     public var clock = WallClock()
 
-    public init(local: WalletAddress, config: RelayConfig = RelayConfig(), seed: UInt64) {
+    private func randomUInt32() -> UInt32 { random.bytes(4).withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
+
+    public init(local: WalletAddress, config: RelayConfig = RelayConfig(), random: LinkRandom) {
         self.local = local
         self.config = config
-        rng = SplitMix64(seed: seed)
+        self.random = random
     }
 
     // MARK: the caller's end
@@ -416,7 +420,7 @@ public struct RelayEngine: Sendable {
     private mutating func build(_ call: UInt64, standby: Bool, routes: some RelayRoutes, now: Int64) -> [RelayAction] {
         guard let end = callers[call] else { return [] }
         var chainID: UInt32 = 0
-        while chainID == 0 || sessions[ChainKey(call: call, chain: chainID)] != nil { chainID = UInt32(truncatingIfNeeded: rng.next()) }
+        while chainID == 0 || sessions[ChainKey(call: call, chain: chainID)] != nil { chainID = randomUInt32() }
         let key = ChainKey(call: call, chain: chainID)
         var avoid: [WalletAddress] = []
         var firstHops = firstHops(toward: end.target, hints: end.hints, routes: routes)
@@ -1136,7 +1140,7 @@ public struct RelayEngine: Sendable {
 
     private mutating func allocateLabel(_ key: ChainKey, fromDown: Bool) -> UInt32 {
         var label: UInt32 = 0
-        while label == 0 || labels[label] != nil { label = UInt32(truncatingIfNeeded: rng.next()) }
+        while label == 0 || labels[label] != nil { label = randomUInt32() }
         labels[label] = (key, fromDown)
         return label
     }

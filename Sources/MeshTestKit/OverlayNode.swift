@@ -33,7 +33,7 @@ public struct OverlayNode: SimNode, Sendable {
                 gossip: GossipConfig = GossipConfig(), now: Int64) {
         var seeds = SplitMix64(seed: seed)
         core = NodeCore(nodeKey: nodeKey, hosted: hosted, config: config, gossipConfig: gossip, random: .seeded(seeds.next()),
-                        seeds: (dht: seeds.next(), relay: seeds.next()), sequence: 1, now: now)
+                        dhtSeed: seeds.next(), sequence: 1, now: now)
         core.bound = index
     }
 

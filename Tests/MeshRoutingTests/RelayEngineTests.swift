@@ -89,7 +89,7 @@ struct RelayNet {
         sim.links = Set(edges.map { SimLink($0.0, $0.1) })
         let directory = SimDirectory(addresses)
         for i in 0..<count {
-            let engine = RelayEngine(local: addresses[i], config: config(i), seed: sim.rng.next())
+            let engine = RelayEngine(local: addresses[i], config: config(i), random: .seeded(sim.rng.next()))
             sim.add(RelayNode(engine, routes: GraphRoutes(local: i, addresses: addresses, index: [:], neighbours: [], distances: []),
                               directory: directory))
         }
