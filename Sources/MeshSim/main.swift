@@ -174,7 +174,7 @@ report.unknownWalletRefused = mesh.events(at: nobody.caller).contains {
 if !report.unknownWalletRefused { report.failures.append("a call to a wallet nobody hosts was not refused with the DHT's reason") }
 say("\(report.callsEstablished) of \(calls.count) calls established, found by \(report.foundBy), chains of \(report.meanChainNodes) nodes on average")
 
-// 4. Media both ways, a packet every 100 ms per end.
+// 4. Media both ways, a packet every 100 ms per end: at least 25 of 30 must arrive at each end.
 @MainActor
 func media(at node: Int, _ id: CallID) -> Int { mesh.events(at: node).count { if case .callBytes(id, .media) = $0 { true } else { false } } }
 @MainActor
@@ -189,6 +189,12 @@ func talk(_ ms: Int64) {
     }
 }
 talk(3_000)
+for call in calls where isActive(call) {
+    let (atCaller, atCallee) = (media(at: call.caller, call.id), media(at: call.callee, call.id))
+    if atCaller < 25 || atCallee < 25 {
+        report.failures.append("call \(call.caller)→\(call.callee): \(atCaller) and \(atCallee) of 30 media packets through its chain")
+    }
+}
 
 // 5. The first relay of every established call's chain dies (not an end of any call); the calls move.
 var killed = Set<Int>()
